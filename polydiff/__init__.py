@@ -1,0 +1,38 @@
+"""polydiff: masked ("excited-state") discrete diffusion for molecules and polymers."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("polydiff")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+from polydiff.data.datamodule import SmilesDataModule
+from polydiff.data.tokenizer import load_tokenizer
+from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
+from polydiff.diffusion.schedules import (
+    CosineSchedule,
+    DiffusionSchedule,
+    LinearSchedule,
+    PolynomialSchedule,
+    QuadraticSchedule,
+)
+from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
+from polydiff.tasks.diffusion_task import DiffusionTask, LRScheduleConfig
+
+__all__ = [
+    "BertDiffusionModel",
+    "CosineSchedule",
+    "DiffusionConfig",
+    "DiffusionSchedule",
+    "DiffusionTask",
+    "ExcitedStateDiffusion",
+    "LRScheduleConfig",
+    "LinearSchedule",
+    "ModelConfig",
+    "PolynomialSchedule",
+    "QuadraticSchedule",
+    "SmilesDataModule",
+    "__version__",
+    "load_tokenizer",
+]

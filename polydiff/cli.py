@@ -1,0 +1,59 @@
+"""The ``polydiff`` command: LightningCLI's fit/validate/test/predict on DiffusionTask."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from polydiff import __version__
+from polydiff.data.datamodule import SmilesDataModule
+from polydiff.tasks.diffusion_task import DiffusionTask
+
+DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
+
+
+class PolydiffParser(LightningArgumentParser):
+    """A parser whose errors stay short: the full usage lists every Trainer option."""
+
+    def print_usage(self, file=None) -> None:
+        prog = self.prog.replace(" [options]", "")
+        (file or sys.stdout).write(f"usage: {prog} [-h] [-c CONFIG] [--KEY VALUE ...]\n")
+
+
+class PolydiffCLI(LightningCLI):
+    """LightningCLI with the data module's tokenizer and length limit linked into the task."""
+
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        parser = super().init_parser(**kwargs)
+        parser.add_argument("--version", action="version", version=f"polydiff {__version__}")
+        return parser
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # One place to set each: the task's tokenizer and position table follow the data.
+        parser.link_arguments("data.tokenizer_name", "model.tokenizer_name")
+        parser.link_arguments("data.max_length", "model.model_config.max_position_embeddings")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Runs the CLI on ``args`` (default: ``sys.argv[1:]``).
+
+    Errors a user can cause end with one line on stderr and exit code 1; set POLYDIFF_DEBUG=1
+    for the traceback. Argument errors are reported by the parser itself (exit code 2).
+    """
+    try:
+        PolydiffCLI(
+            DiffusionTask,
+            SmilesDataModule,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            parser_class=PolydiffParser,
+            parser_kwargs={"prog": "polydiff", "description": "Masked diffusion models for molecules and polymers."},
+        )
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"polydiff: error: {type(error).__name__}: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

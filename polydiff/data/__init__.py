@@ -1,0 +1,1 @@
+"""Data: offline tokenizers, SMILES data modules and the bundled MOSES sets."""

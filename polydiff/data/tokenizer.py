@@ -1,0 +1,151 @@
+"""Offline tokenizers: the bundled atom-level SMILES tokenizer and local tokenizer folders.
+
+The bundled tokenizer splits SMILES/PSMILES into chemically meaningful tokens (bracket atoms
+such as ``[nH]`` or ``[C@@H]`` stay whole, ``Cl`` and ``Br`` are one token, ring closures
+``%nn`` are one token) and maps them word-level onto a fixed vocabulary. Nothing here touches
+the network: a name is either ``smiles`` (the bundled file) or a local path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from importlib import resources
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+# One regex alternative per token kind. Anything the regex does not match still becomes its
+# own piece (the split keeps it) and then maps to [UNK], so no character is silently dropped.
+SMILES_REGEX = r"\[[^\]]+\]|Br|Cl|%\d{2}|[BCNOPSFI]|[bcnops]|[()=#\-+\\/:~@?>*$.]|\d"
+
+ORGANIC_ATOMS = ("B", "C", "N", "O", "P", "S", "F", "Cl", "Br", "I", "b", "c", "n", "o", "p", "s")
+BONDS_AND_SYMBOLS = ("-", "=", "#", "$", ":", "/", "\\", "(", ")", ".", "*", "~", "@", "?", ">", "+")
+RING_CLOSURES = tuple(str(d) for d in range(10)) + tuple(f"%{n}" for n in range(10, 100))
+
+# Bracket atoms: every combination of these parts that is chemically plausible enough to
+# appear in drug-like or polymer corpora. Rarer ones still tokenize, as [UNK].
+_BRACKET_ELEMENTS = (
+    "C",
+    "N",
+    "O",
+    "S",
+    "P",
+    "B",
+    "F",
+    "Cl",
+    "Br",
+    "I",
+    "Si",
+    "Se",
+    "Te",
+    "As",
+    "Ge",
+    "Sn",
+    "c",
+    "n",
+    "o",
+    "s",
+    "p",
+    "b",
+    "se",
+    "te",
+    "as",
+    "H",
+    "Li",
+    "Na",
+    "K",
+    "Mg",
+    "Ca",
+    "Al",
+    "Zn",
+    "Fe",
+    "Cu",
+    "Co",
+    "Ni",
+    "Pt",
+    "Pd",
+    "Ti",
+    "*",
+)
+_CHIRAL_ELEMENTS = ("C", "N", "S", "P", "Si", "Se", "B")
+_HYDROGENS = ("", "H", "H2", "H3")
+_CHARGES = ("", "+", "-", "+2", "-2", "+3")
+
+
+def _bracket_atoms() -> list[str]:
+    atoms = []
+    for element in _BRACKET_ELEMENTS:
+        chiralities = ("", "@", "@@") if element in _CHIRAL_ELEMENTS else ("",)
+        for chirality, hydrogens, charge in itertools.product(chiralities, _HYDROGENS, _CHARGES):
+            atoms.append(f"[{element}{chirality}{hydrogens}{charge}]")
+    # Isotopes that do occur in curated sets, and attachment points with map numbers.
+    atoms += ["[2H]", "[3H]", "[11C]", "[13C]", "[14C]", "[18F]", "[123I]", "[125I]"]
+    atoms += [f"[*:{i}]" for i in range(1, 3)]
+    return atoms
+
+
+def smiles_vocabulary() -> list[str]:
+    """The bundled vocabulary: special tokens first, then atoms, symbols and ring closures."""
+    vocab = list(SPECIAL_TOKENS) + list(ORGANIC_ATOMS) + list(BONDS_AND_SYMBOLS)
+    vocab += list(RING_CLOSURES) + _bracket_atoms()
+    return list(dict.fromkeys(vocab))  # keep first occurrence, drop duplicates
+
+
+def build_smiles_tokenizer() -> Tokenizer:
+    """Builds the bundled atom-level tokenizer from code (``bundled/tokenizer.json`` is its output)."""
+    vocab = {token: i for i, token in enumerate(smiles_vocabulary())}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(SMILES_REGEX), behavior="isolated")
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))  # same ids; marks them as special
+    tokenizer.decoder = decoders.Fuse()  # SMILES has no spaces: join tokens as they are
+    cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return tokenizer
+
+
+def bundled_tokenizer_path() -> Path:
+    return Path(str(resources.files("polydiff.data") / "bundled" / "tokenizer.json"))
+
+
+def load_tokenizer(name: str = "smiles") -> PreTrainedTokenizerFast:
+    """Loads a tokenizer without the network.
+
+    Args:
+        name: ``smiles`` for the bundled atom-level tokenizer, or a local path to a
+            ``tokenizer.json`` file or to a folder saved with ``save_pretrained``.
+
+    Returns:
+        A fast tokenizer with [PAD], [UNK], [CLS], [SEP] and [MASK] set.
+
+    Raises:
+        FileNotFoundError: when ``name`` is neither ``smiles`` nor an existing local path.
+    """
+    if name == "smiles":
+        path = bundled_tokenizer_path()
+    else:
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"tokenizer {name!r} is not available offline: use 'smiles' (bundled) or the path "
+                "of a local tokenizer.json or tokenizer folder"
+            )
+    if path.is_dir():
+        if not (path / "tokenizer.json").exists():
+            raise FileNotFoundError(f"tokenizer folder {path} has no tokenizer.json")
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+    else:
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    special = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), SPECIAL_TOKENS, strict=True))
+    for attribute, token in special.items():
+        if getattr(tokenizer, attribute) is None:
+            if token not in tokenizer.get_vocab():
+                raise ValueError(f"tokenizer {name!r} has no {token} token")
+            setattr(tokenizer, attribute, token)
+    tokenizer.model_max_length = 10**9  # lengths are enforced by the data module, not here
+    tokenizer.clean_up_tokenization_spaces = False
+    return tokenizer

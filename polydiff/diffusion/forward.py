@@ -1,0 +1,97 @@
+"""The forward (noising) process q(x_t | x_0) and the weights of its ELBO.
+
+Every maskable position keeps x_0 with probability alpha(t) and becomes the [MASK] id m (the
+"excited state") otherwise. Pads and special tokens are never masked. The negative ELBO is
+
+    NLL(x_0) <= E_t E_{x_t ~ q} [ w(t) * sum_{l: x_t^l = m} -log p_theta(x_0^l | x_t) ]
+
+with t ~ U[eps, 1] in continuous time (T = 0) or t_i = i / T in discrete time (T > 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from polydiff.diffusion.schedules import DiffusionSchedule
+
+
+@dataclass
+class DiffusionConfig:
+    """How time is treated.
+
+    Args:
+        num_timesteps: T > 0 for discrete time t_i = i / T, 0 for continuous time.
+        time_sampling: ``antithetic`` spreads a batch's times evenly over [eps, 1] (lower
+            variance, same expectation); ``uniform`` draws them independently.
+        eps: smallest continuous time, where w(t) would blow up.
+    """
+
+    num_timesteps: int = 0
+    time_sampling: Literal["antithetic", "uniform"] = "antithetic"
+    eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.num_timesteps < 0:
+            raise ValueError(f"num_timesteps must be >= 0, got {self.num_timesteps}")
+        if not 0 < self.eps < 1:
+            raise ValueError(f"eps must lie in (0, 1), got {self.eps}")
+
+
+class ExcitedStateDiffusion:
+    """The absorbing-[MASK] forward process for one schedule.
+
+    Args:
+        schedule: alpha(t).
+        mask_token_id: the id m of [MASK].
+        config: discrete or continuous time, time sampling, eps.
+    """
+
+    def __init__(self, schedule: DiffusionSchedule, mask_token_id: int, config: DiffusionConfig | None = None) -> None:
+        self.schedule = schedule
+        self.mask_token_id = mask_token_id
+        self.config = config or DiffusionConfig()
+
+    def sample_time(
+        self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Draws one time per sequence: continuous in [eps, 1], or on the grid i / T.
+
+        Returns:
+            t of shape (batch_size,), float32.
+        """
+        u = torch.rand(batch_size if self.config.time_sampling == "uniform" else 1, device=device, generator=generator)
+        if self.config.time_sampling == "antithetic":
+            u = (u + torch.arange(batch_size, device=device) / batch_size) % 1
+        T = self.config.num_timesteps
+        if T > 0:
+            return (torch.floor(u * T).clamp(max=T - 1) + 1) / T
+        eps = self.config.eps
+        return eps + (1 - eps) * u
+
+    def elbo_weight(self, t: Tensor) -> Tensor:
+        """The weight of the masked cross-entropy at time t, such that its mean over
+        ``sample_time`` is the negative ELBO (discrete sum or integral over [0, 1])."""
+        T = self.config.num_timesteps
+        if T > 0:
+            return self.schedule.discrete_weight(torch.round(t * T), T)
+        # Sampling u on [eps, 1] estimates the integral over that interval divided by (1 - eps).
+        return (1 - self.config.eps) * self.schedule.weight(t)
+
+    def q_sample(self, x0: Tensor, t: Tensor, maskable: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Draws x_t ~ q(x_t | x_0).
+
+        Args:
+            x0: clean token ids, (batch, length).
+            t: one time per sequence, (batch,).
+            maskable: positions that may be masked (not pad, not special), (batch, length).
+
+        Returns:
+            x_t with masked positions set to the [MASK] id.
+        """
+        alpha = self.schedule.alpha(t).unsqueeze(-1)
+        masked = (torch.rand(x0.shape, device=x0.device, generator=generator) >= alpha) & maskable
+        return torch.where(masked, torch.full_like(x0, self.mask_token_id), x0)

@@ -1,0 +1,116 @@
+"""BertDiffusionModel: a bidirectional BERT encoder that predicts p_theta(x_0 | x_t)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from transformers import BertConfig, BertModel, BertPreTrainedModel
+
+
+@dataclass
+class ModelConfig:
+    """Size of the BERT denoiser (the standard sizes are in ``recipes/model/``).
+
+    Args:
+        hidden_size: width of every layer.
+        num_layers: number of transformer layers.
+        num_heads: attention heads per layer; must divide ``hidden_size``.
+        intermediate_size: width of the feed-forward block (usually 4 x hidden_size).
+        max_position_embeddings: longest sequence, [CLS] and [SEP] included.
+        dropout: dropout on hidden states and attention probabilities.
+        time_conditioning: add an embedding of t to the input. The optimal denoiser of this
+            process does not depend on t, and without it the sampler can cache model calls.
+    """
+
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 512
+    max_position_embeddings: int = 130
+    dropout: float = 0.1
+    time_conditioning: bool = False
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
+
+    def to_bert_config(self, vocab_size: int, pad_token_id: int) -> BertConfig:
+        config = BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=self.max_position_embeddings,
+            hidden_dropout_prob=self.dropout,
+            attention_probs_dropout_prob=self.dropout,
+            pad_token_id=pad_token_id,
+            time_conditioning=self.time_conditioning,
+        )
+        config._attn_implementation = "sdpa"
+        return config
+
+
+class TimestepEmbedding(nn.Module):
+    """Sinusoidal features of t in [0, 1] followed by a two-layer MLP."""
+
+    def __init__(self, hidden_size: int, num_frequencies: int = 64) -> None:
+        super().__init__()
+        # Frequencies from 1 to 1000 on a log scale, as in the transformer position code.
+        frequencies = torch.exp(torch.linspace(0, math.log(1000.0), num_frequencies))
+        self.register_buffer("frequencies", frequencies, persistent=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * num_frequencies, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+    def forward(self, t: Tensor) -> Tensor:
+        angles = t.float().unsqueeze(-1) * self.frequencies
+        return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+
+
+class BertDiffusionModel(BertPreTrainedModel):
+    """BERT encoder + token head, giving logits over the vocabulary at every position.
+
+    Args:
+        config: a ``BertConfig``; ``config.time_conditioning`` adds an embedding of t.
+    """
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.time_embedding = (
+            TimestepEmbedding(config.hidden_size) if getattr(config, "time_conditioning", False) else None
+        )
+        self.output_projection = nn.Sequential(
+            nn.Linear(config.hidden_size, config.hidden_size),
+            nn.GELU(),
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps),
+            nn.Linear(config.hidden_size, config.vocab_size),
+        )
+        self.post_init()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:
+        """Logits of p_theta(x_0 | x_t).
+
+        Args:
+            input_ids: x_t, (batch, length).
+            attention_mask: 1 for real tokens, 0 for pads; None when there are no pads.
+            t: time per sequence, (batch,); used only with time conditioning.
+
+        Returns:
+            logits of shape (batch, length, vocab_size).
+        """
+        return self.output_projection(self.encode(input_ids, attention_mask, t))
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:
+        """Final hidden states, (batch, length, hidden_size); ``forward`` without the head, so
+        that training can project only the masked positions."""
+        embeds = self.bert.embeddings.word_embeddings(input_ids)
+        if self.time_embedding is not None:
+            if t is None:
+                raise ValueError("this model is time-conditioned: pass t")
+            embeds = embeds + self.time_embedding(t).to(embeds.dtype).unsqueeze(1)
+        return self.bert(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state

@@ -1,0 +1,67 @@
+import gzip
+
+import pytest
+import torch
+
+from polydiff.data.datamodule import SmilesCollator, SmilesDataModule, read_smiles
+
+
+def test_read_smiles_formats(tmp_path):
+    (tmp_path / "a.smi").write_text("CCO ethanol\n\nc1ccccc1\n")
+    (tmp_path / "b.csv").write_text("id,smiles\n1,CCO\n2,c1ccccc1\n")
+    with gzip.open(tmp_path / "c.txt.gz", "wt") as f:
+        f.write("CCO\r\nc1ccccc1\r\n")
+    assert read_smiles(tmp_path / "a.smi") == ["CCO", "c1ccccc1"]
+    assert read_smiles(tmp_path / "b.csv", smiles_column="smiles") == ["CCO", "c1ccccc1"]
+    assert read_smiles(tmp_path / "c.txt.gz") == ["CCO", "c1ccccc1"]
+
+
+def test_read_smiles_errors(tmp_path):
+    (tmp_path / "b.csv").write_text("id,smiles\n1,CCO\n")
+    with pytest.raises(ValueError, match="no column 'SMILES'"):
+        read_smiles(tmp_path / "b.csv")
+    with pytest.raises(FileNotFoundError, match=r"missing\.smi"):
+        read_smiles(tmp_path / "missing.smi")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ValueError, match="expected one of"):
+        read_smiles(tmp_path / "x.json")
+
+
+def test_collator_pads_to_the_batch_and_drops_overlong():
+    collate = SmilesCollator("smiles", max_length=8)
+    batch = collate(["CCO", "CCCC", "C" * 7])  # 5, 6 and 9 tokens with [CLS]/[SEP]
+    assert batch["input_ids"].shape == (2, 6)  # the longest kept, not max_length
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1] * 6]
+    assert collate.num_dropped == 1
+
+
+def test_missing_file_fails_at_construction(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.smi"):
+        SmilesDataModule(train_file=str(tmp_path / "nope.smi"))
+
+
+def test_files_and_length_histogram(smiles_files):
+    dm = SmilesDataModule(train_file=str(smiles_files["train"]), val_file=str(smiles_files["val"]), batch_size=16)
+    dm.setup("fit")
+    assert (len(dm.train_smiles), len(dm.val_smiles)) == (1000, 200)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 16
+    assert (batch["input_ids"][:, 0] == dm.tokenizer.cls_token_id).all()
+    histogram = dm.length_histogram()
+    assert histogram.shape == (129,)
+    assert histogram.sum() == 1000
+    lengths = torch.tensor([len(dm.tokenizer(s)["input_ids"]) - 2 for s in dm.train_smiles])
+    assert torch.equal(histogram, torch.bincount(lengths, minlength=129).float())
+
+
+def test_bundled_moses_with_held_out_validation():
+    dm = SmilesDataModule(val_size=500, seed=3)
+    dm.setup("fit")
+    assert len(dm.val_smiles) == 500
+    assert len(dm.train_smiles) == 1_584_663 - 500  # the MOSES train split
+    assert not set(dm.val_smiles) & set(dm.train_smiles[:50_000])
+    again = SmilesDataModule(val_size=500, seed=3)
+    again.setup("fit")
+    assert again.val_smiles == dm.val_smiles  # the split is reproducible
+    dm.setup("test")
+    assert len(dm.test_smiles) == 176_074

@@ -1,0 +1,70 @@
+import pytest
+from tokenizers import Tokenizer
+
+from polydiff.data.tokenizer import SPECIAL_TOKENS, build_smiles_tokenizer, bundled_tokenizer_path, load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("smiles")
+
+
+def test_bundled_file_is_what_the_code_builds():
+    bundled = Tokenizer.from_file(str(bundled_tokenizer_path()))
+    assert bundled.to_str() == build_smiles_tokenizer().to_str()
+
+
+def test_special_tokens_come_first(tokenizer):
+    assert tokenizer.convert_ids_to_tokens(list(range(5))) == list(SPECIAL_TOKENS)
+    assert (tokenizer.pad_token_id, tokenizer.mask_token_id) == (0, 4)
+
+
+@pytest.mark.parametrize(
+    ("smiles", "tokens"),
+    [
+        ("CCO", ["C", "C", "O"]),
+        ("ClCBr", ["Cl", "C", "Br"]),
+        ("c1cc[nH]c1", ["c", "1", "c", "c", "[nH]", "c", "1"]),
+        ("C[C@@H](N)C(=O)O", ["C", "[C@@H]", "(", "N", ")", "C", "(", "=", "O", ")", "O"]),
+        ("C%12CC%12", ["C", "%12", "C", "C", "%12"]),
+        ("[NH3+]CC#N", ["[NH3+]", "C", "C", "#", "N"]),
+        ("F/C=C\\F", ["F", "/", "C", "=", "C", "\\", "F"]),
+        ("*CC(*)c1ccccc1", ["*", "C", "C", "(", "*", ")", "c", "1", "c", "c", "c", "c", "c", "1"]),
+        ("[*]CC[*]", ["[*]", "C", "C", "[*]"]),
+        ("[Na+].[Cl-]", ["[Na+]", ".", "[Cl-]"]),
+    ],
+)
+def test_atom_level_tokens(tokenizer, smiles, tokens):
+    ids = tokenizer(smiles)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["[CLS]", *tokens, "[SEP]"]
+    assert tokenizer.unk_token_id not in ids
+    assert tokenizer.decode(ids, skip_special_tokens=True) == smiles
+
+
+def test_moses_round_trips_without_unknown_tokens(tokenizer, moses_sample):
+    encoded = tokenizer(moses_sample)["input_ids"]
+    assert all(tokenizer.unk_token_id not in ids for ids in encoded)
+    assert tokenizer.batch_decode(encoded, skip_special_tokens=True) == moses_sample
+
+
+def test_unknown_characters_become_unk_not_nothing(tokenizer):
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("C[Xe+7]CQ")["input_ids"])
+    assert tokens == ["[CLS]", "C", "[UNK]", "C", "[UNK]", "[SEP]"]
+
+
+def test_mask_placeholder_is_one_token(tokenizer):
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("c1ccccc1[MASK][MASK]")["input_ids"])
+    assert tokens[-3:] == ["[MASK]", "[MASK]", "[SEP]"]
+
+
+def test_loads_from_a_local_folder_and_file(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "saved")
+    for path in (tmp_path / "saved", tmp_path / "saved" / "tokenizer.json"):
+        again = load_tokenizer(str(path))
+        assert again("CC(=O)N")["input_ids"] == tokenizer("CC(=O)N")["input_ids"]
+        assert again.mask_token_id == tokenizer.mask_token_id
+
+
+def test_a_hub_name_is_refused_without_network():
+    with pytest.raises(FileNotFoundError, match="not available offline"):
+        load_tokenizer("seyonec/ChemBERTa-zinc-base-v1")

@@ -1,0 +1,96 @@
+import math
+
+import pytest
+import torch
+
+from polydiff.data.datamodule import SmilesCollator
+from polydiff.diffusion import DiffusionConfig, LinearSchedule
+from polydiff.model.bert_diffusion import ModelConfig
+from polydiff.tasks.diffusion_task import FORBIDDEN_LOGIT, DiffusionTask, LRScheduleConfig
+
+TINY = ModelConfig(
+    hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64, dropout=0.0
+)
+
+
+@pytest.fixture
+def task():
+    torch.manual_seed(0)
+    return DiffusionTask(model_config=TINY, schedule=LinearSchedule())
+
+
+@pytest.fixture(scope="module")
+def batch(moses_sample):
+    return SmilesCollator("smiles", max_length=64)(moses_sample[:256])
+
+
+def test_documented_parts(task):
+    assert task.vocab_size == len(task.tokenizer)
+    assert task.mask_token_id == task.tokenizer.mask_token_id
+    assert task.pad_token_id == task.tokenizer.pad_token_id
+    assert task.diffusion_process.schedule is task.schedule
+    assert task.timestep_embedding is None
+    assert task.output_projection[-1].out_features == task.vocab_size
+
+
+def test_masking_spares_pads_and_special_tokens(task, batch):
+    x0 = batch["input_ids"]
+    x_t = task._apply_masking(x0, torch.full((len(x0),), 0.999))
+    structural = ~task.maskable(x0)
+    assert torch.equal(x_t[structural], x0[structural])
+    assert (x_t[~structural] == task.mask_token_id).float().mean() > 0.99
+
+
+def test_mask_and_structure_are_never_predicted(task, batch):
+    logits = task(batch["input_ids"], batch["attention_mask"])
+    for token in ("[MASK]", "[PAD]", "[CLS]", "[SEP]"):
+        assert (logits[..., task.tokenizer.convert_tokens_to_ids(token)] == FORBIDDEN_LOGIT).all()
+    for dtype in (torch.float16, torch.bfloat16):
+        assert torch.isfinite(torch.tensor(FORBIDDEN_LOGIT, dtype=dtype))
+
+
+@pytest.mark.parametrize("num_timesteps", [0, 20])
+def test_untrained_bound_is_log_vocabulary(task, batch, num_timesteps):
+    # An untrained model is nearly uniform over the V - 4 tokens it may predict, so every masked
+    # token costs ln(V - 4) nats, and E_t[w(t) (1 - alpha(t))] = 1 makes the bound ln(V - 4) per token.
+    task.diffusion_process.config = DiffusionConfig(num_timesteps=num_timesteps)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        totals = [task.negative_elbo(batch, generator) for _ in range(8)]
+    nll = sum(n.sum() for n, _ in totals) / sum(k.sum() for _, k in totals)
+    assert nll.item() == pytest.approx(math.log(task.vocab_size - 4), rel=0.05)
+
+
+def test_training_lowers_the_bound(task, batch):
+    optimizer = torch.optim.AdamW(task.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+
+    def bound():
+        with torch.no_grad():
+            nll, tokens = task.negative_elbo(batch, torch.Generator().manual_seed(1))
+        return (nll.sum() / tokens.sum()).item()
+
+    before = bound()
+    for _ in range(40):
+        nll, tokens = task.negative_elbo(batch, generator)
+        optimizer.zero_grad()
+        (nll.sum() / tokens.sum()).backward()
+        optimizer.step()
+    assert bound() < 0.7 * before
+
+
+def test_time_conditioned_task_runs(batch):
+    task = DiffusionTask(model_config=ModelConfig(**{**TINY.__dict__, "time_conditioning": True}))
+    nll, tokens = task.negative_elbo(batch)
+    assert torch.isfinite(nll).all() and (tokens > 0).all()
+    assert task.timestep_embedding is task.model.time_embedding
+
+
+def test_lr_schedule_warms_up_then_decays():
+    schedule = LRScheduleConfig(warmup_steps=10, decay="cosine", min_lr_ratio=0.1)
+    assert schedule.factor(0, 100) == pytest.approx(0.1)
+    assert schedule.factor(9, 100) == pytest.approx(1.0)
+    assert schedule.factor(55, 100) == pytest.approx(0.55)
+    assert schedule.factor(100, 100) == pytest.approx(0.1)
+    assert LRScheduleConfig(decay="constant").factor(50, 100) == 1.0
+    assert schedule.factor(500, float("inf")) == 1.0
