@@ -10,6 +10,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 from polydiff.data.datamodule import SmilesDataModule
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
+from polydiff.diffusion.sampling import SamplingConfig
 from polydiff.diffusion.schedules import (
     CosineSchedule,
     DiffusionSchedule,
@@ -19,6 +20,7 @@ from polydiff.diffusion.schedules import (
 )
 from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
 from polydiff.tasks.diffusion_task import DiffusionTask, LRScheduleConfig
+from polydiff.tasks.inference import SampleWriter, load
 
 __all__ = [
     "BertDiffusionModel",
@@ -32,7 +34,10 @@ __all__ = [
     "ModelConfig",
     "PolynomialSchedule",
     "QuadraticSchedule",
+    "SampleWriter",
+    "SamplingConfig",
     "SmilesDataModule",
     "__version__",
+    "load",
     "load_tokenizer",
 ]

@@ -12,6 +12,7 @@ from polydiff.data.datamodule import SmilesDataModule
 from polydiff.tasks.diffusion_task import DiffusionTask
 
 DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
+DESCRIPTION = "Masked diffusion models for molecules and polymers. To generate from a checkpoint: `polydiff sample`."
 
 
 class PolydiffParser(LightningArgumentParser):
@@ -41,7 +42,19 @@ def main(args: list[str] | None = None) -> None:
 
     Errors a user can cause end with one line on stderr and exit code 1; set POLYDIFF_DEBUG=1
     for the traceback. Argument errors are reported by the parser itself (exit code 2).
+    ``polydiff sample`` is a plain typed command (``polydiff.commands.sample``), not LightningCLI.
     """
+    command_line = sys.argv[1:] if args is None else args
+    if command_line[:1] == ["sample"]:
+        from polydiff.commands.sample import main as sample_main  # its own light parser
+
+        sample_main(command_line[1:])
+        return
+    if command_line[:1] == ["evaluate"]:
+        from polydiff.commands.evaluate import main as evaluate_main  # plain typed command, like sample
+
+        evaluate_main(command_line[1:])
+        return
     try:
         PolydiffCLI(
             DiffusionTask,
@@ -50,7 +63,7 @@ def main(args: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
             parser_class=PolydiffParser,
-            parser_kwargs={"prog": "polydiff", "description": "Masked diffusion models for molecules and polymers."},
+            parser_kwargs={"prog": "polydiff", "description": DESCRIPTION},
         )
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
         if os.environ.get(DEBUG_ENV):

@@ -101,6 +101,7 @@ class SmilesDataModule(LightningDataModule):
         num_workers: DataLoader worker processes.
         val_size: lines held out for validation when ``val_file`` is None.
         seed: seed of the held-out split.
+        num_samples: sequences that ``polydiff predict`` generates (its batches are sample indices).
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class SmilesDataModule(LightningDataModule):
         num_workers: int = 0,
         val_size: int = 10_000,
         seed: int = 0,
+        num_samples: int = 1000,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -181,3 +183,7 @@ class SmilesDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_smiles, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        # Generation needs no data: each batch is a range of sample indices, and its size is all that counts.
+        return DataLoader(range(self.hparams.num_samples), batch_size=self.hparams.batch_size)

@@ -1,6 +1,7 @@
-"""The diffusion math: noise schedules and the forward process (DESIGN.md, "The math")."""
+"""The diffusion math: noise schedules, the forward and the reverse process (DESIGN.md, "The math")."""
 
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
+from polydiff.diffusion.sampling import ReverseProcess, SamplingConfig
 from polydiff.diffusion.schedules import (
     CosineSchedule,
     DiffusionSchedule,
@@ -17,4 +18,6 @@ __all__ = [
     "LinearSchedule",
     "PolynomialSchedule",
     "QuadraticSchedule",
+    "ReverseProcess",
+    "SamplingConfig",
 ]

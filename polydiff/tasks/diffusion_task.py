@@ -16,8 +16,10 @@ from torchmetrics import MeanMetric
 
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
+from polydiff.diffusion.sampling import SamplingConfig, Strategy
 from polydiff.diffusion.schedules import CosineSchedule, DiffusionSchedule
 from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
+from polydiff.tasks.generation import generate
 
 # Logit given to tokens the model must never predict ([MASK], [PAD], [CLS], [SEP]): far below
 # any real logit, yet finite in fp16 and bf16 so no NaN can arise from -inf arithmetic.
@@ -58,6 +60,10 @@ class DiffusionTask(LightningModule):
         lr_schedule: warmup and decay of the learning rate.
         tokenizer_name: ``smiles`` (bundled) or a local tokenizer path; the CLI links it from
             the data module so both always agree.
+        sampling: how ``polydiff predict`` samples; a run-time setting, not saved in checkpoints.
+        sample_every_n_epochs: every this many validation runs, sample ``val_num_samples``
+            sequences and log ``val/valid``, ``val/unique`` and ``val/novelty``; 0 turns it off.
+        val_num_samples: sequences sampled for those metrics (fixed seed, so runs compare).
     """
 
     def __init__(
@@ -68,9 +74,14 @@ class DiffusionTask(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: LRScheduleConfig = LRScheduleConfig(),  # noqa: B008
         tokenizer_name: str = "smiles",
+        sampling: SamplingConfig = SamplingConfig(),  # noqa: B008
+        sample_every_n_epochs: int = 0,
+        val_num_samples: int = 200,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Sampling settings stay out of the checkpoint: LightningCLI would let saved ones override the command line.
+        self.save_hyperparameters(ignore=["sampling"])
+        self.sampling = sampling
         self.tokenizer = load_tokenizer(tokenizer_name)
         self.vocab_size = len(self.tokenizer)
         self.mask_token_id = self.tokenizer.mask_token_id
@@ -90,6 +101,10 @@ class DiffusionTask(LightningModule):
         self.register_buffer("length_histogram", torch.zeros(model_config.max_position_embeddings + 1))
         self.val_nll = MeanMetric()
         self.test_nll = MeanMetric()
+        self.sample_every_n_epochs = sample_every_n_epochs
+        self.val_num_samples = val_num_samples
+        self._validation_runs = 0
+        self._training_set: set[str] | None = None  # for novelty, built on first use
 
     # The seed's documented parts, kept as views onto the model's own modules.
     @property
@@ -112,6 +127,10 @@ class DiffusionTask(LightningModule):
         """Logits of p_theta(x_0 | x_t), with the tokens it may never predict forbidden (SUBS)."""
         logits = self.model(input_ids, attention_mask, t)
         return logits.masked_fill(self.forbidden_tokens, FORBIDDEN_LOGIT)
+
+    def logits_from_hidden(self, hidden: Tensor) -> Tensor:
+        """The head on final hidden states (any leading shape), with forbidden tokens masked, in float32."""
+        return self.output_projection(hidden).float().masked_fill(self.forbidden_tokens, FORBIDDEN_LOGIT)
 
     def maskable(self, input_ids: Tensor) -> Tensor:
         """Positions the forward process may mask: everything but pads, [CLS], [SEP], [MASK]."""
@@ -167,12 +186,83 @@ class DiffusionTask(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_bound("val", self.val_nll)
+        if self.trainer.sanity_checking or self.sample_every_n_epochs <= 0:
+            return
+        self._validation_runs += 1
+        if self._validation_runs % self.sample_every_n_epochs == 0:
+            self.log_dict(self._sample_quality(), prog_bar=True)
+
+    def _sample_quality(self) -> dict[str, float]:
+        """valid, unique (among valid) and novelty (against the training lines) of a fixed-seed sample, as MOSES
+        defines them; novelty compares canonical samples with the training lines as written (MOSES's sets are
+        canonical)."""
+        from polydiff.chem.metrics import fraction_unique, novelty
+        from polydiff.chem.molecules import canonical, quiet_rdkit
+
+        quiet_rdkit()
+        samples = self.sample(self.val_num_samples, seed=0, batch_size=min(self.val_num_samples, 256))
+        valid = [c for c in map(canonical, samples) if c is not None]
+        if self._training_set is None:
+            self._training_set = set(getattr(self.trainer.datamodule, "train_smiles", None) or ())
+        quality = {"val/valid": len(valid) / max(len(samples), 1)}
+        if valid:
+            quality["val/unique"] = fraction_unique(valid)
+            if self._training_set:
+                quality["val/novelty"] = novelty(valid, self._training_set)
+        return quality
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, self.test_nll)
 
     def on_test_epoch_end(self) -> None:
         self._log_bound("test", self.test_nll)
+
+    def sample(
+        self,
+        num_samples: int,
+        steps: int = SamplingConfig.steps,
+        strategy: Strategy = SamplingConfig.strategy,
+        temperature: float = SamplingConfig.temperature,
+        top_p: float = SamplingConfig.top_p,
+        length: int | None = None,
+        prompt: str | list[str] | None = None,
+        batch_size: int = 256,
+        seed: int | None = None,
+        cache: bool = SamplingConfig.cache,
+        progress: bool = False,
+        randomness: float = SamplingConfig.randomness,
+    ) -> list[str]:
+        """Generates sequences with the reverse process (``polydiff.diffusion.sampling``).
+
+        Args:
+            num_samples: sequences to generate (per prompt, when several prompts are given).
+            steps: steps from t = 1 to t = 0.
+            strategy: ``ancestral`` or ``confidence``.
+            temperature: divides the logits; 0 takes the most likely token.
+            top_p: nucleus sampling threshold (1 keeps every token).
+            length: tokens per sequence; None draws it from the training length histogram.
+            prompt: a template (or a list of them) whose [MASK] tokens are filled in.
+            batch_size: sequences denoised together.
+            seed: makes the output reproducible (same batch size and device).
+            cache: re-run the model only on sequences that changed (same output, fewer calls).
+            progress: show a progress bar.
+            randomness: Gumbel noise scale of the ``confidence`` strategy.
+
+        Returns:
+            The decoded sequences, special tokens skipped.
+        """
+        config = SamplingConfig(steps, strategy, temperature, top_p, randomness, cache)
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        return generate(self, num_samples, config, length, prompts, batch_size, seed, progress).sequences
+
+    def predict_step(self, batch: Tensor, batch_idx: int) -> list[str]:
+        """Samples ``len(batch)`` sequences with ``self.sampling``; the batch's content is ignored.
+
+        The seed of each batch comes from torch's global generator, so ``seed_everything``
+        makes ``polydiff predict`` reproducible. Write the output with ``polydiff.SampleWriter``.
+        """
+        seed = int(torch.randint(2**62, (1,)))
+        return generate(self, len(batch), self.sampling, batch_size=len(batch), seed=seed).sequences
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())

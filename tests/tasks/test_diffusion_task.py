@@ -94,3 +94,23 @@ def test_lr_schedule_warms_up_then_decays():
     assert schedule.factor(100, 100) == pytest.approx(0.1)
     assert LRScheduleConfig(decay="constant").factor(50, 100) == 1.0
     assert schedule.factor(500, float("inf")) == 1.0
+
+
+def test_validation_samples_and_logs_quality(smiles_files, tmp_path):
+    from lightning.pytorch import Trainer
+
+    from polydiff.data.datamodule import SmilesDataModule
+
+    torch.manual_seed(0)
+    task = DiffusionTask(model_config=TINY, sample_every_n_epochs=1, val_num_samples=20)
+    data = SmilesDataModule(str(smiles_files["train"]), str(smiles_files["val"]), max_length=64, batch_size=32)
+    trainer = Trainer(
+        max_steps=4, val_check_interval=2, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(task, data)
+    metrics = trainer.callback_metrics
+    assert 0 <= metrics["val/valid"] <= 1
+    assert task._validation_runs == 2  # the sanity check does not count
+    if metrics["val/valid"] > 0:
+        assert 0 < metrics["val/unique"] <= 1 and 0 <= metrics["val/novelty"] <= 1

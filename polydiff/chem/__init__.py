@@ -1,0 +1,1 @@
+"""Chemistry: MOSES metrics for generated molecules, polymer (PSMILES) validity, and reports."""

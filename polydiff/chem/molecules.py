@@ -1,0 +1,206 @@
+"""One molecule at a time: parsing, canonical SMILES, polymer validity and the MOSES descriptors.
+
+Definitions follow MOSES (molecularsets/moses, ``moses/metrics/utils.py``, ``molsets`` 0.3.1):
+a SMILES is valid when RDKit parses and sanitizes it (an empty string is invalid), canonical
+SMILES are RDKit's default (isomeric) ones, and the descriptors of a valid molecule are taken
+from its canonical SMILES parsed again, as MOSES does.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import os
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import numpy as np
+from rdkit import Chem, RDConfig, RDLogger
+from rdkit.Chem import QED, AllChem, Crippen, Descriptors, rdFingerprintGenerator, rdMolDescriptors
+from rdkit.Chem.Scaffolds import MurckoScaffold
+
+FINGERPRINT_BITS = 1024  # MOSES: Morgan, radius 2, 1,024 bits
+MORGAN_RADIUS = 2
+MIN_SCAFFOLD_RINGS = 2  # MOSES's compute_scaffolds drops scaffolds with fewer rings
+FILTER_ATOMS = frozenset({"C", "N", "S", "O", "F", "Cl", "Br", "H"})
+MAX_FILTER_RING = 8  # MOSES's filters reject rings of 8 atoms or more
+PROPERTIES = ("logP", "SA", "QED", "weight", "TPSA", "length")  # the first four are MOSES's
+
+
+@dataclass
+class MoleculeFeatures:
+    """What the metrics need of one valid molecule.
+
+    Attributes:
+        smiles: canonical SMILES.
+        fingerprint: the 1,024-bit Morgan fingerprint (radius 2), packed into 128 bytes.
+        fragments: canonical SMILES of its BRICS fragments (with repeats).
+        scaffold: canonical SMILES of its Bemis-Murcko scaffold, None below two rings.
+        properties: logP, SA, QED, weight (MolWt), TPSA and canonical SMILES length (NaN where
+            RDKit fails, e.g. QED of a polymer's ``*``).
+        passes_filters: passes MOSES's MCF, PAINS, atom, charge and ring-size filters (None: not checked).
+    """
+
+    smiles: str
+    fingerprint: bytes
+    fragments: list[str]
+    scaffold: str | None
+    properties: tuple[float, ...]
+    passes_filters: bool | None
+
+
+def quiet_rdkit() -> None:
+    """Silences RDKit's per-molecule parse errors (a sample file has many invalid lines)."""
+    RDLogger.DisableLog("rdApp.*")
+
+
+def parse(smiles: str) -> Chem.Mol | None:
+    """The molecule of a SMILES, or None when it is empty or RDKit cannot parse and sanitize it."""
+    if not smiles:
+        return None
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None
+    try:
+        Chem.SanitizeMol(mol)
+    except ValueError:
+        return None
+    return mol
+
+
+def canonical(smiles: str) -> str | None:
+    """RDKit's canonical SMILES of a SMILES string, or None when it is invalid."""
+    mol = parse(smiles)
+    return None if mol is None else Chem.MolToSmiles(mol)
+
+
+def is_polymer(mol: Chem.Mol | None) -> bool:
+    """Whether a molecule is a polymer repeat unit: exactly two ``*`` atoms, each with one single bond.
+
+    Args:
+        mol: a parsed PSMILES (None counts as invalid).
+
+    Returns:
+        True for e.g. ``*CC(*)c1ccccc1`` and ``*C=C*``; False for ``*=CC*``, ``CC*`` or ``*C(*)(*)C``.
+    """
+    if mol is None:
+        return False
+    stars = [atom for atom in mol.GetAtoms() if atom.GetAtomicNum() == 0]
+    return len(stars) == 2 and all(
+        star.GetDegree() == 1 and star.GetBonds()[0].GetBondType() == Chem.BondType.SINGLE for star in stars
+    )
+
+
+def check(line: str) -> tuple[str | None, bool]:
+    """A sample line's canonical SMILES (None when invalid) and whether it is a polymer repeat unit."""
+    mol = parse(line)
+    return (None, False) if mol is None else (Chem.MolToSmiles(mol), is_polymer(mol))
+
+
+@cache
+def _sa_scorer():
+    # RDKit ships Ertl & Schuffenhauer's SA score as a Contrib script, not as a module.
+    path = os.path.join(RDConfig.RDContribDir, "SA_Score", "sascorer.py")
+    spec = importlib.util.spec_from_file_location("polydiff_rdkit_sascorer", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"RDKit's SA score script not found at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sa_score(mol: Chem.Mol) -> float:
+    """Synthetic accessibility (1 easy to 10 hard; Ertl & Schuffenhauer 2009), RDKit's Contrib sascorer."""
+    score = _sa_scorer().calculateScore(mol)
+    return math.nan if score is None else float(score)
+
+
+@cache
+def _filters() -> tuple[Chem.Mol, ...]:
+    data = resources.files("polydiff.chem") / "data"
+    with (data / "mcf.csv").open() as mcf:
+        smarts = [row["smarts"] for row in csv.DictReader(mcf)]
+    with (data / "wehi_pains.csv").open() as pains:
+        smarts += [row[0] for row in csv.reader(pains)]
+    # MOSES's PAINS file pads the SMARTS column with spaces.
+    return tuple(Chem.MolFromSmarts(pattern.strip()) for pattern in smarts)
+
+
+def passes_filters(mol: Chem.Mol) -> bool:
+    """MOSES's ``Filters``: no ring of 8+ atoms, no charge, only C N S O F Cl Br H, no MCF or PAINS match."""
+    if any(len(ring) >= MAX_FILTER_RING for ring in mol.GetRingInfo().AtomRings()):
+        return False
+    if any(atom.GetFormalCharge() != 0 for atom in mol.GetAtoms()):
+        return False
+    if any(atom.GetSymbol() not in FILTER_ATOMS for atom in mol.GetAtoms()):
+        return False
+    with_hydrogens = Chem.AddHs(mol)
+    if any(with_hydrogens.HasSubstructMatch(pattern) for pattern in _filters()):
+        return False
+    smiles = Chem.MolToSmiles(mol, isomericSmiles=False)
+    return bool(smiles) and Chem.MolFromSmiles(smiles) is not None
+
+
+@cache
+def _morgan():
+    return rdFingerprintGenerator.GetMorganGenerator(radius=MORGAN_RADIUS, fpSize=FINGERPRINT_BITS)
+
+
+def fingerprint(mol: Chem.Mol) -> bytes:
+    """The 1,024-bit Morgan fingerprint (radius 2; the bits of RDKit's GetMorganFingerprintAsBitVect), packed."""
+    return np.packbits(_morgan().GetFingerprintAsNumPy(mol)).tobytes()
+
+
+def fragments(mol: Chem.Mol) -> list[str]:
+    """The canonical SMILES of the fragments left by cutting every BRICS bond."""
+    return Chem.MolToSmiles(AllChem.FragmentOnBRICSBonds(mol)).split(".")
+
+
+def scaffold(mol: Chem.Mol) -> str | None:
+    """The Bemis-Murcko scaffold's canonical SMILES; None when it has fewer than two rings (as MOSES)."""
+    try:
+        core = MurckoScaffold.GetScaffoldForMol(mol)
+    except (ValueError, RuntimeError):
+        return None
+    rings = core.GetRingInfo().NumRings()
+    smiles = Chem.MolToSmiles(core)
+    return smiles if smiles and rings >= MIN_SCAFFOLD_RINGS else None
+
+
+def _safe(function, mol: Chem.Mol) -> float:
+    try:
+        return float(function(mol))
+    except (ValueError, RuntimeError, ZeroDivisionError, KeyError):
+        return math.nan
+
+
+def properties(mol: Chem.Mol, smiles: str) -> tuple[float, ...]:
+    """logP (Crippen), SA, QED, weight (MolWt), TPSA and SMILES length: the order of ``PROPERTIES``."""
+    functions = (Crippen.MolLogP, sa_score, QED.qed, Descriptors.MolWt, rdMolDescriptors.CalcTPSA)
+    return (*(_safe(function, mol) for function in functions), float(len(smiles)))
+
+
+def describe(smiles: str, filters: bool = True) -> MoleculeFeatures | None:
+    """All MOSES descriptors of one molecule, computed from its canonical SMILES parsed again.
+
+    Args:
+        smiles: a SMILES string (generated samples are passed canonical, as MOSES does).
+        filters: also run the (slow: 502 substructure searches) MOSES filters.
+
+    Returns:
+        The features, or None when the SMILES does not parse.
+    """
+    mol = parse(smiles)
+    if mol is None:
+        return None
+    canonical_smiles = Chem.MolToSmiles(mol)
+    return MoleculeFeatures(
+        smiles=canonical_smiles,
+        fingerprint=fingerprint(mol),
+        fragments=fragments(mol),
+        scaffold=scaffold(mol),
+        properties=properties(mol, canonical_smiles),
+        passes_filters=passes_filters(mol) if filters else None,
+    )

@@ -1,0 +1,84 @@
+"""Process pools and rich progress bars for the per-molecule RDKit work."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from polydiff.chem.molecules import quiet_rdkit
+
+T = TypeVar("T")
+R = TypeVar("R")
+INLINE_BELOW = 200  # starting worker processes costs more than this many molecules
+
+
+def default_jobs() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextmanager
+def progress_bars(enabled: bool = True) -> Iterator[Progress]:
+    """A rich progress display on stderr; disabled, its bars draw nothing.
+
+    Args:
+        enabled: draw the bars (they are also hidden when stderr is not a terminal).
+
+    Returns:
+        A context manager yielding the ``Progress``.
+    """
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    columns += (TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not enabled) as progress:
+        yield progress
+
+
+def advancer(progress: Progress | None, description: str, total: int) -> Callable[[int], None]:
+    """A callback that advances a new bar of ``progress`` (or does nothing without one)."""
+    if progress is None:
+        return lambda done: None
+    task = progress.add_task(description, total=total)
+    return lambda done: progress.advance(task, done)
+
+
+def parallel_map(
+    function: Callable[[T], R],
+    items: Sequence[T],
+    n_jobs: int = 1,
+    progress: Progress | None = None,
+    description: str = "",
+) -> list[R]:
+    """``[function(item) for item in items]`` over ``n_jobs`` processes, in order.
+
+    Args:
+        function: a picklable (module-level) function.
+        items: its arguments.
+        n_jobs: worker processes; 1 runs in this process.
+        progress: where to draw a bar, if anywhere.
+        description: the bar's label.
+
+    Returns:
+        The results, in the order of ``items``.
+    """
+    advance = advancer(progress, description, len(items))
+    if n_jobs <= 1 or len(items) < INLINE_BELOW:
+        quiet_rdkit()
+        results = []
+        for item in items:
+            results.append(function(item))
+            advance(1)
+        return results
+    chunksize = max(1, min(1000, len(items) // (n_jobs * 16)))
+    results = []
+    with multiprocessing.get_context().Pool(n_jobs, initializer=quiet_rdkit) as pool:
+        for result in pool.imap(function, items, chunksize=chunksize):
+            results.append(result)
+            advance(1)
+    return results

@@ -1,0 +1,151 @@
+"""The evaluation report: a metrics table, metrics.json, property plots and a molecule grid."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from polydiff.chem.metrics import Evaluation
+from polydiff.chem.molecules import PROPERTIES, parse
+from polydiff.chem.reference import ReferenceStats
+
+PLOTTED = {
+    "weight": "molecular weight (Da)",
+    "logP": "logP (Crippen)",
+    "QED": "QED",
+    "SA": "SA score",
+    "TPSA": "TPSA (Å²)",
+    "length": "canonical SMILES length (characters)",
+}
+DESCRIPTIONS = {
+    "valid": "parsed by RDKit",
+    "polymer_valid": "two *, each single-bonded once",
+    "IntDiv": "1 - mean pairwise Tanimoto",
+    "IntDiv2": "1 - mean RMS Tanimoto",
+    "Filters": "pass MCF, PAINS, atom, charge filters",
+    "Novelty": "distinct valid not in training set",
+    "logP": "Wasserstein distance to test set",
+    "SA": "Wasserstein distance to test set",
+    "QED": "Wasserstein distance to test set",
+    "weight": "Wasserstein distance to test set",
+}
+PREFIX_DESCRIPTIONS = {
+    "unique": "distinct among the first k valid",
+    "FCD": "Fréchet ChemNet Distance",
+    "SNN": "mean nearest-neighbour Tanimoto",
+    "Frag": "BRICS fragment cosine similarity",
+    "Scaf": "scaffold cosine similarity",
+}
+
+
+def metrics_table(metrics: dict[str, float], title: str = "MOSES metrics") -> Table:
+    """A rich table of metric, value and what it measures."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("what", style="dim")
+    for key, value in metrics.items():
+        description = DESCRIPTIONS.get(key) or PREFIX_DESCRIPTIONS.get(key.split("/")[0].split("@")[0], "")
+        table.add_row(key, "n/a" if math.isnan(value) else f"{value:.4f}", description)
+    return table
+
+
+def write_metrics(metrics: dict[str, float], path: str | Path) -> None:
+    """Writes metrics as JSON (undefined values as null, so the file is strict JSON)."""
+    clean = {key: None if math.isnan(value) else value for key, value in metrics.items()}
+    Path(path).write_text(json.dumps(clean, indent=2) + "\n")
+
+
+def plot_properties(evaluation: Evaluation, reference: ReferenceStats | None, path: str | Path) -> None:
+    """Histograms of generated vs reference MW, logP, QED, SA, TPSA and SMILES length, as a PNG.
+
+    Args:
+        evaluation: the result of ``evaluate`` (its distinct valid molecules, weighted by count).
+        reference: reference statistics to draw beside them, if any.
+        path: the PNG file to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    for axis, (name, label) in zip(axes.flat, PLOTTED.items(), strict=True):
+        column = PROPERTIES.index(name)
+        generated = evaluation.properties[:, column]
+        keep = np.isfinite(generated)
+        series = [("generated", generated[keep], evaluation.counts[keep])]
+        if reference is not None:
+            values = reference.properties[:, column]
+            series.insert(0, ("reference", values[np.isfinite(values)], None))
+        finite = [values for _, values, _ in series if len(values)]
+        if finite:
+            everything = np.concatenate(finite)
+            low, high = np.percentile(everything, [0.5, 99.5])
+            if np.all(everything == np.round(everything)):  # counts (length): one bin per value, or per few
+                step = max(1, int(np.ceil((high - low) / 50)))
+                bins = np.arange(low - 0.5, high + step + 0.5, step)
+            else:
+                bins = np.linspace(low - 0.5, high + 0.5, 2) if low == high else np.linspace(low, high, 51)
+            for source, values, weights in series:
+                if len(values):
+                    size = len(values) if weights is None else int(weights.sum())
+                    style = {"density": True, "histtype": "stepfilled", "alpha": 0.45}
+                    # Outliers go into the edge bins rather than stretching the axis.
+                    clipped = np.clip(values, bins[0], bins[-1])
+                    axis.hist(clipped, bins=bins, weights=weights, label=f"{source} ({size})", **style)
+            axis.legend(fontsize=8)
+        axis.set_xlabel(label)
+        axis.set_yticks([])
+    figure.suptitle("Property distributions: generated vs reference")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_molecules(smiles: list[str], path: str | Path, count: int = 24, per_row: int = 6) -> None:
+    """A grid image of the first ``count`` molecules (RDKit's MolsToGridImage), as a PNG.
+
+    Args:
+        smiles: molecules to draw, e.g. the valid samples in sample order.
+        path: the PNG file to write.
+        count: how many to draw.
+        per_row: molecules per row.
+    """
+    from rdkit.Chem import Draw
+
+    mols = [mol for mol in (parse(s) for s in smiles[:count]) if mol is not None]
+    if not mols:
+        from PIL import Image, ImageDraw
+
+        image = Image.new("RGB", (400, 100), "white")
+        ImageDraw.Draw(image).text((20, 40), "no valid samples to draw", fill="black")
+        image.save(path)
+        return
+    legends = [str(number) for number in range(1, len(mols) + 1)]
+    image = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(250, 200), legends=legends)
+    image.save(path)
+
+
+def write_report(evaluation: Evaluation, reference: ReferenceStats | None, output: str | Path) -> dict[str, Path]:
+    """Writes metrics.json, properties.png and molecules.png into ``output``.
+
+    Args:
+        evaluation: the result of ``evaluate``.
+        reference: reference statistics for the property plots, if any.
+        output: the folder (created if missing).
+
+    Returns:
+        The written files by name.
+    """
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: folder / name for name in ("metrics.json", "properties.png", "molecules.png")}
+    write_metrics(evaluation.metrics, files["metrics.json"])
+    plot_properties(evaluation, reference, files["properties.png"])
+    plot_molecules(evaluation.valid, files["molecules.png"])
+    return files

@@ -1,0 +1,1 @@
+"""Commands of ``polydiff`` beside LightningCLI's fit/validate/test/predict."""

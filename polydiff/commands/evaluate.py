@@ -1,0 +1,134 @@
+"""``polydiff evaluate``: MOSES metrics of a file of samples, a table, metrics.json and plots."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import sys
+from pathlib import Path
+
+from jsonargparse import auto_cli
+from rich.console import Console
+
+from polydiff.chem.metrics import DEFAULT_KS, Kind, evaluate
+from polydiff.chem.parallel import default_jobs, progress_bars
+from polydiff.chem.reference import reference_stats, training_set
+from polydiff.chem.report import metrics_table, write_report
+from polydiff.data.datamodule import bundled_moses_path
+
+DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
+
+
+def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
+    """Reads generated samples, one per line, keeping empty lines (they count as invalid samples).
+
+    Args:
+        path: a text file (``.smi``/``.txt``/anything: the first whitespace-separated field of
+            each line) or a ``.csv`` file with a header, optionally gzipped (``.gz``).
+        smiles_column: the CSV column holding the samples.
+
+    Returns:
+        One string per sample.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"samples file not found: {path}")
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    with io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+        if path.name.removesuffix(".gz").endswith(".csv"):
+            reader = csv.DictReader(text)
+            if smiles_column not in (reader.fieldnames or []):
+                raise ValueError(f"{path}: no column {smiles_column!r} (columns: {reader.fieldnames})")
+            samples = [(row[smiles_column] or "").strip() for row in reader]
+        else:
+            samples = [line.split(maxsplit=1)[0] if line.strip() else "" for line in text.read().splitlines()]
+    if not any(samples):
+        raise ValueError(f"samples file {path} has no samples")
+    return samples
+
+
+def resolve(value: str | None, split: str, default_on: bool) -> Path | None:
+    """The file behind a reference option: a path, ``moses`` (bundled), ``none``, or None (the default)."""
+    if value is None:
+        return bundled_moses_path(split) if default_on else None
+    if value.lower() == "none":
+        return None
+    if value.lower() == "moses":
+        return bundled_moses_path(split)
+    path = Path(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"{split} file not found: {path}")
+    return path
+
+
+def evaluate_samples(
+    samples: str,
+    output: str,
+    reference: str | None = None,
+    train: str | None = None,
+    test_scaffolds: str | None = None,
+    kind: Kind = "molecule",
+    n_jobs: int | None = None,
+    device: str | None = None,
+    smiles_column: str = "SMILES",
+) -> dict[str, float]:
+    """MOSES metrics of generated samples: prints a table and writes metrics.json, properties.png, molecules.png.
+
+    Reference statistics are computed on first use and cached (``POLYDIFF_CACHE_DIR``, default
+    ``~/.cache/polydiff``); ``python -m polydiff.chem.reference`` fills the cache ahead of time.
+
+    Args:
+        samples: generated molecules, one per line (``.smi``/``.txt``, or ``.csv``; ``.gz`` allowed).
+        output: folder for metrics.json, properties.png and molecules.png.
+        reference: test molecules for FCD/SNN/Frag/Scaf/Test and the property distances: a file,
+            ``moses`` or ``none``; default: the bundled MOSES test set for molecules, none for polymers.
+        train: training molecules for Novelty: a file, ``moses`` or ``none``; default: the bundled
+            MOSES training set for molecules, none for polymers.
+        test_scaffolds: scaffold test molecules for the /TestSF metrics: a file, ``moses`` (the
+            bundled MOSES scaffold test set) or ``none`` (the default).
+        kind: ``molecule`` (SMILES) or ``polymer`` (PSMILES; adds polymer_valid).
+        n_jobs: worker processes for RDKit; default: every core.
+        device: torch device for ChemNet and the similarity search; default: CUDA when available.
+        smiles_column: the column to read from CSV files.
+
+    Returns:
+        The metrics, by MOSES key name.
+    """
+    import torch
+
+    lines = read_samples(samples, smiles_column)
+    molecules = kind == "molecule"
+    paths = {
+        "test": resolve(reference, "test", molecules),
+        "train": resolve(train, "train", molecules),
+        "test_scaffolds": resolve(test_scaffolds, "test_scaffolds", False),
+    }
+    n_jobs = n_jobs or default_jobs()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with progress_bars(sys.stderr.isatty()) as progress:
+        test = reference_stats(paths["test"], n_jobs, device, progress) if paths["test"] else None
+        scaffolds = (
+            reference_stats(paths["test_scaffolds"], n_jobs, device, progress) if paths["test_scaffolds"] else None
+        )
+        train_set = training_set(paths["train"], n_jobs, progress) if paths["train"] else None
+        result = evaluate(lines, test, train_set, scaffolds, kind, DEFAULT_KS, n_jobs, device, progress)
+        files = write_report(result, test, output)
+    console = Console()
+    console.print(metrics_table(result.metrics, f"{samples}: {len(lines)} samples, {len(result.valid)} valid"))
+    for note in result.notes:
+        console.print(f"note: {note}", style="yellow")
+    print(f"polydiff: wrote {', '.join(str(path) for path in files.values())}")
+    return result.metrics
+
+
+def main(args: list[str] | None = None) -> None:
+    """Runs ``polydiff evaluate`` on ``args``; user errors end with one line on stderr and exit code 1."""
+    try:
+        auto_cli(evaluate_samples, args=args, as_positional=False, prog="polydiff evaluate")
+    except (FileNotFoundError, ValueError, OSError) as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"polydiff evaluate: error: {type(error).__name__}: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,276 @@
+"""The reverse process: from [MASK] tokens at t = 1 to a clean sequence at t = 0.
+
+Ancestral sampling steps from t to s < t on a uniform grid. A masked position
+
+    becomes v with probability (alpha(s) - alpha(t)) / (1 - alpha(t)) * p_theta(v | x_t),
+    stays m  with probability (1 - alpha(s)) / (1 - alpha(t));
+
+unmasked positions stay. At s = 0 the second line is 0, so the last step reveals everything.
+We draw this in two exact stages (leave the mask or not, then which token) so that the
+float64 Gumbel noise is drawn only where a token is revealed, never over the whole vocabulary
+of every masked position.
+
+Confidence-based decoding (MaskGIT, GenMol) reveals the number of positions the schedule
+prescribes, choosing those whose sampled token has the highest log p plus annealed Gumbel noise.
+
+Cache: without time conditioning p_theta(. | x_t) changes only when x_t does, and a step needs
+p_theta only in the sequences that reveal a token. So the encoder runs only on those rows, and
+only if their tokens changed since their last call; every other row reuses its hidden states.
+Each call follows a change, so the calls per sequence (NFE) are at most its length plus one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from polydiff.diffusion.schedules import DiffusionSchedule
+
+Strategy = Literal["ancestral", "confidence"]
+Encoder = Callable[[Tensor, Tensor, Tensor | None], Tensor]  # (x_t, attention_mask, t) -> hidden states
+Head = Callable[[Tensor], Tensor]  # hidden states (K, H) -> logits (K, V), forbidden tokens already masked
+
+
+@dataclass
+class SamplingConfig:
+    """How to run the reverse process.
+
+    Args:
+        steps: steps of the uniform time grid from t = 1 to t = 0.
+        strategy: ``ancestral`` samples the reverse process itself; ``confidence`` reveals the
+            schedule's count of positions, the most confident first (MaskGIT/GenMol).
+        temperature: divides the logits; below 1 sharpens, 0 takes the most likely token.
+        top_p: nucleus sampling: draw only from the smallest set of tokens whose probability
+            reaches ``top_p`` (1 keeps all).
+        randomness: scale of the Gumbel noise added to the confidence, annealed with t
+            (``confidence`` only; 0 reveals strictly by confidence).
+        cache: re-run the model only on sequences that changed since their last call. Exact:
+            the samples are the same as without it under one seed, wherever a row's output does
+            not depend on which rows share its batch (true of the CPU kernels; GPU kernels may
+            differ in the last bits, which can flip a rare draw).
+    """
+
+    steps: int = 128
+    strategy: Strategy = "ancestral"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    randomness: float = 1.0
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.strategy not in ("ancestral", "confidence"):
+            raise ValueError(f"strategy must be 'ancestral' or 'confidence', got {self.strategy!r}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
+        if self.randomness < 0:
+            raise ValueError(f"randomness must be >= 0, got {self.randomness}")
+
+
+def reverse_step_probs(p_theta: Tensor, alpha_t: float, alpha_s: float, mask_token_id: int) -> Tensor:
+    """The reverse-step distribution of a masked position, q(x_s | x_t, x_0 ~ p_theta).
+
+    Args:
+        p_theta: the model's distribution over the vocabulary, (..., V); zero at [MASK].
+        alpha_t: alpha at the current time t.
+        alpha_s: alpha at the next time s < t (1 when s = 0).
+        mask_token_id: the id m of [MASK].
+
+    Returns:
+        P(x_s = v) for every token v, (..., V); the [MASK] entry is the chance to stay masked.
+    """
+    probs = (alpha_s - alpha_t) / (1 - alpha_t) * p_theta
+    probs[..., mask_token_id] = (1 - alpha_s) / (1 - alpha_t)
+    return probs
+
+
+def log_probs(logits: Tensor, temperature: float = 1.0, top_p: float = 1.0) -> Tensor:
+    """Log-probabilities in float64 after temperature and nucleus (top-p) filtering.
+
+    Args:
+        logits: (K, V).
+        temperature: divides the logits (> 0).
+        top_p: keep the smallest set of most likely tokens whose probability reaches it.
+
+    Returns:
+        (K, V) float64 log-probabilities; filtered tokens are -inf.
+    """
+    log_p = torch.log_softmax(logits.double() / temperature, dim=-1)
+    if top_p < 1:
+        sorted_log_p, order = log_p.sort(dim=-1, descending=True)
+        # Keep a token if the tokens ranked above it hold less than top_p: the top one always stays.
+        mass_before = sorted_log_p.exp().cumsum(-1) - sorted_log_p.exp()
+        drop = torch.zeros_like(log_p, dtype=torch.bool).scatter_(-1, order, mass_before >= top_p)
+        log_p = torch.log_softmax(log_p.masked_fill(drop, -math.inf), dim=-1)
+    return log_p
+
+
+def gumbel(shape: torch.Size | tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
+    """Standard Gumbel noise -log(-log(u)), u ~ U[0, 1), in float64 (float32 would cut its tail).
+
+    u = 0 gives -inf, which is never the argmax; u < 1 keeps it below +inf, so no NaN can arise.
+    """
+    u = torch.rand(shape, dtype=torch.float64, device=device, generator=generator)
+    return u.log_().neg_().log_().neg_()  # in place: this runs over the vocabulary of every drawn token
+
+
+def draw_tokens(logits: Tensor, config: SamplingConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Draws one token per row by Gumbel-max over the tempered, filtered distribution.
+
+    Returns:
+        (tokens, their log-probability), both of shape (K,).
+    """
+    if config.temperature == 0:
+        log_p = log_probs(logits)
+        tokens = log_p.argmax(-1)
+    else:
+        log_p = log_probs(logits, config.temperature, config.top_p)
+        tokens = (log_p + gumbel(log_p.shape, generator, log_p.device)).argmax(-1)
+    return tokens, log_p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+class _Batch:
+    """One batch in the reverse process: its tokens, and the hidden states of each row's last model call."""
+
+    def __init__(self, x: Tensor, attention_mask: Tensor, generator: torch.Generator) -> None:
+        self.x = x
+        self.attention_mask = attention_mask
+        self.generator = generator
+        self.hidden: Tensor | None = None  # (B, N, H), filled row by row
+        self.fresh = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # hidden belongs to the current x
+        self.nfe = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+
+
+class ReverseProcess:
+    """Runs the reverse process on a batch of sequences.
+
+    Args:
+        encode: the denoiser without its head, ``(x_t, attention_mask, t) -> hidden states``.
+        head: hidden states at masked positions -> logits, with [MASK] and the structural
+            tokens already forbidden (the sampler never reveals them).
+        schedule: alpha(t).
+        mask_token_id: the id m of [MASK].
+        config: steps, strategy, temperature, top_p, randomness, cache.
+        time_conditioned: whether ``encode`` uses t; its p_theta then cannot be reused.
+    """
+
+    def __init__(
+        self,
+        encode: Encoder,
+        head: Head,
+        schedule: DiffusionSchedule,
+        mask_token_id: int,
+        config: SamplingConfig,
+        time_conditioned: bool = False,
+    ) -> None:
+        self.encode = encode
+        self.head = head
+        self.schedule = schedule
+        self.mask_token_id = mask_token_id
+        self.config = config
+        self.time_conditioned = time_conditioned
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        x: Tensor,
+        attention_mask: Tensor,
+        generator: torch.Generator,
+        on_step: Callable[[], None] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Denoises x from t = 1 to t = 0.
+
+        Args:
+            x: (B, N) token ids: [MASK] where tokens are to be generated, fixed tokens elsewhere.
+            attention_mask: (B, N), 0 at pads.
+            generator: the source of all randomness, on x's device.
+            on_step: called after every step (progress bars).
+
+        Returns:
+            (the clean tokens (B, N), the model calls per sequence (B,)).
+        """
+        batch = _Batch(x.clone(), attention_mask, generator)
+        steps = self.config.steps
+        grid = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+        alpha = self.schedule.alpha(grid).tolist()
+        alpha[-1] = 1.0  # s = 0 reveals everything, whatever rounding alpha(0) has
+        initial_masked = (batch.x == self.mask_token_id).sum(-1)
+        for i in range(steps):
+            masked = batch.x == self.mask_token_id
+            if not masked.any():  # every sequence is clean: the remaining steps would change nothing
+                for _ in range(steps - i if on_step is not None else 0):
+                    on_step()
+                break
+            t, alpha_t, alpha_s = grid[i].item(), alpha[i], alpha[i + 1]
+            if self.config.strategy == "ancestral":
+                # alpha_t = 1 (a schedule flat near 0, in float64) means x_t should be clean already.
+                reveal_prob = 1.0 if alpha_t >= 1 else (alpha_s - alpha_t) / (1 - alpha_t)
+                changed = self._ancestral_step(batch, masked, t, reveal_prob)
+            else:
+                # Cumulative count, so rounding never piles up: round(M (1 - alpha(s))) stay masked after the step.
+                keep = torch.round(initial_masked * (1 - alpha_s)).long()
+                changed = self._confidence_step(batch, masked, t, count=(masked.sum(-1) - keep).clamp_min(0))
+            batch.fresh &= ~changed
+            if on_step is not None:
+                on_step()
+        return batch.x, batch.nfe
+
+    def _ancestral_step(self, batch: _Batch, masked: Tensor, t: float, reveal_prob: float) -> Tensor:
+        """Reveals each masked position with probability ``reveal_prob``; returns the rows that changed."""
+        x = batch.x
+        u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=batch.generator)
+        reveal = masked & (u < reveal_prob)
+        rows = reveal.any(-1)
+        if rows.any():
+            hidden = self._hidden_states(batch, masked, rows, t)
+            tokens, _ = draw_tokens(self.head(hidden[reveal]), self.config, batch.generator)
+            x[reveal] = tokens
+        elif not self.config.cache:
+            self._hidden_states(batch, masked, rows, t)  # the baseline calls the model at every step
+        return rows
+
+    def _confidence_step(self, batch: _Batch, masked: Tensor, t: float, count: Tensor) -> Tensor:
+        """Reveals ``count`` positions per row, the most confident first; returns the rows that changed."""
+        x = batch.x
+        rows = count > 0
+        hidden = self._hidden_states(batch, masked, rows, t)
+        if not rows.any():
+            return rows
+        candidates = masked & rows.unsqueeze(-1)
+        tokens, log_p = draw_tokens(self.head(hidden[candidates]), self.config, batch.generator)
+        # Annealed noise: much exploration at t = 1, plain confidence as t reaches 0.
+        score = torch.full(x.shape, -math.inf, dtype=torch.float64, device=x.device)
+        score[candidates] = log_p + self.config.randomness * t * gumbel(log_p.shape, batch.generator, x.device)
+        rank = score.argsort(-1, descending=True).argsort(-1)
+        reveal = rank < count.unsqueeze(-1)  # count <= masked positions, so only candidates
+        proposal = x.clone()
+        proposal[candidates] = tokens
+        x[reveal] = proposal[reveal]
+        return rows
+
+    def _hidden_states(self, batch: _Batch, masked: Tensor, rows: Tensor, t: float) -> Tensor | None:
+        """Hidden states valid for ``rows`` at the current x; runs the encoder on as few rows as it may."""
+        if not self.config.cache:
+            run = masked.any(-1)  # the baseline: every unfinished sequence at every step
+        elif self.time_conditioned:
+            run = rows  # p_theta depends on t: nothing to reuse, but only rows that reveal need it
+        else:
+            run = rows & ~batch.fresh
+        if run.any():
+            index = run.nonzero().squeeze(-1)
+            time = torch.full((len(index),), t, device=batch.x.device) if self.time_conditioned else None
+            hidden = self.encode(batch.x[index], batch.attention_mask[index], time)
+            if batch.hidden is None:
+                batch.hidden = hidden.new_empty((*batch.x.shape, hidden.shape[-1]))
+            batch.hidden[index] = hidden
+            batch.fresh[index] = True
+            batch.nfe[index] += 1
+        return batch.hidden

@@ -1,0 +1,78 @@
+"""Using a trained task: load a checkpoint, write what ``polydiff predict`` generates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from polydiff.tasks.diffusion_task import DiffusionTask
+
+
+def load(ckpt_path: str | Path, device: str | torch.device | None = None) -> DiffusionTask:
+    """Loads a DiffusionTask checkpoint for inference, without the network.
+
+    Args:
+        ckpt_path: a ``.ckpt`` file written by ``polydiff fit``.
+        device: where to put the model; None picks CUDA when available, else the CPU.
+
+    Returns:
+        The task in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: if there is no file at ``ckpt_path``.
+        ValueError: if the file is not a readable DiffusionTask checkpoint, or the device is missing.
+    """
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} is not available: no CUDA GPU found (use --device cpu)")
+    try:
+        task = DiffusionTask.load_from_checkpoint(path, map_location=device)
+    except Exception as error:  # torch.load and Lightning raise many types for a bad file
+        reason = (str(error).strip().splitlines() or [""])[0]  # one line: the rest is advice for torch.load callers
+        reason = reason if len(reason) <= 100 else reason[:97] + "..."
+        raise ValueError(f"{path} is not a readable polydiff checkpoint ({type(error).__name__}: {reason})") from None
+    return task.to(device).eval()
+
+
+class SampleWriter(BasePredictionWriter):
+    """Writes the sequences of ``polydiff predict`` to a file, one per line, batch by batch.
+
+    Add it with ``--trainer.callbacks+=polydiff.SampleWriter --trainer.callbacks.output_file FILE``.
+
+    Args:
+        output_file: where to write; with several processes, each writes ``FILE.rankN``.
+    """
+
+    def __init__(self, output_file: str) -> None:
+        super().__init__(write_interval="batch")
+        self.output_file = output_file
+        self._file = None
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        path = Path(self.output_file if trainer.world_size == 1 else f"{self.output_file}.rank{trainer.global_rank}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("w")
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        self._file.writelines(f"{sequence}\n" for sequence in prediction)
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

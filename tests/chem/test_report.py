@@ -1,0 +1,63 @@
+"""The evaluation report: metrics.json, the property plot and the molecule grid are real files."""
+
+import json
+import math
+
+import pytest
+from PIL import Image
+from rich.console import Console
+
+from polydiff.chem.metrics import evaluate
+from polydiff.chem.reference import compute_reference
+from polydiff.chem.report import metrics_table, plot_molecules, write_metrics, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path, min_size=(100, 100)):
+    assert path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size >= min_size
+
+
+@pytest.fixture(scope="module")
+def reference(moses_sample):
+    return compute_reference(moses_sample[:60])
+
+
+def test_write_report_writes_json_and_two_png_images(tmp_path, moses_sample, reference):
+    result = evaluate([*moses_sample[100:130], "", "C1CC", moses_sample[100]], reference)
+    files = write_report(result, reference, tmp_path / "report")
+    assert sorted(files) == ["metrics.json", "molecules.png", "properties.png"]
+    metrics = json.loads(files["metrics.json"].read_text())
+    assert metrics["valid"] == pytest.approx(31 / 33)
+    assert {"FCD/Test", "SNN/Test", "Frag/Test", "Scaf/Test", "IntDiv", "IntDiv2", "Filters", "QED"} <= set(metrics)
+    assert_png(files["properties.png"], (1000, 600))
+    assert_png(files["molecules.png"], (1000, 800))  # 24 molecules, 6 per row
+
+
+def test_report_without_reference_or_valid_samples_still_writes_images(tmp_path):
+    result = evaluate(["", "C1CC", "xyz"])
+    files = write_report(result, None, tmp_path)
+    assert json.loads(files["metrics.json"].read_text())["IntDiv"] is None  # NaN is written as null
+    assert_png(files["properties.png"])
+    assert_png(files["molecules.png"], (300, 50))
+
+
+def test_polymer_grid_draws_attachment_points(tmp_path):
+    plot_molecules(["*CC(*)c1ccccc1", "*CC*"], tmp_path / "polymers.png", per_row=2)
+    assert_png(tmp_path / "polymers.png", (400, 150))
+
+
+def test_metrics_json_is_strict_json(tmp_path):
+    write_metrics({"valid": 0.5, "FCD/Test": math.nan}, tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and json.loads(text) == {"valid": 0.5, "FCD/Test": None}
+
+
+def test_metrics_table_lists_every_metric():
+    console = Console(record=True, width=120)
+    console.print(metrics_table({"valid": 0.25, "unique@1000": 1.0, "FCD/Test": math.nan}))
+    text = console.export_text()
+    assert "0.2500" in text and "unique@1000" in text and "n/a" in text and "Fréchet" in text

@@ -1,0 +1,165 @@
+import math
+
+import pytest
+import torch
+
+from polydiff.diffusion import CosineSchedule, LinearSchedule, ReverseProcess, SamplingConfig
+from polydiff.diffusion.sampling import log_probs, reverse_step_probs
+from polydiff.model.bert_diffusion import ModelConfig
+from polydiff.tasks.diffusion_task import DiffusionTask
+from polydiff.tasks.generation import generate
+
+TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64)
+MASK = 4
+
+
+@pytest.fixture(scope="module")
+def task():
+    """An untrained tiny BERT: its p_theta is spread over the whole vocabulary, the hard case for a sampler."""
+    torch.manual_seed(0)
+    task = DiffusionTask(model_config=TINY, schedule=CosineSchedule()).eval()
+    task.length_histogram[[3, 10, 30]] = torch.tensor([1.0, 2.0, 1.0])
+    return task
+
+
+class KnownDenoiser:
+    """A denoiser whose p_theta is a fixed distribution; it counts the [MASK] tokens of every x_t it sees."""
+
+    def __init__(self, probs: torch.Tensor) -> None:
+        self.logits = probs.log()
+        self.masked: list[int] = []
+
+    def encode(self, x, attention_mask, t):
+        self.masked.append(int((x == MASK).sum()))
+        return torch.zeros(*x.shape, 1)
+
+    def head(self, hidden):
+        return self.logits.expand(len(hidden), -1)
+
+
+@pytest.mark.parametrize(("t", "s"), [(1.0, 0.9), (0.5, 0.25), (0.1, 0.05), (0.3, 0.0)])
+def test_reverse_step_is_a_distribution_that_ends_clean(t, s):
+    schedule = CosineSchedule()
+    alpha_t, alpha_s = schedule.alpha(torch.tensor([t, s], dtype=torch.float64)).tolist()
+    p_theta = torch.softmax(torch.randn(6, 20, dtype=torch.float64), -1)
+    p_theta[:, MASK] = 0
+    p_theta /= p_theta.sum(-1, keepdim=True)
+    probs = reverse_step_probs(p_theta, alpha_t, 1.0 if s == 0 else alpha_s, MASK)
+    assert (probs >= 0).all()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(6, dtype=torch.float64))
+    if s == 0:
+        assert (probs[:, MASK] == 0).all()  # at s = 0 nothing can stay masked
+
+
+def test_reverse_process_retraces_the_forward_marginals_and_draws_p_theta():
+    # Without cache the denoiser sees every unfinished x_t: the [MASK] count must follow
+    # 1 - alpha(t) on the grid, and the revealed tokens must follow p_theta.
+    p_theta = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.3, 0.15, 0.05])
+    denoiser = KnownDenoiser(p_theta)
+    schedule, steps = CosineSchedule(), 8
+    process = ReverseProcess(denoiser.encode, denoiser.head, schedule, MASK, SamplingConfig(steps=steps, cache=False))
+    x = torch.full((400, 50), MASK)
+    out, nfe = process.sample(x, torch.ones_like(x), torch.Generator().manual_seed(0))
+    grid = torch.linspace(1, 0, steps + 1, dtype=torch.float64)[:-1]
+    expected = (1 - schedule.alpha(grid)).tolist()
+    assert [n / x.numel() for n in denoiser.masked] == pytest.approx(expected, abs=0.01)
+    assert (out != MASK).all()
+    frequencies = torch.bincount(out.flatten(), minlength=len(p_theta)).double() / out.numel()
+    torch.testing.assert_close(frequencies, p_theta.double(), atol=0.01, rtol=0)
+    assert (nfe <= steps).all() and (nfe == steps).any()  # a row stops calling once it is clean
+
+
+def test_top_p_keeps_the_smallest_nucleus_and_temperature_zero_takes_the_mode():
+    logits = torch.tensor([[math.log(0.5), math.log(0.3), math.log(0.15), math.log(0.05)]])
+    kept = log_probs(logits, top_p=0.75).exp()
+    torch.testing.assert_close(kept, torch.tensor([[0.5 / 0.8, 0.3 / 0.8, 0.0, 0.0]], dtype=torch.float64))
+    assert log_probs(logits, top_p=0.4).exp()[0, 0] == 1  # the most likely token always stays
+    denoiser = KnownDenoiser(torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.3, 0.7]))
+    process = ReverseProcess(
+        denoiser.encode, denoiser.head, LinearSchedule(), MASK, SamplingConfig(steps=4, temperature=0)
+    )
+    out, _ = process.sample(torch.full((8, 5), MASK), torch.ones(8, 5), torch.Generator().manual_seed(0))
+    assert (out == 6).all()
+
+
+@pytest.mark.parametrize("strategy", ["ancestral", "confidence"])
+@pytest.mark.parametrize("steps", [1, 7, 64])
+def test_samples_are_clean_and_never_structural(task, strategy, steps):
+    config = SamplingConfig(steps=steps, strategy=strategy)
+    process = ReverseProcess(task.model.encode, task.logits_from_hidden, task.schedule, task.mask_token_id, config)
+    x = torch.full((16, 22), task.pad_token_id)
+    x[:, 0], x[:, 1:20], x[:, 20] = task.tokenizer.cls_token_id, task.mask_token_id, task.tokenizer.sep_token_id
+    x[::2, 15:] = task.pad_token_id  # some shorter rows
+    x[::2, 14] = task.tokenizer.sep_token_id
+    out, nfe = process.sample(x, (x != task.pad_token_id).long(), torch.Generator().manual_seed(0))
+    generated = x == task.mask_token_id
+    assert not torch.isin(out[generated], task.structural_ids).any()
+    assert torch.equal(out[~generated], x[~generated])  # [CLS], [SEP] and pads stay
+    assert (nfe <= generated.sum(-1) + 1).all()
+
+
+@pytest.mark.parametrize("strategy", ["ancestral", "confidence"])
+@pytest.mark.parametrize("time_conditioning", [False, True])
+def test_cache_changes_the_cost_not_the_samples(strategy, time_conditioning):
+    torch.manual_seed(0)
+    config = ModelConfig(**{**vars(TINY), "time_conditioning": time_conditioning})
+    task = DiffusionTask(model_config=config, schedule=CosineSchedule()).eval()
+    task.length_histogram[5:25] = 1
+    runs = {
+        cache: generate(task, 24, SamplingConfig(steps=50, strategy=strategy, cache=cache), batch_size=8, seed=3)
+        for cache in (True, False)
+    }
+    assert runs[True].sequences == runs[False].sequences
+    assert (runs[True].nfe <= runs[True].lengths + 1).all()
+    assert runs[True].nfe.float().mean() < runs[False].nfe.float().mean()
+
+
+def test_same_seed_same_samples(task):
+    first, again, other = (task.sample(24, steps=32, seed=seed, batch_size=8) for seed in (7, 7, 8))
+    assert first == again
+    assert first != other
+
+
+def test_lengths_follow_the_histogram(task):
+    result = generate(task, 2000, SamplingConfig(steps=1), batch_size=500, seed=0)
+    counts = torch.bincount(result.lengths, minlength=31).double()
+    assert set(torch.nonzero(counts).flatten().tolist()) == {3, 10, 30}
+    expected = torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64)
+    torch.testing.assert_close(counts[[3, 10, 30]] / 2000, expected, atol=0.04, rtol=0)
+
+
+def test_fixed_length_overrides_the_histogram(task):
+    result = generate(task, 20, SamplingConfig(steps=8), length=12, seed=0)
+    assert (result.lengths == 12).all()
+    with pytest.raises(ValueError, match="length"):
+        generate(task, 2, length=63)
+
+
+def test_prompts_keep_their_fixed_tokens(task):
+    prompts = ["CC(=O)[MASK][MASK][MASK]N", "[MASK]c1ccccc1[MASK]"]
+    for strategy in ("ancestral", "confidence"):
+        samples = task.sample(6, steps=16, strategy=strategy, prompt=prompts, seed=0)
+        assert len(samples) == 12
+        assert all(s.startswith("CC(=O)") and s.endswith("N") for s in samples[:6])
+        assert all("c1ccccc1" in s for s in samples[6:])
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("CCO", "no \\[MASK\\]"),
+        ("CC[MASK]Xq", "does not know"),
+        ("C[SEP][MASK]", "special"),
+        ("C" * 70 + "[MASK]", "takes 64"),
+    ],
+)
+def test_malformed_prompts_are_clear_errors(task, prompt, message):
+    with pytest.raises(ValueError, match=message):
+        task.sample(1, prompt=prompt)
+
+
+def test_a_model_without_histogram_asks_for_a_length():
+    task = DiffusionTask(model_config=TINY).eval()
+    with pytest.raises(ValueError, match="length histogram"):
+        task.sample(1)
+    assert len(task.sample(3, steps=4, length=5)) == 3

@@ -1,0 +1,96 @@
+"""End-to-end tests of ``polydiff evaluate`` through the CLI's ``main([...])``, on tiny reference files."""
+
+import json
+
+import pytest
+
+from polydiff.cli import main
+
+MOSES_KEYS = {"valid", "unique@1000", "unique@10000", "FCD/Test", "SNN/Test", "Frag/Test", "Scaf/Test"}
+MOSES_KEYS |= {"IntDiv", "IntDiv2", "Filters", "logP", "SA", "QED", "weight", "Novelty"}
+SCAFFOLD_KEYS = {"FCD/TestSF", "SNN/TestSF", "Frag/TestSF", "Scaf/TestSF"}
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def files(tmp_path, moses_sample):
+    """samples.smi (valid, repeated, invalid and empty lines) and small reference files."""
+    paths = {name: tmp_path / f"{name}.smi" for name in ("samples", "test", "scaffolds", "train")}
+    paths["samples"].write_text("\n".join([*moses_sample[:40], moses_sample[0], "", "C1CC", *moses_sample[200:210]]))
+    paths["test"].write_text("\n".join(moses_sample[300:360]) + "\n")
+    paths["scaffolds"].write_text("\n".join(moses_sample[400:450]) + "\n")
+    paths["train"].write_text("\n".join(moses_sample[:20]) + "\n")
+    return paths
+
+
+def run(*args: str) -> None:
+    main(["evaluate", *(str(arg) for arg in args)])
+
+
+def test_evaluate_writes_moses_metrics_and_report(files, tmp_path, capsys):
+    output = tmp_path / "report"
+    references = ["--reference", files["test"], "--train", files["train"], "--test_scaffolds", files["scaffolds"]]
+    run("--samples", files["samples"], "--output", output, *references, "--n_jobs", 1, "--device", "cpu")
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert set(metrics) == MOSES_KEYS | SCAFFOLD_KEYS
+    assert metrics["valid"] == pytest.approx(51 / 53)
+    assert metrics["unique@1000"] == pytest.approx(50 / 51)
+    assert metrics["Novelty"] == pytest.approx(30 / 50)  # 20 of the 50 distinct molecules are in train.smi
+    assert all((output / name).stat().st_size > 1000 for name in ("properties.png", "molecules.png"))
+    printed = capsys.readouterr().out
+    assert "FCD/Test" in printed and "53 samples, 51 valid" in printed and "metrics.json" in printed
+    assert "unique@10000 is computed on all 51 valid samples" in printed
+
+
+def test_reference_and_train_can_be_skipped(files, tmp_path):
+    run("--samples", files["samples"], "--output", tmp_path, "--reference", "none", "--train", "none")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {"valid", "unique@1000", "unique@10000", "IntDiv", "IntDiv2", "Filters"}
+
+
+def test_polymer_mode(tmp_path):
+    samples = tmp_path / "polymers.smi"
+    samples.write_text("*CC(*)c1ccccc1\n*CC*\nCC*\n*=CC*\n\n*C(*)(*)C\n*CC(*)C(=O)OC\n")
+    train = tmp_path / "polymer_train.smi"
+    train.write_text("*CC*\n*CC(*)C\n")
+    run("--samples", samples, "--output", tmp_path / "out", "--kind", "polymer", "--train", train)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["polymer_valid"] == pytest.approx(3 / 7)
+    assert metrics["valid"] == pytest.approx(6 / 7)
+    assert metrics["Novelty"] == pytest.approx(2 / 3)
+    assert "FCD/Test" not in metrics and "Filters" not in metrics  # no default reference for polymers
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "samples file not found"), ("", "has no samples"), ("\n\n  \n", "has no samples")],
+    ids=["missing", "empty", "blank"],
+)
+def test_user_errors_are_one_line_and_exit_1(tmp_path, capsys, content, message):
+    samples = tmp_path / "samples.smi"
+    if content is not None:
+        samples.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        run("--samples", samples, "--output", tmp_path / "out")
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_reference_file_fails_before_any_work(files, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run("--samples", files["samples"], "--output", tmp_path / "out", "--reference", tmp_path / "nope.smi")
+    assert exit_info.value.code == 1
+    assert "test file not found" in capsys.readouterr().err
+
+
+def test_csv_samples_keep_empty_rows(tmp_path):
+    samples = tmp_path / "samples.csv"
+    samples.write_text("SMILES,score\nCCO,1\n,2\nc1ccccc1,3\n")
+    run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)

@@ -1,0 +1,95 @@
+"""End-to-end tests of generation from a checkpoint: ``polydiff sample``, ``polydiff predict``, ``polydiff.load``."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import polydiff
+from polydiff.cli import main
+
+ROOT = Path(__file__).parents[1]
+BASE = str(ROOT / "recipes" / "base.yaml")
+TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, smiles_files) -> Path:
+    """A tiny model fitted for a few steps on 1,000 MOSES molecules."""
+    root = tmp_path_factory.mktemp("fit")
+    data = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    main(["fit", "-c", BASE, "-c", TINY, *data, "--trainer.default_root_dir", str(root)])
+    return root / "lightning_logs/version_0/checkpoints/last.ckpt"
+
+
+def sample(capsys, checkpoint: Path, output: Path, *args: str) -> str:
+    capsys.readouterr()
+    main(["sample", "--ckpt_path", str(checkpoint), "--output", str(output), *args])
+    return capsys.readouterr().out
+
+
+def test_sample_writes_one_sequence_per_line_and_a_summary(checkpoint, tmp_path, capsys):
+    output = tmp_path / "out" / "samples.smi"
+    summary = sample(capsys, checkpoint, output, "--num_samples=30", "--seed=0")
+    lines = output.read_text().splitlines()
+    assert len(lines) == 30 and all(lines)
+    assert "samples/s" in summary and "NFE" in summary and "seed 0" in summary
+
+
+def test_same_seed_same_file(checkpoint, tmp_path, capsys):
+    files = [tmp_path / f"{name}.smi" for name in ("a", "b", "c")]
+    for path, seed in zip(files, (5, 5, 6), strict=True):
+        sample(capsys, checkpoint, path, "--num_samples=20", f"--seed={seed}", "--steps=32")
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert files[0].read_bytes() != files[2].read_bytes()
+
+
+def test_prompt_file_fills_in_every_template(checkpoint, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("c1ccccc1[MASK][MASK]\n\nCC(=O)N[MASK]\n")
+    output = tmp_path / "filled.smi"
+    sample(capsys, checkpoint, output, "--num_samples=4", f"--prompt_file={prompts}", "--strategy=confidence")
+    lines = output.read_text().splitlines()
+    assert len(lines) == 8
+    assert all(line.startswith("c1ccccc1") for line in lines[:4])
+    assert all(line.startswith("CC(=O)N") for line in lines[4:])
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not a checkpoint"], ids=["missing", "empty", "corrupt"])
+def test_bad_checkpoint_is_one_clear_error(tmp_path, capsys, content):
+    path = tmp_path / "model.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--ckpt_path", str(path), "--num_samples", "2", "--output", str(tmp_path / "out.smi")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("polydiff sample: error:") and str(path) in err[0]
+    assert not (tmp_path / "out.smi").exists()
+
+
+def test_bad_prompt_is_one_clear_error(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--ckpt_path", str(checkpoint), "--output", str(tmp_path / "out.smi"), "--prompt", "CCO"])
+    assert exit_info.value.code == 1
+    expected = "polydiff sample: error: ValueError: prompt 'CCO' has no [MASK] token to fill in"
+    assert capsys.readouterr().err.strip() == expected
+
+
+def test_load_gives_an_eval_task_that_samples(checkpoint):
+    task = polydiff.load(checkpoint, device="cpu")
+    assert not task.training and task.device == torch.device("cpu")
+    assert task.length_histogram.sum() == 1000
+    samples = task.sample(8, steps=16, seed=0)
+    assert len(samples) == 8 and all(isinstance(s, str) and s for s in samples)
+
+
+def test_predict_writes_samples_through_the_prediction_writer(checkpoint, tmp_path):
+    output = tmp_path / "predicted.smi"
+    main([
+        "predict", "-c", BASE, "-c", TINY, "--ckpt_path", str(checkpoint), "--data.num_samples", "40",
+        "--model.sampling.steps", "16", "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.callbacks+=polydiff.SampleWriter", "--trainer.callbacks.output_file", str(output),
+    ])  # fmt: skip
+    lines = output.read_text().splitlines()
+    assert len(lines) == 40 and all(lines)
