@@ -1,6 +1,20 @@
-"""``python -m polydiff``: the same as the ``polydiff`` command."""
+"""The ``polydiff`` command (also ``python -m polydiff``).
 
-from polydiff.cli import main
+This module imports nothing heavy, so the process can be set up before torch loads.
+"""
+
+import os
+
+
+def main() -> None:
+    # OpenMP threads that sleep rather than spin while they wait. torch's default (spinning)
+    # made every step several times slower on a 2-core machine with any other load on it;
+    # libgomp reads this once, when torch is imported. A value the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from polydiff.cli import main as cli_main
+
+    cli_main()
+
 
 if __name__ == "__main__":
     main()

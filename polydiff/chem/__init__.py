@@ -1,1 +1,7 @@
 """Chemistry: MOSES metrics for generated molecules, polymer (PSMILES) validity, and reports."""
+
+from polydiff.chem.metrics import Evaluation, evaluate
+from polydiff.chem.molecules import canonical, is_polymer
+from polydiff.chem.reference import ReferenceStats, reference_stats, training_set
+
+__all__ = ["Evaluation", "ReferenceStats", "canonical", "evaluate", "is_polymer", "reference_stats", "training_set"]

@@ -111,9 +111,11 @@ def _intersections(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _tanimoto(a: torch.Tensor, b: torch.Tensor, bits_a: torch.Tensor, bits_b: torch.Tensor) -> torch.Tensor:
-    shared = _intersections(a, b)
-    similarity = shared / (bits_a[:, None] + bits_b[None, :] - shared)
-    return torch.nan_to_num(similarity, nan=1.0)  # MOSES: two empty fingerprints are identical
+    similarity = _intersections(a, b)
+    union = bits_a[:, None] + bits_b[None, :]
+    union -= similarity
+    similarity /= union  # in place: these blocks are large, and memory traffic is most of the time
+    return similarity.nan_to_num_(1.0)  # MOSES: two empty fingerprints are identical
 
 
 def nearest_neighbour_similarity(

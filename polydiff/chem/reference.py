@@ -101,6 +101,13 @@ def _counter(keys: np.ndarray, counts: np.ndarray) -> Counter:
     return Counter(dict(zip(text.split("\n") if text else [], counts.tolist(), strict=True)))
 
 
+def _announce(progress: Progress | None, what: str, cached: Path | None) -> None:
+    # The first run spends minutes here; say why, even where no progress bar is drawn (logs).
+    if progress is not None:
+        where = f"; caching them in {cached.parent}" if cached is not None else ""
+        progress.console.print(f"polydiff: computing the {what} (once{where})", soft_wrap=True)
+
+
 def bundled_fcd(path: Path) -> FCDStatistics | None:
     """The shipped ChemNet statistics of a bundled MOSES file, when ``path`` holds exactly its bytes."""
     source = resources.files("polydiff.chem") / "data" / BUNDLED_FCD
@@ -202,6 +209,7 @@ def reference_stats(
     cached = _cache_path("reference", path, ".npz") if use_cache else None
     if cached is not None and cached.is_file():
         return load_reference(cached)
+    _announce(progress, f"statistics of {path}", cached)
     stats = compute_reference(read_smiles(path), n_jobs or default_jobs(), device, progress, bundled_fcd(path))
     if cached is not None:
         save_reference(stats, cached)
@@ -231,6 +239,7 @@ def training_set(
     if cached is not None and cached.is_file():
         with gzip.open(cached, "rt") as stream:
             return set(stream.read().split("\n")) - {""}
+    _announce(progress, f"canonical SMILES of {path}", cached)
     canonicals = parallel_map(canonical, read_smiles(path), n_jobs or default_jobs(), progress, "training set")
     smiles = sorted({s for s in canonicals if s is not None})
     if cached is not None:
