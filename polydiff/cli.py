@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from polydiff import __version__
+from polydiff.commands import user_errors
 from polydiff.data.datamodule import SmilesDataModule
 from polydiff.tasks.diffusion_task import DiffusionTask
 
-DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
 DESCRIPTION = "Masked diffusion models for molecules and polymers. To generate from a checkpoint: `polydiff sample`."
 
 
@@ -55,7 +54,7 @@ def main(args: list[str] | None = None) -> None:
 
         evaluate_main(command_line[1:])
         return
-    try:
+    with user_errors("polydiff"):
         PolydiffCLI(
             DiffusionTask,
             SmilesDataModule,
@@ -65,8 +64,3 @@ def main(args: list[str] | None = None) -> None:
             parser_class=PolydiffParser,
             parser_kwargs={"prog": "polydiff", "description": DESCRIPTION},
         )
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as error:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        print(f"polydiff: error: {type(error).__name__}: {error}", file=sys.stderr)
-        raise SystemExit(1) from None

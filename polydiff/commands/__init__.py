@@ -1,1 +1,25 @@
-"""Commands of ``polydiff`` beside LightningCLI's fit/validate/test/predict."""
+"""Commands of ``polydiff`` beside LightningCLI's fit/validate/test/predict, and how every
+command reports an error a user can cause."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError)
+
+
+@contextmanager
+def user_errors(prog: str) -> Iterator[None]:
+    """Ends an error a user can cause (missing file, bad value) with one line on stderr and exit
+    code 1, instead of a traceback; with POLYDIFF_DEBUG=1 the error propagates as it is."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"{prog}: error: {type(error).__name__}: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
 import sys
 from pathlib import Path
 
@@ -16,9 +15,8 @@ from polydiff.chem.metrics import DEFAULT_KS, Kind, evaluate
 from polydiff.chem.parallel import default_jobs, progress_bars
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
+from polydiff.commands import user_errors
 from polydiff.data.datamodule import bundled_moses_path
-
-DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
 
 
 def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
@@ -125,10 +123,5 @@ def evaluate_samples(
 
 def main(args: list[str] | None = None) -> None:
     """Runs ``polydiff evaluate`` on ``args``; user errors end with one line on stderr and exit code 1."""
-    try:
+    with user_errors("polydiff evaluate"):
         auto_cli(evaluate_samples, args=args, as_positional=False, prog="polydiff evaluate")
-    except (FileNotFoundError, ValueError, OSError) as error:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        print(f"polydiff evaluate: error: {type(error).__name__}: {error}", file=sys.stderr)
-        raise SystemExit(1) from None

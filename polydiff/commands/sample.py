@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import torch
 from jsonargparse import auto_cli
 
+from polydiff.commands import user_errors
 from polydiff.diffusion.sampling import SamplingConfig, Strategy
 from polydiff.tasks.generation import Generation, generate
 from polydiff.tasks.inference import load
-
-DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
 
 
 def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str] | None:
@@ -93,10 +91,5 @@ def sample(
 
 def main(args: list[str] | None = None) -> None:
     """Runs ``polydiff sample`` on ``args``; user errors end with one line on stderr and exit code 1."""
-    try:
+    with user_errors("polydiff sample"):
         auto_cli(sample, args=args, as_positional=False, prog="polydiff sample")
-    except (FileNotFoundError, ValueError, RuntimeError, OSError) as error:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        print(f"polydiff sample: error: {type(error).__name__}: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
