@@ -11,7 +11,10 @@ from polydiff.commands import user_errors
 from polydiff.data.datamodule import SmilesDataModule
 from polydiff.tasks.diffusion_task import DiffusionTask
 
-DESCRIPTION = "Masked diffusion models for molecules and polymers. To generate from a checkpoint: `polydiff sample`."
+DESCRIPTION = (
+    "Masked diffusion models for molecules and polymers. Also: `polydiff sample` (generate from a checkpoint) "
+    "and `polydiff evaluate` (MOSES metrics of a samples file)."
+)
 
 
 class PolydiffParser(LightningArgumentParser):

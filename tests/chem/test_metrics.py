@@ -133,6 +133,18 @@ def test_moses_filters(smiles, passes):
     assert passes_filters(parse(smiles)) is passes
 
 
+def test_filter_screen_never_skips_a_matching_query(moses_sample):
+    from polydiff.chem.molecules import _filters
+
+    # molecules that match MCF or PAINS queries, and ordinary ones
+    smiles = ["CCCCl", "N=Nc1ccccc1", "O=C1C=CC(=O)C=C1", "Oc1ccc(O)cc1", "C=CC(=O)C", *moses_sample[:150]]
+    for molecule in (Chem.AddHs(parse(s)) for s in smiles):
+        screen = Chem.PatternFingerprint(molecule)
+        for query, bits in _filters():
+            if molecule.HasSubstructMatch(query):
+                assert DataStructs.AllProbeBitsMatch(bits, screen)
+
+
 def test_properties_of_known_molecules():
     log_p, sa, qed, weight, tpsa, length = properties(parse(ASPIRIN), ASPIRIN)
     assert weight == pytest.approx(180.159, abs=1e-3)
