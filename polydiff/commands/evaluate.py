@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import sys
 from pathlib import Path
 
@@ -16,32 +13,23 @@ from polydiff.chem.parallel import default_jobs, progress_bars
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
 from polydiff.commands import user_errors
-from polydiff.data.datamodule import bundled_moses_path
+from polydiff.data.datamodule import bundled_moses_path, read_smiles
 
 
 def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
     """Reads generated samples, one per line, keeping empty lines (they count as invalid samples).
 
     Args:
-        path: a text file (``.smi``/``.txt``/anything: the first whitespace-separated field of
-            each line) or a ``.csv`` file with a header, optionally gzipped (``.gz``).
+        path: a ``.smi``/``.txt`` file (the first whitespace-separated field of each line) or a
+            ``.csv`` file with a header, optionally gzipped (``.gz``).
         smiles_column: the CSV column holding the samples.
 
     Returns:
         One string per sample.
     """
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise FileNotFoundError(f"samples file not found: {path}")
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    with io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
-        if path.name.removesuffix(".gz").endswith(".csv"):
-            reader = csv.DictReader(text)
-            if smiles_column not in (reader.fieldnames or []):
-                raise ValueError(f"{path}: no column {smiles_column!r} (columns: {reader.fieldnames})")
-            samples = [(row[smiles_column] or "").strip() for row in reader]
-        else:
-            samples = [line.split(maxsplit=1)[0] if line.strip() else "" for line in text.read().splitlines()]
+    samples = read_smiles(path, smiles_column, keep_empty=True)
     if not any(samples):
         raise ValueError(f"samples file {path} has no samples")
     return samples

@@ -29,16 +29,17 @@ def bundled_moses_path(split: str) -> Path:
     return Path(str(resources.files("polydiff.data") / "bundled" / f"{split}.csv.gz"))
 
 
-def read_smiles(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
+def read_smiles(path: str | Path, smiles_column: str = "SMILES", keep_empty: bool = False) -> list[str]:
     """Reads one molecule per line.
 
     Args:
         path: a ``.txt``/``.smi`` file (first whitespace-separated field of each line) or a
             ``.csv`` file with a header, optionally gzipped (``.gz``).
         smiles_column: the CSV column holding the SMILES.
+        keep_empty: keep empty lines as "" (a file of samples, where they count as invalid).
 
     Returns:
-        The non-empty SMILES strings, in file order.
+        The SMILES strings, in file order.
     """
     path = Path(path)
     if not path.is_file():
@@ -52,10 +53,10 @@ def read_smiles(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
             reader = csv.DictReader(text)
             if smiles_column not in (reader.fieldnames or []):
                 raise ValueError(f"{path}: no column {smiles_column!r} (columns: {reader.fieldnames})")
-            lines = [row[smiles_column] for row in reader]
+            lines = [row[smiles_column] or "" for row in reader]
         else:
             lines = [line.split(maxsplit=1)[0] if line.strip() else "" for line in text]
-    return [s.strip() for s in lines if s.strip()]
+    return [s.strip() for s in lines if keep_empty or s.strip()]
 
 
 class SmilesCollator:
