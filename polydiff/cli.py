@@ -44,7 +44,7 @@ def main(args: list[str] | None = None) -> None:
 
     Errors a user can cause end with one line on stderr and exit code 1; set POLYDIFF_DEBUG=1
     for the traceback. Argument errors are reported by the parser itself (exit code 2).
-    ``polydiff sample`` is a plain typed command (``polydiff.commands.sample``), not LightningCLI.
+    ``polydiff sample`` and ``polydiff evaluate`` are plain typed commands (``polydiff.commands``), not LightningCLI.
     """
     command_line = sys.argv[1:] if args is None else args
     if command_line[:1] == ["sample"]:

@@ -154,7 +154,7 @@ class DiffusionTask(LightningModule):
         masked = x_t == self.mask_token_id
         hidden = self.model.encode(x_t, attention_mask if not attention_mask.all() else None, t)
         # Only masked positions enter the bound (SUBS carries clean ones over): project just those.
-        logits = self.output_projection(hidden[masked]).float().masked_fill(self.forbidden_tokens, FORBIDDEN_LOGIT)
+        logits = self.logits_from_hidden(hidden[masked])
         token_nll = F.cross_entropy(logits, x0[masked], reduction="none")
         row = masked.nonzero()[:, 0]
         nll_per_sequence = torch.zeros(x0.shape[0], device=x0.device).index_add_(0, row, token_nll)
