@@ -35,6 +35,7 @@ class PolydiffCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # One place to set each: the task's tokenizer and position table follow the data.
+        parser.link_arguments("data.representation", "model.representation")
         parser.link_arguments("data.tokenizer_name", "model.tokenizer_name")
         parser.link_arguments("data.max_length", "model.model_config.max_position_embeddings")
 

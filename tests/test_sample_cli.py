@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from rdkit import Chem
 
 import polydiff
 from polydiff.cli import main
@@ -11,15 +12,25 @@ from polydiff.cli import main
 ROOT = Path(__file__).parents[1]
 BASE = str(ROOT / "recipes" / "base.yaml")
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
+SMILES = str(ROOT / "recipes" / "data" / "smiles.yaml")
+
+
+def fit(root: Path, smiles_files, *configs: str) -> Path:
+    data = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    main(["fit", "-c", BASE, "-c", TINY, *configs, *data, "--trainer.default_root_dir", str(root)])
+    return root / "lightning_logs/version_0/checkpoints/last.ckpt"
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, smiles_files) -> Path:
-    """A tiny model fitted for a few steps on 1,000 MOSES molecules."""
-    root = tmp_path_factory.mktemp("fit")
-    data = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
-    main(["fit", "-c", BASE, "-c", TINY, *data, "--trainer.default_root_dir", str(root)])
-    return root / "lightning_logs/version_0/checkpoints/last.ckpt"
+    """A tiny model of the default recipe (SELFIES) fitted for a few steps on 1,000 MOSES molecules."""
+    return fit(tmp_path_factory.mktemp("fit"), smiles_files)
+
+
+@pytest.fixture(scope="module")
+def smiles_checkpoint(tmp_path_factory, smiles_files) -> Path:
+    """The same on atom-level SMILES."""
+    return fit(tmp_path_factory.mktemp("fit_smiles"), smiles_files, "-c", SMILES)
 
 
 def sample(capsys, checkpoint: Path, output: Path, *args: str) -> str:
@@ -33,6 +44,8 @@ def test_sample_writes_one_sequence_per_line_and_a_summary(checkpoint, tmp_path,
     summary = sample(capsys, checkpoint, output, "--num_samples=30", "--seed=0")
     lines = output.read_text().splitlines()
     assert len(lines) == 30 and all(lines)
+    # Even after 12 steps of training, every SELFIES sample is a molecule.
+    assert all(Chem.MolFromSmiles(line) is not None for line in lines)
     assert "samples/s" in summary and "NFE" in summary and "seed 0" in summary
 
 
@@ -44,11 +57,11 @@ def test_same_seed_same_file(checkpoint, tmp_path, capsys):
     assert files[0].read_bytes() != files[2].read_bytes()
 
 
-def test_prompt_file_fills_in_every_template(checkpoint, tmp_path, capsys):
+def test_prompt_file_fills_in_every_template(smiles_checkpoint, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("c1ccccc1[MASK][MASK]\n\nCC(=O)N[MASK]\n")
     output = tmp_path / "filled.smi"
-    sample(capsys, checkpoint, output, "--num_samples=4", f"--prompt_file={prompts}", "--strategy=confidence")
+    sample(capsys, smiles_checkpoint, output, "--num_samples=4", f"--prompt_file={prompts}", "--strategy=confidence")
     lines = output.read_text().splitlines()
     assert len(lines) == 8
     assert all(line.startswith("c1ccccc1") for line in lines[:4])
@@ -68,12 +81,24 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, capsys, content):
     assert not (tmp_path / "out.smi").exists()
 
 
-def test_bad_prompt_is_one_clear_error(checkpoint, tmp_path, capsys):
+def test_selfies_templates_keep_their_atoms(checkpoint, tmp_path, capsys):
+    output = tmp_path / "amides.smi"
+    sample(capsys, checkpoint, output, "--num_samples=10", "--prompt=[C][C][=Branch1][C][=O][N][MASK][MASK][MASK]")
+    amide = Chem.MolFromSmiles("CC(=O)N")
+    molecules = [Chem.MolFromSmiles(line) for line in output.read_text().splitlines()]
+    assert len(molecules) == 10 and all(m is not None and m.HasSubstructMatch(amide) for m in molecules)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [("[C][C][O]", "has no [MASK] token to fill in"), ("CC[MASK]", "has pieces the tokenizer does not know")],
+)
+def test_bad_prompt_is_one_clear_error(checkpoint, tmp_path, capsys, prompt, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["sample", "--ckpt_path", str(checkpoint), "--output", str(tmp_path / "out.smi"), "--prompt", "CCO"])
+        main(["sample", "--ckpt_path", str(checkpoint), "--output", str(tmp_path / "out.smi"), "--prompt", prompt])
     assert exit_info.value.code == 1
-    expected = "polydiff sample: error: ValueError: prompt 'CCO' has no [MASK] token to fill in"
-    assert capsys.readouterr().err.strip() == expected
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"polydiff sample: error: ValueError: prompt {prompt!r}") and message in err
 
 
 def test_load_gives_an_eval_task_that_samples(checkpoint):

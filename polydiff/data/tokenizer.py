@@ -1,9 +1,11 @@
 """Offline tokenizers: the bundled atom-level SMILES tokenizer and local tokenizer folders.
 
-The bundled tokenizer splits SMILES/PSMILES into chemically meaningful tokens (bracket atoms
-such as ``[nH]`` or ``[C@@H]`` stay whole, ``Cl`` and ``Br`` are one token, ring closures
-``%nn`` are one token) and maps them word-level onto a fixed vocabulary. Nothing here touches
-the network: a name is either ``smiles`` (the bundled file) or a local path.
+The bundled ``smiles`` tokenizer splits SMILES/PSMILES into chemically meaningful tokens
+(bracket atoms such as ``[nH]`` or ``[C@@H]`` stay whole, ``Cl`` and ``Br`` are one token, ring
+closures ``%nn`` are one token) and maps them word-level onto a fixed vocabulary. The bundled
+``selfies`` tokenizer maps each SELFIES symbol (``[C]``, ``[=Branch1]``, ...) onto a small
+vocabulary. Nothing here touches the network: a name is ``smiles``, ``selfies`` (the bundled
+files) or a local path.
 """
 
 from __future__ import annotations
@@ -94,13 +96,38 @@ def smiles_vocabulary() -> list[str]:
     return list(dict.fromkeys(vocab))  # keep first occurrence, drop duplicates
 
 
-def build_smiles_tokenizer() -> Tokenizer:
-    """Builds the bundled atom-level tokenizer from code (``bundled/tokenizer.json`` is its output)."""
-    vocab = {token: i for i, token in enumerate(smiles_vocabulary())}
+# SELFIES symbols: the selfies package's semantically robust alphabet (fixed here, so that the
+# vocabulary does not move with the package version) plus the hydrogen, charge, chirality and
+# stereo-bond forms that curated sets hold, and [At], the polymer attachment placeholder.
+_SELFIES_ELEMENTS = {"B": (3, 2, 4), "C": (4, 3, 3), "N": (3, 4, 2), "O": (2, 3, 1), "P": (5, 4, 6), "S": (6, 5, 5)}
+_SELFIES_EXTRA = (
+    "[NH1]", "[NH1+1]", "[NH2+1]", "[NH3+1]", "[=NH1+1]", "[=NH2+1]", "[#NH1+1]", "[OH1+1]", "[=OH1+1]",
+    "[SH1]", "[SH1+1]", "[=SH1+1]", "[PH1]", "[PH1+1]", "[=PH1]", "[BH1-1]", "[BH2-1]", "[BH3-1]", "[CH1-1]",
+    "[CH2-1]", "[N+1]", "[C@]", "[C@@]", "[C@H1]", "[C@@H1]", "[S@]", "[S@@]", "[S@+1]", "[S@@+1]", "[N@+1]",
+    "[N@@+1]", "[N@H1+1]", "[N@@H1+1]", "[P@]", "[P@@]", "[Si]", "[=Si]", "[SiH1]", "[SiH2]", "[Se]", "[=Se]",
+    "[SeH1]", "[Te]", "[I]", "[I+1]", "[2H]", "[At]", ".",
+)  # fmt: skip
+_SELFIES_STEREO_ATOMS = ("[C]", "[N]", "[O]", "[S]", "[F]", "[Cl]", "[Br]", "[C@H1]", "[C@@H1]", "[NH1]", "[N+1]")
+SELFIES_REGEX = r"\[[^\]]+\]|."
+
+
+def selfies_vocabulary() -> list[str]:
+    """The bundled SELFIES vocabulary: special tokens, branch and ring symbols, then atoms."""
+    structure = [f"[{bond}{kind}{n}]" for kind in ("Branch", "Ring") for bond in ("", "=", "#") for n in (1, 2, 3)]
+    atoms = ["[H]", "[F]", "[Cl]", "[Br]", "[I]"]
+    for element, (neutral, plus, minus) in _SELFIES_ELEMENTS.items():
+        for charge, valence in (("", neutral), ("+1", plus), ("-1", minus)):
+            atoms += [f"[{bond}{element}{charge}]" for bond in ("", "=", "#")[: min(valence, 3)]]
+    stereo = [f"[{bond}{atom[1:]}" for bond in ("/", "\\") for atom in _SELFIES_STEREO_ATOMS]
+    return list(dict.fromkeys(list(SPECIAL_TOKENS) + structure + atoms + list(_SELFIES_EXTRA) + stereo))
+
+
+def _word_level_tokenizer(vocabulary: list[str], regex: str) -> Tokenizer:
+    vocab = {token: i for i, token in enumerate(vocabulary)}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(SMILES_REGEX), behavior="isolated")
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(regex), behavior="isolated")
     tokenizer.add_special_tokens(list(SPECIAL_TOKENS))  # same ids; marks them as special
-    tokenizer.decoder = decoders.Fuse()  # SMILES has no spaces: join tokens as they are
+    tokenizer.decoder = decoders.Fuse()  # neither SMILES nor SELFIES has spaces: join tokens as they are
     cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -108,30 +135,43 @@ def build_smiles_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-def bundled_tokenizer_path() -> Path:
-    return Path(str(resources.files("polydiff.data") / "bundled" / "tokenizer.json"))
+def build_smiles_tokenizer() -> Tokenizer:
+    """Builds the bundled atom-level tokenizer from code (``bundled/tokenizer.json`` is its output)."""
+    return _word_level_tokenizer(smiles_vocabulary(), SMILES_REGEX)
+
+
+def build_selfies_tokenizer() -> Tokenizer:
+    """Builds the bundled SELFIES tokenizer from code (``bundled/selfies_tokenizer.json`` is its output)."""
+    return _word_level_tokenizer(selfies_vocabulary(), SELFIES_REGEX)
+
+
+BUNDLED_TOKENIZERS = {"smiles": "tokenizer.json", "selfies": "selfies_tokenizer.json"}
+
+
+def bundled_tokenizer_path(name: str = "smiles") -> Path:
+    return Path(str(resources.files("polydiff.data") / "bundled" / BUNDLED_TOKENIZERS[name]))
 
 
 def load_tokenizer(name: str = "smiles") -> PreTrainedTokenizerFast:
     """Loads a tokenizer without the network.
 
     Args:
-        name: ``smiles`` for the bundled atom-level tokenizer, or a local path to a
+        name: ``smiles`` or ``selfies`` for a bundled tokenizer, or a local path to a
             ``tokenizer.json`` file or to a folder saved with ``save_pretrained``.
 
     Returns:
         A fast tokenizer with [PAD], [UNK], [CLS], [SEP] and [MASK] set.
 
     Raises:
-        FileNotFoundError: when ``name`` is neither ``smiles`` nor an existing local path.
+        FileNotFoundError: when ``name`` is neither bundled nor an existing local path.
     """
-    if name == "smiles":
-        path = bundled_tokenizer_path()
+    if name in BUNDLED_TOKENIZERS:
+        path = bundled_tokenizer_path(name)
     else:
         path = Path(name).expanduser()
         if not path.exists():
             raise FileNotFoundError(
-                f"tokenizer {name!r} is not available offline: use 'smiles' (bundled) or the path "
+                f"tokenizer {name!r} is not available offline: use 'smiles' or 'selfies' (bundled) or the path "
                 "of a local tokenizer.json or tokenizer folder"
             )
     if path.is_dir():

@@ -56,7 +56,7 @@ class SamplingConfig:
     """
 
     steps: int = 128
-    strategy: Strategy = "ancestral"
+    strategy: Strategy = "confidence"
     temperature: float = 1.0
     top_p: float = 1.0
     randomness: float = 1.0
@@ -160,6 +160,8 @@ class ReverseProcess:
         mask_token_id: the id m of [MASK].
         config: steps, strategy, temperature, top_p, randomness, cache.
         time_conditioned: whether ``encode`` uses t; its p_theta then cannot be reused.
+        position_times: each position's own time s_l(t) under an order-skewed forward
+            process (``ExcitedStateDiffusion.position_times``); None when all share t.
     """
 
     def __init__(
@@ -170,6 +172,7 @@ class ReverseProcess:
         mask_token_id: int,
         config: SamplingConfig,
         time_conditioned: bool = False,
+        position_times: Callable[[float, Tensor], Tensor] | None = None,
     ) -> None:
         self.encode = encode
         self.head = head
@@ -177,6 +180,7 @@ class ReverseProcess:
         self.mask_token_id = mask_token_id
         self.config = config
         self.time_conditioned = time_conditioned
+        self.position_times = position_times
 
     @torch.inference_mode()
     def sample(
@@ -185,6 +189,7 @@ class ReverseProcess:
         attention_mask: Tensor,
         generator: torch.Generator,
         on_step: Callable[[], None] | None = None,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Denoises x from t = 1 to t = 0.
 
@@ -193,6 +198,8 @@ class ReverseProcess:
             attention_mask: (B, N), 0 at pads.
             generator: the source of all randomness, on x's device.
             on_step: called after every step (progress bars).
+            positions: (B, N) bool, the positions that run a clock under order skew (the
+                tokens between [CLS] and [SEP]); needed with ``position_times``.
 
         Returns:
             (the clean tokens (B, N), the model calls per sequence (B,)).
@@ -202,7 +209,11 @@ class ReverseProcess:
         grid = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
         alpha = self.schedule.alpha(grid).tolist()
         alpha[-1] = 1.0  # s = 0 reveals everything, whatever rounding alpha(0) has
-        initial_masked = (batch.x == self.mask_token_id).sum(-1)
+        initial_mask = batch.x == self.mask_token_id
+        initial_masked = initial_mask.sum(-1)
+        skewed = self.position_times is not None
+        if skewed and positions is None:
+            raise ValueError("an order-skewed process needs the positions that run a clock")
         for i in range(steps):
             masked = batch.x == self.mask_token_id
             if not masked.any():  # every sequence is clean: the remaining steps would change nothing
@@ -210,7 +221,18 @@ class ReverseProcess:
                     on_step()
                 break
             t, alpha_t, alpha_s = grid[i].item(), alpha[i], alpha[i + 1]
-            if self.config.strategy == "ancestral":
+            if skewed:  # each position on its own clock: alphas of shape (B, N)
+                alpha_t = self.schedule.alpha(self.position_times(t, positions).double())
+                alpha_s = self.schedule.alpha(self.position_times(grid[i + 1].item(), positions).double())
+                if i == steps - 1:
+                    alpha_s = torch.ones_like(alpha_s)
+                reveal_prob = torch.where(alpha_t >= 1, 1.0, (alpha_s - alpha_t) / (1 - alpha_t).clamp_min(1e-12))
+                if self.config.strategy == "ancestral":
+                    changed = self._ancestral_step(batch, masked, t, reveal_prob)
+                else:
+                    keep = torch.round(((1 - alpha_s) * initial_mask).sum(-1)).long()
+                    changed = self._confidence_step(batch, masked, t, count=(masked.sum(-1) - keep).clamp_min(0))
+            elif self.config.strategy == "ancestral":
                 # alpha_t = 1 (a schedule flat near 0, in float64) means x_t should be clean already.
                 reveal_prob = 1.0 if alpha_t >= 1 else (alpha_s - alpha_t) / (1 - alpha_t)
                 changed = self._ancestral_step(batch, masked, t, reveal_prob)
@@ -223,7 +245,7 @@ class ReverseProcess:
                 on_step()
         return batch.x, batch.nfe
 
-    def _ancestral_step(self, batch: _Batch, masked: Tensor, t: float, reveal_prob: float) -> Tensor:
+    def _ancestral_step(self, batch: _Batch, masked: Tensor, t: float, reveal_prob: float | Tensor) -> Tensor:
         """Reveals each masked position with probability ``reveal_prob``; returns the rows that changed."""
         x = batch.x
         u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=batch.generator)

@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 from jsonargparse import lazy_instance
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from polydiff.data.representation import RepresentationName, get_representation
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
 from polydiff.diffusion.sampling import SamplingConfig, Strategy
@@ -32,20 +34,29 @@ class LRScheduleConfig:
 
     Args:
         warmup_steps: optimizer steps of linear warmup from 0.
-        decay: ``cosine`` decays to ``min_lr_ratio`` x lr at the trainer's last step.
+        decay: ``cosine`` decays to ``min_lr_ratio`` x lr by the end of training.
         min_lr_ratio: final learning rate as a fraction of the peak.
+        decay_over: ``steps`` decays over the trainer's steps (``max_steps``); ``steps_or_time``
+            follows whichever budget, steps or the trainer's ``max_time``, is spent faster, so a
+            run stopped by its wall-clock budget still ends at the low rate (budgeted training,
+            Li et al., ICLR 2020). Use ``steps`` where runs must be bit-for-bit repeatable.
     """
 
     warmup_steps: int = 0
     decay: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.1
+    decay_over: Literal["steps", "steps_or_time"] = "steps"
 
-    def factor(self, step: int, total_steps: float) -> float:
+    def factor(self, step: int, total_steps: float, time_progress: float = 0.0) -> float:
+        """The learning rate over its peak at ``step``; ``time_progress`` is the spent fraction of max_time."""
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
-        if self.decay == "constant" or not math.isfinite(total_steps):
+        progress = (step - self.warmup_steps) / max(1.0, total_steps - self.warmup_steps)
+        if self.decay_over == "steps_or_time":
+            progress = max(progress, time_progress)
+        if self.decay == "constant" or not math.isfinite(progress):
             return 1.0
-        progress = min(1.0, (step - self.warmup_steps) / max(1.0, total_steps - self.warmup_steps))
+        progress = min(1.0, progress)
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -58,8 +69,10 @@ class DiffusionTask(LightningModule):
         diffusion_config: discrete or continuous time, time sampling, eps.
         optimizer: builds the optimizer from the parameters (AdamW by default).
         lr_schedule: warmup and decay of the learning rate.
-        tokenizer_name: ``smiles`` (bundled) or a local tokenizer path; the CLI links it from
-            the data module so both always agree.
+        representation: ``smiles`` or ``selfies``, what the model reads and writes (samples are
+            SMILES either way); the CLI links it from the data module.
+        tokenizer_name: a local tokenizer path, or None for the representation's bundled
+            tokenizer; the CLI links it from the data module so both always agree.
         sampling: how ``polydiff predict`` samples; a run-time setting, not saved in checkpoints.
         sample_every_n_epochs: every this many validation runs, sample ``val_num_samples``
             sequences and log ``val/valid``, ``val/unique`` and ``val/novelty``; 0 turns it off.
@@ -73,7 +86,8 @@ class DiffusionTask(LightningModule):
         diffusion_config: DiffusionConfig = DiffusionConfig(),  # noqa: B008
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: LRScheduleConfig = LRScheduleConfig(),  # noqa: B008
-        tokenizer_name: str = "smiles",
+        representation: RepresentationName = "smiles",
+        tokenizer_name: str | None = None,
         sampling: SamplingConfig = SamplingConfig(),  # noqa: B008
         sample_every_n_epochs: int = 0,
         val_num_samples: int = 200,
@@ -82,7 +96,8 @@ class DiffusionTask(LightningModule):
         # Sampling settings stay out of the checkpoint: LightningCLI would let saved ones override the command line.
         self.save_hyperparameters(ignore=["sampling"])
         self.sampling = sampling
-        self.tokenizer = load_tokenizer(tokenizer_name)
+        self.representation = get_representation(representation)
+        self.tokenizer = load_tokenizer(tokenizer_name or representation)
         self.vocab_size = len(self.tokenizer)
         self.mask_token_id = self.tokenizer.mask_token_id
         self.pad_token_id = self.tokenizer.pad_token_id
@@ -99,6 +114,8 @@ class DiffusionTask(LightningModule):
         self.register_buffer("forbidden_tokens", forbidden, persistent=False)
         # Token-length histogram of the training data, kept in the checkpoint for the sampler.
         self.register_buffer("length_histogram", torch.zeros(model_config.max_position_embeddings + 1))
+        # Training tokens seen (pads excluded), the x-axis of quality-per-compute comparisons.
+        self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
         self.val_nll = MeanMetric()
         self.test_nll = MeanMetric()
         self.sample_every_n_epochs = sample_every_n_epochs
@@ -140,13 +157,14 @@ class DiffusionTask(LightningModule):
         """x_t ~ q(x_t | x_0): masks each maskable token with probability 1 - alpha(t)."""
         return self.diffusion_process.q_sample(input_ids, t, self.maskable(input_ids), generator)
 
-    def negative_elbo(
+    def masked_cross_entropy(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """One-sample estimate of the negative ELBO of every sequence in the batch.
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Draws t and x_t ~ q(x_t | x_0) per sequence and scores the masked positions.
 
         Returns:
-            (nats per sequence, maskable tokens per sequence), both of shape (batch,).
+            t (batch,), the masked positions (batch, length), and -log p_theta(x_0 | x_t) at
+            each of them, in row-major order (masked count,).
         """
         x0, attention_mask = batch["input_ids"], batch["attention_mask"]
         t = self.diffusion_process.sample_time(x0.shape[0], x0.device, generator)
@@ -155,16 +173,33 @@ class DiffusionTask(LightningModule):
         hidden = self.model.encode(x_t, attention_mask if not attention_mask.all() else None, t)
         # Only masked positions enter the bound (SUBS carries clean ones over): project just those.
         logits = self.logits_from_hidden(hidden[masked])
-        token_nll = F.cross_entropy(logits, x0[masked], reduction="none")
+        return t, masked, F.cross_entropy(logits, x0[masked], reduction="none")
+
+    def negative_elbo(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """One-sample estimate of the negative ELBO of every sequence in the batch.
+
+        Returns:
+            (nats per sequence, maskable tokens per sequence), both of shape (batch,).
+        """
+        t, masked, token_nll = self.masked_cross_entropy(batch, generator)
+        maskable = self.maskable(batch["input_ids"])
+        weight = self.diffusion_process.position_weights(t, maskable)[masked]
         row = masked.nonzero()[:, 0]
-        nll_per_sequence = torch.zeros(x0.shape[0], device=x0.device).index_add_(0, row, token_nll)
-        weight = self.diffusion_process.elbo_weight(t).float()
-        return weight * nll_per_sequence, self.maskable(x0).sum(-1)
+        nll = torch.zeros(masked.shape[0], device=masked.device).index_add_(0, row, weight * token_nll)
+        return nll, maskable.sum(-1)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        nll, tokens = self.negative_elbo(batch)
-        loss = nll.sum() / tokens.sum()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(tokens))
+        if self.diffusion_process.config.loss_weighting == "flat":
+            _, masked, token_nll = self.masked_cross_entropy(batch)
+            loss = token_nll.sum() / masked.sum().clamp(min=1)
+        else:
+            nll, tokens = self.negative_elbo(batch)
+            loss = nll.sum() / tokens.sum()
+        self.tokens_seen += batch["attention_mask"].sum()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        self.log("train/tokens_seen", self.tokens_seen.float(), batch_size=len(batch["input_ids"]))
         return loss
 
     def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, metric: MeanMetric) -> None:
@@ -268,6 +303,15 @@ class DiffusionTask(LightningModule):
         optimizer = self.optimizer(self.parameters())
         total_steps = self.trainer.estimated_stepping_batches
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: self.lr_schedule.factor(step, total_steps)
+            optimizer, lambda step: self.lr_schedule.factor(step, total_steps, self._time_progress())
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _time_progress(self) -> float:
+        """The spent fraction of the trainer's ``max_time`` (0 without one)."""
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None) if self._trainer else None
+        remaining = timer.time_remaining() if timer is not None else None
+        if remaining is None:
+            return 0.0
+        elapsed = timer.time_elapsed()
+        return elapsed / max(elapsed + remaining, 1e-9)

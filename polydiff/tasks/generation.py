@@ -2,9 +2,9 @@
 
 Each sequence is [CLS] + L tokens + [SEP] + pads. L is drawn from the training length histogram
 kept in the checkpoint, unless a fixed ``length`` or a template (``prompts``) is given. A
-template is a SMILES string whose ``[MASK]`` tokens are generated while every other token
-stays in place. Sequences are batched by length, so little compute goes to pads, and returned
-in the order they were drawn.
+template is a string in the model's representation (SMILES, or SELFIES symbols) whose
+``[MASK]`` tokens are generated while every other token stays in place. Sequences are batched
+by length, so little compute goes to pads, and returned in the order they were drawn.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Generation:
     """Generated sequences and what they cost.
 
     Args:
-        sequences: decoded strings, special tokens skipped, in the order drawn.
+        sequences: decoded SMILES (from the model's representation), in the order drawn.
         nfe: model calls (function evaluations) per sequence.
         lengths: tokens per sequence ([CLS]/[SEP] excluded; a template's fixed tokens included).
         seed: the seed that reproduces them (with the same batch size and device).
@@ -163,6 +163,7 @@ def generate(
         task.mask_token_id,
         config,
         time_conditioned=task.model.time_embedding is not None,
+        position_times=task.diffusion_process.position_times if task.diffusion_process.config.order_skew else None,
     )
     # Sort by length so that a batch holds similar lengths: little compute goes to pads.
     batches = [batch for batch in torch.argsort(sizes, stable=True).split(batch_size) if len(batch)]
@@ -175,10 +176,12 @@ def generate(
             for batch in batches:
                 rows = batch.tolist()
                 x = _initial_batch(task, sizes[batch], None if templates is None else [templates[i] for i in rows])
-                x, calls = process.sample(x, (x != task.pad_token_id).long(), generator, on_step)
+                special = torch.tensor([task.pad_token_id, task.tokenizer.cls_token_id, task.tokenizer.sep_token_id])
+                positions = ~torch.isin(x, special.to(x.device))
+                x, calls = process.sample(x, (x != task.pad_token_id).long(), generator, on_step, positions)
                 texts = task.tokenizer.batch_decode(x.tolist(), skip_special_tokens=True)
                 for i, text in zip(rows, texts, strict=True):
-                    sequences[i] = text
+                    sequences[i] = task.representation.to_smiles(text)
                 nfe[batch.cpu()] = calls.cpu()
     finally:
         task.train(was_training)

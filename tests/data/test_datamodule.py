@@ -1,5 +1,6 @@
 import gzip
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,3 +66,22 @@ def test_bundled_moses_with_held_out_validation():
     assert again.val_smiles == dm.val_smiles  # the split is reproducible
     dm.setup("test")
     assert len(dm.test_smiles) == 176_074
+
+
+def test_length_buckets_cover_every_line_once_with_similar_lengths(moses_sample):
+    from polydiff.data.datamodule import LengthBucketBatchSampler
+
+    lengths = [len(s) for s in moses_sample]
+    sampler = LengthBucketBatchSampler(lengths, batch_size=32, window=10, seed=0)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert len(batches) == len(sampler)
+    spread = np.mean([np.ptp([lengths[i] for i in b]) for b in batches])
+    plain = LengthBucketBatchSampler(lengths, batch_size=32, window=1, seed=0)
+    assert spread < 0.25 * np.mean([np.ptp([lengths[i] for i in b]) for b in plain])
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # a new order every epoch
+    shards = [list(LengthBucketBatchSampler(lengths, 32, 10, 0, num_replicas=2, rank=r)) for r in (0, 1)]
+    seen = [i for shard in shards for b in shard for i in b]
+    assert len(seen) == len(set(seen)) == len(lengths) - len(lengths) % 2
+    assert len(shards[0]) == len(shards[1])

@@ -57,7 +57,9 @@ def test_reverse_process_retraces_the_forward_marginals_and_draws_p_theta():
     p_theta = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.3, 0.15, 0.05])
     denoiser = KnownDenoiser(p_theta)
     schedule, steps = CosineSchedule(), 8
-    process = ReverseProcess(denoiser.encode, denoiser.head, schedule, MASK, SamplingConfig(steps=steps, cache=False))
+    process = ReverseProcess(
+        denoiser.encode, denoiser.head, schedule, MASK, SamplingConfig(steps=steps, strategy="ancestral", cache=False)
+    )
     x = torch.full((400, 50), MASK)
     out, nfe = process.sample(x, torch.ones_like(x), torch.Generator().manual_seed(0))
     grid = torch.linspace(1, 0, steps + 1, dtype=torch.float64)[:-1]
@@ -163,3 +165,32 @@ def test_a_model_without_histogram_asks_for_a_length():
     with pytest.raises(ValueError, match="length histogram"):
         task.sample(1)
     assert len(task.sample(3, steps=4, length=5)) == 3
+
+
+def test_order_skew_reveals_left_to_right_on_the_forward_clocks():
+    from polydiff.diffusion import DiffusionConfig
+    from polydiff.diffusion.forward import ExcitedStateDiffusion
+
+    p_theta = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5])
+    schedule, length, steps = LinearSchedule(), 24, 400
+    forward = ExcitedStateDiffusion(schedule, MASK, DiffusionConfig(order_skew=0.9))
+    seen: list[torch.Tensor] = []
+
+    def encode(x, attention_mask, t):
+        seen.append((x[0] == MASK).clone())
+        return torch.zeros(*x.shape, 1)
+
+    config = SamplingConfig(steps=steps, strategy="ancestral", cache=False)
+    process = ReverseProcess(
+        encode, KnownDenoiser(p_theta).head, schedule, MASK, config, position_times=forward.position_times
+    )
+    x = torch.full((1, length), MASK)
+    positions = torch.ones_like(x, dtype=torch.bool)
+    out, _ = process.sample(x, torch.ones_like(x), torch.Generator().manual_seed(0), positions=positions)
+    assert not (out == MASK).any()
+    # The step at which each position was revealed rises with the position: left to right.
+    masks = torch.stack([*seen, torch.zeros(length, dtype=torch.bool)])
+    revealed_at = (masks.long().cumprod(0)).sum(0).double()
+    rank = revealed_at.argsort().argsort().double()
+    correlation = torch.corrcoef(torch.stack([rank, torch.arange(length, dtype=torch.float64)]))[0, 1]
+    assert correlation > 0.95

@@ -49,11 +49,12 @@ def test_mask_and_structure_are_never_predicted(task, batch):
         assert torch.isfinite(torch.tensor(FORBIDDEN_LOGIT, dtype=dtype))
 
 
-@pytest.mark.parametrize("num_timesteps", [0, 20])
-def test_untrained_bound_is_log_vocabulary(task, batch, num_timesteps):
+@pytest.mark.parametrize(("num_timesteps", "order_skew"), [(0, 0.0), (20, 0.0), (0, 0.7)])
+def test_untrained_bound_is_log_vocabulary(task, batch, num_timesteps, order_skew):
     # An untrained model is nearly uniform over the V - 4 tokens it may predict, so every masked
-    # token costs ln(V - 4) nats, and E_t[w(t) (1 - alpha(t))] = 1 makes the bound ln(V - 4) per token.
-    task.diffusion_process.config = DiffusionConfig(num_timesteps=num_timesteps)
+    # token costs ln(V - 4) nats, and E_t[w_l(t) (1 - alpha_l(t))] = 1 for every position l (its own
+    # schedule runs from 1 to 0 under order skew too) makes the bound ln(V - 4) per token.
+    task.diffusion_process.config = DiffusionConfig(num_timesteps=num_timesteps, order_skew=order_skew)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         totals = [task.negative_elbo(batch, generator) for _ in range(8)]
@@ -114,3 +115,23 @@ def test_validation_samples_and_logs_quality(smiles_files, tmp_path):
     assert task._validation_runs == 2  # the sanity check does not count
     if metrics["val/valid"] > 0:
         assert 0 < metrics["val/unique"] <= 1 and 0 <= metrics["val/novelty"] <= 1
+
+
+def test_lr_decays_over_time_when_max_time_runs_out_first():
+    schedule = LRScheduleConfig(warmup_steps=10, min_lr_ratio=0.1, decay_over="steps_or_time")
+    assert schedule.factor(20, 1000, time_progress=1.0) == pytest.approx(0.1)
+    assert schedule.factor(20, 1000, time_progress=0.5) == pytest.approx(0.55)
+    assert schedule.factor(1000, 1000, time_progress=0.0) == pytest.approx(0.1)
+    assert LRScheduleConfig(warmup_steps=10).factor(20, 1000, time_progress=1.0) > 0.99  # steps only
+
+
+def test_flat_loss_is_the_mean_masked_cross_entropy(batch):
+    torch.manual_seed(0)
+    task = DiffusionTask(model_config=TINY, diffusion_config=DiffusionConfig(loss_weighting="flat"))
+    generator_state = torch.get_rng_state()
+    loss = task.training_step(batch, 0)
+    torch.set_rng_state(generator_state)
+    _, masked, token_nll = task.masked_cross_entropy(batch)
+    assert loss.item() == pytest.approx((token_nll.sum() / masked.sum()).item(), rel=1e-5)
+    # Untrained, every masked token costs about ln(V - 4) nats, whatever t.
+    assert loss.item() == pytest.approx(math.log(task.vocab_size - 4), rel=0.05)

@@ -1,0 +1,28 @@
+"""benchmarks/quality.py end to end on a tiny budget (slow: it fits, samples and scores two models)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.mark.slow
+def test_quality_benchmark_writes_samples_metrics_and_a_summary(tmp_path):
+    output = tmp_path / "quality"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--config", str(ROOT / "recipes" / "base.yaml"),
+        "--config", str(ROOT / "tests" / "configs" / "tiny.yaml"), "--budget_minutes", "0.5", "--num_samples", "50",
+        "--output_dir", str(output),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    summary = json.loads(result.stdout)
+    assert summary == json.loads((output / "summary.json").read_text())
+    for model, folder in (("diffusion", output), ("charrnn", output / "charrnn")):
+        assert len((folder / "samples.smi").read_text().splitlines()) == 50
+        assert summary[model]["metrics"] == json.loads((folder / "metrics.json").read_text())
+        assert summary[model]["steps"] > 0 and summary[model]["tokens_seen"] > 0
+    assert summary["diffusion"]["metrics"]["valid"] == 1.0  # SELFIES
