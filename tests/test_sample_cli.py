@@ -84,7 +84,7 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, capsys, content):
 def test_selfies_templates_keep_their_atoms(checkpoint, tmp_path, capsys):
     output = tmp_path / "amides.smi"
     sample(capsys, checkpoint, output, "--num_samples=10", "--prompt=[C][C][=Branch1][C][=O][N][MASK][MASK][MASK]")
-    amide = Chem.MolFromSmiles("CC(=O)N")
+    amide = Chem.MolFromSmarts("[#6]~[#6](=[#8])~[#7]")  # "~": a ring closing over them may make them aromatic
     molecules = [Chem.MolFromSmiles(line) for line in output.read_text().splitlines()]
     assert len(molecules) == 10 and all(m is not None and m.HasSubstructMatch(amide) for m in molecules)
 
