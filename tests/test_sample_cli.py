@@ -101,6 +101,15 @@ def test_bad_prompt_is_one_clear_error(checkpoint, tmp_path, capsys, prompt, mes
     assert err.startswith(f"polydiff sample: error: ValueError: prompt {prompt!r}") and message in err
 
 
+def test_checkpoints_without_a_token_count_still_load(checkpoint, tmp_path):
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert int(state["state_dict"].pop("tokens_seen")) > 0
+    older = tmp_path / "older.ckpt"
+    torch.save(state, older)
+    task = polydiff.load(older, device="cpu")
+    assert int(task.tokens_seen) == 0 and task.length_histogram.sum() == 1000
+
+
 def test_load_gives_an_eval_task_that_samples(checkpoint):
     task = polydiff.load(checkpoint, device="cpu")
     assert not task.training and task.device == torch.device("cpu")

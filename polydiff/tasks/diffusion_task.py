@@ -140,6 +140,10 @@ class DiffusionTask(LightningModule):
             self.length_histogram.zero_()
             self.length_histogram[:size] = histogram[:size].to(self.length_histogram)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints written before tokens_seen was counted still load; their count starts at 0.
+        checkpoint.get("state_dict", {}).setdefault("tokens_seen", torch.zeros((), dtype=torch.long))
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:
         """Logits of p_theta(x_0 | x_t), with the tokens it may never predict forbidden (SUBS)."""
         logits = self.model(input_ids, attention_mask, t)
