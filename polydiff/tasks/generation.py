@@ -169,6 +169,7 @@ def generate(
     batches = [batch for batch in torch.argsort(sizes, stable=True).split(batch_size) if len(batch)]
     sequences: list[str] = [""] * len(sizes)
     nfe = torch.zeros(len(sizes), dtype=torch.long)
+    frame = torch.tensor([task.pad_token_id, task.tokenizer.cls_token_id, task.tokenizer.sep_token_id], device=device)
     was_training = task.training
     task.eval()  # no dropout while sampling, e.g. when called during validation
     try:
@@ -176,8 +177,7 @@ def generate(
             for batch in batches:
                 rows = batch.tolist()
                 x = _initial_batch(task, sizes[batch], None if templates is None else [templates[i] for i in rows])
-                special = torch.tensor([task.pad_token_id, task.tokenizer.cls_token_id, task.tokenizer.sep_token_id])
-                positions = ~torch.isin(x, special.to(x.device))
+                positions = ~torch.isin(x, frame)  # the L tokens between [CLS] and [SEP]
                 x, calls = process.sample(x, (x != task.pad_token_id).long(), generator, on_step, positions)
                 texts = task.tokenizer.batch_decode(x.tolist(), skip_special_tokens=True)
                 for i, text in zip(rows, texts, strict=True):
