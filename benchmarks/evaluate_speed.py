@@ -25,11 +25,12 @@ import torch
 from jsonargparse import auto_cli
 from moses_agreement import mixed_samples
 
+from polydiff.cache import cache_dir
 from polydiff.chem import molecules
 from polydiff.chem.fcd import chemnet_activations
 from polydiff.chem.metrics import internal_diversity, nearest_neighbour_similarity
 from polydiff.chem.parallel import default_jobs, parallel_map
-from polydiff.chem.reference import cache_dir, reference_stats, training_set
+from polydiff.chem.reference import reference_stats, training_set
 from polydiff.commands.evaluate import evaluate_samples
 from polydiff.data.datamodule import bundled_moses_path
 

@@ -26,7 +26,7 @@ class PolydiffParser(LightningArgumentParser):
 
 
 class PolydiffCLI(LightningCLI):
-    """LightningCLI with the data module's tokenizer and length limit linked into the task."""
+    """LightningCLI with the data module's kind, representation, tokenizer and length limit linked into the task."""
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         parser = super().init_parser(**kwargs)
@@ -36,6 +36,7 @@ class PolydiffCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # One place to set each: the task's tokenizer and position table follow the data.
         parser.link_arguments("data.representation", "model.representation")
+        parser.link_arguments("data.kind", "model.kind")
         parser.link_arguments("data.tokenizer_name", "model.tokenizer_name")
         parser.link_arguments("data.max_length", "model.model_config.max_position_embeddings")
 

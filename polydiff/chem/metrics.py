@@ -20,8 +20,9 @@ comparable with its published table; ``benchmarks/moses_agreement.py`` checks th
 - ``Novelty``: fraction of distinct valid samples absent from the training set.
 
 Polymer mode adds ``polymer_valid`` (exactly two ``*`` atoms, each single-bonded once) and
-computes the later metrics on the polymer-valid samples (``Filters`` is left out: MOSES's
-atom filter rejects ``*``).
+computes the later metrics on the polymer-valid samples, written as canonical PSMILES
+(``canonical_polymer``: ``*CCO*`` and ``*OCC*`` are one polymer, so one unique and one
+novelty entry); ``Filters`` is left out (MOSES's atom filter rejects ``*``).
 
 Duplicates are described once and weighted by their count, which gives the same numbers as
 MOSES's per-sample computation with less work.
@@ -34,7 +35,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
 
 import numpy as np
 import torch
@@ -45,8 +45,8 @@ from polydiff.chem.fcd import chemnet_activations, fcd_statistics, frechet_dista
 from polydiff.chem.molecules import PROPERTIES, check, describe
 from polydiff.chem.parallel import advancer, parallel_map
 from polydiff.chem.reference import ReferenceStats
+from polydiff.data.polymers import Kind
 
-Kind = Literal["molecule", "polymer"]
 MOSES_PROPERTIES = ("logP", "SA", "QED", "weight")
 DEFAULT_KS = (1000, 10000)
 GEN_CHUNK = 1024  # rows of generated fingerprints per similarity block
@@ -226,7 +226,7 @@ def evaluate(
     if not samples:
         raise ValueError("no samples to evaluate")
     polymer = kind == "polymer"
-    checked = parallel_map(check, samples, n_jobs, progress, "validity")
+    checked = parallel_map(partial(check, polymer=polymer), samples, n_jobs, progress, "validity")
     metrics = {"valid": sum(smiles is not None for smiles, _ in checked) / len(samples)}
     if polymer:
         metrics["polymer_valid"] = sum(is_polymer for _, is_polymer in checked) / len(samples)

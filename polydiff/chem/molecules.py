@@ -1,4 +1,4 @@
-"""One molecule at a time: parsing, canonical SMILES, polymer validity and the MOSES descriptors.
+"""One molecule at a time: parsing, canonical SMILES and PSMILES, polymer validity and the MOSES descriptors.
 
 Definitions follow MOSES (molecularsets/moses, ``moses/metrics/utils.py``, ``molsets`` 0.3.1):
 a SMILES is valid when RDKit parses and sanitizes it (an empty string is invalid), canonical
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -70,10 +71,12 @@ def parse(smiles: str) -> Chem.Mol | None:
     return mol
 
 
-def canonical(smiles: str) -> str | None:
-    """RDKit's canonical SMILES of a SMILES string, or None when it is invalid."""
-    mol = parse(smiles)
-    return None if mol is None else Chem.MolToSmiles(mol)
+def canonical(smiles: str, polymer: bool = False) -> str | None:
+    """RDKit's canonical SMILES of a SMILES string, or None when it is invalid.
+
+    With ``polymer``, a repeat unit's is its frame-independent ``canonical_polymer``.
+    """
+    return check(smiles, polymer)[0]
 
 
 def is_polymer(mol: Chem.Mol | None) -> bool:
@@ -93,10 +96,61 @@ def is_polymer(mol: Chem.Mol | None) -> bool:
     )
 
 
-def check(line: str) -> tuple[str | None, bool]:
-    """A sample line's canonical SMILES (None when invalid) and whether it is a polymer repeat unit."""
+def _reframed(mol: Chem.Mol, stars: tuple[int, int], ends: tuple[int, int], cut: tuple[int, int]) -> str:
+    # The same chain, one period read from another backbone bond: close the unit on itself
+    # (bond its two ends), open it at ``cut`` and move the stars there.
+    unit = Chem.RWMol(mol)
+    for star, end in zip(stars, ends, strict=True):
+        unit.RemoveBond(star, end)
+    unit.RemoveBond(*cut)
+    unit.AddBond(*ends, Chem.BondType.SINGLE)
+    for star, atom in zip(stars, cut, strict=True):
+        unit.AddBond(star, atom, Chem.BondType.SINGLE)
+    Chem.SanitizeMol(unit)
+    return Chem.MolToSmiles(unit)
+
+
+def canonical_polymer(mol: Chem.Mol) -> str:
+    """The canonical PSMILES of a polymer repeat unit, the same for every way of framing the chain.
+
+    ``*CCO*``, ``*COC*`` and ``*OCC*`` are one polymer (poly(ethylene oxide)) read from different
+    backbone bonds. The frames are the single, acyclic bonds on the backbone between the two
+    ``*`` atoms, plus the bond that closes the chain; the canonical PSMILES is the shortest,
+    then alphabetically first, of RDKit's canonical SMILES of the unit cut at each of them.
+    Units with stereo are only RDKit-canonicalized (moving a stereocentre's neighbours would
+    need its parity rewritten), and a doubled unit (``*CCCC*`` for ``*CC*``) is left as written.
+
+    Args:
+        mol: a repeat unit (``is_polymer(mol)`` holds).
+
+    Returns:
+        Its canonical PSMILES.
+    """
+    written = Chem.MolToSmiles(mol)
+    stars = tuple(atom.GetIdx() for atom in mol.GetAtoms() if atom.GetAtomicNum() == 0)
+    ends = tuple(mol.GetAtomWithIdx(star).GetNeighbors()[0].GetIdx() for star in stars)
+    has_stereo = "@" in written or "/" in written or "\\" in written
+    if has_stereo or ends[0] == ends[1] or mol.GetBondBetweenAtoms(*ends) is not None:
+        return written
+    backbone = Chem.GetShortestPath(mol, *ends)
+    frames = [written]
+    for u, v in itertools.pairwise(backbone):
+        bond = mol.GetBondBetweenAtoms(u, v)
+        if bond.GetBondType() == Chem.BondType.SINGLE and not bond.IsInRing():
+            frames.append(_reframed(mol, stars, ends, (u, v)))
+    return min(frames, key=lambda smiles: (len(smiles), smiles))
+
+
+def check(line: str, polymer: bool = False) -> tuple[str | None, bool]:
+    """A sample line's canonical SMILES (None when invalid) and whether it is a polymer repeat unit.
+
+    With ``polymer``, a repeat unit's canonical SMILES is its frame-independent ``canonical_polymer``.
+    """
     mol = parse(line)
-    return (None, False) if mol is None else (Chem.MolToSmiles(mol), is_polymer(mol))
+    if mol is None:
+        return None, False
+    repeat_unit = is_polymer(mol)
+    return (canonical_polymer(mol) if polymer and repeat_unit else Chem.MolToSmiles(mol)), repeat_unit
 
 
 @cache

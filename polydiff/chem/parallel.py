@@ -54,6 +54,7 @@ def parallel_map(
     n_jobs: int = 1,
     progress: Progress | None = None,
     description: str = "",
+    inline_below: int = INLINE_BELOW,
 ) -> list[R]:
     """``[function(item) for item in items]`` over ``n_jobs`` processes, in order.
 
@@ -63,12 +64,13 @@ def parallel_map(
         n_jobs: worker processes; 1 runs in this process.
         progress: where to draw a bar, if anywhere.
         description: the bar's label.
+        inline_below: run in this process when there are fewer items (worth lowering when each is slow).
 
     Returns:
         The results, in the order of ``items``.
     """
     advance = advancer(progress, description, len(items))
-    if n_jobs <= 1 or len(items) < INLINE_BELOW:
+    if n_jobs <= 1 or len(items) < inline_below:
         quiet_rdkit()
         results = []
         for item in items:

@@ -15,8 +15,6 @@ Run ``python -m polydiff.chem.reference`` to fill the cache ahead of time.
 from __future__ import annotations
 
 import gzip
-import hashlib
-import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -28,13 +26,13 @@ import numpy as np
 from rdkit import rdBase
 from rich.progress import Progress
 
+from polydiff.cache import cache_dir, file_digest, save_atomically
 from polydiff.chem.fcd import FCDStatistics, chemnet_activations, fcd_statistics
 from polydiff.chem.molecules import PROPERTIES, canonical, describe
 from polydiff.chem.parallel import advancer, default_jobs, parallel_map, progress_bars
 from polydiff.data.datamodule import bundled_moses_path, read_smiles
 
 FORMAT_VERSION = 1  # bump when what is cached changes
-CACHE_ENV = "POLYDIFF_CACHE_DIR"
 BUNDLED_FCD = "moses_fcd.npz"
 
 
@@ -60,36 +58,11 @@ class ReferenceStats:
     fcd: FCDStatistics | None
 
 
-def cache_dir() -> Path:
-    """Where reference statistics are cached: ``$POLYDIFF_CACHE_DIR``, else ``$XDG_CACHE_HOME/polydiff``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "polydiff"
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cache_path(kind: str, path: Path, suffix: str) -> Path:
     # Canonical SMILES (and so every descriptor) may change between RDKit release series.
     series = ".".join(rdBase.rdkitVersion.split(".")[:2])
     name = f"{kind}-{path.name.split('.')[0]}-{file_digest(path)[:16]}-rdkit{series}-v{FORMAT_VERSION}{suffix}"
     return cache_dir() / name
-
-
-def _save_atomically(path: Path, write) -> None:
-    # A run killed while writing, or two runs at once, must not leave a torn cache file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as stream:
-        write(stream)
-    os.replace(temporary, path)
 
 
 def _strings_to_array(strings) -> np.ndarray:
@@ -169,7 +142,7 @@ def save_reference(stats: ReferenceStats, path: Path) -> None:
     }
     if stats.fcd is not None:
         arrays |= {"fcd_mu": stats.fcd.mu, "fcd_sigma": stats.fcd.sigma}
-    _save_atomically(path, lambda stream: np.savez_compressed(stream, **arrays))
+    save_atomically(path, lambda stream: np.savez_compressed(stream, **arrays))
 
 
 def load_reference(path: Path) -> ReferenceStats:
@@ -201,6 +174,7 @@ def reference_stats(
         device: torch device for ChemNet.
         progress: where to draw progress bars.
         use_cache: read and write the on-disk cache.
+        polymer: write repeat units as canonical PSMILES (``canonical_polymer``), as polymer samples are.
 
     Returns:
         The statistics.
@@ -217,7 +191,11 @@ def reference_stats(
 
 
 def training_set(
-    path: str | Path, n_jobs: int | None = None, progress: Progress | None = None, use_cache: bool = True
+    path: str | Path,
+    n_jobs: int | None = None,
+    progress: Progress | None = None,
+    use_cache: bool = True,
+    polymer: bool = False,
 ) -> set[str]:
     """The canonical SMILES of a training file (for Novelty), from the cache when it has them.
 
@@ -230,20 +208,23 @@ def training_set(
         n_jobs: worker processes for RDKit; None for every core.
         progress: where to draw a progress bar.
         use_cache: read and write the on-disk cache.
+        polymer: write repeat units as canonical PSMILES (``canonical_polymer``), as polymer samples are.
 
     Returns:
         The set of canonical SMILES of its valid lines.
     """
     path = Path(path)
-    cached = _cache_path("train", path, ".txt.gz") if use_cache else None
+    cached = _cache_path("train-polymer" if polymer else "train", path, ".txt.gz") if use_cache else None
     if cached is not None and cached.is_file():
         with gzip.open(cached, "rt") as stream:
             return set(stream.read().split("\n")) - {""}
     _announce(progress, f"canonical SMILES of {path}", cached)
-    canonicals = parallel_map(canonical, read_smiles(path), n_jobs or default_jobs(), progress, "training set")
+    canonicals = parallel_map(
+        partial(canonical, polymer=polymer), read_smiles(path), n_jobs or default_jobs(), progress, "training set"
+    )
     smiles = sorted({s for s in canonicals if s is not None})
     if cached is not None:
-        _save_atomically(cached, lambda stream: stream.write(gzip.compress("\n".join(smiles).encode(), 6)))
+        save_atomically(cached, lambda stream: stream.write(gzip.compress("\n".join(smiles).encode(), 6)))
     return set(smiles)
 
 
@@ -259,7 +240,7 @@ def build_bundled_fcd(output: Path, device: str = "cpu") -> None:
             digest = file_digest(path)
             arrays |= {f"{digest}_mu": stats.mu.astype(np.float32), f"{digest}_sigma": stats.sigma.astype(np.float32)}
             print(f"{split}: {len(smiles)} molecules", file=sys.stderr)
-    _save_atomically(output, lambda stream: np.savez_compressed(stream, **arrays))
+    save_atomically(output, lambda stream: np.savez_compressed(stream, **arrays))
 
 
 def warm_cache(n_jobs: int | None = None, device: str = "cpu") -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 from jsonargparse import auto_cli
 from rich.console import Console
 
-from polydiff.chem.metrics import DEFAULT_KS, Kind, evaluate
+from polydiff.chem.metrics import DEFAULT_KS, evaluate
 from polydiff.chem.parallel import default_jobs, progress_bars
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
 from polydiff.commands import user_errors
 from polydiff.data.datamodule import bundled_moses_path, read_smiles
+from polydiff.data.polymers import Kind
 
 
 def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
@@ -74,7 +75,8 @@ def evaluate_samples(
             MOSES training set for molecules, none for polymers.
         test_scaffolds: scaffold test molecules for the /TestSF metrics: a file, ``moses`` (the
             bundled MOSES scaffold test set) or ``none`` (the default).
-        kind: ``molecule`` (SMILES) or ``polymer`` (PSMILES; adds polymer_valid).
+        kind: ``molecule`` (SMILES) or ``polymer`` (PSMILES; adds polymer_valid, and compares
+            repeat units as canonical PSMILES).
         n_jobs: worker processes for RDKit; default: every core.
         device: torch device for ChemNet and the similarity search; default: CUDA when available.
         smiles_column: the column to read from CSV files.
@@ -98,7 +100,7 @@ def evaluate_samples(
         scaffolds = (
             reference_stats(paths["test_scaffolds"], n_jobs, device, progress) if paths["test_scaffolds"] else None
         )
-        train_set = training_set(paths["train"], n_jobs, progress) if paths["train"] else None
+        train_set = training_set(paths["train"], n_jobs, progress, polymer=not molecules) if paths["train"] else None
         result = evaluate(lines, test, train_set, scaffolds, kind, DEFAULT_KS, n_jobs, device, progress)
         files = write_report(result, test, output)
     console = Console()

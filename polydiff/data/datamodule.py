@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Sampler
 
+from polydiff.data.polymers import Kind, PolymerCorpus, corpus_files
 from polydiff.data.representation import RepresentationName, get_representation
 from polydiff.data.tokenizer import load_tokenizer
 
@@ -160,14 +161,20 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
 class SmilesDataModule(LightningDataModule):
     """Molecules (SMILES) or polymer repeat units (PSMILES), one per line.
 
-    With no files given, trains on the bundled MOSES train set (Polykovskiy et al., 2020,
-    MIT licence), validates on a held-out slice of it, and tests on the MOSES test set.
+    With no files given, molecules come from the bundled MOSES sets (Polykovskiy et al., 2020,
+    MIT licence: train, a held-out slice of it for validation, and test), and polymers from a
+    corpus that SMiPoly builds from monomers (``polydiff.data.polymers``: train, val and test
+    splits, built once and cached).
 
     Args:
-        train_file: training lines (.txt/.smi/.csv, optionally .gz); None for bundled MOSES.
-        val_file: validation lines; None holds out ``val_size`` training lines.
-        test_file: test lines; None for the bundled MOSES test set.
+        train_file: training lines (.txt/.smi/.csv, optionally .gz); None for the default corpus.
+        val_file: validation lines; None takes the polymer corpus's split, or holds out
+            ``val_size`` training lines.
+        test_file: test lines; None for the default corpus's test set.
         smiles_column: the column to read from CSV files.
+        kind: ``molecule``, or ``polymer``: repeat units with exactly two ``*`` (lines with any
+            other number are dropped, and counted in the log).
+        polymers: how the polymer corpus is built (used with ``kind: polymer`` and no ``train_file``).
         representation: what the model reads and writes: ``smiles`` or ``selfies`` (files and
             samples are SMILES either way).
         tokenizer_name: a local tokenizer path, or None for the bundled tokenizer of the representation.
@@ -187,6 +194,8 @@ class SmilesDataModule(LightningDataModule):
         val_file: str | None = None,
         test_file: str | None = None,
         smiles_column: str = "SMILES",
+        kind: Kind = "molecule",
+        polymers: PolymerCorpus = PolymerCorpus(),  # noqa: B008  (a dataclass value, never mutated)
         representation: RepresentationName = "smiles",
         tokenizer_name: str | None = None,
         max_length: int = 128,
@@ -202,6 +211,7 @@ class SmilesDataModule(LightningDataModule):
         for path in (train_file, val_file, test_file):
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"data file not found: {path}")
+        self.polymers = polymers  # (hparams keep it as a dict)
         self.tokenizer = load_tokenizer(tokenizer_name or representation)
         self.vocab_size = len(self.tokenizer)
         self.collate = SmilesCollator(tokenizer_name or representation, max_length, representation)
@@ -209,14 +219,33 @@ class SmilesDataModule(LightningDataModule):
         self.val_smiles: list[str] = []
         self.test_smiles: list[str] = []
 
-    def _read(self, path: str | None, bundled_split: str) -> list[str]:
-        return read_smiles(path or bundled_moses_path(bundled_split), self.hparams.smiles_column if path else "SMILES")
+    @property
+    def builds_corpus(self) -> bool:
+        """Whether the data is the SMiPoly polymer corpus (``kind: polymer`` and no training file)."""
+        return self.hparams.kind == "polymer" and self.hparams.train_file is None
+
+    def _read(self, path: str | None, split: str) -> list[str]:
+        if path:
+            lines = read_smiles(path, self.hparams.smiles_column)
+        elif self.builds_corpus:
+            lines = read_smiles(corpus_files(self.polymers)[split])
+        elif self.hparams.kind == "polymer":
+            raise ValueError(f"polymers from data.train_file need a {split} file too: set data.{split}_file")
+        else:
+            lines = read_smiles(bundled_moses_path(split))
+        if self.hparams.kind == "polymer":
+            kept = [s for s in lines if s.count("*") == 2]  # "[*:1]" and "*" alike: one "*" per attachment
+            if len(kept) < len(lines):
+                dropped = len(lines) - len(kept)
+                log.warning("data: %d of %d %s lines are not repeat units (two *): dropped", dropped, len(lines), split)
+            lines = kept
+        return lines
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", "validate", None) and not self.val_smiles:
             train = self._read(self.hparams.train_file, "train")
-            if self.hparams.val_file:
-                self.val_smiles = read_smiles(self.hparams.val_file, self.hparams.smiles_column)
+            if self.hparams.val_file or self.builds_corpus:
+                self.val_smiles = self._read(self.hparams.val_file, "val")
             else:
                 if len(train) <= self.hparams.val_size:
                     raise ValueError(f"{len(train)} training lines cannot spare val_size={self.hparams.val_size}")

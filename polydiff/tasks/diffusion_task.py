@@ -15,6 +15,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from polydiff.data.polymers import Kind
 from polydiff.data.representation import RepresentationName, get_representation
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
@@ -71,11 +72,14 @@ class DiffusionTask(LightningModule):
         lr_schedule: warmup and decay of the learning rate.
         representation: ``smiles`` or ``selfies``, what the model reads and writes (samples are
             SMILES either way); the CLI links it from the data module.
+        kind: ``molecule`` or ``polymer`` (repeat units: the validation samples are scored as
+            PSMILES); the CLI links it from the data module.
         tokenizer_name: a local tokenizer path, or None for the representation's bundled
             tokenizer; the CLI links it from the data module so both always agree.
         sampling: how ``polydiff predict`` samples; a run-time setting, not saved in checkpoints.
         sample_every_n_epochs: every this many validation runs, sample ``val_num_samples``
-            sequences and log ``val/valid``, ``val/unique`` and ``val/novelty``; 0 turns it off.
+            sequences and log ``val/valid``, ``val/unique`` and ``val/novelty`` (and
+            ``val/polymer_valid`` for polymers); 0 turns it off.
         val_num_samples: sequences sampled for those metrics (fixed seed, so runs compare).
     """
 
@@ -87,6 +91,7 @@ class DiffusionTask(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: LRScheduleConfig = LRScheduleConfig(),  # noqa: B008
         representation: RepresentationName = "smiles",
+        kind: Kind = "molecule",
         tokenizer_name: str | None = None,
         sampling: SamplingConfig = SamplingConfig(),  # noqa: B008
         sample_every_n_epochs: int = 0,
@@ -120,6 +125,7 @@ class DiffusionTask(LightningModule):
         self.test_nll = MeanMetric()
         self.sample_every_n_epochs = sample_every_n_epochs
         self.val_num_samples = val_num_samples
+        self.kind = kind
         self._validation_runs = 0
         self._training_set: set[str] | None = None  # for novelty, built on first use
 
@@ -233,17 +239,21 @@ class DiffusionTask(LightningModule):
 
     def _sample_quality(self) -> dict[str, float]:
         """valid, unique (among valid) and novelty (against the training lines) of a fixed-seed sample, as MOSES
-        defines them; novelty compares canonical samples with the training lines as written (MOSES's sets are
-        canonical)."""
+        defines them; novelty compares canonical samples with the training lines as written (MOSES's sets and
+        polydiff's polymer corpora are canonical). For polymers, unique and novelty count the repeat units."""
         from polydiff.chem.metrics import fraction_unique, novelty
-        from polydiff.chem.molecules import canonical, quiet_rdkit
+        from polydiff.chem.molecules import check, quiet_rdkit
 
         quiet_rdkit()
         samples = self.sample(self.val_num_samples, seed=0, batch_size=min(self.val_num_samples, 256))
-        valid = [c for c in map(canonical, samples) if c is not None]
+        checked = [check(s, polymer=self.kind == "polymer") for s in samples]
+        valid = [c for c, repeat_unit in checked if c is not None and (repeat_unit or self.kind == "molecule")]
         if self._training_set is None:
             self._training_set = set(getattr(self.trainer.datamodule, "train_smiles", None) or ())
-        quality = {"val/valid": len(valid) / max(len(samples), 1)}
+        n = max(len(samples), 1)
+        quality = {"val/valid": sum(c is not None for c, _ in checked) / n}
+        if self.kind == "polymer":
+            quality["val/polymer_valid"] = len(valid) / n
         if valid:
             quality["val/unique"] = fraction_unique(valid)
             if self._training_set:

@@ -19,7 +19,16 @@ from polydiff.chem.metrics import (
     nearest_neighbour_similarity,
     novelty,
 )
-from polydiff.chem.molecules import check, describe, fingerprint, is_polymer, parse, passes_filters, properties
+from polydiff.chem.molecules import (
+    canonical_polymer,
+    check,
+    describe,
+    fingerprint,
+    is_polymer,
+    parse,
+    passes_filters,
+    properties,
+)
 from polydiff.chem.reference import (
     bundled_fcd,
     compute_reference,
@@ -115,6 +124,37 @@ def test_check_returns_canonical_smiles_and_polymer_flag():
     assert check("OCC") == ("CCO", False)
     assert check("C(*)C*") == ("*CC*", True)
     assert check("C1CC") == (None, False)
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        ["*CCO*", "*COC*", "*OCC*", "[*]OCC[*]"],  # poly(ethylene oxide)
+        ["*NCCCCCC(*)=O", "*CCCCCNC(=O)*", "*C(=O)NCCCCC*", "*CCC(=O)NCCC*"],  # nylon-6
+        ["*CC=CC*", "*C=CCC*"],  # 1,4-polybutadiene
+        ["*Oc1ccc(C(C)(C)c2ccc(OC(*)=O)cc2)cc1", "*C(=O)Oc1ccc(C(C)(C)c2ccc(O*)cc2)cc1"],  # BPA polycarbonate
+    ],
+    ids=["PEO", "nylon-6", "polybutadiene", "polycarbonate"],
+)
+def test_every_frame_of_a_chain_has_one_canonical_psmiles(frames):
+    canonicals = {canonical_polymer(parse(frame)) for frame in frames}
+    assert len(canonicals) == 1
+    (unit,) = canonicals
+    assert canonical_polymer(parse(unit)) == unit and is_polymer(parse(unit))
+
+
+def test_canonical_psmiles_keeps_distinct_polymers_apart():
+    # Ring bonds, double bonds and one-atom backbones are no frames; stereo units stay as written.
+    assert canonical_polymer(parse("*c1ccc(*)cc1")) == "*c1ccc(*)cc1"
+    assert canonical_polymer(parse("*C(F)(F)*")) == "*C(*)(F)F"
+    assert canonical_polymer(parse("*C[C@H](*)C")) == "*C[C@H](*)C"
+    assert len({canonical_polymer(parse(s)) for s in ("*CCO*", "*CCCO*", "*CC(C)O*", "*CCN*")}) == 4
+
+
+def test_polymer_mode_counts_frames_of_one_chain_as_one_unit():
+    metrics = evaluate(["*CCO*", "*OCC*", "*COC*", "*CC(*)Cl"], train={"*CCO*"}, kind="polymer").metrics
+    assert metrics["unique@1000"] == pytest.approx(2 / 4)
+    assert metrics["Novelty"] == pytest.approx(1 / 2)
 
 
 @pytest.mark.parametrize(
@@ -264,6 +304,13 @@ def test_training_set_is_canonical_and_cached(tmp_path):
     assert training_set(path, n_jobs=1) == {"CCO", "c1ccccc1"}
     assert len(list((tmp_path / "cache").glob("train-train-*.txt.gz"))) == 1
     assert training_set(path, n_jobs=1) == {"CCO", "c1ccccc1"}
+
+
+def test_polymer_training_set_holds_canonical_psmiles(tmp_path):
+    path = tmp_path / "polymers.smi"
+    path.write_text("*NCCCCCC(*)=O\n*CC(*)Cl\n")  # nylon-6, PVC
+    assert training_set(path, n_jobs=1, polymer=True) == {"*CCCC(=O)NCC*", "*CC(*)Cl"}
+    assert training_set(path, n_jobs=1) == {"*NCCCCCC(*)=O", "*CC(*)Cl"}  # cached apart: RDKit's own form
 
 
 def test_bundled_fcd_statistics_match_the_bundled_moses_files():

@@ -1,0 +1,45 @@
+"""polydiff's on-disk cache: where it lives, file digests for its keys, and torn-free writes.
+
+Reference statistics (``polydiff.chem.reference``) and built polymer corpora
+(``polydiff.data.polymers``) take minutes to compute, so both are kept under
+``$POLYDIFF_CACHE_DIR`` (default ``$XDG_CACHE_HOME/polydiff``, i.e. ``~/.cache/polydiff``),
+keyed by what they were computed from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+CACHE_ENV = "POLYDIFF_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where polydiff caches: ``$POLYDIFF_CACHE_DIR``, else ``$XDG_CACHE_HOME/polydiff``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "polydiff"
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Writes ``path`` through ``write(stream)`` into a temporary file, then renames it into place.
+
+    A run killed while writing, or two runs at once, never leave a torn file behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as stream:
+        write(stream)
+    os.replace(temporary, path)

@@ -1,0 +1,238 @@
+"""Polymer corpora: PSMILES repeat units made from monomers by SMiPoly's polymerization rules.
+
+SMiPoly (Ohno et al., J. Chem. Inf. Model. 2023, 63, 5539; the ``smipoly`` package, BSD-3)
+sorts molecules into monomer classes by their functional groups (vinyl, lactam, diol,
+diamine, ...) and applies polymerization reactions to them, one monomer or a pair at a time,
+giving the repeat units of polymers that could be made from them. polydiff keeps the linear
+units (exactly two ``*``, each single-bonded: SMiPoly also writes network units), writes each
+as its canonical PSMILES (``canonical_polymer``: one string however the chain is framed),
+keeps the first of any repeats, and splits them into train, validation and test sets.
+
+Building takes about a minute for 10,000 MOSES molecules on 2 cores (pairs of vinyl monomers
+dominate: their copolymers grow with the square of their number), so a corpus is built once
+and kept under ``$POLYDIFF_CACHE_DIR/polymers/``, keyed by everything it depends on: the
+monomers (file digest, or how many MOSES molecules), the classes, the split, the seed and the
+SMiPoly and RDKit versions. Change any of them and the next run builds anew. pandas and
+SMiPoly (which loads its reaction rules on import) are imported only to build.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+from rich.progress import Progress
+
+from polydiff.cache import cache_dir, file_digest
+
+Kind = Literal["molecule", "polymer"]
+PolymerClass = Literal[
+    "polyolefin", "polyester", "polyether", "polyamide", "polyimide", "polyurethane", "polyoxazolidone"
+]
+POLYMER_CLASSES: tuple[str, ...] = PolymerClass.__args__
+SPLITS = ("train", "val", "test")
+COLUMNS = ("SMILES", "class", "monomer1", "monomer2")
+FORMAT_VERSION = 1  # bump when what a built corpus holds changes
+CLASSIFY_CHUNK = 250  # molecules per SMiPoly classification call (one progress step)
+
+
+@dataclass
+class PolymerCorpus:
+    """What a polymer corpus is built from, and how it is split.
+
+    Attributes:
+        monomer_file: candidate monomers, one SMILES per line (.txt/.smi, or .csv with a
+            ``SMILES`` column; .gz allowed); None takes the bundled MOSES training molecules.
+        num_molecules: how many bundled MOSES molecules (from the start of the file) are offered
+            as monomers when ``monomer_file`` is None; about 1 in 20 is one.
+        classes: the polymer classes to generate.
+        val_fraction: share of the repeat units held out for validation.
+        test_fraction: share held out for testing.
+        seed: seed of the split.
+        n_jobs: processes classifying monomers; None for every core.
+    """
+
+    monomer_file: str | None = None
+    num_molecules: int = 10_000
+    classes: list[PolymerClass] = field(default_factory=lambda: list(POLYMER_CLASSES))
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    seed: int = 0
+    n_jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.classes) - set(POLYMER_CLASSES))
+        if unknown or not self.classes:
+            raise ValueError(f"polymer classes {unknown or '[]'}: choose from {', '.join(POLYMER_CLASSES)}")
+        if min(self.val_fraction, self.test_fraction) <= 0 or self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction and test_fraction must be positive and sum to less than 1")
+        if self.monomer_file is not None and not Path(self.monomer_file).is_file():
+            raise FileNotFoundError(f"monomer file not found: {self.monomer_file}")
+
+    def key(self) -> dict[str, object]:
+        """Everything the built corpus depends on (its cache key)."""
+        from rdkit import rdBase
+
+        source = f"file:{file_digest(self.monomer_file)}" if self.monomer_file else f"moses-train:{self.num_molecules}"
+        settings = {k: v for k, v in asdict(self).items() if k not in ("monomer_file", "num_molecules", "n_jobs")}
+        versions = {"smipoly": metadata.version("smipoly"), "rdkit": rdBase.rdkitVersion, "format": FORMAT_VERSION}
+        return {"monomers": source, **settings, "classes": sorted(self.classes), **versions}
+
+
+def classify_monomers(smiles: list[str]) -> list[dict[str, object]]:
+    """SMiPoly's monomer classes of some molecules: one row per molecule with at least one class.
+
+    Each row holds ``smip_cand_mons`` (SMiPoly's canonical SMILES of the monomer) and one
+    boolean column per monomer class. SMiPoly adds carbon monoxide and formaldehyde to every
+    call (co-monomers of polycarbonates); the caller drops their repeats.
+    """
+    import pandas as pd
+    from smipoly.smip import monc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas deprecation notes from inside SMiPoly
+        table = monc.moncls(pd.DataFrame({"SMILES": smiles}), "SMILES")
+    classes = [c for c in table.columns if c not in ("SMILES", "smip_cand_mons")]
+    table = table.dropna(subset=["smip_cand_mons"])
+    table = table[table[classes].astype(bool).any(axis=1)]
+    return table.drop(columns="SMILES").to_dict("records")
+
+
+def polymerize(
+    monomers: list[str], classes: list[str], n_jobs: int = 1, progress: Progress | None = None
+) -> list[tuple[str, str, str, str]]:
+    """Linear repeat units SMiPoly makes from ``monomers``, as canonical PSMILES, repeats removed.
+
+    Args:
+        monomers: candidate monomer SMILES (any molecule; most are not monomers).
+        classes: polymer classes to generate (``POLYMER_CLASSES``).
+        n_jobs: processes classifying the molecules.
+        progress: a rich ``Progress`` to draw bars on, or None.
+
+    Returns:
+        (PSMILES, polymer class, monomer 1, monomer 2 or "") for each distinct repeat unit, in
+        the order SMiPoly writes them (classes in the order given).
+    """
+    import pandas as pd
+    from smipoly.smip import polg
+
+    from polydiff.chem.molecules import quiet_rdkit
+    from polydiff.chem.parallel import advancer, parallel_map
+
+    chunks = [monomers[i : i + CLASSIFY_CHUNK] for i in range(0, len(monomers), CLASSIFY_CHUNK)]
+    classified = parallel_map(classify_monomers, chunks, n_jobs, progress, "monomers", inline_below=2)
+    rows = [row for chunk in classified for row in chunk]
+    table = pd.DataFrame(rows).drop_duplicates(subset="smip_cand_mons", ignore_index=True)
+    quiet_rdkit()
+    advance = advancer(progress, "polymerizations", len(classes))
+    made = []
+    for polymer_class in classes:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            units = polg.biplym(table, targ=[polymer_class]) if len(table) else None
+        if units is not None:
+            made += [(*row, polymer_class) for row in units[["polym", "mon1", "mon2"]].itertuples(index=False)]
+        advance(1)
+    canonicals = parallel_map(linear_unit, [row[0] for row in made], n_jobs, progress, "canonical PSMILES")
+    distinct: dict[str, tuple[str, str, str, str]] = {}
+    for unit, (_, mon1, mon2, polymer_class) in zip(canonicals, made, strict=True):
+        if unit is not None:
+            distinct.setdefault(unit, (unit, polymer_class, mon1, mon2 or ""))
+    return list(distinct.values())
+
+
+def linear_unit(psmiles: str) -> str | None:
+    """The canonical PSMILES of a linear repeat unit (two ``*``, single-bonded), None for anything else."""
+    from polydiff.chem.molecules import canonical_polymer, is_polymer, parse
+
+    mol = parse(psmiles)
+    return canonical_polymer(mol) if is_polymer(mol) else None
+
+
+def split(units: list, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list]:
+    """A seeded random split into ``train``, ``val`` and ``test`` (each at least one unit when possible)."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(units))
+    n_val = max(1, round(val_fraction * len(units))) if len(units) >= 3 else 0
+    n_test = max(1, round(test_fraction * len(units))) if len(units) >= 3 else 0
+    parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+    return {name: [units[i] for i in sorted(part)] for name, part in parts.items()}
+
+
+def corpus_files(corpus: PolymerCorpus, progress: bool | None = None) -> dict[str, Path]:
+    """The train/val/test CSV files of a polymer corpus, built on first use and cached.
+
+    Args:
+        corpus: what to build it from.
+        progress: draw progress bars; None draws them when stderr is a terminal.
+
+    Returns:
+        ``{"train": path, "val": path, "test": path}``; each CSV has the columns
+        SMILES (canonical PSMILES), class, monomer1, monomer2.
+    """
+    key = corpus.key()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache_dir() / "polymers" / digest
+    files = {name: folder / f"{name}.csv" for name in SPLITS}
+    if (folder / "corpus.json").is_file():
+        print(f"polydiff: polymer corpus {folder} (built before, reused)", file=sys.stderr)
+        return files
+    _build(corpus, key, folder, sys.stderr.isatty() if progress is None else progress)
+    return files
+
+
+def _build(corpus: PolymerCorpus, key: dict[str, object], folder: Path, progress: bool) -> None:
+    from polydiff.chem.parallel import default_jobs, progress_bars
+    from polydiff.data.datamodule import bundled_moses_path, read_smiles
+
+    started = time.perf_counter()
+    if corpus.monomer_file:
+        monomers = read_smiles(corpus.monomer_file)
+    else:
+        monomers = read_smiles(bundled_moses_path("train"))[: corpus.num_molecules]
+    source = corpus.monomer_file or f"the first {len(monomers):,} bundled MOSES training molecules"
+    print(f"polydiff: building a polymer corpus from {source} with SMiPoly (once; cached in {folder})", file=sys.stderr)
+    with progress_bars(progress) as bars:
+        units = polymerize(monomers, corpus.classes, corpus.n_jobs or default_jobs(), bars)
+    if not units:
+        raise ValueError(f"SMiPoly made no linear repeat unit of {corpus.classes} from {source}")
+    parts = split(units, corpus.val_fraction, corpus.test_fraction, corpus.seed)
+    # Written into a private folder, then renamed into place: a killed build leaves no half corpus.
+    building = folder.with_name(f".{folder.name}.{os.getpid()}.building")
+    building.mkdir(parents=True, exist_ok=True)
+    for name, rows in parts.items():
+        with open(building / f"{name}.csv", "w", newline="") as stream:
+            writer = csv.writer(stream, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            writer.writerows(rows)
+    counts = {c: sum(row[1] == c for row in units) for c in corpus.classes}
+    info = {
+        "key": key,
+        "source": source,
+        "molecules": len(monomers),
+        "repeat_units": len(units),
+        "by_class": counts,
+        "splits": {n: len(r) for n, r in parts.items()},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (building / "corpus.json").write_text(json.dumps(info, indent=2) + "\n")
+    try:
+        os.replace(building, folder)
+    except OSError:  # another run finished the same corpus first: keep theirs
+        shutil.rmtree(building, ignore_errors=True)
+    print(
+        f"polydiff: {len(units):,} repeat units ({', '.join(f'{c} {n:,}' for c, n in counts.items() if n)}) "
+        f"in {info['seconds']} s: {folder}",
+        file=sys.stderr,
+    )

@@ -1,0 +1,78 @@
+"""Polymers end to end through ``polydiff.cli.main``: corpus from monomers, fit, sample, evaluate."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from polydiff.cli import main
+from polydiff.data.datamodule import read_smiles
+
+ROOT = Path(__file__).parents[1]
+BASE = str(ROOT / "recipes" / "base.yaml")
+POLYMERS = str(ROOT / "recipes" / "data" / "polymers.yaml")
+TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
+
+# Vinyl monomers (their homo- and alternating copolymers make most of the corpus), a lactam,
+# a cyclic ether, and the diacid/diamine/diol/diisocyanate of step-growth polymers.
+MONOMERS = """C=Cc1ccccc1
+C=CC(=O)OC
+C=C(C)C(=O)OC
+C=CCl
+C=CC#N
+C=CC(N)=O
+C=COC(C)=O
+C=Cc1ccc(C)cc1
+O=C1CCCCCN1
+C1CO1
+OCCO
+OC(=O)CCCCC(=O)O
+NCCCCCCN
+O=C=NCCCCCCN=C=O
+"""
+
+
+def fit(root: Path, monomers: Path) -> Path:
+    args = ["fit", "-c", BASE, "-c", POLYMERS, "-c", TINY, "--trainer.default_root_dir", str(root)]
+    main([*args, "--data.polymers.monomer_file", str(monomers), "--data.batch_size", "16"])
+    return root / "lightning_logs/version_0/checkpoints/last.ckpt"
+
+
+def test_polymer_corpus_fit_sample_evaluate(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(tmp_path / "cache"))
+    monomers = tmp_path / "monomers.smi"
+    monomers.write_text(MONOMERS)
+
+    checkpoint = fit(tmp_path / "first", monomers)
+    assert "building a polymer corpus" in capsys.readouterr().err
+    (corpus,) = (tmp_path / "cache" / "polymers").iterdir()
+    train = read_smiles(corpus / "train.csv")
+    assert len(train) > 50 and all(line.count("*") == 2 for line in train)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert saved["kind"] == "polymer"
+
+    fit(tmp_path / "second", monomers)  # the same options: the corpus is read, not rebuilt
+    assert "reused" in capsys.readouterr().err
+    assert list((tmp_path / "cache" / "polymers").iterdir()) == [corpus]
+
+    samples = tmp_path / "samples.smi"
+    main(["sample", "--ckpt_path", str(checkpoint), "--num_samples", "40", "--output", str(samples), "--seed", "0"])
+    report = tmp_path / "report"
+    evaluate = ["evaluate", "--samples", str(samples), "--output", str(report), "--kind", "polymer", "--n_jobs", "1"]
+    main([*evaluate, "--train", str(corpus / "train.csv")])
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert 0 <= metrics["polymer_valid"] <= metrics["valid"] <= 1
+    assert "Novelty" in metrics or metrics["polymer_valid"] == 0
+    assert (report / "molecules.png").is_file() and (report / "properties.png").is_file()
+
+
+def test_polymer_kind_without_test_file_is_one_clear_error(tmp_path, capsys):
+    train = tmp_path / "psmiles.smi"
+    train.write_text("*CC(*)c1ccccc1\n*CCO*\n*CC(*)Cl\n" * 20)
+    args = ["test", "-c", BASE, "-c", POLYMERS, "-c", TINY, "--data.train_file", str(train)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--trainer.default_root_dir", str(tmp_path)])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "data.test_file" in error[0]
