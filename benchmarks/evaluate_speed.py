@@ -32,7 +32,7 @@ from polydiff.chem.metrics import internal_diversity, nearest_neighbour_similari
 from polydiff.chem.parallel import default_jobs, parallel_map
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.commands.evaluate import evaluate_samples
-from polydiff.data.datamodule import bundled_moses_path
+from polydiff.data.files import bundled_moses_path
 
 
 def _timed(function, *args, **kwargs):

@@ -35,7 +35,7 @@ from polydiff.chem.metrics import evaluate
 from polydiff.chem.parallel import progress_bars
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.commands.evaluate import read_samples
-from polydiff.data.datamodule import bundled_moses_path, read_smiles
+from polydiff.data.files import bundled_moses_path, read_smiles
 
 # Runs inside the MOSES environment: argv = samples file, n_jobs, [test, test_scaffolds, train files].
 MOSES_SCRIPT = """

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from polydiff.data.datamodule import bundled_moses_path, read_smiles
+from polydiff.data.files import bundled_moses_path, read_smiles
 
 TESTS = Path(__file__).parent
 TINY_CONFIG = TESTS / "configs" / "tiny.yaml"
@@ -25,3 +25,19 @@ def smiles_files(tmp_path_factory, moses_sample) -> dict[str, Path]:
     files["train"].write_text("\n".join(moses_sample[:1000]) + "\n")
     files["val"].write_text("\n".join(itertools.islice(moses_sample, 1000, 1200)) + "\n")
     return files
+
+
+@pytest.fixture(scope="session")
+def fit_tiny(smiles_files):
+    """``fit_tiny(root, *args)``: ``polydiff fit`` of base + tiny.yaml on the small files, through ``main``;
+    returns the path of its last.ckpt."""
+    from polydiff.cli import main
+
+    base = str(TESTS.parent / "recipes" / "base.yaml")
+
+    def fit(root: Path, *args: str) -> Path:
+        data = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+        main(["fit", "-c", base, "-c", str(TINY_CONFIG), *data, "--trainer.default_root_dir", str(root), *args])
+        return root / "lightning_logs/version_0/checkpoints/last.ckpt"
+
+    return fit

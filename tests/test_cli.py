@@ -72,6 +72,23 @@ def test_layered_recipes_from_the_issue(capsys):
     assert "precision: bf16-mixed" in printed
 
 
+@pytest.mark.parametrize(
+    ("layers", "expected"),
+    [
+        (["data/large.yaml"], "token_cache: true"),
+        (["data/large.yaml", "trainer/ddp.yaml"], "strategy: ddp"),
+        (["model/bert-base.yaml", "trainer/fsdp.yaml"], "class_path: polydiff.tasks.fsdp.BertFSDPStrategy"),
+        (["trainer/ema.yaml"], "class_path: polydiff.tasks.ema.EMA"),
+        (["data/polymers.yaml"], "kind: polymer"),
+    ],
+    ids=["large", "ddp", "fsdp", "ema", "polymers"],
+)
+def test_scale_and_data_recipes_layer_on_base(capsys, layers, expected):
+    printed = print_config(capsys, "-c", BASE, *(arg for layer in layers for arg in ("-c", f"{RECIPES}/{layer}")))
+    assert expected in printed
+    assert "use_distributed_sampler: false" in printed  # polydiff's samplers shard themselves under DDP
+
+
 def test_fit_validate_and_load(tmp_path, smiles_files, capsys):
     data = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
     main(["fit", "-c", BASE, "-c", TINY, *data, "--trainer.default_root_dir", str(tmp_path)])

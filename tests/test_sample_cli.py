@@ -15,22 +15,16 @@ TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 SMILES = str(ROOT / "recipes" / "data" / "smiles.yaml")
 
 
-def fit(root: Path, smiles_files, *configs: str) -> Path:
-    data = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
-    main(["fit", "-c", BASE, "-c", TINY, *configs, *data, "--trainer.default_root_dir", str(root)])
-    return root / "lightning_logs/version_0/checkpoints/last.ckpt"
-
-
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, smiles_files) -> Path:
+def checkpoint(tmp_path_factory, fit_tiny) -> Path:
     """A tiny model of the default recipe (SELFIES) fitted for a few steps on 1,000 MOSES molecules."""
-    return fit(tmp_path_factory.mktemp("fit"), smiles_files)
+    return fit_tiny(tmp_path_factory.mktemp("fit"))
 
 
 @pytest.fixture(scope="module")
-def smiles_checkpoint(tmp_path_factory, smiles_files) -> Path:
+def smiles_checkpoint(tmp_path_factory, fit_tiny) -> Path:
     """The same on atom-level SMILES."""
-    return fit(tmp_path_factory.mktemp("fit_smiles"), smiles_files, "-c", SMILES)
+    return fit_tiny(tmp_path_factory.mktemp("fit_smiles"), "-c", SMILES)
 
 
 def sample(capsys, checkpoint: Path, output: Path, *args: str) -> str:

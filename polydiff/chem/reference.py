@@ -30,7 +30,7 @@ from polydiff.cache import cache_dir, file_digest, save_atomically
 from polydiff.chem.fcd import FCDStatistics, chemnet_activations, fcd_statistics
 from polydiff.chem.molecules import PROPERTIES, canonical, describe
 from polydiff.chem.parallel import advancer, default_jobs, parallel_map, progress_bars
-from polydiff.data.datamodule import bundled_moses_path, read_smiles
+from polydiff.data.files import bundled_moses_path, read_smiles
 
 FORMAT_VERSION = 1  # bump when what is cached changes
 BUNDLED_FCD = "moses_fcd.npz"

@@ -13,7 +13,7 @@ from polydiff.chem.parallel import default_jobs, progress_bars
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
 from polydiff.commands import user_errors
-from polydiff.data.datamodule import bundled_moses_path, read_smiles
+from polydiff.data.files import bundled_moses_path, read_smiles
 from polydiff.data.polymers import Kind
 
 

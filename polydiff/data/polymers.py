@@ -194,7 +194,7 @@ def corpus_files(corpus: PolymerCorpus, progress: bool | None = None) -> dict[st
 
 def _build(corpus: PolymerCorpus, key: dict[str, object], folder: Path, progress: bool) -> None:
     from polydiff.chem.parallel import default_jobs, progress_bars
-    from polydiff.data.datamodule import bundled_moses_path, read_smiles
+    from polydiff.data.files import bundled_moses_path, read_smiles
 
     started = time.perf_counter()
     if corpus.monomer_file:

@@ -46,7 +46,10 @@ class SelfiesRepresentation:
     def __init__(self) -> None:
         import selfies
 
-        self._selfies = selfies
+        # Its functions, not the module itself: a task holding a module object could not be
+        # deep-copied (the EMA callback copies the whole task).
+        self._encoder, self._decoder = selfies.encoder, selfies.decoder
+        self._errors = (selfies.EncoderError, selfies.DecoderError)
         constraints = selfies.get_semantic_constraints()
         if any(constraints.get(element) != bonds for element, bonds in EXTRA_VALENCES.items()):
             selfies.set_semantic_constraints({**constraints, **EXTRA_VALENCES})
@@ -54,15 +57,15 @@ class SelfiesRepresentation:
     def to_model(self, smiles: str) -> str | None:
         """The SELFIES of a SMILES line, or None when the line does not parse."""
         try:
-            return self._selfies.encoder(ATTACHMENT_POINT.sub(SELFIES_PLACEHOLDER, smiles))
-        except self._selfies.EncoderError:
+            return self._encoder(ATTACHMENT_POINT.sub(SELFIES_PLACEHOLDER, smiles))
+        except self._errors[0]:
             return None
 
     def to_smiles(self, text: str) -> str:
         """The SMILES of a SELFIES string ("" when nothing decodes), placeholders back to ``*``."""
         try:
-            smiles = self._selfies.decoder(text)
-        except self._selfies.DecoderError:
+            smiles = self._decoder(text)
+        except self._errors[1]:
             return ""
         return (smiles or "").replace(SELFIES_PLACEHOLDER, "*")
 

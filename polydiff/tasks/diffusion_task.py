@@ -81,6 +81,8 @@ class DiffusionTask(LightningModule):
             sequences and log ``val/valid``, ``val/unique`` and ``val/novelty`` (and
             ``val/polymer_valid`` for polymers); 0 turns it off.
         val_num_samples: sequences sampled for those metrics (fixed seed, so runs compare).
+        compile: ``torch.compile`` the BERT encoder for training (dynamic shapes: batches vary in
+            length). Pays off on GPUs; on CPUs compiling took longer than it saved (docs/quality.md).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class DiffusionTask(LightningModule):
         sampling: SamplingConfig = SamplingConfig(),  # noqa: B008
         sample_every_n_epochs: int = 0,
         val_num_samples: int = 200,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # Sampling settings stay out of the checkpoint: LightningCLI would let saved ones override the command line.
@@ -126,6 +129,7 @@ class DiffusionTask(LightningModule):
         self.sample_every_n_epochs = sample_every_n_epochs
         self.val_num_samples = val_num_samples
         self.kind = kind
+        self.compile_encoder = compile
         self._validation_runs = 0
         self._training_set: set[str] | None = None  # for novelty, built on first use
 
@@ -139,6 +143,8 @@ class DiffusionTask(LightningModule):
         return self.model.output_projection
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.compile_encoder:
+            self.model.bert.compile(dynamic=True)  # in place: parameter names (and checkpoints) stay as they are
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if stage == "fit" and datamodule is not None and hasattr(datamodule, "length_histogram"):
             histogram = datamodule.length_histogram()
@@ -200,13 +206,16 @@ class DiffusionTask(LightningModule):
         nll = torch.zeros(masked.shape[0], device=masked.device).index_add_(0, row, weight * token_nll)
         return nll, maskable.sum(-1)
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """The loss of one batch: the negative ELBO per token, or the flat masked cross-entropy."""
         if self.diffusion_process.config.loss_weighting == "flat":
             _, masked, token_nll = self.masked_cross_entropy(batch)
-            loss = token_nll.sum() / masked.sum().clamp(min=1)
-        else:
-            nll, tokens = self.negative_elbo(batch)
-            loss = nll.sum() / tokens.sum()
+            return token_nll.sum() / masked.sum().clamp(min=1)
+        nll, tokens = self.negative_elbo(batch)
+        return nll.sum() / tokens.sum()
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.training_loss(batch)
         self.tokens_seen += batch["attention_mask"].sum()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         self.log("train/tokens_seen", self.tokens_seen.float(), batch_size=len(batch["input_ids"]))
@@ -249,7 +258,8 @@ class DiffusionTask(LightningModule):
         checked = [check(s, polymer=self.kind == "polymer") for s in samples]
         valid = [c for c, repeat_unit in checked if c is not None and (repeat_unit or self.kind == "molecule")]
         if self._training_set is None:
-            self._training_set = set(getattr(self.trainer.datamodule, "train_smiles", None) or ())
+            reference = getattr(self.trainer.datamodule, "novelty_reference", None)
+            self._training_set = (reference() if reference else None) or set()
         n = max(len(samples), 1)
         quality = {"val/valid": sum(c is not None for c, _ in checked) / n}
         if self.kind == "polymer":
@@ -308,9 +318,11 @@ class DiffusionTask(LightningModule):
         """Samples ``len(batch)`` sequences with ``self.sampling``; the batch's content is ignored.
 
         The seed of each batch comes from torch's global generator, so ``seed_everything``
-        makes ``polydiff predict`` reproducible. Write the output with ``polydiff.SampleWriter``.
+        makes ``polydiff predict`` reproducible, plus the batch's first sample index, so that
+        processes with the same global seed (DDP ranks) draw different samples. Write the output
+        with ``polydiff.SampleWriter``.
         """
-        seed = int(torch.randint(2**62, (1,)))
+        seed = int(torch.randint(2**62, (1,))) + int(batch[0])
         return generate(self, len(batch), self.sampling, batch_size=len(batch), seed=seed).sequences
 
     def configure_optimizers(self):

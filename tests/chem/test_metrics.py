@@ -37,7 +37,7 @@ from polydiff.chem.reference import (
     save_reference,
     training_set,
 )
-from polydiff.data.datamodule import bundled_moses_path
+from polydiff.data.files import bundled_moses_path
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 

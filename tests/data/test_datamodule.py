@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from polydiff.data.datamodule import SmilesCollator, SmilesDataModule, read_smiles
+from polydiff.data.batching import SmilesCollator
+from polydiff.data.datamodule import SmilesDataModule
+from polydiff.data.files import read_smiles
 
 
 def test_read_smiles_formats(tmp_path):
@@ -41,8 +43,11 @@ def test_missing_file_fails_at_construction(tmp_path):
         SmilesDataModule(train_file=str(tmp_path / "nope.smi"))
 
 
-def test_files_and_length_histogram(smiles_files):
-    dm = SmilesDataModule(train_file=str(smiles_files["train"]), val_file=str(smiles_files["val"]), batch_size=16)
+@pytest.mark.parametrize("token_cache", [False, True], ids=["lines", "token_cache"])
+def test_files_and_length_histogram(smiles_files, tmp_path, monkeypatch, token_cache):
+    monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(tmp_path))
+    files = {"train_file": str(smiles_files["train"]), "val_file": str(smiles_files["val"])}
+    dm = SmilesDataModule(**files, batch_size=16, token_cache=token_cache)
     dm.setup("fit")
     assert (len(dm.train_smiles), len(dm.val_smiles)) == (1000, 200)
     batch = next(iter(dm.train_dataloader()))
@@ -51,17 +56,18 @@ def test_files_and_length_histogram(smiles_files):
     histogram = dm.length_histogram()
     assert histogram.shape == (129,)
     assert histogram.sum() == 1000
-    lengths = torch.tensor([len(dm.tokenizer(s)["input_ids"]) - 2 for s in dm.train_smiles])
+    lines = read_smiles(smiles_files["train"])
+    lengths = torch.tensor([len(dm.tokenizer(s)["input_ids"]) - 2 for s in lines])
     assert torch.equal(histogram, torch.bincount(lengths, minlength=129).float())
 
 
 def test_bundled_moses_with_held_out_validation():
-    dm = SmilesDataModule(val_size=500, seed=3)
+    dm = SmilesDataModule(val_size=500, seed=3, token_cache=False)
     dm.setup("fit")
     assert len(dm.val_smiles) == 500
     assert len(dm.train_smiles) == 1_584_663 - 500  # the MOSES train split
     assert not set(dm.val_smiles) & set(dm.train_smiles[:50_000])
-    again = SmilesDataModule(val_size=500, seed=3)
+    again = SmilesDataModule(val_size=500, seed=3, token_cache=False)
     again.setup("fit")
     assert again.val_smiles == dm.val_smiles  # the split is reproducible
     dm.setup("test")
@@ -69,7 +75,7 @@ def test_bundled_moses_with_held_out_validation():
 
 
 def test_length_buckets_cover_every_line_once_with_similar_lengths(moses_sample):
-    from polydiff.data.datamodule import LengthBucketBatchSampler
+    from polydiff.data.batching import LengthBucketBatchSampler
 
     lengths = [len(s) for s in moses_sample]
     sampler = LengthBucketBatchSampler(lengths, batch_size=32, window=10, seed=0)

@@ -6,7 +6,7 @@ import pytest
 from rdkit import Chem
 from tokenizers import Tokenizer
 
-from polydiff.data.datamodule import SmilesCollator
+from polydiff.data.batching import SmilesCollator
 from polydiff.data.representation import get_representation
 from polydiff.data.tokenizer import (
     SPECIAL_TOKENS,

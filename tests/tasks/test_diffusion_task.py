@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from polydiff.data.datamodule import SmilesCollator
+from polydiff.data.batching import SmilesCollator
 from polydiff.diffusion import DiffusionConfig, LinearSchedule
 from polydiff.model.bert_diffusion import ModelConfig
 from polydiff.tasks.diffusion_task import FORBIDDEN_LOGIT, DiffusionTask, LRScheduleConfig
@@ -104,7 +104,9 @@ def test_validation_samples_and_logs_quality(smiles_files, tmp_path):
 
     torch.manual_seed(0)
     task = DiffusionTask(model_config=TINY, sample_every_n_epochs=1, val_num_samples=20)
-    data = SmilesDataModule(str(smiles_files["train"]), str(smiles_files["val"]), max_length=64, batch_size=32)
+    data = SmilesDataModule(
+        str(smiles_files["train"]), str(smiles_files["val"]), max_length=64, batch_size=32, token_cache=False
+    )
     trainer = Trainer(
         max_steps=4, val_check_interval=2, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,

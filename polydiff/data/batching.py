@@ -1,0 +1,123 @@
+"""Batches: SMILES lines converted, tokenized and padded to the batch's longest; batches of similar length."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from polydiff.data.representation import get_representation
+from polydiff.data.tokenizer import load_tokenizer
+
+
+class SmilesCollator:
+    """Converts SMILES to the model's representation, tokenizes, pads to the batch's longest.
+
+    Sequences longer than ``max_length`` tokens are dropped, never truncated: a truncated
+    SMILES is a different (usually invalid) molecule. Lines that do not convert (SELFIES of an
+    unparsable SMILES) or hold tokens the vocabulary lacks are dropped too. ``dropped`` counts
+    each reason.
+    """
+
+    def __init__(self, tokenizer_name: str, max_length: int, representation: str = "smiles") -> None:
+        self.tokenizer_name = tokenizer_name
+        self.max_length = max_length
+        self.representation = get_representation(representation)
+        self.tokenizer = load_tokenizer(tokenizer_name).backend_tokenizer
+        self.pad_token_id = self.tokenizer.token_to_id("[PAD]")
+        self.unk_token_id = self.tokenizer.token_to_id("[UNK]")
+        self.dropped = {"too long": 0, "not convertible": 0, "unknown token": 0}
+
+    @property
+    def num_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def token_ids(self, smiles: list[str], count: bool = True) -> list[list[int]]:
+        """Token ids ([CLS] ... [SEP]) of the lines that fit, in order; the others are left out (and counted)."""
+        texts = [self.representation.to_model(s) for s in smiles]
+        ids = [encoding.ids for encoding in self.tokenizer.encode_batch([t for t in texts if t is not None])]
+        known = [x for x in ids if self.unk_token_id not in x]
+        kept = [x for x in known if len(x) <= self.max_length]
+        if count:
+            self.dropped["not convertible"] += texts.count(None)
+            self.dropped["unknown token"] += len(ids) - len(known)
+            self.dropped["too long"] += len(known) - len(kept)
+        return kept
+
+    def __call__(self, smiles: list[str]) -> dict[str, torch.Tensor]:
+        kept = self.token_ids(smiles)
+        if not kept:
+            raise ValueError(
+                f"no line of this batch fits (dropped so far: {self.dropped}); check max_length and the data"
+            )
+        return pad_sequences(kept, self.pad_token_id)
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """A batch of token id sequences, padded to the longest: ``input_ids`` and ``attention_mask``."""
+    input_ids = np.full((len(sequences), max(len(x) for x in sequences)), pad_token_id, dtype=np.int64)
+    for row, x in zip(input_ids, sequences, strict=True):
+        row[: len(x)] = x
+    input_ids = torch.from_numpy(input_ids)
+    return {"input_ids": input_ids, "attention_mask": (input_ids != pad_token_id).long()}
+
+
+class PaddingCollator:
+    """Pads sequences that are token ids already (from a ``TokenCache``)."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, sequences: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        return pad_sequences(sequences, self.pad_token_id)
+
+
+class LengthBucketBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of lines of similar length, so little compute goes to padding.
+
+    Each epoch shuffles the lines, sorts every window of ``window`` batches by length, cuts it
+    into batches and shuffles the batches. The length is that of the SMILES line, a close
+    proxy for its token count in either representation that needs no conversion. Every line
+    comes once per epoch; under several processes, each takes every ``num_replicas``-th line of
+    the shuffled order (its own shard) and all shards give the same number of batches.
+
+    Args:
+        lengths: one length per line.
+        batch_size: lines per batch.
+        window: batches sorted together; 1 is plain shuffling.
+        seed: seed of the shuffle; the epoch is added to it (``set_epoch``, called by Lightning).
+        num_replicas: processes sharing the data (DDP world size).
+        rank: this process's index among them.
+    """
+
+    def __init__(
+        self, lengths: list[int], batch_size: int, window: int = 50, seed: int = 0, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.window = window
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-(len(self.lengths) // self.num_replicas) // self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(len(self.lengths))
+        shard = order[self.rank : len(order) - len(order) % self.num_replicas : self.num_replicas]
+        span = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(shard), span):
+            chunk = shard[start : start + span]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        for i in rng.permutation(len(batches)):
+            yield batches[i]

@@ -1,0 +1,76 @@
+"""Token caches: built once in parallel, identical to on-the-fly batching, memory-mapped, rebuilt on change."""
+
+import numpy as np
+import pytest
+
+from polydiff.data.batching import SmilesCollator
+from polydiff.data.datamodule import SmilesDataModule
+from polydiff.data.token_cache import token_cache
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def corpus(tmp_path, moses_sample):
+    """300 MOSES molecules with a blank line, an unparsable one, an unknown atom and an over-long chain."""
+    path = tmp_path / "corpus.smi"
+    path.write_text("\n".join([*moses_sample[:150], "", "C1CC(", "CC[Xe]C", "C" * 80, *moses_sample[150:300]]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("representation", ["smiles", "selfies"])
+def test_cache_holds_what_the_collator_would_batch(corpus, representation, capsys):
+    cache = token_cache(corpus, representation, 64, representation, n_jobs=1)
+    assert "tokenizing" in capsys.readouterr().err
+    collator = SmilesCollator(representation, 64, representation)
+    expected = collator.token_ids([line for line in corpus.read_text().splitlines() if line])
+    assert len(cache) == len(expected) and all(np.array_equal(cache[i], ids) for i, ids in enumerate(expected))
+    assert isinstance(cache.ids, np.memmap)
+    assert cache.lengths.tolist() == [len(ids) for ids in expected]
+    assert cache.info["lines"] == 304
+    assert cache.dropped == {"empty": 1} | {reason: n for reason, n in collator.dropped.items() if n}
+    if representation == "selfies":  # the unparsable line, the unknown atom and the long chain
+        assert cache.dropped == {"empty": 1, "not convertible": 1, "too long": 1, "unknown token": 1}
+
+
+def test_cache_is_reused_and_rebuilt_when_its_inputs_change(corpus, capsys):
+    first = token_cache(corpus, "smiles", 64, "smiles", n_jobs=1)
+    capsys.readouterr()
+    assert token_cache(corpus, "smiles", 64, "smiles", n_jobs=1).folder == first.folder
+    assert "tokenizing" not in capsys.readouterr().err
+    assert token_cache(corpus, "smiles", 100, "smiles", n_jobs=1).folder != first.folder  # max_length
+    corpus.write_text(corpus.read_text() + "CCO\n")  # the file changed
+    changed = token_cache(corpus, "smiles", 64, "smiles", n_jobs=1)
+    assert changed.folder != first.folder and len(changed) == len(first) + 1
+
+
+def test_parallel_build_matches_one_process(corpus, tmp_path, monkeypatch):
+    one = token_cache(corpus, "selfies", 64, "selfies", n_jobs=1)
+    monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(tmp_path / "other"))
+    two = token_cache(corpus, "selfies", 64, "selfies", n_jobs=2)
+    assert np.array_equal(one.offsets, two.offsets) and np.array_equal(one.ids, two.ids)
+
+
+def test_a_file_with_no_usable_line_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "bad.smi"
+    path.write_text("\nC1CC(\n\n")
+    with pytest.raises(ValueError, match=r"bad\.smi: no usable line"):
+        token_cache(path, "selfies", 64, "selfies", n_jobs=1)
+
+
+def test_datamodule_on_a_cache_holds_out_the_same_validation_lines(corpus):
+    kwargs = {"train_file": str(corpus), "val_size": 30, "max_length": 64, "batch_size": 16, "seed": 1}
+    cached, lines = SmilesDataModule(**kwargs, token_cache=True), SmilesDataModule(**kwargs, token_cache=False)
+    cached.prepare_data()
+    for dm in (cached, lines):
+        dm.setup("fit")
+    kept = len(cached.train_smiles.cache)  # 301: atom-level SMILES keeps the unparsable line (it tokenizes)
+    assert (len(cached.train_smiles), len(cached.val_smiles)) == (kept - 30, 30)
+    assert not set(cached.val_smiles.indices) & set(cached.train_smiles.indices)
+    batch = next(iter(cached.val_dataloader()))
+    assert batch["input_ids"].shape[0] == 16 and (batch["attention_mask"].sum(1) > 2).all()
+    assert cached.novelty_reference() >= set(lines.train_smiles)
+    assert cached.length_histogram().sum() == kept - 30

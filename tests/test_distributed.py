@@ -1,0 +1,34 @@
+"""Several processes through Lightning's own DDP: a 2-process CPU fit (gloo), launched as users launch it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+TESTS = Path(__file__).parent
+
+
+def test_two_process_ddp_fit_ends_with_equal_weights_on_both_ranks(tmp_path, smiles_files):
+    probe = tmp_path / "probe"
+    command = [
+        sys.executable, "-m", "polydiff", "fit",
+        "-c", str(ROOT / "recipes" / "base.yaml"), "-c", str(TESTS / "configs" / "tiny.yaml"),
+        "-c", str(ROOT / "recipes" / "trainer" / "ddp.yaml"),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.precision", "32-true",
+        "--trainer.max_steps", "6", "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"]),
+        "--data.num_workers", "0", "--data.global_batch_size", "128",
+        "--trainer.callbacks+=weight_probe.WeightProbe", "--trainer.callbacks.output_dir", str(probe),
+    ]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS / "helpers"), os.environ.get("PYTHONPATH", "")])}
+    env |= {"POLYDIFF_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["step"] == ranks[1]["step"] == 6
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients were all-reduced every step
+    assert (tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((tmp_path / "cache" / "tokens").iterdir())) == 2  # train and val, tokenized once

@@ -1,0 +1,61 @@
+"""EMA of the weights, gradient accumulation to a global batch, bf16 and torch.compile, through the real CLI."""
+
+import math
+from pathlib import Path
+
+import lightning
+import pytest
+import torch
+from packaging.version import Version
+
+import polydiff
+from polydiff.data.datamodule import SmilesDataModule
+
+ROOT = Path(__file__).parents[1]
+EMA = str(ROOT / "recipes" / "trainer" / "ema.yaml")
+
+
+NEW_LIGHTNING = Version(lightning.__version__) >= Version("2.6")
+
+
+@pytest.mark.skipif(not NEW_LIGHTNING, reason="EMAWeightAveraging is new in Lightning 2.6")
+def test_ema_checkpoint_holds_the_average_and_the_raw_weights(tmp_path, fit_tiny):
+    path = fit_tiny(tmp_path, "-c", EMA, "--model.sample_every_n_epochs", "1", "--model.val_num_samples", "8")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    average, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert set(average) == set(raw)
+    name = "model.output_projection.3.weight"
+    assert not torch.equal(average[name], raw[name])  # 12 steps at decay 0.999: the average lags far behind
+    for buffer in ("length_histogram", "tokens_seen"):  # state, copied rather than averaged
+        assert torch.equal(average[buffer], raw[buffer])
+    assert average["length_histogram"].sum() == 1000 and average["tokens_seen"] > 0
+    task = polydiff.load(path, device="cpu")
+    assert torch.equal(task.state_dict()[name], average[name])  # sampling uses the average
+    assert len(task.sample(4, seed=0)) == 4
+
+
+def test_global_batch_size_sets_gradient_accumulation(tmp_path, smiles_files, fit_tiny):
+    files = {"train_file": str(smiles_files["train"]), "val_file": str(smiles_files["val"])}
+    data = SmilesDataModule(**files, batch_size=32, global_batch_size=128, token_cache=False)
+    assert data._accumulation(world_size=1) == 4 and data._accumulation(world_size=2) == 2
+    with pytest.raises(ValueError, match="not a multiple"):
+        data._accumulation(world_size=3)
+    path = fit_tiny(tmp_path, "--data.global_batch_size", "64", "--trainer.max_steps", "3")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 3
+    assert checkpoint["state_dict"]["tokens_seen"] > 3 * 32 * 10  # six batches of 32 went into three steps
+
+
+def test_bf16_mixed_precision_fit_gives_a_finite_bound(tmp_path, fit_tiny):
+    path = fit_tiny(tmp_path, "-c", str(ROOT / "recipes" / "precision" / "bf16-mixed.yaml"))
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    (score,) = [v["best_model_score"] for k, v in checkpoint["callbacks"].items() if "ModelCheckpoint" in k]
+    assert math.isfinite(float(score))
+
+
+@pytest.mark.slow
+def test_compiled_encoder_trains_and_saves_plain_parameter_names(tmp_path, fit_tiny):
+    path = fit_tiny(tmp_path, "--model.compile", "true", "--trainer.max_steps", "4")
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    assert not any("_orig_mod" in name for name in state)
+    assert len(polydiff.load(path, device="cpu").sample(2, seed=0)) == 2
