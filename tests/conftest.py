@@ -1,14 +1,34 @@
 """Shared fixtures: small real data files cut from the bundled MOSES sets."""
 
 import itertools
+import os
 from pathlib import Path
 
 import pytest
 
+from polydiff.cache import CACHE_ENV, cache_dir
 from polydiff.data.files import bundled_moses_path, read_smiles
 
 TESTS = Path(__file__).parent
 TINY_CONFIG = TESTS / "configs" / "tiny.yaml"
+
+
+# The user's cache (MOSES reference statistics take 10 minutes to compute): the slow benchmark
+# test passes it on to its subprocess; everything else the tests build goes to a temporary one.
+USER_CACHE_DIR = str(cache_dir())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_cache(tmp_path_factory):
+    """Token caches, polymer corpora and reference statistics that tests build go to a temporary
+    folder, not ~/.cache/polydiff (set before any fixture, module-scoped ones included, runs)."""
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("polydiff-cache"))
+    yield
+    if previous is None:
+        del os.environ[CACHE_ENV]
+    else:
+        os.environ[CACHE_ENV] = previous
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ def test_two_process_ddp_fit_ends_with_equal_weights_on_both_ranks(tmp_path, smi
         "--trainer.max_steps", "6", "--trainer.default_root_dir", str(tmp_path / "run"),
         "--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"]),
         "--data.num_workers", "0", "--data.global_batch_size", "128",
-        "--trainer.callbacks+=weight_probe.WeightProbe", "--trainer.callbacks.output_dir", str(probe),
+        "--trainer.callbacks+=probes.WeightProbe", "--trainer.callbacks.output_dir", str(probe),
     ]  # fmt: skip
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS / "helpers"), os.environ.get("PYTHONPATH", "")])}
     env |= {"POLYDIFF_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError)
+# FloatingPointError: a non-finite training loss (DiffusionTask stops the run with the step).
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError, FloatingPointError)
 
 
 @contextmanager

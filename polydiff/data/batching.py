@@ -34,16 +34,32 @@ class SmilesCollator:
     def num_dropped(self) -> int:
         return sum(self.dropped.values())
 
+    def encode(self, smiles: list[str]) -> list[list[int] | str]:
+        """Per line: its token ids ([CLS] ... [SEP]), or why it cannot be used ("not convertible",
+        "unknown token", "too long")."""
+        texts = [self.representation.to_model(s) for s in smiles]
+        encoded = iter(self.tokenizer.encode_batch([t for t in texts if t is not None]))
+        results: list[list[int] | str] = []
+        for text in texts:
+            ids = next(encoded).ids if text is not None else None
+            if ids is None:
+                results.append("not convertible")
+            elif self.unk_token_id in ids:
+                results.append("unknown token")
+            elif len(ids) > self.max_length:
+                results.append("too long")
+            else:
+                results.append(ids)
+        return results
+
     def token_ids(self, smiles: list[str], count: bool = True) -> list[list[int]]:
         """Token ids ([CLS] ... [SEP]) of the lines that fit, in order; the others are left out (and counted)."""
-        texts = [self.representation.to_model(s) for s in smiles]
-        ids = [encoding.ids for encoding in self.tokenizer.encode_batch([t for t in texts if t is not None])]
-        known = [x for x in ids if self.unk_token_id not in x]
-        kept = [x for x in known if len(x) <= self.max_length]
-        if count:
-            self.dropped["not convertible"] += texts.count(None)
-            self.dropped["unknown token"] += len(ids) - len(known)
-            self.dropped["too long"] += len(known) - len(kept)
+        kept = []
+        for result in self.encode(smiles):
+            if isinstance(result, str):
+                self.dropped[result] += count
+            else:
+                kept.append(result)
         return kept
 
     def __call__(self, smiles: list[str]) -> dict[str, torch.Tensor]:
@@ -102,9 +118,15 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def skip_next(self, batches: int) -> None:
+        """Leaves out the first ``batches`` of the next pass: a run resumed mid-epoch then sees the
+        rest of that epoch's batches in the order an uninterrupted run would have."""
+        self.skip = batches
 
     def __len__(self) -> int:
         return -(-(len(self.lengths) // self.num_replicas) // self.batch_size)
@@ -119,5 +141,6 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
             chunk = shard[start : start + span]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        for i in rng.permutation(len(batches)):
+        order, self.skip = rng.permutation(len(batches))[self.skip :], 0
+        for i in order:
             yield batches[i]

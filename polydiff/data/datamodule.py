@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from polydiff.data.batching import LengthBucketBatchSampler, PaddingCollator, SmilesCollator
-from polydiff.data.files import bundled_moses_path, is_repeat_unit_line, iter_smiles, read_smiles
+from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line, iter_smiles, read_smiles
 from polydiff.data.polymers import Kind, PolymerCorpus, corpus_files
 from polydiff.data.representation import RepresentationName
+from polydiff.data.screening import OnBadLine, summary
 from polydiff.data.token_cache import CachedSequences, TokenCache, token_cache
 from polydiff.data.tokenizer import load_tokenizer
 
@@ -52,9 +54,15 @@ class SmilesDataModule(LightningDataModule):
         bucket_window: training batches drawn from a window of this many batches of similar
             length (``LengthBucketBatchSampler``); 1 shuffles plainly.
         num_samples: sequences that ``polydiff predict`` generates (its batches are sample indices).
-        token_cache: convert and tokenize each file once, in parallel, into an on-disk cache
-            that training memory-maps (``polydiff.data.token_cache``): for corpora larger than
-            memory and for DDP. Off, lines are kept in memory and converted as they are batched.
+        token_cache: screen, convert and tokenize each file once, in parallel, into an on-disk
+            cache that training memory-maps (``polydiff.data.token_cache``): for dirty data,
+            corpora larger than memory and DDP. False keeps lines in memory and converts them
+            as they are batched; None (the default) caches your files and the polymer corpus
+            but reads the bundled MOSES sets, which are clean, as lines.
+        on_bad_line: what to do with a line that cannot be trained on (blank, comment, not
+            UTF-8, invalid SMILES, unknown token, too long; ``polydiff.data.screening``):
+            ``skip`` it, counted by reason and summarised at setup, or stop with an ``error``
+            naming the file and line. Applies to cached files.
         global_batch_size: sequences per optimizer step over all devices; the trainer accumulates
             gradients over ``global_batch_size / (batch_size x devices)`` batches (which must be
             whole). None: one batch per step.
@@ -77,7 +85,8 @@ class SmilesDataModule(LightningDataModule):
         seed: int = 0,
         bucket_window: int = 50,
         num_samples: int = 1000,
-        token_cache: bool = True,
+        token_cache: bool | None = None,
+        on_bad_line: OnBadLine = "skip",
         global_batch_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -132,21 +141,28 @@ class SmilesDataModule(LightningDataModule):
             stage, SPLITS
         )
 
-    def _cache(self, split: str) -> TokenCache | None:
+    def _cached(self, split: str) -> bool:
+        """Whether a split is read through a token cache (``token_cache``; None: all but bundled MOSES)."""
         source = self._source(split)
         if source is None:
-            return None
+            return False
+        if self.hparams.token_cache is None:
+            return not is_bundled(source[0])
+        return self.hparams.token_cache
+
+    def _cache(self, split: str) -> TokenCache:
+        path, column = self._source(split)
         hp = self.hparams
         name = hp.tokenizer_name or hp.representation
-        return token_cache(source[0], name, hp.max_length, hp.representation, source[1], kind=hp.kind)
+        return token_cache(path, name, hp.max_length, hp.representation, column, hp.kind, hp.on_bad_line)
 
     def prepare_data(self) -> None:
         # Once per node, before every rank's setup: build the polymer corpus and the token caches.
         if self.builds_corpus:
             self._source("train")
-        if self.hparams.token_cache:
-            stage = self.trainer.state.fn if self.trainer is not None else None
-            for split in self._splits(stage):
+        stage = self.trainer.state.fn if self.trainer is not None else None
+        for split in self._splits(stage):
+            if self._cached(split):
                 self._cache(split)
 
     def _read(self, split: str) -> list[str]:
@@ -161,11 +177,14 @@ class SmilesDataModule(LightningDataModule):
         return lines
 
     def _load(self, split: str) -> Sequence:
-        if not self.hparams.token_cache:
+        if not self._cached(split):
             return self._read(split)
         cache = self._cache(split)
+        info = cache.info
+        message = f"data: {split} {info['source']}: {info['kept']:,} of {info['lines']:,} lines kept"
         if cache.dropped:
-            log.warning("data: %s lines dropped: %s", split, cache.dropped)
+            message += f"; skipped {summary(cache.dropped, info['examples'])}"
+        rank_zero_info(message)  # once per run, on the console and in the log
         return CachedSequences(cache, np.arange(len(cache)))
 
     def _hold_out(self, train: Sequence) -> tuple[Sequence, Sequence]:
@@ -247,6 +266,10 @@ class SmilesDataModule(LightningDataModule):
             collate_fn=self.pad if isinstance(data, CachedSequences) else self.collate,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
+            # Worker seeds from a generator of the loader's own, not torch's global one: starting
+            # a loader then draws nothing from the stream that masks and drops out, so a resumed
+            # run (which starts its loaders at other moments) draws the same noise.
+            generator=torch.Generator().manual_seed(self.hparams.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -262,6 +285,11 @@ class SmilesDataModule(LightningDataModule):
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
         )
+        if trainer is not None:  # resuming mid-epoch: skip what the checkpointed run had trained on
+            # "processed", not "completed": a checkpoint written in on_train_batch_end (every N steps
+            # or minutes) has stepped on its last batch before Lightning counts it completed.
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            batches.skip_next(done if done < len(batches) else 0)
         return self._loader(train, batches)
 
     def val_dataloader(self) -> DataLoader:

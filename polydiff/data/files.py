@@ -20,6 +20,11 @@ def bundled_moses_path(split: str) -> Path:
     return Path(str(resources.files("polydiff.data") / "bundled" / f"{split}.csv.gz"))
 
 
+def is_bundled(path: str | Path) -> bool:
+    """Whether a path is one of the bundled MOSES sets."""
+    return any(Path(path) == bundled_moses_path(split) for split in MOSES_SPLITS)
+
+
 def iter_smiles(path: str | Path, smiles_column: str = "SMILES") -> Iterator[str]:
     """Streams one molecule per line, stripped ("" for an empty line), without loading the file.
 
@@ -38,7 +43,9 @@ def iter_smiles(path: str | Path, smiles_column: str = "SMILES") -> Iterator[str
     if suffix not in SUFFIXES:
         raise ValueError(f"{path}: expected one of {', '.join(SUFFIXES)} (optionally .gz)")
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    with io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
+    # Undecodable bytes become lone surrogates rather than an exception: the line is then
+    # skipped as "not UTF-8" (polydiff.data.screening) instead of ending the run.
+    with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") as text:
         if suffix == ".csv":
             reader = csv.DictReader(text)
             if smiles_column not in (reader.fieldnames or []):

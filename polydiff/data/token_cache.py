@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from polydiff.cache import cache_dir, file_digest
+from polydiff.data.screening import REASONS, OnBadLine, screen, summary
 
 FORMAT_VERSION = 1
 CHUNK_LINES = 10_000  # lines per worker task (one progress step)
@@ -97,21 +98,28 @@ def _encoder(tokenizer_name: str, max_length: int, representation: str):
     return SmilesCollator(tokenizer_name, max_length, representation)
 
 
-def encode_chunk(task: tuple[list[str], str, int, str, str]) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Token ids (end to end), lengths and drop counts of one chunk of lines (runs in a worker)."""
-    from polydiff.data.files import is_repeat_unit_line
+def encode_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int], dict[str, tuple[int, str]]]:
+    """Encodes one chunk of lines (runs in a worker).
 
-    lines, tokenizer_name, max_length, representation, kind = task
-    encoder = _encoder(tokenizer_name, max_length, representation)
-    before = dict(encoder.dropped)
-    usable = [s for s in lines if s and (kind == "molecule" or is_repeat_unit_line(s))]
-    ids = encoder.token_ids(usable)
-    dropped = {reason: encoder.dropped[reason] - before[reason] for reason in before}
-    dropped["empty"] = sum(not s for s in lines)
-    dropped["not a repeat unit (two *)"] = len(lines) - len(usable) - dropped["empty"]
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter((i for x in ids for i in x), dtype=np.int64, count=int(lengths.sum()))
-    return flat, lengths, dropped
+    Returns:
+        The kept lines' token ids end to end, their lengths, the skipped lines counted by reason,
+        and the first skipped line of each reason (its index in the file, its text).
+    """
+    start, lines, tokenizer_name, max_length, representation, kind = task
+    reasons = [screen(line, kind) for line in lines]
+    usable = [line for line, reason in zip(lines, reasons, strict=True) if reason is None]
+    encoded = iter(_encoder(tokenizer_name, max_length, representation).encode(usable))
+    kept, dropped, examples = [], Counter(), {}
+    for index, (line, reason) in enumerate(zip(lines, reasons, strict=True)):
+        result = next(encoded) if reason is None else reason
+        if isinstance(result, str):
+            dropped[result] += 1
+            examples.setdefault(result, (start + index, line))
+        else:
+            kept.append(result)
+    lengths = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
+    flat = np.fromiter((i for x in kept for i in x), dtype=np.int64, count=int(lengths.sum()))
+    return flat, lengths, dict(dropped), examples
 
 
 def cache_key(path: Path, smiles_column: str, encoding: tuple[str, int, str, str]) -> str:
@@ -139,6 +147,7 @@ def token_cache(
     representation: str,
     smiles_column: str = "SMILES",
     kind: str = "molecule",
+    on_bad_line: OnBadLine = "skip",
     n_jobs: int | None = None,
     progress: bool | None = None,
 ) -> TokenCache:
@@ -150,7 +159,9 @@ def token_cache(
         max_length: longest kept sequence, [CLS] and [SEP] included; longer lines are dropped.
         representation: ``smiles`` or ``selfies``.
         smiles_column: the CSV column to read.
-        kind: ``molecule``, or ``polymer`` to drop lines without exactly two ``*``.
+        kind: ``molecule``, or ``polymer`` to skip lines without exactly two ``*``.
+        on_bad_line: ``skip`` lines that cannot be used (counted by reason), or stop at the
+            first with an ``error`` naming its line.
         n_jobs: worker processes; None for every core.
         progress: draw a progress bar; None draws one when stderr is a terminal.
 
@@ -161,11 +172,19 @@ def token_cache(
     encoding = (tokenizer_name, max_length, representation, kind)
     folder = cache_dir() / "tokens" / cache_key(path, smiles_column, encoding)
     if not (folder / "cache.json").is_file():
-        _build(path, folder, encoding, smiles_column, n_jobs, progress)
+        _build(path, folder, encoding, smiles_column, on_bad_line, n_jobs, progress)
     cached = TokenCache(folder)
+    if cached.dropped and on_bad_line == "error":  # built before under on_bad_line: skip
+        reason = next(r for r in REASONS if r in cached.dropped)
+        _bad_line(path, reason, *cached.info["examples"][reason])
     if not len(cached):
-        raise ValueError(f"{path}: no usable line (dropped: {cached.dropped})")
+        raise ValueError(f"{path}: no usable line ({summary(cached.dropped, cached.info['examples']) or 'empty file'})")
     return cached
+
+
+def _bad_line(path: Path, reason: str, line_number: int, text: str) -> None:
+    hint = "data.on_bad_line: skip leaves such lines out"
+    raise ValueError(f"{path}, line {line_number}: {reason}: {text[:60]!r} ({hint})")
 
 
 def _chunks(path: Path, smiles_column: str, size: int):
@@ -181,7 +200,9 @@ def _chunks(path: Path, smiles_column: str, size: int):
         yield chunk
 
 
-def _build(path: Path, folder: Path, encoding: tuple, smiles_column: str, n_jobs: int | None, progress) -> None:
+def _build(
+    path: Path, folder: Path, encoding: tuple, smiles_column: str, on_bad_line: str, n_jobs: int | None, progress
+) -> None:
     import multiprocessing
 
     from polydiff.chem.parallel import default_jobs, progress_bars
@@ -193,8 +214,10 @@ def _build(path: Path, folder: Path, encoding: tuple, smiles_column: str, n_jobs
     building = folder.with_name(f".{folder.name}.{os.getpid()}.building")
     building.mkdir(parents=True, exist_ok=True)
     print(f"polydiff: tokenizing {path} once into {folder}", file=sys.stderr)
-    lengths, dropped, lines = [], Counter(), 0
-    tasks = ((chunk, *encoding) for chunk in _chunks(path, smiles_column, CHUNK_LINES))
+    lengths, dropped, examples, lines = [], Counter(), {}, 0
+    header = 1 if ".csv" in path.suffixes else 0  # line numbers count the CSV header
+    chunks = enumerate(_chunks(path, smiles_column, CHUNK_LINES))
+    tasks = ((i * CHUNK_LINES, chunk, *encoding) for i, chunk in chunks)
     n_jobs = n_jobs or default_jobs()
     with (
         progress_bars(sys.stderr.isatty() if progress is None else progress) as bars,
@@ -204,7 +227,13 @@ def _build(path: Path, folder: Path, encoding: tuple, smiles_column: str, n_jobs
         bar = bars.add_task("tokenizing", total=None)
         # A few chunks per worker at a time: Pool.imap would read the whole file into its queue.
         while window := list(itertools.islice(tasks, 4 * n_jobs)):
-            for flat, chunk_lengths, chunk_dropped in pool.imap(encode_chunk, window):
+            for flat, chunk_lengths, chunk_dropped, chunk_examples in pool.imap(encode_chunk, window):
+                for reason, (index, text) in chunk_examples.items():
+                    examples.setdefault(reason, (index + 1 + header, text))
+                if examples and on_bad_line == "error":
+                    shutil.rmtree(building, ignore_errors=True)
+                    reason, (line_number, text) = min(examples.items(), key=lambda item: item[1][0])
+                    _bad_line(path, reason, line_number, text)
                 flat.astype(dtype).tofile(ids)
                 lengths.append(chunk_lengths)
                 dropped.update(chunk_dropped)
@@ -216,7 +245,8 @@ def _build(path: Path, folder: Path, encoding: tuple, smiles_column: str, n_jobs
         "source": str(path),
         "lines": lines,
         "kept": len(lengths),
-        "dropped": {reason: dropped[reason] for reason in sorted(dropped) if dropped[reason]},
+        "dropped": {reason: dropped[reason] for reason in REASONS if dropped[reason]},
+        "examples": examples,
         "dtype": np.dtype(dtype).name,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -22,6 +23,7 @@ from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
 from polydiff.diffusion.sampling import SamplingConfig, Strategy
 from polydiff.diffusion.schedules import CosineSchedule, DiffusionSchedule
 from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
+from polydiff.tasks.checkpoints import check_checkpoint, describe_error
 from polydiff.tasks.generation import generate
 
 # Logit given to tokens the model must never predict ([MASK], [PAD], [CLS], [SEP]): far below
@@ -83,6 +85,8 @@ class DiffusionTask(LightningModule):
         val_num_samples: sequences sampled for those metrics (fixed seed, so runs compare).
         compile: ``torch.compile`` the BERT encoder for training (dynamic shapes: batches vary in
             length). Pays off on GPUs; on CPUs compiling took longer than it saved (docs/quality.md).
+        on_nonfinite_loss: a NaN or infinite training loss ``stop``s the run with a message naming
+            the step, or is ``skip``ped (no update; counted in ``train/skipped_steps``).
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class DiffusionTask(LightningModule):
         sample_every_n_epochs: int = 0,
         val_num_samples: int = 200,
         compile: bool = False,
+        on_nonfinite_loss: Literal["stop", "skip"] = "stop",
     ) -> None:
         super().__init__()
         # Sampling settings stay out of the checkpoint: LightningCLI would let saved ones override the command line.
@@ -130,8 +135,24 @@ class DiffusionTask(LightningModule):
         self.val_num_samples = val_num_samples
         self.kind = kind
         self.compile_encoder = compile
+        self.on_nonfinite_loss = on_nonfinite_loss
+        self._rng_states_to_restore: dict | None = None
+        self.skipped_steps = 0
         self._validation_runs = 0
         self._training_set: set[str] | None = None  # for novelty, built on first use
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs) -> DiffusionTask:
+        """Lightning's ``load_from_checkpoint``, after ``check_checkpoint``: a missing, truncated or
+        foreign file is one clear error, and the file is first read weights-only (no code run)."""
+        if isinstance(checkpoint_path, str | Path):
+            check_checkpoint(checkpoint_path)
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        except (FileNotFoundError, ValueError):
+            raise
+        except Exception as error:  # torch.load and Lightning raise many types for a bad file
+            raise ValueError(f"{checkpoint_path} could not be loaded ({describe_error(error)})") from None
 
     # The seed's documented parts, kept as views onto the model's own modules.
     @property
@@ -152,9 +173,28 @@ class DiffusionTask(LightningModule):
             self.length_histogram.zero_()
             self.length_histogram[:size] = histogram[:size].to(self.length_histogram)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The random state that draws t, the masks and dropout: a resumed run continues with the
+        # very numbers an uninterrupted one would have drawn.
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        checkpoint["validation_runs"] = self._validation_runs  # when to sample next
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints written before tokens_seen was counted still load; their count starts at 0.
         checkpoint.get("state_dict", {}).setdefault("tokens_seen", torch.zeros((), dtype=torch.long))
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            # Set when the first batch starts, after the data loaders (which draw worker seeds) exist.
+            self._rng_states_to_restore = checkpoint.get("rng_states")
+            self._validation_runs = checkpoint.get("validation_runs", 0)
+
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        states, self._rng_states_to_restore = self._rng_states_to_restore, None
+        if states is not None:
+            torch.set_rng_state(states["torch"])
+            if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(states["cuda"])
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:
         """Logits of p_theta(x_0 | x_t), with the tokens it may never predict forbidden (SUBS)."""
@@ -214,8 +254,19 @@ class DiffusionTask(LightningModule):
         nll, tokens = self.negative_elbo(batch)
         return nll.sum() / tokens.sum()
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         loss = self.training_loss(batch)
+        if not torch.isfinite(loss):
+            if self.on_nonfinite_loss == "stop":
+                raise FloatingPointError(
+                    f"non-finite training loss ({loss.item()}) at step {self.global_step}, batch {batch_idx}; "
+                    "lower the learning rate, or set model.on_nonfinite_loss: skip"
+                )
+            # Returning None skips backward and the optimizer step (a single process; under DDP
+            # every rank must skip together, so stop is the default).
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps), batch_size=len(batch["input_ids"]))
+            return None
         self.tokens_seen += batch["attention_mask"].sum()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         self.log("train/tokens_seen", self.tokens_seen.float(), batch_size=len(batch["input_ids"]))

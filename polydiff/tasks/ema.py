@@ -45,6 +45,7 @@ class EMA(EMAWeightAveraging or Callback):
             update_every_n_steps=update_every_n_steps,
             update_starting_at_step=update_starting_at_step,
         )
+        self._raw_weights: dict | None = None
 
     @torch.no_grad()
     def _copy_buffers(self, pl_module: LightningModule) -> None:
@@ -74,7 +75,12 @@ class EMA(EMAWeightAveraging or Callback):
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         self._copy_buffers(pl_module)
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self._raw_weights is not None:  # saved after training ended: the model holds the average now
+            checkpoint["current_model_state"] = self._raw_weights
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The model keeps the average from here on (for test or predict in the same process); the
+        # raw weights are kept for checkpoints written after this, so they still resume exactly.
         self._copy_buffers(pl_module)
+        self._raw_weights = {name: value.detach().clone() for name, value in pl_module.state_dict().items()}
         super().on_train_end(trainer, pl_module)

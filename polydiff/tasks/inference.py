@@ -9,7 +9,10 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from polydiff.tasks.checkpoints import check_checkpoint
 from polydiff.tasks.diffusion_task import DiffusionTask
+
+__all__ = ["SampleWriter", "check_checkpoint", "load"]
 
 
 def load(ckpt_path: str | Path, device: str | torch.device | None = None) -> DiffusionTask:
@@ -32,12 +35,7 @@ def load(ckpt_path: str | Path, device: str | torch.device | None = None) -> Dif
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} is not available: no CUDA GPU found (use --device cpu)")
-    try:
-        task = DiffusionTask.load_from_checkpoint(path, map_location=device)
-    except Exception as error:  # torch.load and Lightning raise many types for a bad file
-        reason = (str(error).strip().splitlines() or [""])[0]  # one line: the rest is advice for torch.load callers
-        reason = reason if len(reason) <= 100 else reason[:97] + "..."
-        raise ValueError(f"{path} is not a readable polydiff checkpoint ({type(error).__name__}: {reason})") from None
+    task = DiffusionTask.load_from_checkpoint(path, map_location=device)  # checks the file first
     return task.to(device).eval()
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from polydiff.data.batching import SmilesCollator
 from polydiff.data.datamodule import SmilesDataModule
+from polydiff.data.screening import screen
 from polydiff.data.token_cache import token_cache
 
 
@@ -26,14 +27,15 @@ def test_cache_holds_what_the_collator_would_batch(corpus, representation, capsy
     cache = token_cache(corpus, representation, 64, representation, n_jobs=1)
     assert "tokenizing" in capsys.readouterr().err
     collator = SmilesCollator(representation, 64, representation)
-    expected = collator.token_ids([line for line in corpus.read_text().splitlines() if line])
-    assert len(cache) == len(expected) and all(np.array_equal(cache[i], ids) for i, ids in enumerate(expected))
+    screened = [line for line in corpus.read_text().splitlines() if screen(line) is None]
+    expected = collator.token_ids(screened)
+    assert len(cache) == len(expected) == 300
+    assert all(np.array_equal(cache[i], ids) for i, ids in enumerate(expected))
     assert isinstance(cache.ids, np.memmap)
     assert cache.lengths.tolist() == [len(ids) for ids in expected]
     assert cache.info["lines"] == 304
-    assert cache.dropped == {"empty": 1} | {reason: n for reason, n in collator.dropped.items() if n}
-    if representation == "selfies":  # the unparsable line, the unknown atom and the long chain
-        assert cache.dropped == {"empty": 1, "not convertible": 1, "too long": 1, "unknown token": 1}
+    # The blank line, the unparsable one, the atom the vocabulary lacks, the over-long chain.
+    assert cache.dropped == {"empty": 1, "invalid SMILES": 1, "unknown token": 1, "too long": 1}
 
 
 def test_cache_is_reused_and_rebuilt_when_its_inputs_change(corpus, capsys):
@@ -67,7 +69,7 @@ def test_datamodule_on_a_cache_holds_out_the_same_validation_lines(corpus):
     cached.prepare_data()
     for dm in (cached, lines):
         dm.setup("fit")
-    kept = len(cached.train_smiles.cache)  # 301: atom-level SMILES keeps the unparsable line (it tokenizes)
+    kept = len(cached.train_smiles.cache)  # 300: the four bad lines are skipped
     assert (len(cached.train_smiles), len(cached.val_smiles)) == (kept - 30, 30)
     assert not set(cached.val_smiles.indices) & set(cached.train_smiles.indices)
     batch = next(iter(cached.val_dataloader()))

@@ -1,0 +1,67 @@
+"""Which corpus lines are fit to train on, and why the others are skipped.
+
+Real corpora hold blank lines, comments, bytes that are not UTF-8, SMILES that RDKit cannot
+parse, lines longer than ``max_length`` and atoms the vocabulary lacks. Each such line is
+skipped for one named reason (``REASONS``, checked in that order) and counted, so a run says
+what it left out; with ``data.on_bad_line: error`` the first one stops the run instead,
+naming the file and line. A long molecule is skipped, never truncated: a truncated SMILES is
+another molecule.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+OnBadLine = Literal["skip", "error"]
+REASONS = (
+    "empty",
+    "comment",
+    "not UTF-8",
+    "not a repeat unit (two *)",
+    "invalid SMILES",
+    "not convertible",
+    "unknown token",
+    "too long",
+)
+# Files are decoded with errors="surrogateescape": an undecodable byte becomes one of these.
+UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def screen(line: str, kind: str = "molecule") -> str | None:
+    """Why a line cannot be trained on before it is tokenized, or None when it can.
+
+    Args:
+        line: one stripped line of a corpus.
+        kind: ``molecule``, or ``polymer`` (repeat units need exactly two ``*``).
+
+    Returns:
+        One of the first five ``REASONS``, or None.
+    """
+    from rdkit import Chem, RDLogger
+
+    from polydiff.data.files import is_repeat_unit_line
+
+    if not line:
+        return "empty"
+    if line.startswith("#"):
+        return "comment"
+    if UNDECODED_BYTE.search(line):
+        return "not UTF-8"
+    if kind == "polymer" and not is_repeat_unit_line(line):
+        return "not a repeat unit (two *)"
+    RDLogger.DisableLog("rdApp.*")  # one message per bad line would bury the summary
+    if Chem.MolFromSmiles(line) is None:
+        return "invalid SMILES"
+    return None
+
+
+def summary(counts: dict[str, int], examples: dict[str, list]) -> str:
+    """``3 invalid SMILES (e.g. line 12: 'C1CC('), 1 empty`` for the skipped lines of a file."""
+    parts = []
+    for reason in REASONS:
+        if counts.get(reason):
+            example = examples.get(reason)
+            where = f" (e.g. line {example[0]}: {example[1][:40]!r})" if example else ""
+            parts.append(f"{counts[reason]:,} {reason}{where}")
+    return ", ".join(parts)

@@ -1,0 +1,46 @@
+"""Callbacks for the tests that run polydiff in subprocesses: what each rank trained on and ended with."""
+
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+from lightning.pytorch import Callback
+
+
+def _digest(*arrays) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(array.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class WeightProbe(Callback):
+    """Writes ``rank{r}.json``: the rank, world size, final step and a digest of its weights."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = Path(output_dir)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        state = sorted(pl_module.state_dict().items())
+        record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "step": trainer.global_step}
+        record["weights"] = _digest(*(value for _, value in state))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class LossProbe(Callback):
+    """Appends one JSON line per training step (step, loss, digest of the batch); with
+    ``kill_at_step``, kills its own process with SIGKILL right after that step, as a crash would."""
+
+    def __init__(self, output_file: str, kill_at_step: int = 0) -> None:
+        self.output_file = Path(output_file)
+        self.kill_at_step = kill_at_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        record = {"step": trainer.global_step, "loss": float(outputs["loss"]), "batch": _digest(batch["input_ids"])}
+        with self.output_file.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        if trainer.global_step == self.kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,147 @@
+"""Dirty data, user errors, bad checkpoints and numerical faults: one clear line each, nothing silent."""
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from polydiff import DiffusionTask
+from polydiff.cli import main
+from polydiff.commands.sample import main as sample_main
+from polydiff.data.token_cache import token_cache
+from polydiff.tasks.diffusion_task import FORBIDDEN_LOGIT
+
+ROOT = Path(__file__).parents[1]
+BASE = str(ROOT / "recipes" / "base.yaml")
+TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def dirty_file(tmp_path, moses_sample) -> Path:
+    """Windows line endings; 400 good molecules and one line of each kind of trouble."""
+    bad = [b"", b"# exported by some tool", b"CC\xff\xfeO", b"C1CC(", b"CC[Xe]C", b"C" * 200]
+    lines = [s.encode() for s in moses_sample[:200]] + bad + [s.encode() for s in moses_sample[200:400]]
+    path = tmp_path / "dirty.smi"
+    path.write_bytes(b"\r\n".join(lines) + b"\r\n")
+    return path
+
+
+def one_error_line(capsys, code: int, run) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(lines)
+    return lines[-1]
+
+
+def fit_args(tmp_path: Path, train: Path, *extra: str) -> list[str]:
+    return ["fit", "-c", BASE, "-c", TINY, "--data.train_file", str(train), "--data.val_size", "50",
+            "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "4", *extra]  # fmt: skip
+
+
+def test_dirty_corpus_trains_and_the_skipped_lines_are_summarised_by_reason(tmp_path, dirty_file, caplog):
+    caplog.set_level(logging.INFO)  # the summary is Lightning's rank-zero info: stderr, or pytest's log capture
+    main(fit_args(tmp_path, dirty_file))
+    summary = next(line for line in caplog.text.splitlines() if "data: train" in line)
+    assert "400 of 406 lines kept" in summary
+    for reason in ("1 empty", "1 comment", "1 not UTF-8", "1 invalid SMILES", "1 unknown token", "1 too long"):
+        assert reason in summary, summary
+    assert "line 204: 'C1CC('" in summary  # where the first of each reason is
+    cache = token_cache(dirty_file, "selfies", 64, "selfies")
+    assert sum(cache.dropped.values()) == 6 and len(cache) == 400  # none truncated: dropped or whole
+    assert (tmp_path / "run/lightning_logs/version_0/checkpoints/last.ckpt").is_file()
+
+
+def test_on_bad_line_error_names_the_file_and_the_first_bad_line(tmp_path, dirty_file, capsys):
+    error = one_error_line(capsys, 1, lambda: main(fit_args(tmp_path, dirty_file, "--data.on_bad_line", "error")))
+    assert str(dirty_file) in error and "line 201: empty" in error
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        ("", "empty.smi", "no usable line (empty file)"),
+        ("\n# only a comment\nC1CC(\n", "bad.smi", "no usable line (1 empty"),
+        ("name,smiles\na,CCO\n", "corpus.csv", "no column 'SMILES'"),
+    ],
+    ids=["empty", "nothing usable", "csv without the column"],
+)
+def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, name, message):
+    path = tmp_path / name
+    path.write_text(content)
+    error = one_error_line(capsys, 1, lambda: main(fit_args(tmp_path, path)))
+    assert str(path) in error and message in error
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--trainer.max_steps", "abc"], 2, 'Parser key "trainer.max_steps": Expected'),
+        (["--model.no_such_key", "1"], 2, "unrecognized arguments: --model.no_such_key"),
+        (["-c", "missing.yaml"], 2, "File does not exist"),
+        (["--data.train_file", "missing.smi"], 1, "data file not found: missing.smi"),
+        (["--ckpt_path", "missing.ckpt"], 1, "checkpoint not found: missing.ckpt"),
+    ],
+    ids=["wrong type", "unknown key", "missing config", "missing data file", "missing checkpoint"],
+)
+def test_config_and_path_errors_are_one_line(capsys, args, code, message):
+    error = one_error_line(capsys, code, lambda: main(["fit", "-c", BASE, *args]))
+    assert error.startswith("polydiff") and message in error
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory, fit_tiny) -> dict[str, Path]:
+    """A truncated real checkpoint, a PyTorch file of something else, and one that needs code to load."""
+    folder = tmp_path_factory.mktemp("bad")
+    data = fit_tiny(folder / "fit").read_bytes()
+    paths = {name: folder / f"{name}.ckpt" for name in ("truncated", "foreign", "pickled_code")}
+    paths["truncated"].write_bytes(data[: len(data) // 2])
+    torch.save({"weights": torch.zeros(3)}, paths["foreign"])
+    torch.save({"state_dict": {"model.bert.x": torch.zeros(1)}, "hook": print}, paths["pickled_code"])
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["truncated", "foreign", "pickled_code"])
+def test_bad_checkpoints_are_one_clear_error_everywhere(tmp_path, capsys, bad_checkpoints, smiles_files, kind):
+    path = str(bad_checkpoints[kind])
+    sample = ["--ckpt_path", path, "--num_samples", "2", "--output", str(tmp_path / "out.smi")]
+    assert path in one_error_line(capsys, 1, lambda: sample_main(sample))
+    files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    validate = ["validate", "-c", BASE, "-c", TINY, *files, "--ckpt_path", path]
+    assert path in one_error_line(capsys, 1, lambda: main(validate))
+    with pytest.raises(ValueError, match="polydiff checkpoint"):
+        DiffusionTask.load_from_checkpoint(path)
+    assert not (tmp_path / "out.smi").exists()
+
+
+def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(smiles_files):
+    from polydiff.data.batching import SmilesCollator
+
+    task = DiffusionTask(representation="selfies")
+    batch = SmilesCollator("selfies", 128, "selfies")(smiles_files["train"].read_text().split()[:8])
+    with torch.no_grad():
+        task.model.output_projection[3].bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss .* at step 0"):
+        task.training_step(batch, 0)
+    task.on_nonfinite_loss = "skip"
+    assert task.training_step(batch, 0) is None and task.skipped_steps == 1
+
+
+def test_a_diverging_fit_stops_with_one_line(tmp_path, capsys, smiles_files):
+    files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    args = ["fit", "-c", BASE, "-c", TINY, *files, "--trainer.default_root_dir", str(tmp_path)]
+    args += ["--model.optimizer.init_args.lr", "1e30", "--trainer.gradient_clip_val", "null"]
+    error = one_error_line(capsys, 1, lambda: main(args))
+    assert "non-finite training loss" in error and "at step" in error
+
+
+def test_masking_constant_is_finite_in_half_precision():
+    for dtype in (torch.float16, torch.bfloat16):
+        assert torch.isfinite(torch.tensor(FORBIDDEN_LOGIT, dtype=dtype))

@@ -1,0 +1,60 @@
+"""Killed runs resume: `polydiff fit --ckpt_path last` after SIGKILL continues with the same batches and losses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parents[1]
+TESTS = Path(__file__).parent
+
+
+def fit(tmp_path: Path, smiles_files, root: str, probe: str, *args: str) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, "-m", "polydiff", "fit",
+        "-c", str(ROOT / "recipes" / "base.yaml"), "-c", str(TESTS / "configs" / "tiny.yaml"),
+        "-c", str(TESTS / "configs" / "resume.yaml"),
+        "--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"]),
+        "--trainer.default_root_dir", str(tmp_path / root),
+        "--trainer.callbacks+=probes.LossProbe", "--trainer.callbacks.output_file", str(tmp_path / probe), *args,
+    ]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS / "helpers"), os.environ.get("PYTHONPATH", "")])}
+    env |= {"POLYDIFF_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def steps(path: Path) -> dict[int, dict]:
+    return {record["step"]: record for record in map(json.loads, path.read_text().splitlines())}
+
+
+def test_sigkilled_fit_resumes_from_last_with_the_same_batches_and_losses(tmp_path, smiles_files):
+    whole = fit(tmp_path, smiles_files, "whole", "whole.jsonl")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = fit(tmp_path, smiles_files, "killed", "first.jsonl", "--trainer.callbacks.kill_at_step", "10")
+    assert killed.returncode == -signal.SIGKILL
+    resumed = fit(tmp_path, smiles_files, "killed", "resumed.jsonl", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr and "last.ckpt" in resumed.stderr
+
+    reference, first = steps(tmp_path / "whole.jsonl"), steps(tmp_path / "first.jsonl")
+    second = steps(tmp_path / "resumed.jsonl")
+    assert sorted(first) == list(range(1, 11)) and sorted(second) == list(range(9, 17))  # last.ckpt was at step 8
+    for step in range(1, 17):
+        run = first if step <= 10 else second
+        assert run[step]["batch"] == reference[step]["batch"], f"step {step}: another batch"
+        assert run[step]["loss"] == reference[step]["loss"], f"step {step}: another loss"
+    for step in (9, 10):  # trained twice: before the kill, and again after resuming from step 8
+        assert second[step] == first[step]
+
+
+def test_base_recipe_writes_last_checkpoint_at_least_every_two_minutes():
+    callbacks = yaml.safe_load((ROOT / "recipes" / "base.yaml").read_text())["trainer"]["callbacks"]
+    timed = [c["init_args"] for c in callbacks if c["init_args"].get("train_time_interval")]
+    assert [args["save_last"] for args in timed] == [True]
+    hours, minutes, seconds = map(int, timed[0]["train_time_interval"].split(":"))
+    assert 0 < 3600 * hours + 60 * minutes + seconds <= 120
