@@ -62,6 +62,7 @@ def test_dirty_corpus_trains_and_the_skipped_lines_are_summarised_by_reason(tmp_
 def test_on_bad_line_error_names_the_file_and_the_first_bad_line(tmp_path, dirty_file, capsys):
     error = one_error_line(capsys, 1, lambda: main(fit_args(tmp_path, dirty_file, "--data.on_bad_line", "error")))
     assert str(dirty_file) in error and "line 201: empty" in error
+    assert not list((tmp_path / "cache" / "tokens").iterdir())  # no cache, and no half-built one
 
 
 @pytest.mark.parametrize(

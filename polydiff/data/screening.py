@@ -31,6 +31,8 @@ UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
 def screen(line: str, kind: str = "molecule") -> str | None:
     """Why a line cannot be trained on before it is tokenized, or None when it can.
 
+    RDKit's parse errors are not silenced here: callers screening many lines silence them once.
+
     Args:
         line: one stripped line of a corpus.
         kind: ``molecule``, or ``polymer`` (repeat units need exactly two ``*``).
@@ -38,7 +40,7 @@ def screen(line: str, kind: str = "molecule") -> str | None:
     Returns:
         One of the first five ``REASONS``, or None.
     """
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem
 
     from polydiff.data.files import is_repeat_unit_line
 
@@ -50,7 +52,6 @@ def screen(line: str, kind: str = "molecule") -> str | None:
         return "not UTF-8"
     if kind == "polymer" and not is_repeat_unit_line(line):
         return "not a repeat unit (two *)"
-    RDLogger.DisableLog("rdApp.*")  # one message per bad line would bury the summary
     if Chem.MolFromSmiles(line) is None:
         return "invalid SMILES"
     return None

@@ -105,7 +105,10 @@ def encode_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int], d
         The kept lines' token ids end to end, their lengths, the skipped lines counted by reason,
         and the first skipped line of each reason (its index in the file, its text).
     """
+    from rdkit import RDLogger
+
     start, lines, tokenizer_name, max_length, representation, kind = task
+    RDLogger.DisableLog("rdApp.*")  # one RDKit message per bad line would bury the summary
     reasons = [screen(line, kind) for line in lines]
     usable = [line for line, reason in zip(lines, reasons, strict=True) if reason is None]
     encoded = iter(_encoder(tokenizer_name, max_length, representation).encode(usable))
@@ -219,26 +222,29 @@ def _build(
     chunks = enumerate(_chunks(path, smiles_column, CHUNK_LINES))
     tasks = ((i * CHUNK_LINES, chunk, *encoding) for i, chunk in chunks)
     n_jobs = n_jobs or default_jobs()
-    with (
-        progress_bars(sys.stderr.isatty() if progress is None else progress) as bars,
-        open(building / "ids.bin", "wb") as ids,
-        multiprocessing.get_context().Pool(n_jobs) if n_jobs > 1 else _InProcess() as pool,
-    ):
-        bar = bars.add_task("tokenizing", total=None)
-        # A few chunks per worker at a time: Pool.imap would read the whole file into its queue.
-        while window := list(itertools.islice(tasks, 4 * n_jobs)):
-            for flat, chunk_lengths, chunk_dropped, chunk_examples in pool.imap(encode_chunk, window):
-                for reason, (index, text) in chunk_examples.items():
-                    examples.setdefault(reason, (index + 1 + header, text))
-                if examples and on_bad_line == "error":
-                    shutil.rmtree(building, ignore_errors=True)
-                    reason, (line_number, text) = min(examples.items(), key=lambda item: item[1][0])
-                    _bad_line(path, reason, line_number, text)
-                flat.astype(dtype).tofile(ids)
-                lengths.append(chunk_lengths)
-                dropped.update(chunk_dropped)
-                lines += len(chunk_lengths) + sum(chunk_dropped.values())
-                bars.update(bar, completed=lines)
+    try:
+        with (
+            progress_bars(sys.stderr.isatty() if progress is None else progress) as bars,
+            open(building / "ids.bin", "wb") as ids,
+            multiprocessing.get_context().Pool(n_jobs) if n_jobs > 1 else _InProcess() as pool,
+        ):
+            bar = bars.add_task("tokenizing", total=None)
+            # A few chunks per worker at a time: Pool.imap would read the whole file into its queue.
+            while window := list(itertools.islice(tasks, 4 * n_jobs)):
+                for flat, chunk_lengths, chunk_dropped, chunk_examples in pool.imap(encode_chunk, window):
+                    for reason, (index, text) in chunk_examples.items():
+                        examples.setdefault(reason, (index + 1 + header, text))
+                    if examples and on_bad_line == "error":
+                        reason, (line_number, text) = min(examples.items(), key=lambda item: item[1][0])
+                        _bad_line(path, reason, line_number, text)
+                    flat.astype(dtype).tofile(ids)
+                    lengths.append(chunk_lengths)
+                    dropped.update(chunk_dropped)
+                    lines += len(chunk_lengths) + sum(chunk_dropped.values())
+                    bars.update(bar, completed=lines)
+    except BaseException:  # a bad line under on_bad_line: error, a full disk, Ctrl-C: leave nothing behind
+        shutil.rmtree(building, ignore_errors=True)
+        raise
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     np.save(building / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
     info = {
