@@ -64,12 +64,18 @@ class PolydiffCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the model's hyperparameters from --ckpt_path while parsing: resolve
-        # "last" and check the file before it does, so that a bad file is one clear error.
+        # Lightning >= 2.6 reads the model's hyperparameters from --ckpt_path right after parsing:
+        # resolve "last" and check the file before it does, so that a bad file is one clear error.
+        self._resolve_subcommand_checkpoint()
+        super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        self._resolve_subcommand_checkpoint()  # Lightning 2.5 has no _parse_ckpt_path
+
+    def _resolve_subcommand_checkpoint(self) -> None:
         subcommand = self.config.get("subcommand")
         if subcommand:
             self._resolve_checkpoint(subcommand, self.config[subcommand])
-        super()._parse_ckpt_path()
 
     def _resolve_checkpoint(self, subcommand: str, config) -> None:
         """``--ckpt_path last`` means the newest last.ckpt under the run's default_root_dir (a new run
