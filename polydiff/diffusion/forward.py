@@ -45,6 +45,9 @@ class DiffusionConfig:
             at small t where few tokens are masked. Validation reports the ELBO either way.
         order_skew: d above: 0 reveals positions in random order; towards 1, left to right
             (continuous time only).
+        block_size: B > 0 makes a block-diffusion model (``polydiff.diffusion.blocks``): masked
+            diffusion inside blocks of B tokens, each block with its own t, autoregressive
+            across blocks; 0 diffuses the whole sequence at once.
     """
 
     num_timesteps: int = 0
@@ -52,6 +55,7 @@ class DiffusionConfig:
     eps: float = 1e-3
     loss_weighting: Literal["elbo", "flat"] = "elbo"
     order_skew: float = 0.0
+    block_size: int = 0
 
     def __post_init__(self) -> None:
         if self.num_timesteps < 0:
@@ -64,6 +68,10 @@ class DiffusionConfig:
             raise ValueError(f"order_skew must lie in [0, 1), got {self.order_skew}")
         if self.order_skew and self.num_timesteps:
             raise ValueError("order_skew needs continuous time (num_timesteps: 0)")
+        if self.block_size < 0:
+            raise ValueError(f"block_size must be >= 0, got {self.block_size}")
+        if self.block_size and self.order_skew:
+            raise ValueError("order_skew and block_size are two ways to order the reveals: pick one")
 
 
 class ExcitedStateDiffusion:
@@ -110,13 +118,14 @@ class ExcitedStateDiffusion:
         """Each position's own time s_l(t) (the module docstring); s_l = t without order skew.
 
         Args:
-            t: (batch,) or a scalar.
+            t: (batch,), a scalar, or (batch, length) when each position has its own t (blocks).
             positions: (batch, length) bool, the L positions that run a clock (the maskable ones).
 
         Returns:
             (batch, length) float times in [0, 1]; entries off ``positions`` are meaningless.
         """
-        t = torch.as_tensor(t, device=positions.device, dtype=torch.float64).reshape(-1, 1)
+        t = torch.as_tensor(t, device=positions.device, dtype=torch.float64)
+        t = t if t.dim() == 2 else t.reshape(-1, 1)
         d = self.config.order_skew
         if d == 0:
             return t.expand(positions.shape).clone()
@@ -128,7 +137,8 @@ class ExcitedStateDiffusion:
         """w_l(t): each position's ELBO weight, (batch, length); equals ``elbo_weight(t)`` without skew."""
         d = self.config.order_skew
         if d == 0:
-            return self.elbo_weight(t).unsqueeze(-1).expand(positions.shape)
+            weight = self.elbo_weight(t)
+            return (weight if weight.dim() == 2 else weight.unsqueeze(-1)).expand(positions.shape)
         s = self.position_times(t, positions)
         # The window's edge s -> 0 has w(s) -> inf with ever fewer tokens masked: cut at eps as t is.
         weight = (1 - self.config.eps) * self.schedule.weight(s.clamp_min(self.config.eps)) / (1 - d)
@@ -139,7 +149,7 @@ class ExcitedStateDiffusion:
 
         Args:
             x0: clean token ids, (batch, length).
-            t: one time per sequence, (batch,).
+            t: one time per sequence, (batch,), or per position, (batch, length).
             maskable: positions that may be masked (not pad, not special), (batch, length).
 
         Returns:

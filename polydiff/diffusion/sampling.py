@@ -190,16 +190,19 @@ class ReverseProcess:
         generator: torch.Generator,
         on_step: Callable[[], None] | None = None,
         positions: Tensor | None = None,
+        active: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Denoises x from t = 1 to t = 0.
 
         Args:
             x: (B, N) token ids: [MASK] where tokens are to be generated, fixed tokens elsewhere.
-            attention_mask: (B, N), 0 at pads.
+            attention_mask: (B, N), 0 at pads; or (B, N, N) bool, which keys each query sees.
             generator: the source of all randomness, on x's device.
             on_step: called after every step (progress bars).
             positions: (B, N) bool, the positions that run a clock under order skew (the
                 tokens between [CLS] and [SEP]); needed with ``position_times``.
+            active: (B, N) bool, the [MASK] positions this pass generates (one block of a block
+                diffusion model); None generates every [MASK].
 
         Returns:
             (the clean tokens (B, N), the model calls per sequence (B,)).
@@ -210,12 +213,14 @@ class ReverseProcess:
         alpha = self.schedule.alpha(grid).tolist()
         alpha[-1] = 1.0  # s = 0 reveals everything, whatever rounding alpha(0) has
         initial_mask = batch.x == self.mask_token_id
+        if active is not None:
+            initial_mask &= active
         initial_masked = initial_mask.sum(-1)
         skewed = self.position_times is not None
         if skewed and positions is None:
             raise ValueError("an order-skewed process needs the positions that run a clock")
         for i in range(steps):
-            masked = batch.x == self.mask_token_id
+            masked = initial_mask & (batch.x == self.mask_token_id)
             if not masked.any():  # every sequence is clean: the remaining steps would change nothing
                 for _ in range(steps - i if on_step is not None else 0):
                     on_step()

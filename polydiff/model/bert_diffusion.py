@@ -6,8 +6,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+import transformers
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel, BertPreTrainedModel
+
+# transformers 5 takes a per-query mask as (batch, 1, query, key) bool; 4.x as (batch, query, key) 0/1.
+_FOUR_D_MASKS = int(transformers.__version__.split(".")[0]) >= 5
 
 
 @dataclass
@@ -105,12 +109,36 @@ class BertDiffusionModel(BertPreTrainedModel):
         """
         return self.output_projection(self.encode(input_ids, attention_mask, t))
 
-    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:
+    def encode(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        t: Tensor | None = None,
+        position_ids: Tensor | None = None,
+    ) -> Tensor:
         """Final hidden states, (batch, length, hidden_size); ``forward`` without the head, so
-        that training can project only the masked positions."""
+        that training can project only the masked positions.
+
+        Args:
+            input_ids: x_t, (batch, length).
+            attention_mask: (batch, length), 0 at pads; or (batch, length, length) bool, True
+                where a query may see a key (block diffusion, ``polydiff.diffusion.blocks``).
+            t: time per sequence, (batch,); used only with time conditioning.
+            position_ids: (batch, length) positions, when they are not 0 .. length - 1.
+        """
         embeds = self.bert.embeddings.word_embeddings(input_ids)
         if self.time_embedding is not None:
             if t is None:
                 raise ValueError("this model is time-conditioned: pass t")
             embeds = embeds + self.time_embedding(t).to(embeds.dtype).unsqueeze(1)
-        return self.bert(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        if attention_mask is not None and attention_mask.dim() == 3:
+            attention_mask = attention_mask.unsqueeze(1) if _FOUR_D_MASKS else attention_mask.long()
+        # Explicit segment ids: transformers 4.x slices a buffer of max_position_embeddings of them,
+        # too short for block diffusion's 2N-long training input.
+        token_type_ids = torch.zeros_like(input_ids)
+        return self.bert(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            token_type_ids=token_type_ids,
+        ).last_hidden_state

@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 from polydiff.data.polymers import Kind
 from polydiff.data.representation import RepresentationName, get_representation
 from polydiff.data.tokenizer import load_tokenizer
+from polydiff.diffusion.blocks import block_index, training_mask
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
 from polydiff.diffusion.sampling import SamplingConfig, Strategy
 from polydiff.diffusion.schedules import CosineSchedule, DiffusionSchedule
@@ -114,6 +115,11 @@ class DiffusionTask(LightningModule):
         self.vocab_size = len(self.tokenizer)
         self.mask_token_id = self.tokenizer.mask_token_id
         self.pad_token_id = self.tokenizer.pad_token_id
+        if diffusion_config.block_size and model_config.time_conditioning:
+            raise ValueError(
+                "block diffusion (diffusion_config.block_size > 0) needs time_conditioning: false "
+                "(each block has its own t; the optimal denoiser ignores t anyway)"
+            )
         self.schedule = schedule
         self.diffusion_process = ExcitedStateDiffusion(schedule, self.mask_token_id, diffusion_config)
         self.optimizer = optimizer
@@ -219,17 +225,47 @@ class DiffusionTask(LightningModule):
         """Draws t and x_t ~ q(x_t | x_0) per sequence and scores the masked positions.
 
         Returns:
-            t (batch,), the masked positions (batch, length), and -log p_theta(x_0 | x_t) at
-            each of them, in row-major order (masked count,).
+            the ELBO weight w(t) of every position (batch, length), the masked positions
+            (batch, length), and -log p_theta(x_0 | x_t) at each of them, in row-major order
+            (masked count,).
         """
         x0, attention_mask = batch["input_ids"], batch["attention_mask"]
+        block_size = self.diffusion_process.config.block_size
+        if block_size:
+            return self._block_cross_entropy(x0, attention_mask, block_size, generator)
         t = self.diffusion_process.sample_time(x0.shape[0], x0.device, generator)
         x_t = self._apply_masking(x0, t, generator)
         masked = x_t == self.mask_token_id
         hidden = self.model.encode(x_t, attention_mask if not attention_mask.all() else None, t)
         # Only masked positions enter the bound (SUBS carries clean ones over): project just those.
         logits = self.logits_from_hidden(hidden[masked])
-        return t, masked, F.cross_entropy(logits, x0[masked], reduction="none")
+        weight = self.diffusion_process.position_weights(t, self.maskable(x0))
+        return weight, masked, F.cross_entropy(logits, x0[masked], reduction="none")
+
+    def _block_cross_entropy(
+        self, x0: Tensor, attention_mask: Tensor, block_size: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``masked_cross_entropy`` of a block-diffusion model: one t per block, every block scored in
+        one pass over [x_t ; x_0] (``polydiff.diffusion.blocks``)."""
+        content = self.maskable(x0)
+        if block_size == 1:
+            # A one-token block's bound has a closed form (polydiff.diffusion.blocks): mask every
+            # token, weight 1. The same value as sampling t, without the estimator's variance.
+            x_t = torch.where(content, self.mask_token_id, x0)
+            weight = torch.ones(x0.shape, device=x0.device)
+        else:
+            blocks = block_index(content, block_size)
+            num_blocks = max(int(blocks.max()) + 1, 1)
+            t = self.diffusion_process.sample_time(x0.shape[0] * num_blocks, x0.device, generator)
+            t = t.view(x0.shape[0], num_blocks).gather(1, blocks.clamp_min(0))
+            x_t = self.diffusion_process.q_sample(x0, t, content, generator)
+            weight = self.diffusion_process.position_weights(t, content)
+        masked = x_t == self.mask_token_id
+        attention = training_mask(content, attention_mask.bool() & ~content, block_size)
+        positions = torch.arange(x0.shape[1], device=x0.device).repeat(2).expand(x0.shape[0], -1)
+        hidden = self.model.encode(torch.cat([x_t, x0], dim=1), attention, None, positions)[:, : x0.shape[1]]
+        logits = self.logits_from_hidden(hidden[masked])
+        return weight, masked, F.cross_entropy(logits, x0[masked], reduction="none")
 
     def negative_elbo(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
@@ -239,12 +275,10 @@ class DiffusionTask(LightningModule):
         Returns:
             (nats per sequence, maskable tokens per sequence), both of shape (batch,).
         """
-        t, masked, token_nll = self.masked_cross_entropy(batch, generator)
-        maskable = self.maskable(batch["input_ids"])
-        weight = self.diffusion_process.position_weights(t, maskable)[masked]
+        weight, masked, token_nll = self.masked_cross_entropy(batch, generator)
         row = masked.nonzero()[:, 0]
-        nll = torch.zeros(masked.shape[0], device=masked.device).index_add_(0, row, weight * token_nll)
-        return nll, maskable.sum(-1)
+        nll = torch.zeros(masked.shape[0], device=masked.device).index_add_(0, row, weight[masked] * token_nll)
+        return nll, self.maskable(batch["input_ids"]).sum(-1)
 
     def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
         """The loss of one batch: the negative ELBO per token, or the flat masked cross-entropy."""

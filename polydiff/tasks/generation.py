@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from polydiff.diffusion.blocks import block_index, sampling_mask
 from polydiff.diffusion.sampling import ReverseProcess, SamplingConfig
 
 if TYPE_CHECKING:
@@ -110,6 +111,25 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None] | No
         yield lambda: progress.advance(task_id)
 
 
+def _decode_blocks(
+    process: ReverseProcess,
+    x: Tensor,
+    positions: Tensor,
+    pad_token_id: int,
+    block_size: int,
+    generator: torch.Generator,
+    on_step: Callable[[], None] | None,
+) -> tuple[Tensor, Tensor]:
+    """Block diffusion: denoises block 0, then block 1, ..., each seeing only the blocks before it."""
+    blocks = block_index(positions, block_size)
+    attention = sampling_mask(positions, (x != pad_token_id) & ~positions, block_size)
+    calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    for k in range(int(blocks.max()) + 1):
+        x, block_calls = process.sample(x, attention, generator, on_step, positions, active=blocks == k)
+        calls += block_calls
+    return x, calls
+
+
 def generate(
     task: DiffusionTask,
     num_samples: int,
@@ -156,6 +176,9 @@ def generate(
     else:
         sizes = draw_lengths(task, num_samples, generator)
 
+    block_size = task.diffusion_process.config.block_size
+    if block_size:  # each block runs its own reverse process: at most one step per token
+        config = replace(config, steps=min(config.steps, block_size))
     process = ReverseProcess(
         task.model.encode,
         task.logits_from_hidden,
@@ -170,15 +193,19 @@ def generate(
     sequences: list[str] = [""] * len(sizes)
     nfe = torch.zeros(len(sizes), dtype=torch.long)
     frame = torch.tensor([task.pad_token_id, task.tokenizer.cls_token_id, task.tokenizer.sep_token_id], device=device)
+    passes = [-(-int(sizes[batch].max()) // block_size) if block_size else 1 for batch in batches]
     was_training = task.training
     task.eval()  # no dropout while sampling, e.g. when called during validation
     try:
-        with _progress_bar(progress, len(batches) * config.steps) as on_step:
+        with _progress_bar(progress, sum(passes) * config.steps) as on_step:
             for batch in batches:
                 rows = batch.tolist()
                 x = _initial_batch(task, sizes[batch], None if templates is None else [templates[i] for i in rows])
                 positions = ~torch.isin(x, frame)  # the L tokens between [CLS] and [SEP]
-                x, calls = process.sample(x, (x != task.pad_token_id).long(), generator, on_step, positions)
+                if block_size:
+                    x, calls = _decode_blocks(process, x, positions, task.pad_token_id, block_size, generator, on_step)
+                else:
+                    x, calls = process.sample(x, (x != task.pad_token_id).long(), generator, on_step, positions)
                 texts = task.tokenizer.batch_decode(x.tolist(), skip_special_tokens=True)
                 for i, text in zip(rows, texts, strict=True):
                     sequences[i] = task.representation.to_smiles(text)

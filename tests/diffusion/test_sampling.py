@@ -194,3 +194,27 @@ def test_order_skew_reveals_left_to_right_on_the_forward_clocks():
     rank = revealed_at.argsort().argsort().double()
     correlation = torch.corrcoef(torch.stack([rank, torch.arange(length, dtype=torch.float64)]))[0, 1]
     assert correlation > 0.95
+
+
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_block_diffusion_decodes_blocks_in_order(task, monkeypatch, block_size):
+    # Every model call must see a prefix of finished blocks, one block being decoded and nothing
+    # revealed after it; the output is a full molecule-length sequence with nothing left masked.
+    seen = []
+    encode = task.model.encode
+
+    def recording_encode(x, attention_mask, t):
+        seen.append(x.clone())
+        return encode(x, attention_mask, t)
+
+    monkeypatch.setattr(task.model, "encode", recording_encode)
+    monkeypatch.setattr(task.diffusion_process.config, "block_size", block_size)
+    generation = generate(task, 6, SamplingConfig(steps=16), length=10, seed=0)
+    assert all(len(s) > 0 for s in generation.sequences)
+    assert (generation.nfe <= 10 + 10 // block_size + 1).all()
+    for x in seen:
+        revealed = (x[:, 1:11] != task.mask_token_id).long()
+        # Revealed positions never follow a masked one by more than a block: blocks are done in turn.
+        for row in revealed:
+            first_masked = int(row.argmin()) if not row.all() else 10
+            assert not row[(first_masked // block_size + 1) * block_size :].any()

@@ -5,6 +5,7 @@ import torch
 
 from polydiff.data.batching import SmilesCollator
 from polydiff.diffusion import DiffusionConfig, LinearSchedule
+from polydiff.diffusion.blocks import sampling_mask
 from polydiff.model.bert_diffusion import ModelConfig
 from polydiff.tasks.diffusion_task import FORBIDDEN_LOGIT, DiffusionTask, LRScheduleConfig
 
@@ -49,17 +50,44 @@ def test_mask_and_structure_are_never_predicted(task, batch):
         assert torch.isfinite(torch.tensor(FORBIDDEN_LOGIT, dtype=dtype))
 
 
-@pytest.mark.parametrize(("num_timesteps", "order_skew"), [(0, 0.0), (20, 0.0), (0, 0.7)])
-def test_untrained_bound_is_log_vocabulary(task, batch, num_timesteps, order_skew):
+@pytest.mark.parametrize(
+    ("num_timesteps", "order_skew", "block_size"), [(0, 0.0, 0), (20, 0.0, 0), (0, 0.7, 0), (0, 0.0, 4), (20, 0.0, 1)]
+)
+def test_untrained_bound_is_log_vocabulary(task, batch, num_timesteps, order_skew, block_size):
     # An untrained model is nearly uniform over the V - 4 tokens it may predict, so every masked
     # token costs ln(V - 4) nats, and E_t[w_l(t) (1 - alpha_l(t))] = 1 for every position l (its own
-    # schedule runs from 1 to 0 under order skew too) makes the bound ln(V - 4) per token.
-    task.diffusion_process.config = DiffusionConfig(num_timesteps=num_timesteps, order_skew=order_skew)
+    # schedule runs from 1 to 0 under order skew, and in its own block's time with blocks) makes
+    # the bound ln(V - 4) per token.
+    task.diffusion_process.config = DiffusionConfig(num_timesteps, order_skew=order_skew, block_size=block_size)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         totals = [task.negative_elbo(batch, generator) for _ in range(8)]
     nll = sum(n.sum() for n, _ in totals) / sum(k.sum() for _, k in totals)
     assert nll.item() == pytest.approx(math.log(task.vocab_size - 4), rel=0.05)
+
+
+def test_one_token_blocks_give_the_exact_autoregressive_nll(task, batch):
+    """With B = 1 the bound is computed in closed form, and it is the autoregressive NLL: each token
+    scored with itself masked and the tokens before it clean, as the sampler will see it."""
+    task.diffusion_process.config = DiffusionConfig(block_size=1)
+    small = {key: value[:4] for key, value in batch.items()}
+    x0 = small["input_ids"]
+    content = task.maskable(x0)
+    attention = sampling_mask(content, small["attention_mask"].bool() & ~content, 1)
+    with torch.no_grad():
+        nll, tokens = task.negative_elbo(small, torch.Generator().manual_seed(0))
+        again, _ = task.negative_elbo(small, torch.Generator().manual_seed(1))
+        expected = torch.zeros(len(x0))
+        for position in range(x0.shape[1]):
+            here = content[:, position]
+            view = torch.where(torch.arange(x0.shape[1]) == position, task.mask_token_id, x0)
+            logits = task.logits_from_hidden(task.model.encode(view, attention)[:, position])
+            expected += torch.where(
+                here, torch.nn.functional.cross_entropy(logits, x0[:, position], reduction="none"), 0
+            )
+    torch.testing.assert_close(nll, again)  # no sampled t: nothing random left
+    torch.testing.assert_close(nll, expected, rtol=1e-4, atol=1e-4)
+    assert torch.equal(tokens, content.sum(-1))
 
 
 def test_training_lowers_the_bound(task, batch):

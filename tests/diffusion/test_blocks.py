@@ -1,0 +1,60 @@
+"""Block diffusion: each block sees itself and the blocks before it, the same in training and sampling."""
+
+import pytest
+import torch
+
+from polydiff.diffusion.blocks import block_index, sampling_mask, training_mask
+from polydiff.diffusion.forward import DiffusionConfig
+from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
+
+CLS, SEP, PAD, MASK = 1, 2, 0, 3
+
+
+def frame_and_content(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    content = (x != CLS) & (x != SEP) & (x != PAD)
+    return content, (x == CLS) | (x == SEP)
+
+
+def test_blocks_count_content_tokens_only():
+    x = torch.tensor([[CLS, 5, 6, 7, 8, 9, SEP, PAD]])
+    content, _ = frame_and_content(x)
+    assert block_index(content, 2).tolist() == [[-1, 0, 0, 1, 1, 2, -1, -1]]
+
+
+def test_sampling_mask_is_block_causal_with_a_visible_frame():
+    x = torch.tensor([[CLS, 5, 6, 7, 8, SEP, PAD]])
+    content, frame = frame_and_content(x)
+    allowed = sampling_mask(content, frame, 2)[0]
+    assert allowed[1].tolist() == [True, True, True, False, False, True, False]  # block 0: itself + frame
+    assert allowed[3].tolist() == [True, True, True, True, True, True, False]  # block 1: blocks 0 and 1
+    assert allowed[5].tolist() == [True, False, False, False, False, True, False]  # [SEP]: the frame only
+    assert not allowed[:, 6].any()  # nobody sees a pad
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 16])
+def test_training_pass_gives_each_block_its_sampling_view(block_size):
+    """The x_t half of the 2N training pass equals, block by block, one N-long pass in which the
+    earlier blocks are clean, the block is x_t and the later blocks are anything at all."""
+    torch.manual_seed(0)
+    config = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, dropout=0.0)
+    model = BertDiffusionModel(config.to_bert_config(vocab_size=20, pad_token_id=PAD)).eval()
+    x0 = torch.tensor([[CLS, *range(5, 15), SEP, PAD, PAD], [CLS, *range(10, 18), SEP, PAD, PAD, PAD, PAD]])
+    content, frame = frame_and_content(x0)
+    x_t = torch.where(content & (torch.rand(x0.shape) < 0.5), MASK, x0)
+    positions = torch.arange(x0.shape[1]).repeat(2).expand(2, -1)
+    with torch.no_grad():
+        both = model.encode(torch.cat([x_t, x0], 1), training_mask(content, frame, block_size), None, positions)
+        blocks = block_index(content, block_size)
+        for k in range(int(blocks.max()) + 1):
+            view = torch.where(blocks < k, x0, torch.where(blocks == k, x_t, torch.randint(4, 20, x0.shape)))
+            view = torch.where(content, view, x0)
+            single = model.encode(view, sampling_mask(content, frame, block_size))
+            here = blocks == k
+            torch.testing.assert_close(both[:, : x0.shape[1]][here], single[here], atol=1e-5, rtol=1e-5)
+
+
+def test_block_size_and_order_skew_exclude_each_other():
+    with pytest.raises(ValueError, match="pick one"):
+        DiffusionConfig(block_size=4, order_skew=0.5)
+    with pytest.raises(ValueError, match="block_size"):
+        DiffusionConfig(block_size=-1)
