@@ -85,10 +85,9 @@ def training_mask(content: Tensor, frame: Tensor, block_size: int) -> Tensor:
         frame keys (those of x_0 are duplicates nobody sees); every row sees at least [CLS].
     """
     blocks = block_index(content, block_size)
-    same_block = blocks.unsqueeze(-1) == blocks.unsqueeze(-2)
-    noisy_to_noisy = same_block & content.unsqueeze(-1) & content.unsqueeze(-2)
     noisy_to_clean = _content_attention(content, blocks, inclusive=False)
     clean_to_clean = _content_attention(content, blocks, inclusive=True)
+    noisy_to_noisy = clean_to_clean & ~noisy_to_clean  # the same block only
     frame_keys = frame.unsqueeze(-2).expand_as(noisy_to_noisy)
     top = torch.cat([noisy_to_noisy | frame_keys, noisy_to_clean], dim=-1)
     bottom = torch.cat([frame_keys, clean_to_clean], dim=-1)
