@@ -12,19 +12,19 @@ from polydiff.cli import main
 ROOT = Path(__file__).parents[1]
 BASE = str(ROOT / "recipes" / "base.yaml")
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
-SMILES = str(ROOT / "recipes" / "data" / "smiles.yaml")
+SELFIES = str(ROOT / "recipes" / "data" / "selfies.yaml")
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, fit_tiny) -> Path:
-    """A tiny model of the default recipe (SELFIES) fitted for a few steps on 1,000 MOSES molecules."""
-    return fit_tiny(tmp_path_factory.mktemp("fit"))
+    """A tiny SELFIES model fitted for a few steps on 1,000 MOSES molecules."""
+    return fit_tiny(tmp_path_factory.mktemp("fit"), "-c", SELFIES)
 
 
 @pytest.fixture(scope="module")
 def smiles_checkpoint(tmp_path_factory, fit_tiny) -> Path:
-    """The same on atom-level SMILES."""
-    return fit_tiny(tmp_path_factory.mktemp("fit_smiles"), "-c", SMILES)
+    """The same on atom-level SMILES (the default recipe's representation)."""
+    return fit_tiny(tmp_path_factory.mktemp("fit_smiles"))
 
 
 def sample(capsys, checkpoint: Path, output: Path, *args: str) -> str:
@@ -115,7 +115,7 @@ def test_load_gives_an_eval_task_that_samples(checkpoint):
 def test_predict_writes_samples_through_the_prediction_writer(checkpoint, tmp_path):
     output = tmp_path / "predicted.smi"
     main([
-        "predict", "-c", BASE, "-c", TINY, "--ckpt_path", str(checkpoint), "--data.num_samples", "40",
+        "predict", "-c", BASE, "-c", TINY, "-c", SELFIES, "--ckpt_path", str(checkpoint), "--data.num_samples", "40",
         "--model.sampling.steps", "16", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.callbacks+=polydiff.SampleWriter", "--trainer.callbacks.output_file", str(output),
     ])  # fmt: skip

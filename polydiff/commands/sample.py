@@ -45,6 +45,7 @@ def sample(
     seed: int | None = None,
     device: str | None = None,
     cache: bool = SamplingConfig.cache,
+    syntax: bool = SamplingConfig.syntax,
     num_threads: int | None = None,
 ) -> Generation:
     """Generate sequences from a polydiff checkpoint into a file, one per line.
@@ -56,15 +57,18 @@ def sample(
         steps: steps of the reverse process from t = 1 to t = 0.
         strategy: ancestral (the reverse process) or confidence (MaskGIT-style reveal order).
         temperature: divides the logits; below 1 sharpens, 0 takes the most likely token.
-        top_p: nucleus sampling threshold (1 keeps every token).
+        top_p: nucleus sampling threshold (1 keeps every token; default 0.95).
         randomness: Gumbel noise scale of the confidence strategy, annealed with t.
-        length: tokens per sequence; default: drawn from the training length histogram.
+        length: tokens per sequence; default: a block-diffusion model ends its sequences itself,
+            others draw the length from the training length histogram.
         prompt: a template such as ``c1ccc([MASK][MASK])cc1`` whose [MASK] tokens are filled in.
         prompt_file: many templates, one per line.
         batch_size: sequences denoised together.
         seed: same seed, batch size and device give the same file; default: a fresh seed.
         device: cpu, cuda, cuda:1, ...; default: CUDA when available.
         cache: re-run the model only on sequences that changed (same output, fewer calls).
+        syntax: a SMILES model with one-token blocks writes only well-formed SMILES (balanced
+            parentheses and ring closures); false samples the model's own distribution.
         num_threads: CPU threads for torch; fewer than cores helps when other jobs share them.
 
     Returns:
@@ -72,7 +76,7 @@ def sample(
     """
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    config = SamplingConfig(steps, strategy, temperature, top_p, randomness, cache)
+    config = SamplingConfig(steps, strategy, temperature, top_p, randomness, cache, syntax)
     prompts = read_prompts(prompt, prompt_file)
     task = load(ckpt_path, device)
     result = generate(task, num_samples, config, length, prompts, batch_size, seed, progress=sys.stderr.isatty())

@@ -43,7 +43,7 @@ class SmilesDataModule(LightningDataModule):
         kind: ``molecule``, or ``polymer``: repeat units with exactly two ``*`` (lines with any
             other number are dropped, and counted in the log).
         polymers: how the polymer corpus is built (used with ``kind: polymer`` and no ``train_file``).
-        representation: what the model reads and writes: ``smiles`` or ``selfies`` (files and
+        representation: what the model reads and writes: ``smiles``, ``kekule_smiles`` or ``selfies`` (files and
             samples are SMILES either way).
         tokenizer_name: a local tokenizer path, or None for the bundled tokenizer of the representation.
         max_length: longest tokenized sequence, [CLS] and [SEP] included; longer ones are dropped.

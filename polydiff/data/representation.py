@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-RepresentationName = Literal["smiles", "selfies"]
-REPRESENTATIONS: tuple[str, ...] = ("smiles", "selfies")
+RepresentationName = Literal["smiles", "kekule_smiles", "selfies"]
+REPRESENTATIONS: tuple[str, ...] = ("smiles", "kekule_smiles", "selfies")
 
 ATTACHMENT_POINT = re.compile(r"\[\*(?::\d+)?\]|\*")
 SELFIES_PLACEHOLDER = "[At]"
@@ -30,9 +30,39 @@ class SmilesRepresentation:
     """The model reads and writes SMILES as they are."""
 
     name = "smiles"
+    is_smiles = True  # a SMILES grammar applies to what the model writes (polydiff.data.smiles_syntax)
 
     def to_model(self, smiles: str) -> str | None:
         return smiles
+
+    def to_smiles(self, text: str) -> str:
+        return text
+
+
+class KekuleSmilesRepresentation:
+    """The model reads and writes Kekulé SMILES: aromatic rings as alternating single and double
+    bonds (``C1=CC=CC=C1``, not ``c1ccccc1``), canonical, from RDKit.
+
+    An aromatic SMILES string is valid only if its lowercase atoms admit a Kekulé structure,
+    which a generator often misses (most invalid aromatic samples of a SMILES model fail there,
+    docs/quality.md); with explicit bonds there is nothing left to perceive.
+    """
+
+    name = "kekule_smiles"
+    is_smiles = True
+
+    def to_model(self, smiles: str) -> str | None:
+        """The Kekulé SMILES of a line, or None when RDKit cannot parse or kekulize it."""
+        from rdkit import Chem
+
+        molecule = Chem.MolFromSmiles(smiles)
+        if molecule is None:
+            return None
+        try:
+            Chem.Kekulize(molecule, clearAromaticFlags=True)
+        except Chem.KekulizeException:
+            return None
+        return Chem.MolToSmiles(molecule, kekuleSmiles=True)
 
     def to_smiles(self, text: str) -> str:
         return text
@@ -42,6 +72,7 @@ class SelfiesRepresentation:
     """The model reads and writes SELFIES; conversion uses the ``selfies`` package."""
 
     name = "selfies"
+    is_smiles = False
 
     def __init__(self) -> None:
         import selfies
@@ -70,13 +101,15 @@ class SelfiesRepresentation:
         return (smiles or "").replace(SELFIES_PLACEHOLDER, "*")
 
 
-Representation = SmilesRepresentation | SelfiesRepresentation
+Representation = SmilesRepresentation | KekuleSmilesRepresentation | SelfiesRepresentation
 
 
 def get_representation(name: str) -> Representation:
-    """The representation called ``name`` (``smiles`` or ``selfies``)."""
+    """The representation called ``name`` (``smiles``, ``kekule_smiles`` or ``selfies``)."""
     if name == "smiles":
         return SmilesRepresentation()
+    if name == "kekule_smiles":
+        return KekuleSmilesRepresentation()
     if name == "selfies":
         return SelfiesRepresentation()
     raise ValueError(f"unknown representation {name!r}; choose one of {REPRESENTATIONS}")

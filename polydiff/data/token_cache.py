@@ -160,7 +160,7 @@ def token_cache(
         path: one SMILES per line (.txt/.smi, or .csv with ``smiles_column``; .gz allowed).
         tokenizer_name: the tokenizer (``smiles``, ``selfies`` or a local path).
         max_length: longest kept sequence, [CLS] and [SEP] included; longer lines are dropped.
-        representation: ``smiles`` or ``selfies``.
+        representation: ``smiles``, ``kekule_smiles`` or ``selfies``.
         smiles_column: the CSV column to read.
         kind: ``molecule``, or ``polymer`` to skip lines without exactly two ``*``.
         on_bad_line: ``skip`` lines that cannot be used (counted by reason), or stop at the

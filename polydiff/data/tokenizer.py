@@ -145,7 +145,11 @@ def build_selfies_tokenizer() -> Tokenizer:
     return _word_level_tokenizer(selfies_vocabulary(), SELFIES_REGEX)
 
 
-BUNDLED_TOKENIZERS = {"smiles": "tokenizer.json", "selfies": "selfies_tokenizer.json"}
+BUNDLED_TOKENIZERS = {
+    "smiles": "tokenizer.json",
+    "kekule_smiles": "tokenizer.json",
+    "selfies": "selfies_tokenizer.json",
+}
 
 
 def bundled_tokenizer_path(name: str = "smiles") -> Path:
@@ -156,8 +160,9 @@ def load_tokenizer(name: str = "smiles") -> PreTrainedTokenizerFast:
     """Loads a tokenizer without the network.
 
     Args:
-        name: ``smiles`` or ``selfies`` for a bundled tokenizer, or a local path to a
-            ``tokenizer.json`` file or to a folder saved with ``save_pretrained``.
+        name: ``smiles``, ``kekule_smiles`` (the SMILES tokenizer) or ``selfies`` for a bundled
+            tokenizer, or a local path to a ``tokenizer.json`` file or to a folder saved with
+            ``save_pretrained``.
 
     Returns:
         A fast tokenizer with [PAD], [UNK], [CLS], [SEP] and [MASK] set.

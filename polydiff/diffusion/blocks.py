@@ -1,10 +1,10 @@
 """Block diffusion (BD3-LM, Arriola et al., ICLR 2025): masked diffusion inside blocks of B tokens,
 autoregressive across them.
 
-The L tokens of a sequence are cut into blocks of B (block k holds tokens kB+1 .. (k+1)B, counted
-from 1 after [CLS]). The model factorises
+The L tokens of a sequence and its closing [SEP] are cut into blocks of B (block k holds tokens
+kB+1 .. (k+1)B, counted from 1 after [CLS]; [SEP] is token L+1). The model factorises
 
-    log p(x_0) = sum_k log p(x_0^k | x_0^{<k})
+    log p(x_0) = sum_k log p(x_0^k | x_0^{<k}),
 
 and each term is bounded by the masked-diffusion ELBO of block k alone, with its own time t_k and
 the clean earlier blocks as context:
@@ -18,19 +18,22 @@ to the clean tokens of blocks < k; clean tokens of block k attend to clean token
 Sampling denoises block 0, then block 1, ... on one N-long copy under the block-causal mask, which
 gives every position the same view it had in training.
 
-[CLS] and [SEP] are visible to every position: [SEP]'s place tells each block how many tokens the
-sequence has left (the sampler fixes the length before decoding, as without blocks). They attend
-only to each other, so they carry their positions and nothing of the content: through them no
-block could see a later one. Pads are seen by no one.
+[SEP] is generated like any token, so the model chooses the length: the sampler decodes blocks
+until a sequence has ended (BD3-LM's variable-length generation), and the bound covers the length
+as well (a model without blocks bounds log p(x_0 | L), with L drawn from the training histogram).
+[CLS] is the one frame token: visible to every position, attending only to itself. Pads are seen
+by no one.
 
 B = 1 is an autoregressive model, and its bound is exact: a one-token block is either masked or
 clean, the denoiser cannot use t (block diffusion runs without time conditioning), and
 E_t[w(t) 1{masked}] = int_0^1 w(t) (1 - alpha(t)) dt = alpha(0) - alpha(1) = 1, so the term is the
-token's cross-entropy given the clean tokens before it. Training computes it so (every token
-masked, weight 1) instead of sampling t: the same value without the estimator's variance, which
-BD3-LM identify as the cause of the perplexity gap between B = 1 and an autoregressive model.
-B >= L is a masked-diffusion model over the whole sequence (except that [CLS] and [SEP] carry no
-content).
+token's cross-entropy given the clean tokens before it: no t to sample, and no estimator
+variance, which BD3-LM identify as the cause of the perplexity gap between B = 1 and an
+autoregressive model. A [MASK] query then adds nothing that the clean prefix lacks, so
+``DiffusionTask`` computes B = 1 as a causal language model over x_0 alone (the hidden state of
+token i, under ``sampling_mask``, predicts token i + 1): the same bound in one N-long pass.
+
+B > L is a masked-diffusion model over the whole sequence and its length.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def block_index(content: Tensor, block_size: int) -> Tensor:
     """The block of every content token: its rank among the row's content tokens, over B.
 
     Args:
-        content: (batch, N) bool, the tokens that are generated (not [CLS], [SEP] or pads).
+        content: (batch, N) bool, the tokens that are generated ([SEP] included; not [CLS] or pads).
         block_size: B.
 
     Returns:
@@ -64,8 +67,8 @@ def sampling_mask(content: Tensor, frame: Tensor, block_size: int) -> Tensor:
     """The block-causal attention of one N-long copy, (batch, N, N) bool: True where query i may see key j.
 
     Args:
-        content: (batch, N) bool, the generated tokens.
-        frame: (batch, N) bool, [CLS] and [SEP] (not pads).
+        content: (batch, N) bool, the generated tokens ([SEP] included).
+        frame: (batch, N) bool, the tokens every position sees and that see only each other ([CLS]).
         block_size: B.
     """
     blocks = block_index(content, block_size)
@@ -76,13 +79,13 @@ def training_mask(content: Tensor, frame: Tensor, block_size: int) -> Tensor:
     """The attention of the 2N-long training input [x_t ; x_0], (batch, 2N, 2N) bool.
 
     Args:
-        content: (batch, N) bool, the generated tokens.
-        frame: (batch, N) bool, [CLS] and [SEP] (not pads).
+        content: (batch, N) bool, the generated tokens ([SEP] included).
+        frame: (batch, N) bool, the tokens every position sees and that see only each other ([CLS]).
         block_size: B.
 
     Returns:
-        Rows and columns 0 .. N-1 are x_t, N .. 2N-1 are x_0. [CLS] and [SEP] of x_t are the only
-        frame keys (those of x_0 are duplicates nobody sees); every row sees at least [CLS].
+        Rows and columns 0 .. N-1 are x_t, N .. 2N-1 are x_0. The frame of x_t holds the only frame
+        keys (that of x_0 is a duplicate nobody sees); every row sees at least [CLS].
     """
     blocks = block_index(content, block_size)
     noisy_to_clean = _content_attention(content, blocks, inclusive=False)

@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric
 from polydiff.data.polymers import Kind
 from polydiff.data.representation import RepresentationName, get_representation
 from polydiff.data.tokenizer import load_tokenizer
-from polydiff.diffusion.blocks import block_index, training_mask
+from polydiff.diffusion.blocks import block_index, sampling_mask, training_mask
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
 from polydiff.diffusion.sampling import SamplingConfig, Strategy
 from polydiff.diffusion.schedules import CosineSchedule, DiffusionSchedule
@@ -73,8 +73,8 @@ class DiffusionTask(LightningModule):
         diffusion_config: discrete or continuous time, time sampling, eps.
         optimizer: builds the optimizer from the parameters (AdamW by default).
         lr_schedule: warmup and decay of the learning rate.
-        representation: ``smiles`` or ``selfies``, what the model reads and writes (samples are
-            SMILES either way); the CLI links it from the data module.
+        representation: ``smiles``, ``kekule_smiles`` or ``selfies``, what the model reads and
+            writes (samples are SMILES either way); the CLI links it from the data module.
         kind: ``molecule`` or ``polymer`` (repeat units: the validation samples are scored as
             PSMILES); the CLI links it from the data module.
         tokenizer_name: a local tokenizer path, or None for the representation's bundled
@@ -160,6 +160,20 @@ class DiffusionTask(LightningModule):
         except Exception as error:  # torch.load and Lightning raise many types for a bad file
             raise ValueError(f"{checkpoint_path} could not be loaded ({describe_error(error)})") from None
 
+    @property
+    def generates_end(self) -> bool:
+        """Whether the model predicts [SEP], ending its sequences itself (block diffusion: the sampler
+        needs no length, ``polydiff.diffusion.blocks``); otherwise the length is drawn first."""
+        return bool(self.diffusion_process.config.block_size)
+
+    def _forbidden(self, allow_end: bool = True) -> Tensor:
+        """(V,) bool, the tokens not predicted: [MASK], [PAD], [CLS], and [SEP] unless the model
+        generates its end and ``allow_end``."""
+        if not (self.generates_end and allow_end):
+            return self.forbidden_tokens
+        vocabulary = torch.arange(self.vocab_size, device=self.device)
+        return self.forbidden_tokens & (vocabulary != self.tokenizer.sep_token_id)
+
     # The seed's documented parts, kept as views onto the model's own modules.
     @property
     def timestep_embedding(self) -> torch.nn.Module | None:
@@ -205,15 +219,25 @@ class DiffusionTask(LightningModule):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:
         """Logits of p_theta(x_0 | x_t), with the tokens it may never predict forbidden (SUBS)."""
         logits = self.model(input_ids, attention_mask, t)
-        return logits.masked_fill(self.forbidden_tokens, FORBIDDEN_LOGIT)
+        return logits.masked_fill(self._forbidden(), FORBIDDEN_LOGIT)
 
-    def logits_from_hidden(self, hidden: Tensor) -> Tensor:
-        """The head on final hidden states (any leading shape), with forbidden tokens masked, in float32."""
-        return self.output_projection(hidden).float().masked_fill(self.forbidden_tokens, FORBIDDEN_LOGIT)
+    def logits_from_hidden(self, hidden: Tensor, allow_end: bool = True) -> Tensor:
+        """The head on final hidden states (any leading shape), with forbidden tokens masked, in float32;
+        ``allow_end=False`` also forbids [SEP] (a sampler that has fixed the length)."""
+        logits = self.output_projection(hidden).float()
+        return logits.masked_fill(self._forbidden(allow_end), FORBIDDEN_LOGIT)
 
     def maskable(self, input_ids: Tensor) -> Tensor:
         """Positions the forward process may mask: everything but pads, [CLS], [SEP], [MASK]."""
         return ~torch.isin(input_ids, self.structural_ids)
+
+    def content(self, input_ids: Tensor) -> Tensor:
+        """The tokens the model generates and the bound scores: the maskable ones, and [SEP] when
+        the model generates its own end (block diffusion)."""
+        content = self.maskable(input_ids)
+        if self.generates_end:
+            content |= input_ids == self.tokenizer.sep_token_id
+        return content
 
     def _apply_masking(self, input_ids: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """x_t ~ q(x_t | x_0): masks each maskable token with probability 1 - alpha(t)."""
@@ -246,20 +270,16 @@ class DiffusionTask(LightningModule):
         self, x0: Tensor, attention_mask: Tensor, block_size: int, generator: torch.Generator | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``masked_cross_entropy`` of a block-diffusion model: one t per block, every block scored in
-        one pass over [x_t ; x_0] (``polydiff.diffusion.blocks``)."""
-        content = self.maskable(x0)
+        one pass over [x_t ; x_0] (``polydiff.diffusion.blocks``); [SEP] is the last block's last token."""
         if block_size == 1:
-            # A one-token block's bound has a closed form (polydiff.diffusion.blocks): mask every
-            # token, weight 1. The same value as sampling t, without the estimator's variance.
-            x_t = torch.where(content, self.mask_token_id, x0)
-            weight = torch.ones(x0.shape, device=x0.device)
-        else:
-            blocks = block_index(content, block_size)
-            num_blocks = max(int(blocks.max()) + 1, 1)
-            t = self.diffusion_process.sample_time(x0.shape[0] * num_blocks, x0.device, generator)
-            t = t.view(x0.shape[0], num_blocks).gather(1, blocks.clamp_min(0))
-            x_t = self.diffusion_process.q_sample(x0, t, content, generator)
-            weight = self.diffusion_process.position_weights(t, content)
+            return self._next_token_cross_entropy(x0, attention_mask)
+        content = self.content(x0)
+        blocks = block_index(content, block_size)
+        num_blocks = max(int(blocks.max()) + 1, 1)
+        t = self.diffusion_process.sample_time(x0.shape[0] * num_blocks, x0.device, generator)
+        t = t.view(x0.shape[0], num_blocks).gather(1, blocks.clamp_min(0))
+        x_t = self.diffusion_process.q_sample(x0, t, content, generator)
+        weight = self.diffusion_process.position_weights(t, content)
         masked = x_t == self.mask_token_id
         attention = training_mask(content, attention_mask.bool() & ~content, block_size)
         positions = torch.arange(x0.shape[1], device=x0.device).repeat(2).expand(x0.shape[0], -1)
@@ -267,18 +287,34 @@ class DiffusionTask(LightningModule):
         logits = self.logits_from_hidden(hidden[masked])
         return weight, masked, F.cross_entropy(logits, x0[masked], reduction="none")
 
+    def _next_token_cross_entropy(self, x0: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``masked_cross_entropy`` of one-token blocks, whose bound is the autoregressive NLL in closed
+        form (``polydiff.diffusion.blocks``): every token given the tokens before it, with weight 1.
+
+        Computed as a causal language model: under the block-causal mask the hidden state of token
+        i (which sees tokens <= i) predicts token i + 1. One N-long pass, half the cost of
+        [x_t ; x_0]; the sampler (``polydiff.tasks.generation``) decodes the same way."""
+        content = self.content(x0)  # position 0 is [CLS], never content: row-major order is that of targets
+        causal = sampling_mask(content, attention_mask.bool() & ~content, 1)
+        hidden = self.model.encode(x0, causal)
+        targets = content[:, 1:]
+        logits = self.logits_from_hidden(hidden[:, :-1][targets])
+        weight = torch.ones(x0.shape, device=x0.device)
+        return weight, content, F.cross_entropy(logits, x0[:, 1:][targets], reduction="none")
+
     def negative_elbo(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """One-sample estimate of the negative ELBO of every sequence in the batch.
 
         Returns:
-            (nats per sequence, maskable tokens per sequence), both of shape (batch,).
+            (nats per sequence, scored tokens per sequence: the maskable ones, and [SEP] for a
+            block-diffusion model, which generates its end), both of shape (batch,).
         """
         weight, masked, token_nll = self.masked_cross_entropy(batch, generator)
         row = masked.nonzero()[:, 0]
         nll = torch.zeros(masked.shape[0], device=masked.device).index_add_(0, row, weight[masked] * token_nll)
-        return nll, self.maskable(batch["input_ids"]).sum(-1)
+        return nll, self.content(batch["input_ids"]).sum(-1)
 
     def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
         """The loss of one batch: the negative ELBO per token, or the flat masked cross-entropy."""
@@ -375,6 +411,7 @@ class DiffusionTask(LightningModule):
         cache: bool = SamplingConfig.cache,
         progress: bool = False,
         randomness: float = SamplingConfig.randomness,
+        syntax: bool = SamplingConfig.syntax,
     ) -> list[str]:
         """Generates sequences with the reverse process (``polydiff.diffusion.sampling``).
 
@@ -383,7 +420,7 @@ class DiffusionTask(LightningModule):
             steps: steps from t = 1 to t = 0.
             strategy: ``ancestral`` or ``confidence``.
             temperature: divides the logits; 0 takes the most likely token.
-            top_p: nucleus sampling threshold (1 keeps every token).
+            top_p: nucleus sampling threshold (1 keeps every token; default 0.95).
             length: tokens per sequence; None draws it from the training length histogram.
             prompt: a template (or a list of them) whose [MASK] tokens are filled in.
             batch_size: sequences denoised together.
@@ -391,11 +428,12 @@ class DiffusionTask(LightningModule):
             cache: re-run the model only on sequences that changed (same output, fewer calls).
             progress: show a progress bar.
             randomness: Gumbel noise scale of the ``confidence`` strategy.
+            syntax: keep SMILES well-formed where the model decodes one token at a time.
 
         Returns:
             The decoded sequences, special tokens skipped.
         """
-        config = SamplingConfig(steps, strategy, temperature, top_p, randomness, cache)
+        config = SamplingConfig(steps, strategy, temperature, top_p, randomness, cache, syntax)
         prompts = [prompt] if isinstance(prompt, str) else prompt
         return generate(self, num_samples, config, length, prompts, batch_size, seed, progress).sequences
 

@@ -1,25 +1,30 @@
 """Generation from a trained DiffusionTask: lengths, templates, batches, decoding.
 
-Each sequence is [CLS] + L tokens + [SEP] + pads. L is drawn from the training length histogram
-kept in the checkpoint, unless a fixed ``length`` or a template (``prompts``) is given. A
-template is a string in the model's representation (SMILES, or SELFIES symbols) whose
-``[MASK]`` tokens are generated while every other token stays in place. Sequences are batched
-by length, so little compute goes to pads, and returned in the order they were drawn.
+Each sequence is [CLS] + L tokens + [SEP] + pads. A block-diffusion model generates [SEP] itself:
+blocks are decoded after [CLS] until every sequence has ended. Otherwise L is drawn from the
+training length histogram kept in the checkpoint. A fixed ``length`` or a template (``prompts``)
+sets L for either kind (a block model is then kept from ending early). A template is a string in
+the model's representation (SMILES, or SELFIES symbols) whose ``[MASK]`` tokens are generated
+while every other token stays in place. Sequences are batched by length, so little compute goes
+to pads, and returned in the order they were drawn.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from polydiff.data.smiles_syntax import SmilesSyntax
 from polydiff.diffusion.blocks import block_index, sampling_mask
-from polydiff.diffusion.sampling import ReverseProcess, SamplingConfig
+from polydiff.diffusion.sampling import ReverseProcess, SamplingConfig, draw_tokens
 
 if TYPE_CHECKING:
     from polydiff.tasks.diffusion_task import DiffusionTask
@@ -114,20 +119,131 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None] | No
 def _decode_blocks(
     process: ReverseProcess,
     x: Tensor,
-    positions: Tensor,
+    content: Tensor,
+    cls_token_id: int,
+    block_size: int,
+    generator: torch.Generator,
+    on_step: Callable[[], None] | None,
+) -> tuple[Tensor, Tensor]:
+    """Block diffusion at a fixed length: denoises block 0, then block 1, ..., each seeing only the
+    blocks before it; ``content`` is everything after [CLS] but pads, [SEP] included."""
+    blocks = block_index(content, block_size)
+    attention = sampling_mask(content, x == cls_token_id, block_size)
+    calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    for k in range(int(blocks.max()) + 1):
+        x, block_calls = process.sample(x, attention, generator, on_step, active=blocks == k)
+        calls += block_calls
+    return x, calls
+
+
+def _decode_until_end(
+    process: ReverseProcess,
+    x: Tensor,
+    sep_token_id: int,
     pad_token_id: int,
     block_size: int,
     generator: torch.Generator,
     on_step: Callable[[], None] | None,
 ) -> tuple[Tensor, Tensor]:
-    """Block diffusion: denoises block 0, then block 1, ..., each seeing only the blocks before it."""
-    blocks = block_index(positions, block_size)
-    attention = sampling_mask(positions, (x != pad_token_id) & ~positions, block_size)
+    """Block diffusion without a length: decodes x = [CLS] + [MASK]s block by block until every
+    row has generated [SEP] or filled the model's positions. A block sees only the blocks before
+    it, so each pass runs on the decoded prefix and the current block alone, and only on the rows
+    still going."""
     calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
-    for k in range(int(blocks.max()) + 1):
-        x, block_calls = process.sample(x, attention, generator, on_step, positions, active=blocks == k)
-        calls += block_calls
+    num_blocks = -(-(x.shape[1] - 1) // block_size)
+    for k in range(num_blocks):
+        running = ~(x == sep_token_id).any(-1)
+        if not running.any():
+            for _ in range((num_blocks - k) * process.config.steps if on_step is not None else 0):
+                on_step()
+            break
+        rows, end = running.nonzero().squeeze(-1), min(1 + (k + 1) * block_size, x.shape[1])
+        prefix = x[rows, :end]
+        content = torch.ones_like(prefix, dtype=torch.bool)
+        content[:, 0] = False
+        active = torch.zeros_like(content)
+        active[:, 1 + k * block_size :] = True
+        attention = sampling_mask(content, ~content, block_size)
+        x[rows, :end], block_calls = process.sample(prefix, attention, generator, on_step, active=active)
+        calls[rows] += block_calls
+        # Everything after a row's first [SEP] is a pad (a block may have drawn tokens past it).
+        ends_before = (x == sep_token_id).long().cumsum(-1) - (x == sep_token_id).long()
+        x = x.masked_fill(ends_before > 0, pad_token_id)
     return x, calls
+
+
+@torch.inference_mode()
+def _decode_next_tokens(
+    task: DiffusionTask,
+    x: Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator,
+    on_step: Callable[[], None] | None,
+    free_length: bool,
+    syntax: SmilesSyntax | None,
+) -> tuple[Tensor, Tensor]:
+    """One-token blocks: fills the [MASK]s of x left to right, each drawn from the hidden state of
+    the token before it (the causal model ``DiffusionTask`` trains at B = 1). A pass runs on the
+    prefix before the drawn position, for the rows that draw there.
+
+    Args:
+        x: (R, N) [CLS], then [MASK]s to fill and fixed tokens; [SEP] and pads too, unless
+            ``free_length``: then all [MASK]s, ended by the [SEP] the model draws (pads after it).
+        syntax: restricts every draw to the tokens that keep the SMILES well-formed.
+
+    Returns:
+        (the filled tokens, the model calls per row).
+    """
+    sep, pad, mask = task.tokenizer.sep_token_id, task.pad_token_id, task.mask_token_id
+    calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    state = syntax.start(len(x), x.device) if syntax is not None else None
+    for p in range(1, x.shape[1]):
+        draw = x[:, p] == mask
+        if draw.any():
+            rows = draw.nonzero().squeeze(-1)
+            prefix = x[rows, :p]
+            content = (prefix != pad) & (prefix != task.tokenizer.cls_token_id)
+            hidden = task.model.encode(prefix, sampling_mask(content, ~content & (prefix != pad), 1))[:, -1]
+            logits = task.logits_from_hidden(hidden, allow_end=free_length)
+            if syntax is not None:
+                logits = logits.masked_fill(~syntax.allowed(state)[rows], -math.inf)
+            x[rows, p] = draw_tokens(logits, config, generator)[0]
+            calls[rows] += 1
+        if syntax is not None:
+            state = syntax.advance(state, x[:, p])
+        if free_length:  # after a row's [SEP], pads
+            x[:, p + 1 :] = x[:, p + 1 :].masked_fill((x[:, : p + 1] == sep).any(-1, keepdim=True), pad)
+        done = not (x[:, p + 1 :] == mask).any()
+        if on_step is not None:
+            for _ in range(x.shape[1] - p if done else 1):  # a finished batch fills its part of the bar
+                on_step()
+        if done:
+            break
+    return x, calls
+
+
+def _decode(
+    task: DiffusionTask,
+    process: ReverseProcess,
+    x: Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator,
+    on_step: Callable[[], None] | None,
+    free_length: bool,
+    syntax: SmilesSyntax | None,
+) -> tuple[Tensor, Tensor]:
+    """Runs the decoder that fits the model on one batch: left to right (B = 1), block by block
+    (B > 1; until the model ends, or at a fixed length) or the whole sequence at once (no blocks)."""
+    block_size = task.diffusion_process.config.block_size
+    cls, sep, pad = task.tokenizer.cls_token_id, task.tokenizer.sep_token_id, task.pad_token_id
+    if block_size == 1:
+        return _decode_next_tokens(task, x, config, generator, on_step, free_length, syntax)
+    if block_size and free_length:
+        return _decode_until_end(process, x, sep, pad, block_size, generator, on_step)
+    if block_size:
+        return _decode_blocks(process, x, (x != pad) & (x != cls), cls, block_size, generator, on_step)
+    positions = (x != pad) & (x != cls) & (x != sep)  # the L tokens between [CLS] and [SEP]
+    return process.sample(x, (x != pad).long(), generator, on_step, positions)
 
 
 def generate(
@@ -145,8 +261,9 @@ def generate(
     Args:
         task: a trained task; runs on its device.
         num_samples: sequences to draw (per prompt when ``prompts`` are given).
-        config: steps, strategy, temperature, top_p, randomness, cache.
-        length: tokens per sequence instead of the training histogram.
+        config: steps, strategy, temperature, top_p, randomness, cache, syntax.
+        length: tokens per sequence, instead of the model's own ends (block diffusion) or the
+            training histogram.
         prompts: templates whose [MASK] tokens are filled in; ``num_samples`` each, grouped
             by prompt in the output.
         batch_size: sequences denoised together.
@@ -164,6 +281,8 @@ def generate(
     seed = generator.seed() if seed is None else generator.manual_seed(seed).initial_seed()
     start = time.perf_counter()
 
+    block_size = task.diffusion_process.config.block_size
+    free_length = task.generates_end and prompts is None and length is None
     templates = None
     if prompts is not None:
         encoded = [encode_template(task, p).to(device) for p in prompts]
@@ -173,15 +292,21 @@ def generate(
         if not 0 < length <= task.model.config.max_position_embeddings - 2:
             raise ValueError(f"length must lie in 1..{task.model.config.max_position_embeddings - 2}, got {length}")
         sizes = torch.full((num_samples,), length, device=device)
+    elif free_length:
+        sizes = torch.zeros(num_samples, dtype=torch.long, device=device)  # the model decides
     else:
         sizes = draw_lengths(task, num_samples, generator)
 
-    block_size = task.diffusion_process.config.block_size
+    smiles_one_by_one = free_length and block_size == 1 and task.representation.is_smiles
+    syntax = SmilesSyntax(task.tokenizer) if config.syntax and smiles_one_by_one else None
+    width = task.model.config.max_position_embeddings
+    # A given length puts [SEP] in its place: the model may not end a sequence before it.
+    head = task.logits_from_hidden if free_length else partial(task.logits_from_hidden, allow_end=False)
     if block_size:  # each block runs its own reverse process: at most one step per token
         config = replace(config, steps=min(config.steps, block_size))
     process = ReverseProcess(
         task.model.encode,
-        task.logits_from_hidden,
+        head,
         task.schedule,
         task.mask_token_id,
         config,
@@ -192,24 +317,32 @@ def generate(
     batches = [batch for batch in torch.argsort(sizes, stable=True).split(batch_size) if len(batch)]
     sequences: list[str] = [""] * len(sizes)
     nfe = torch.zeros(len(sizes), dtype=torch.long)
+    lengths = sizes.cpu().clone()
     frame = torch.tensor([task.pad_token_id, task.tokenizer.cls_token_id, task.tokenizer.sep_token_id], device=device)
-    passes = [-(-int(sizes[batch].max()) // block_size) if block_size else 1 for batch in batches]
+    if free_length:
+        passes = [-(-(width - 1) // block_size)] * len(batches)
+    elif block_size == 1:
+        passes = [int(sizes[batch].max()) + 1 for batch in batches]
+    else:
+        passes = [-(-(int(sizes[batch].max()) + 1) // block_size) if block_size else 1 for batch in batches]
     was_training = task.training
     task.eval()  # no dropout while sampling, e.g. when called during validation
     try:
         with _progress_bar(progress, sum(passes) * config.steps) as on_step:
             for batch in batches:
                 rows = batch.tolist()
-                x = _initial_batch(task, sizes[batch], None if templates is None else [templates[i] for i in rows])
-                positions = ~torch.isin(x, frame)  # the L tokens between [CLS] and [SEP]
-                if block_size:
-                    x, calls = _decode_blocks(process, x, positions, task.pad_token_id, block_size, generator, on_step)
+                if free_length:  # [CLS], then [MASK]s to the last position: the model ends each row
+                    x = torch.full((len(batch), width), task.mask_token_id, device=device)
+                    x[:, 0] = task.tokenizer.cls_token_id
                 else:
-                    x, calls = process.sample(x, (x != task.pad_token_id).long(), generator, on_step, positions)
+                    x = _initial_batch(task, sizes[batch], None if templates is None else [templates[i] for i in rows])
+                x, calls = _decode(task, process, x, config, generator, on_step, free_length, syntax)
+                if free_length:
+                    lengths[batch.cpu()] = (~torch.isin(x, frame)).sum(-1).cpu()
                 texts = task.tokenizer.batch_decode(x.tolist(), skip_special_tokens=True)
                 for i, text in zip(rows, texts, strict=True):
                     sequences[i] = task.representation.to_smiles(text)
                 nfe[batch.cpu()] = calls.cpu()
     finally:
         task.train(was_training)
-    return Generation(sequences, nfe, sizes.cpu(), seed, time.perf_counter() - start)
+    return Generation(sequences, nfe, lengths, seed, time.perf_counter() - start)

@@ -70,3 +70,13 @@ def test_collator_drops_and_counts_unusable_lines():
     batch = collate(["CCO", "C1CC", "CC[Xe]C", "C" * 20])
     assert batch["input_ids"].shape == (1, 5)  # [CLS] [C] [C] [O] [SEP]
     assert collate.dropped == {"too long": 1, "not convertible": 1, "unknown token": 1}
+
+
+def test_kekule_smiles_keep_every_moses_molecule_without_aromatic_atoms(moses_sample):
+    kekule = get_representation("kekule_smiles")
+    for smiles in [*moses_sample[:300], "*CC(*)c1ccccc1"]:
+        text = kekule.to_model(smiles)
+        assert not any(atom.GetIsAromatic() for atom in Chem.MolFromSmiles(text, sanitize=False).GetAtoms())
+        assert canonical(kekule.to_smiles(text)) == canonical(smiles)
+    assert kekule.to_model("c1cccc1") is None  # five aromatic carbons: no Kekulé form
+    assert kekule.to_model("not a molecule") is None

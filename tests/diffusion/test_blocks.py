@@ -11,23 +11,24 @@ CLS, SEP, PAD, MASK = 1, 2, 0, 3
 
 
 def frame_and_content(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    content = (x != CLS) & (x != SEP) & (x != PAD)
-    return content, (x == CLS) | (x == SEP)
+    """[SEP] is generated (content); [CLS] is the frame."""
+    return (x != CLS) & (x != PAD), x == CLS
 
 
 def test_blocks_count_content_tokens_only():
     x = torch.tensor([[CLS, 5, 6, 7, 8, 9, SEP, PAD]])
     content, _ = frame_and_content(x)
-    assert block_index(content, 2).tolist() == [[-1, 0, 0, 1, 1, 2, -1, -1]]
+    assert block_index(content, 2).tolist() == [[-1, 0, 0, 1, 1, 2, 2, -1]]
 
 
 def test_sampling_mask_is_block_causal_with_a_visible_frame():
     x = torch.tensor([[CLS, 5, 6, 7, 8, SEP, PAD]])
     content, frame = frame_and_content(x)
     allowed = sampling_mask(content, frame, 2)[0]
-    assert allowed[1].tolist() == [True, True, True, False, False, True, False]  # block 0: itself + frame
-    assert allowed[3].tolist() == [True, True, True, True, True, True, False]  # block 1: blocks 0 and 1
-    assert allowed[5].tolist() == [True, False, False, False, False, True, False]  # [SEP]: the frame only
+    assert allowed[0].tolist() == [True, False, False, False, False, False, False]  # [CLS]: itself only
+    assert allowed[1].tolist() == [True, True, True, False, False, False, False]  # block 0: itself + [CLS]
+    assert allowed[3].tolist() == [True, True, True, True, True, False, False]  # block 1: blocks 0 and 1
+    assert allowed[5].tolist() == [True, True, True, True, True, True, False]  # [SEP] ends block 2
     assert not allowed[:, 6].any()  # nobody sees a pad
 
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from polydiff.diffusion import CosineSchedule, LinearSchedule, ReverseProcess, SamplingConfig
+from polydiff.diffusion import CosineSchedule, DiffusionConfig, LinearSchedule, ReverseProcess, SamplingConfig
 from polydiff.diffusion.sampling import log_probs, reverse_step_probs
 from polydiff.model.bert_diffusion import ModelConfig
 from polydiff.tasks.diffusion_task import DiffusionTask
@@ -58,7 +58,11 @@ def test_reverse_process_retraces_the_forward_marginals_and_draws_p_theta():
     denoiser = KnownDenoiser(p_theta)
     schedule, steps = CosineSchedule(), 8
     process = ReverseProcess(
-        denoiser.encode, denoiser.head, schedule, MASK, SamplingConfig(steps=steps, strategy="ancestral", cache=False)
+        denoiser.encode,
+        denoiser.head,
+        schedule,
+        MASK,
+        SamplingConfig(steps=steps, strategy="ancestral", top_p=1.0, cache=False),
     )
     x = torch.full((400, 50), MASK)
     out, nfe = process.sample(x, torch.ones_like(x), torch.Generator().manual_seed(0))
@@ -196,7 +200,7 @@ def test_order_skew_reveals_left_to_right_on_the_forward_clocks():
     assert correlation > 0.95
 
 
-@pytest.mark.parametrize("block_size", [1, 4])
+@pytest.mark.parametrize("block_size", [2, 4])
 def test_block_diffusion_decodes_blocks_in_order(task, monkeypatch, block_size):
     # Every model call must see a prefix of finished blocks, one block being decoded and nothing
     # revealed after it; the output is a full molecule-length sequence with nothing left masked.
@@ -218,3 +222,69 @@ def test_block_diffusion_decodes_blocks_in_order(task, monkeypatch, block_size):
         for row in revealed:
             first_masked = int(row.argmin()) if not row.all() else 10
             assert not row[(first_masked // block_size + 1) * block_size :].any()
+
+
+def test_one_token_blocks_decode_left_to_right_from_clean_prefixes(task, monkeypatch):
+    # B = 1 is a causal model: token p is drawn from a pass over tokens 0 .. p - 1, none masked.
+    seen = []
+    encode = task.model.encode
+
+    def recording_encode(x, attention_mask, t=None):
+        seen.append(x.clone())
+        return encode(x, attention_mask, t)
+
+    monkeypatch.setattr(task.model, "encode", recording_encode)
+    monkeypatch.setattr(task.diffusion_process.config, "block_size", 1)
+    generation = generate(task, 6, SamplingConfig(steps=16), length=10, seed=0)
+    assert [x.shape[1] for x in seen] == list(range(1, 11))  # [SEP] is given, not drawn
+    assert not any((x == task.mask_token_id).any() for x in seen)
+    assert generation.nfe.tolist() == [10] * 6
+
+
+@pytest.fixture
+def block_task():
+    """An untrained tiny block-diffusion model (B = 2): it generates [SEP] itself."""
+    torch.manual_seed(0)
+    return DiffusionTask(model_config=TINY, diffusion_config=DiffusionConfig(block_size=2)).eval()
+
+
+def test_a_block_model_chooses_its_lengths_and_each_call_sees_a_prefix(block_task, monkeypatch):
+    widths = []
+    encode = block_task.model.encode
+
+    def recording_encode(x, attention_mask, t):
+        widths.append(x.shape[1])
+        assert not (x[:, :-2] == block_task.mask_token_id).any()  # only the last block is still masked
+        return encode(x, attention_mask, t)
+
+    monkeypatch.setattr(block_task.model, "encode", recording_encode)
+    # Untrained, the logits are nearly flat; a bias of ln(V / 10) on [SEP] gives it a probability
+    # of about 1/11 at every position, so lengths are nearly geometric with mean ~10.
+    with torch.no_grad():
+        block_task.output_projection[-1].bias[block_task.tokenizer.sep_token_id] = math.log(block_task.vocab_size / 10)
+    generation = generate(block_task, 16, SamplingConfig(steps=8), seed=0)
+    lengths = generation.lengths
+    assert len(set(lengths.tolist())) > 4
+    assert min(widths) == 3 and max(widths) == min(TINY.max_position_embeddings, int(lengths.max()) + 3)
+    assert widths == sorted(widths)  # the prefix grows block by block, and stops with the longest row
+    # A block of 2 takes at most 2 calls; a row is called only until its block with [SEP].
+    assert (generation.nfe <= 2 * (lengths // 2 + 1)).all()
+    assert [s == "" for s in generation.sequences] == (lengths == 0).tolist()
+
+
+@pytest.mark.parametrize(("sep_bias", "expected_length"), [(100.0, 0), (-100.0, TINY.max_position_embeddings - 1)])
+def test_a_block_model_stops_at_its_end_or_at_the_last_position(block_task, sep_bias, expected_length):
+    with torch.no_grad():
+        block_task.output_projection[-1].bias[block_task.tokenizer.sep_token_id] = sep_bias
+    generation = generate(block_task, 5, SamplingConfig(steps=2), seed=0)
+    assert generation.lengths.tolist() == [expected_length] * 5
+    if expected_length == 0:
+        assert generation.sequences == [""] * 5 and generation.nfe.tolist() == [2] * 5  # one block (2 steps), done
+
+
+def test_a_given_length_keeps_a_block_model_from_ending_early(block_task):
+    with torch.no_grad():
+        block_task.output_projection[-1].bias[block_task.tokenizer.sep_token_id] = 100.0  # it would end at once
+    generation = generate(block_task, 4, SamplingConfig(steps=2), length=9, seed=0)
+    assert generation.lengths.tolist() == [9] * 4
+    assert all(len(block_task.tokenizer.tokenize(s)) == 9 for s in generation.sequences)

@@ -50,41 +50,56 @@ def test_mask_and_structure_are_never_predicted(task, batch):
         assert torch.isfinite(torch.tensor(FORBIDDEN_LOGIT, dtype=dtype))
 
 
+def test_a_block_model_predicts_its_end_unless_the_length_is_given(task, batch):
+    task.diffusion_process.config = DiffusionConfig(block_size=4)
+    hidden = task.model.encode(batch["input_ids"][:2], batch["attention_mask"][:2])
+    sep = task.tokenizer.sep_token_id
+    assert (task.logits_from_hidden(hidden)[..., sep] > FORBIDDEN_LOGIT).all()
+    assert (task.logits_from_hidden(hidden, allow_end=False)[..., sep] == FORBIDDEN_LOGIT).all()
+    for token in ("[MASK]", "[PAD]", "[CLS]"):
+        assert (
+            task.logits_from_hidden(hidden)[..., task.tokenizer.convert_tokens_to_ids(token)] == FORBIDDEN_LOGIT
+        ).all()
+    # [SEP] is scored as the last token of each sequence: one more token than the maskable ones.
+    _, tokens = task.negative_elbo(batch)
+    assert torch.equal(tokens, task.maskable(batch["input_ids"]).sum(-1) + 1)
+
+
 @pytest.mark.parametrize(
     ("num_timesteps", "order_skew", "block_size"), [(0, 0.0, 0), (20, 0.0, 0), (0, 0.7, 0), (0, 0.0, 4), (20, 0.0, 1)]
 )
 def test_untrained_bound_is_log_vocabulary(task, batch, num_timesteps, order_skew, block_size):
-    # An untrained model is nearly uniform over the V - 4 tokens it may predict, so every masked
-    # token costs ln(V - 4) nats, and E_t[w_l(t) (1 - alpha_l(t))] = 1 for every position l (its own
-    # schedule runs from 1 to 0 under order skew, and in its own block's time with blocks) makes
-    # the bound ln(V - 4) per token.
+    # An untrained model is nearly uniform over the tokens it may predict (V - 4; V - 3 with blocks,
+    # which predict [SEP]), so every masked token costs the log of their number, and
+    # E_t[w_l(t) (1 - alpha_l(t))] = 1 for every position l (its own schedule runs from 1 to 0
+    # under order skew, and in its own block's time with blocks) makes that the bound per token.
     task.diffusion_process.config = DiffusionConfig(num_timesteps, order_skew=order_skew, block_size=block_size)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         totals = [task.negative_elbo(batch, generator) for _ in range(8)]
     nll = sum(n.sum() for n, _ in totals) / sum(k.sum() for _, k in totals)
-    assert nll.item() == pytest.approx(math.log(task.vocab_size - 4), rel=0.05)
+    predictable = task.vocab_size - 4 + (block_size > 0)
+    assert nll.item() == pytest.approx(math.log(predictable), rel=0.05)
 
 
 def test_one_token_blocks_give_the_exact_autoregressive_nll(task, batch):
-    """With B = 1 the bound is computed in closed form, and it is the autoregressive NLL: each token
-    scored with itself masked and the tokens before it clean, as the sampler will see it."""
+    """With B = 1 the bound is the autoregressive NLL, computed in one causal pass: it must equal
+    scoring every token from a pass over the tokens before it alone, as the sampler does."""
     task.diffusion_process.config = DiffusionConfig(block_size=1)
     small = {key: value[:4] for key, value in batch.items()}
     x0 = small["input_ids"]
-    content = task.maskable(x0)
-    attention = sampling_mask(content, small["attention_mask"].bool() & ~content, 1)
+    content = task.content(x0)  # [SEP] included: the model predicts where a sequence ends
     with torch.no_grad():
         nll, tokens = task.negative_elbo(small, torch.Generator().manual_seed(0))
         again, _ = task.negative_elbo(small, torch.Generator().manual_seed(1))
         expected = torch.zeros(len(x0))
-        for position in range(x0.shape[1]):
-            here = content[:, position]
-            view = torch.where(torch.arange(x0.shape[1]) == position, task.mask_token_id, x0)
-            logits = task.logits_from_hidden(task.model.encode(view, attention)[:, position])
-            expected += torch.where(
-                here, torch.nn.functional.cross_entropy(logits, x0[:, position], reduction="none"), 0
-            )
+        for position in range(1, x0.shape[1]):
+            prefix = x0[:, :position]
+            prefix_content = content[:, :position]
+            attention = sampling_mask(prefix_content, ~prefix_content & (prefix != task.pad_token_id), 1)
+            logits = task.logits_from_hidden(task.model.encode(prefix, attention)[:, -1])
+            token_nll = torch.nn.functional.cross_entropy(logits, x0[:, position], reduction="none")
+            expected += torch.where(content[:, position], token_nll, 0)
     torch.testing.assert_close(nll, again)  # no sampled t: nothing random left
     torch.testing.assert_close(nll, expected, rtol=1e-4, atol=1e-4)
     assert torch.equal(tokens, content.sum(-1))
