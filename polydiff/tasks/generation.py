@@ -136,6 +136,12 @@ def _decode_blocks(
     return x, calls
 
 
+def _pad_after_end(x: Tensor, sep_token_id: int, pad_token_id: int) -> Tensor:
+    """x with every position after a row's first [SEP] set to [PAD]."""
+    is_end = (x == sep_token_id).long()
+    return x.masked_fill(is_end.cumsum(-1) - is_end > 0, pad_token_id)
+
+
 def _decode_until_end(
     process: ReverseProcess,
     x: Tensor,
@@ -166,9 +172,7 @@ def _decode_until_end(
         attention = sampling_mask(content, ~content, block_size)
         x[rows, :end], block_calls = process.sample(prefix, attention, generator, on_step, active=active)
         calls[rows] += block_calls
-        # Everything after a row's first [SEP] is a pad (a block may have drawn tokens past it).
-        ends_before = (x == sep_token_id).long().cumsum(-1) - (x == sep_token_id).long()
-        x = x.masked_fill(ends_before > 0, pad_token_id)
+        x = _pad_after_end(x, sep_token_id, pad_token_id)  # a block may have drawn tokens past [SEP]
     return x, calls
 
 
@@ -211,8 +215,8 @@ def _decode_next_tokens(
             calls[rows] += 1
         if syntax is not None:
             state = syntax.advance(state, x[:, p])
-        if free_length:  # after a row's [SEP], pads
-            x[:, p + 1 :] = x[:, p + 1 :].masked_fill((x[:, : p + 1] == sep).any(-1, keepdim=True), pad)
+        if free_length:
+            x = _pad_after_end(x, sep, pad)
         done = not (x[:, p + 1 :] == mask).any()
         if on_step is not None:
             for _ in range(x.shape[1] - p if done else 1):  # a finished batch fills its part of the bar
