@@ -68,7 +68,8 @@ def sample(
         device: cpu, cuda, cuda:1, ...; default: CUDA when available.
         cache: re-run the model only on sequences that changed (same output, fewer calls).
         syntax: a SMILES model with one-token blocks writes only well-formed SMILES (balanced
-            parentheses and ring closures); false samples the model's own distribution.
+            parentheses and ring closures, atoms within their valence); false samples the
+            model's own distribution.
         num_threads: CPU threads for torch; fewer than cores helps when other jobs share them.
 
     Returns:

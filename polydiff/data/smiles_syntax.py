@@ -93,15 +93,18 @@ class SmilesSyntax:
 
     Args:
         tokenizer: the atom-level SMILES tokenizer (bracket atoms, ``Cl``, ``%nn`` are one token).
+        device: where the rows' states live (the tables are put there once, not at every token).
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerFast) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, device: torch.device | str = "cpu") -> None:
         vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
         kind, value = zip(*(_describe(token) for token, _ in vocabulary), strict=True)
-        self.kind = torch.tensor(kind)
-        self.label = torch.where(self.kind == RING, torch.tensor(value), 0)
-        self.order = torch.where(self.kind == BOND, torch.tensor(value), 0)
-        self.valence = torch.where(self.kind == ATOM, torch.tensor(value), 0)
+        kind, value = torch.tensor(kind, device=device), torch.tensor(value, device=device)
+        self.kind = kind
+        self.label = torch.where(kind == RING, value, 0)
+        self.order = torch.where(kind == BOND, value, 0)
+        self.valence = torch.where(kind == ATOM, value, 0)
+        self.follows = _FOLLOWS.to(device)
 
     def start(self, rows: int, device: torch.device) -> SyntaxState:
         zeros = torch.zeros(rows, dtype=torch.long, device=device)
@@ -118,13 +121,10 @@ class SmilesSyntax:
             opened_here=labels.bool(),
         )
 
-    def _tables(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return self.kind.to(device), self.label.to(device), self.order.to(device), self.valence.to(device)
-
     def allowed(self, state: SyntaxState) -> Tensor:
         """(R, V) bool: the tokens each row may take next."""
-        kind, label, order, valence = self._tables(state.depth.device)
-        allowed = _FOLLOWS.to(kind.device)[state.previous][:, kind]
+        kind, label, order, valence = self.kind, self.label, self.order, self.valence
+        allowed = self.follows[state.previous][:, kind]
         anchor, need = state.anchor_left.unsqueeze(-1), state.bond.clamp_min(1).unsqueeze(-1)
         balanced = (state.depth == 0).unsqueeze(-1)
         first_atom = (state.previous == START).unsqueeze(-1)
@@ -146,8 +146,7 @@ class SmilesSyntax:
 
     def advance(self, state: SyntaxState, tokens: Tensor) -> SyntaxState:
         """The state after each row takes its token, (R,)."""
-        kind_table, label_table, order_table, valence_table = self._tables(tokens.device)
-        kind, label = kind_table[tokens], label_table[tokens]
+        kind, label = self.kind[tokens], self.label[tokens]
         rows = torch.arange(len(tokens), device=tokens.device)
         need = state.bond.clamp_min(1)
         is_atom, is_ring = kind == ATOM, kind == RING
@@ -163,7 +162,7 @@ class SmilesSyntax:
         closing = is_ring & state.open_rings[rows, label]
         ring_order = torch.where(closing, torch.maximum(need, state.ring_bond[rows, label]), need)
         anchor_left = torch.where(is_ring, state.anchor_left - ring_order, state.anchor_left)
-        anchor_left = torch.where(is_atom, valence_table[tokens] - torch.where(bonded, need, 0), anchor_left)
+        anchor_left = torch.where(is_atom, self.valence[tokens] - torch.where(bonded, need, 0), anchor_left)
         depth = state.depth + is_open.long() - is_close.long()
         branch_left[rows, state.depth.clamp_max(MAX_DEPTH - 1)] = torch.where(
             is_open, state.anchor_left, branch_left[rows, state.depth.clamp_max(MAX_DEPTH - 1)]
@@ -178,7 +177,7 @@ class SmilesSyntax:
         return SyntaxState(
             previous=kind,
             anchor_left=anchor_left,
-            bond=torch.where(kind == BOND, order_table[tokens], 0),
+            bond=torch.where(kind == BOND, self.order[tokens], 0),
             branch_start=torch.where(is_open, True, state.branch_start & ~is_atom & ~is_close),
             depth=depth,
             branch_left=branch_left,

@@ -55,8 +55,9 @@ class SamplingConfig:
             not depend on which rows share its batch (true of the CPU kernels; GPU kernels may
             differ in the last bits, which can flip a rare draw).
         syntax: keep SMILES samples well-formed where the model decodes one token at a time
-            (block size 1, no fixed length): balanced parentheses and ring closures, and the end
-            only where a string may end (``polydiff.data.smiles_syntax``). Not used elsewhere.
+            (block size 1, no fixed length): balanced parentheses and ring closures, atoms within
+            their valence, and the end only where a string may end (``polydiff.data.smiles_syntax``).
+            Not used elsewhere.
     """
 
     steps: int = 128

@@ -302,7 +302,7 @@ def generate(
         sizes = draw_lengths(task, num_samples, generator)
 
     smiles_one_by_one = free_length and block_size == 1 and task.representation.is_smiles
-    syntax = SmilesSyntax(task.tokenizer) if config.syntax and smiles_one_by_one else None
+    syntax = SmilesSyntax(task.tokenizer, device) if config.syntax and smiles_one_by_one else None
     width = task.model.config.max_position_embeddings
     # A given length puts [SEP] in its place: the model may not end a sequence before it.
     head = task.logits_from_hidden if free_length else partial(task.logits_from_hidden, allow_end=False)
