@@ -119,6 +119,8 @@ def test_fit_validate_and_load(tmp_path, smiles_files, capsys):
     assert task.model.config.hidden_size == 32
     assert type(task.schedule).__name__ == "CosineSchedule"
     assert task.length_histogram.sum() == 1000  # the training lengths travel with the weights
+    seen = task.token_histogram > 0  # and the tokens the training data has: the sampler keeps to them
+    assert seen[task.tokenizer.convert_tokens_to_ids(["C", "c", "1", "(", "[SEP]"])].all() and seen.sum() < 60
     torch.testing.assert_close(
         task.state_dict()["model.output_projection.3.weight"], state["state_dict"]["model.output_projection.3.weight"]
     )

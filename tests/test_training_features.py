@@ -26,7 +26,7 @@ def test_ema_checkpoint_holds_the_average_and_the_raw_weights(tmp_path, fit_tiny
     assert set(average) == set(raw)
     name = "model.output_projection.3.weight"
     assert not torch.equal(average[name], raw[name])  # 12 steps at decay 0.999: the average lags far behind
-    for buffer in ("length_histogram", "tokens_seen"):  # state, copied rather than averaged
+    for buffer in ("length_histogram", "token_histogram", "tokens_seen"):  # state, copied rather than averaged
         assert torch.equal(average[buffer], raw[buffer])
     assert average["length_histogram"].sum() == 1000 and average["tokens_seen"] > 0
     task = polydiff.load(path, device="cpu")

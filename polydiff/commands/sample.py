@@ -57,7 +57,7 @@ def sample(
         steps: steps of the reverse process from t = 1 to t = 0.
         strategy: ancestral (the reverse process) or confidence (MaskGIT-style reveal order).
         temperature: divides the logits; below 1 sharpens, 0 takes the most likely token.
-        top_p: nucleus sampling threshold (1 keeps every token; default 0.95).
+        top_p: nucleus sampling threshold (1 keeps every token; default 0.98).
         randomness: Gumbel noise scale of the confidence strategy, annealed with t.
         length: tokens per sequence; default: a block-diffusion model ends its sequences itself,
             others draw the length from the training length histogram.
@@ -68,8 +68,8 @@ def sample(
         device: cpu, cuda, cuda:1, ...; default: CUDA when available.
         cache: re-run the model only on sequences that changed (same output, fewer calls).
         syntax: a SMILES model with one-token blocks writes only well-formed SMILES (balanced
-            parentheses and ring closures, atoms within their valence); false samples the
-            model's own distribution.
+            parentheses and ring closures, atoms within their valence, aromatic rings that can
+            be kekulized); false samples the model's own distribution.
         num_threads: CPU threads for torch; fewer than cores helps when other jobs share them.
 
     Returns:

@@ -251,6 +251,21 @@ class SmilesDataModule(LightningDataModule):
         size = self.hparams.max_length + 1
         return torch.bincount(lengths, minlength=size).float()[:size]
 
+    def token_histogram(self, vocab_size: int, num_lines: int = 20_000) -> torch.Tensor:
+        """Counts of each token id over up to ``num_lines`` training lines (drawn with the data seed).
+
+        Returns:
+            A float tensor of size ``vocab_size``.
+        """
+        train = self.train_smiles
+        rows = np.random.default_rng(self.hparams.seed).choice(len(train), min(num_lines, len(train)), replace=False)
+        if isinstance(train, CachedSequences):
+            ids = [torch.from_numpy(np.asarray(train[i], dtype=np.int64)) for i in rows]
+        else:
+            ids = [torch.tensor(s) for s in self.collate.token_ids([train[i] for i in rows], count=False)]
+        flat = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
+        return torch.bincount(flat, minlength=vocab_size).float()[:vocab_size]
+
     def _loader(self, data: Sequence, batch_sampler: Sampler | None = None) -> DataLoader:
         trainer = self.trainer
         sampler = None

@@ -5,8 +5,10 @@ draws a token, so it can keep every sample a well-formed SMILES string: parenthe
 closures paired, no bond without an atom on both sides, [SEP] only where the string may end, and
 no atom of the organic subset (``C``, ``N``, ``O``, ``c``, ...) with more bonds than its valence
 allows. This is grammar-constrained decoding (as in SD-VAE, Dai et al., ICLR 2018, and the
-constrained decoding of language models). Aromaticity (whether the lowercase atoms of a ring can
-be kekulized) stays the model's to get right, as do bracket atoms, which are not counted.
+constrained decoding of language models). Ring labels do not span a ``.``, so no token may leave
+a ring open with no atom left to close it (``C1CC#N``). Whether the lowercase atoms can be
+kekulized needs the molecular graph, not this state: ``polydiff.data.aromaticity`` checks it.
+Bracket atoms are not counted.
 
 The state of a row: the kind of its last token; the bonds its "anchor" (the atom the next bond
 attaches to) has left; a pending bond symbol; the open parentheses, with the bonds left on the
@@ -54,7 +56,7 @@ for _previous, _next in (
     _FOLLOWS[_previous, _next] = True
 
 
-def _describe(token: str) -> tuple[int, int, int]:
+def describe_token(token: str) -> tuple[int, int]:
     """(kind, ring label / bond order / valence, as the kind has one, else 0) of a vocabulary entry."""
     if token == "[SEP]":
         return END, 0
@@ -98,7 +100,8 @@ class SmilesSyntax:
 
     def __init__(self, tokenizer: PreTrainedTokenizerFast, device: torch.device | str = "cpu") -> None:
         vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-        kind, value = zip(*(_describe(token) for token, _ in vocabulary), strict=True)
+        self.tokens = [token for token, _ in vocabulary]  # by id
+        kind, value = zip(*(describe_token(token) for token, _ in vocabulary), strict=True)
         kind, value = torch.tensor(kind, device=device), torch.tensor(value, device=device)
         self.kind = kind
         self.label = torch.where(kind == RING, value, 0)
@@ -130,15 +133,27 @@ class SmilesSyntax:
         first_atom = (state.previous == START).unsqueeze(-1)
         closing = state.open_rings[:, label]
         ring_need = torch.where(closing, torch.maximum(need, state.ring_bond[:, label]), need)
+        # Ring labels do not span a '.', so no token may leave the anchor and every atom an open
+        # branch leaves without a bond while a ring is open: nothing could close it.
+        open_count = state.open_rings.sum(-1, keepdim=True)
+        rings_open, rings_open_after_ring = open_count > 0, torch.where(closing, open_count - 1, open_count + 1) > 0
+        level = torch.arange(MAX_DEPTH, device=kind.device)
+        top = (state.depth - 1).clamp_min(0).unsqueeze(-1)
+        top_left = torch.where(state.depth.unsqueeze(-1) > 0, state.branch_left.gather(1, top), 0)
+        below_top_full = ((state.branch_left == 0) | (level >= top)).all(-1, keepdim=True)
+        top_left_after_atom = top_left - torch.where(state.branch_start.unsqueeze(-1), need, 0)
+        atom_stuck = (valence == need) & below_top_full & (top_left_after_atom == 0) & rings_open
+        ring_stuck = (anchor == ring_need) & below_top_full & (top_left == 0) & rings_open_after_ring
+        close_stuck = (top_left == 0) & below_top_full & rings_open
         conditions = (
-            (ATOM, first_atom | ((anchor >= need) & (valence >= need))),
+            (ATOM, first_atom | ((anchor >= need) & (valence >= need) & ~atom_stuck)),
             (BOND, anchor >= order),
             # No ring closed at the atom that opened it; a ring bond takes a bond from the anchor.
-            (RING, ~state.opened_here[:, label] & (anchor >= ring_need)),
+            (RING, ~state.opened_here[:, label] & (anchor >= ring_need) & ~ring_stuck),
             (OPEN, (anchor >= 1) & (state.depth < MAX_DEPTH).unsqueeze(-1)),
-            (CLOSE, ~balanced),
-            (DOT, balanced),
-            (END, balanced & ~state.open_rings.any(-1, keepdim=True)),
+            (CLOSE, ~balanced & ~close_stuck),
+            (DOT, balanced & ~rings_open),
+            (END, balanced & ~rings_open),
         )
         for token_kind, condition in conditions:
             allowed &= torch.where(kind == token_kind, condition, True)

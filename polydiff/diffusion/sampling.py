@@ -46,8 +46,8 @@ class SamplingConfig:
             schedule's count of positions, the most confident first (MaskGIT/GenMol).
         temperature: divides the logits; below 1 sharpens, 0 takes the most likely token.
         top_p: nucleus sampling: draw only from the smallest set of tokens whose probability
-            reaches ``top_p`` (1 keeps all). 0.95 cuts the unlikely tail where most invalid
-            SMILES start, at little cost to diversity (docs/quality.md).
+            reaches ``top_p`` (1 keeps all). 0.98 trims the unlikely tail where invalid SMILES
+            start while keeping the diversity that the nucleus 0.95 cost (docs/quality.md).
         randomness: scale of the Gumbel noise added to the confidence, annealed with t
             (``confidence`` only; 0 reveals strictly by confidence).
         cache: re-run the model only on sequences that changed since their last call. Exact:
@@ -56,14 +56,15 @@ class SamplingConfig:
             differ in the last bits, which can flip a rare draw).
         syntax: keep SMILES samples well-formed where the model decodes one token at a time
             (block size 1, no fixed length): balanced parentheses and ring closures, atoms within
-            their valence, and the end only where a string may end (``polydiff.data.smiles_syntax``).
-            Not used elsewhere.
+            their valence, the end only where a string may end (``polydiff.data.smiles_syntax``), and
+            aromatic rings that can still be kekulized (``polydiff.data.aromaticity``). Not used
+            elsewhere.
     """
 
     steps: int = 128
     strategy: Strategy = "confidence"
     temperature: float = 1.0
-    top_p: float = 0.95
+    top_p: float = 0.98
     randomness: float = 1.0
     cache: bool = True
     syntax: bool = True

@@ -133,6 +133,8 @@ class DiffusionTask(LightningModule):
         self.register_buffer("forbidden_tokens", forbidden, persistent=False)
         # Token-length histogram of the training data, kept in the checkpoint for the sampler.
         self.register_buffer("length_histogram", torch.zeros(model_config.max_position_embeddings + 1))
+        # How often each token occurs in the training data: the sampler writes no token it never saw.
+        self.register_buffer("token_histogram", torch.zeros(self.vocab_size))
         # Training tokens seen (pads excluded), the x-axis of quality-per-compute comparisons.
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
         self.val_nll = MeanMetric()
@@ -192,6 +194,8 @@ class DiffusionTask(LightningModule):
             size = min(len(histogram), len(self.length_histogram))
             self.length_histogram.zero_()
             self.length_histogram[:size] = histogram[:size].to(self.length_histogram)
+        if stage == "fit" and datamodule is not None and hasattr(datamodule, "token_histogram"):
+            self.token_histogram.copy_(datamodule.token_histogram(self.vocab_size))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The random state that draws t, the masks and dropout: a resumed run continues with the
@@ -204,6 +208,8 @@ class DiffusionTask(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints written before tokens_seen was counted still load; their count starts at 0.
         checkpoint.get("state_dict", {}).setdefault("tokens_seen", torch.zeros((), dtype=torch.long))
+        # Nor did they count tokens: all zeros leaves their sampler's vocabulary unrestricted.
+        checkpoint.get("state_dict", {}).setdefault("token_histogram", torch.zeros(self.vocab_size))
         if self._trainer is not None and self.trainer.state.fn == "fit":
             # Set when the first batch starts, after the data loaders (which draw worker seeds) exist.
             self._rng_states_to_restore = checkpoint.get("rng_states")
@@ -420,7 +426,7 @@ class DiffusionTask(LightningModule):
             steps: steps from t = 1 to t = 0.
             strategy: ``ancestral`` or ``confidence``.
             temperature: divides the logits; 0 takes the most likely token.
-            top_p: nucleus sampling threshold (1 keeps every token; default 0.95).
+            top_p: nucleus sampling threshold (1 keeps every token; default 0.98).
             length: tokens per sequence; None draws it from the training length histogram.
             prompt: a template (or a list of them) whose [MASK] tokens are filled in.
             batch_size: sequences denoised together.
@@ -428,7 +434,7 @@ class DiffusionTask(LightningModule):
             cache: re-run the model only on sequences that changed (same output, fewer calls).
             progress: show a progress bar.
             randomness: Gumbel noise scale of the ``confidence`` strategy.
-            syntax: keep SMILES well-formed where the model decodes one token at a time.
+            syntax: keep SMILES well-formed and kekulizable where the model decodes one token at a time.
 
         Returns:
             The decoded sequences, special tokens skipped.

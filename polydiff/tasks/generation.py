@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from polydiff.data.aromaticity import MoleculePrefix
 from polydiff.data.smiles_syntax import SmilesSyntax
 from polydiff.diffusion.blocks import block_index, sampling_mask
 from polydiff.diffusion.sampling import ReverseProcess, SamplingConfig, draw_tokens
@@ -176,9 +176,57 @@ def _decode_until_end(
     return x, calls
 
 
+def _cannot_start(task: DiffusionTask) -> list[int]:
+    """Token ids a sequence may not start with: [SEP] (a sample has at least one token) and, for
+    SELFIES, ring and branch symbols (with no atom before them they decode to nothing)."""
+    ids = [task.tokenizer.sep_token_id]
+    if task.representation.name == "selfies":
+        ids += [i for token, i in task.tokenizer.get_vocab().items() if "Ring" in token or "Branch" in token]
+    return ids
+
+
+def _draw_completable(
+    logits: Tensor,
+    prefixes: list[MoleculePrefix],
+    vocabulary: Sequence[str],
+    config: SamplingConfig,
+    generator: torch.Generator,
+) -> tuple[Tensor, list[MoleculePrefix | None]]:
+    """Draws one token per row, refusing tokens after which no SMILES could be kekulized.
+
+    A refused token is removed from its row's distribution and the row draws again: a draw from
+    the distribution restricted to the tokens that keep the molecule completable. A row with no
+    such token gets None for its prefix: no continuation can make it valid (the check is
+    conservative, so a prefix can pass it and still be a dead end).
+
+    Returns:
+        (the tokens, (R,); the rows' prefixes with them).
+    """
+    tokens = draw_tokens(logits, config, generator)[0]
+    after: list[MoleculePrefix | None] = [p.then(vocabulary[t]) for p, t in zip(prefixes, tokens.tolist(), strict=True)]
+    pending = [row for row, prefix in enumerate(after) if not prefix.can_complete()]
+    while pending:
+        index = torch.tensor(pending, device=logits.device)
+        logits[index, tokens[index]] = -math.inf
+        exhausted = torch.isinf(logits[index]).all(-1)
+        for row in index[exhausted].tolist():
+            after[row] = None
+        pending = index[~exhausted].tolist()
+        if pending:
+            tokens[pending] = draw_tokens(logits[pending], config, generator)[0]
+        refused = []
+        for row, token in zip(pending, tokens[pending].tolist(), strict=True):
+            after[row] = prefixes[row].then(vocabulary[token])
+            if not after[row].can_complete():
+                refused.append(row)
+        pending = refused
+    return tokens, after
+
+
 @torch.inference_mode()
 def _decode_next_tokens(
     task: DiffusionTask,
+    head: Callable[[Tensor], Tensor],
     x: Tensor,
     config: SamplingConfig,
     generator: torch.Generator,
@@ -191,9 +239,11 @@ def _decode_next_tokens(
     prefix before the drawn position, for the rows that draw there.
 
     Args:
+        head: hidden states to logits (the task's head, with what may not be drawn removed).
         x: (R, N) [CLS], then [MASK]s to fill and fixed tokens; [SEP] and pads too, unless
             ``free_length``: then all [MASK]s, ended by the [SEP] the model draws (pads after it).
-        syntax: restricts every draw to the tokens that keep the SMILES well-formed.
+        syntax: restricts every draw to the tokens that keep the SMILES well-formed and its
+            aromatic rings kekulizable (``polydiff.data.aromaticity``).
 
     Returns:
         (the filled tokens, the model calls per row).
@@ -201,6 +251,7 @@ def _decode_next_tokens(
     sep, pad, mask = task.tokenizer.sep_token_id, task.pad_token_id, task.mask_token_id
     calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
     state = syntax.start(len(x), x.device) if syntax is not None else None
+    prefixes = [MoleculePrefix()] * len(x)
     for p in range(1, x.shape[1]):
         draw = x[:, p] == mask
         if draw.any():
@@ -208,10 +259,19 @@ def _decode_next_tokens(
             prefix = x[rows, :p]
             content = (prefix != pad) & (prefix != task.tokenizer.cls_token_id)
             hidden = task.model.encode(prefix, sampling_mask(content, ~content & (prefix != pad), 1))[:, -1]
-            logits = task.logits_from_hidden(hidden, allow_end=free_length)
-            if syntax is not None:
+            logits = head(hidden)
+            if p == 1:
+                logits[:, _cannot_start(task)] = -math.inf
+            if syntax is None:
+                x[rows, p] = draw_tokens(logits, config, generator)[0]
+            else:
                 logits = logits.masked_fill(~syntax.allowed(state)[rows], -math.inf)
-            x[rows, p] = draw_tokens(logits, config, generator)[0]
+                drawing = [prefixes[row] for row in rows.tolist()]
+                x[rows, p], drawn = _draw_completable(logits, drawing, syntax.tokens, config, generator)
+                for row, prefix in zip(rows.tolist(), drawn, strict=True):
+                    if prefix is None:  # no valid molecule can come of it: end it, not write on
+                        x[row, p], prefix = sep, MoleculePrefix()
+                    prefixes[row] = prefix
             calls[rows] += 1
         if syntax is not None:
             state = syntax.advance(state, x[:, p])
@@ -241,7 +301,7 @@ def _decode(
     block_size = task.diffusion_process.config.block_size
     cls, sep, pad = task.tokenizer.cls_token_id, task.tokenizer.sep_token_id, task.pad_token_id
     if block_size == 1:
-        return _decode_next_tokens(task, x, config, generator, on_step, free_length, syntax)
+        return _decode_next_tokens(task, process.head, x, config, generator, on_step, free_length, syntax)
     if block_size and free_length:
         return _decode_until_end(process, x, sep, pad, block_size, generator, on_step)
     if block_size:
@@ -304,8 +364,14 @@ def generate(
     smiles_one_by_one = free_length and block_size == 1 and task.representation.is_smiles
     syntax = SmilesSyntax(task.tokenizer, device) if config.syntax and smiles_one_by_one else None
     width = task.model.config.max_position_embeddings
-    # A given length puts [SEP] in its place: the model may not end a sequence before it.
-    head = task.logits_from_hidden if free_length else partial(task.logits_from_hidden, allow_end=False)
+    # A given length puts [SEP] in its place: the model may not end a sequence before it. Tokens
+    # the training data never had (exotic bracket atoms, for a MOSES model) are not drawn.
+    unseen = task.token_histogram == 0 if task.token_histogram.any() else None
+
+    def head(hidden: Tensor) -> Tensor:
+        logits = task.logits_from_hidden(hidden, allow_end=free_length)
+        return logits if unseen is None else logits.masked_fill(unseen, -math.inf)
+
     if block_size:  # each block runs its own reverse process: at most one step per token
         config = replace(config, steps=min(config.steps, block_size))
     process = ReverseProcess(

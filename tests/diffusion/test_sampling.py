@@ -288,3 +288,14 @@ def test_a_given_length_keeps_a_block_model_from_ending_early(block_task):
     generation = generate(block_task, 4, SamplingConfig(steps=2), length=9, seed=0)
     assert generation.lengths.tolist() == [9] * 4
     assert all(len(block_task.tokenizer.tokenize(s)) == 9 for s in generation.sequences)
+
+
+@pytest.mark.parametrize("block_size", [0, 1])
+def test_no_token_the_training_data_lacked_is_drawn(block_size):
+    torch.manual_seed(0)
+    task = DiffusionTask(model_config=TINY, diffusion_config=DiffusionConfig(block_size=block_size)).eval()
+    task.length_histogram[5:10] = 1
+    seen = task.tokenizer.convert_tokens_to_ids(["C", "O", "(", ")", "[SEP]"])
+    task.token_histogram[seen] = 1.0  # an untrained model draws from all 1,467 tokens otherwise
+    sequences = generate(task, 16, SamplingConfig(steps=8, syntax=False), length=6, seed=0).sequences
+    assert all(set(task.tokenizer.tokenize(s)) <= {"C", "O", "(", ")"} for s in sequences)

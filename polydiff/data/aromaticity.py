@@ -1,0 +1,237 @@
+"""Whether a SMILES prefix can still become a molecule RDKit accepts: its aromatic atoms' rings.
+
+RDKit accepts lowercase (aromatic) atoms only in rings, and only when the aromatic rings have a
+Kekulé structure: double bonds along aromatic ring bonds such that every aromatic carbon, and every
+two-connected aromatic nitrogen (pyridine's), has exactly one, while pyrrole-type atoms (``o``,
+``s``, ``[nH]``, a three-connected ``n``) have none. That is a matching in the graph of aromatic
+ring bonds that covers every atom needing a double bond. Most invalid samples of a SMILES model
+fail here ("Can't kekulize"): a five-membered ring of ``c``, a pyrrole ``n`` without its H.
+
+Left to right, an atom stops gaining bonds once the string moves past it. Only the atom being
+extended, the atoms with an open branch and those with an open ring label can still gain one
+(they are "free"); every other atom is final. ``MoleculePrefix.can_complete`` asks whether some
+continuation could satisfy RDKit: each final aromatic atom lies on a ring (or on a ring that a
+future bond through the free atoms could close), and the matching exists with the free atoms
+matched or not, as their later bonds may decide. A token that makes it false can never be
+repaired, so a sampler may refuse it, as ``smiles_syntax`` refuses an unbalanced parenthesis.
+The test is conservative: it refuses only what no continuation can fix (bracket atoms other than
+``[nH]`` and ``[cH]`` are left free, so they never cause a refusal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from polydiff.data.smiles_syntax import ATOM, BOND, CLOSE, DOT, END, OPEN, RING, describe_token
+
+AROMATIC_BOND = ("", ":")  # an unwritten bond between two aromatic atoms is aromatic
+MULTIPLE_BONDS = ("=", "#", "$")
+REQUIRED, FREE, EXCLUDED = range(3)  # must take a ring double bond, may, may not
+MAX_SEARCH = 10_000  # matching attempts before an aromatic system is given the benefit of the doubt
+
+
+def is_aromatic(atom: str) -> bool:
+    """``c``, ``n``, ``[nH]``, ``[se]``, ... ; ``*`` and uppercase atoms are not."""
+    element = atom.strip("[]").lstrip("0123456789")
+    return element[:1].islower()
+
+
+@dataclass(frozen=True)
+class MoleculePrefix:
+    """The graph a SMILES prefix has written so far.
+
+    atoms: atom tokens in order. bonds: (atom, atom, bond symbol), the symbol "" where none was
+    written.
+    anchor: the atom the next atom or ring bond attaches to (None at the start and after ``.``).
+    branch_points: the atom each open parenthesis branches from. open_rings: (label, atom, bond
+    symbol) for each open ring label. bond: a pending bond symbol. broken: the prefix wrote a bond
+    twice (``CC1C1``), which no continuation repairs.
+    """
+
+    atoms: tuple[str, ...] = ()
+    bonds: tuple[tuple[int, int, str], ...] = ()
+    anchor: int | None = None
+    branch_points: tuple[int, ...] = ()
+    open_rings: tuple[tuple[int, int, str], ...] = ()
+    bond: str = ""
+    broken: bool = False
+
+    def then(self, token: str) -> MoleculePrefix:
+        """The prefix after one more token; assumes well-formed SMILES (``smiles_syntax`` sees to it)."""
+        kind, value = describe_token(token)
+        if kind == ATOM:
+            new = len(self.atoms)
+            bonds = self.bonds if self.anchor is None else (*self.bonds, (self.anchor, new, self.bond))
+            return replace(self, atoms=(*self.atoms, token), bonds=bonds, anchor=new, bond="")
+        if kind == BOND:
+            return replace(self, bond=token)
+        if kind == RING:
+            opened = [ring for ring in self.open_rings if ring[0] == value]
+            if not opened:
+                return replace(self, open_rings=(*self.open_rings, (value, self.anchor, self.bond)), bond="")
+            (_, start, symbol), anchor = opened[0], self.anchor
+            duplicate = any({i, j} == {start, anchor} for i, j, _ in self.bonds)
+            return replace(
+                self,
+                bonds=(*self.bonds, (start, anchor, self.bond or symbol)),
+                open_rings=tuple(ring for ring in self.open_rings if ring[0] != value),
+                bond="",
+                broken=self.broken or duplicate,
+            )
+        if kind == OPEN:
+            return replace(self, branch_points=(*self.branch_points, self.anchor))
+        if kind == CLOSE:
+            return replace(self, anchor=self.branch_points[-1], branch_points=self.branch_points[:-1])
+        if kind in (DOT, END):
+            return replace(self, anchor=None)
+        return self
+
+    def free_atoms(self) -> set[int]:
+        """Atoms that may still gain bonds."""
+        free = {*self.branch_points, *(atom for _, atom, _ in self.open_rings)}
+        return free if self.anchor is None else free | {self.anchor}
+
+    def can_complete(self) -> bool:
+        """Whether some continuation makes every aromatic atom a ring atom with a Kekulé structure."""
+        if self.broken:
+            return False
+        aromatic = [i for i, atom in enumerate(self.atoms) if is_aromatic(atom)]
+        if not aromatic:
+            return True
+        free = self.free_atoms()
+        ring_bonds = _ring_bonds(len(self.atoms), self.bonds, free)
+        incident: dict[int, list[int]] = {i: [] for i in aromatic}
+        for k, (i, j, _) in enumerate(self.bonds):
+            for atom in (i, j):
+                if atom in incident:
+                    incident[atom].append(k)
+        # Final aromatic atoms must lie on a ring.
+        if any(i not in free and not any(k in ring_bonds for k in incident[i]) for i in aromatic):
+            return False
+        role = {i: self._role(i, incident[i], free) for i in aromatic}
+        if None in role.values():
+            return False
+        neighbours: dict[int, list[int]] = {i: [] for i in aromatic if role[i] != EXCLUDED}
+        for k, (i, j, symbol) in enumerate(self.bonds):
+            if k in ring_bonds and symbol in AROMATIC_BOND and i in neighbours and j in neighbours:
+                neighbours[i].append(j)
+                neighbours[j].append(i)
+        return _covering_matching_exists(neighbours, [i for i in neighbours if role[i] == REQUIRED])
+
+    def _role(self, atom: int, incident: list[int], free: set[int]) -> int | None:
+        """Whether an aromatic atom needs a double bond inside its aromatic system; None if it has
+        more bonds than any aromatic atom of its kind may have."""
+        token, written = self.atoms[atom], [self.bonds[k][2] for k in incident]
+        coming = self._coming_bonds(atom)
+        degree = len(written) + len(coming)
+        if token in ("o", "s", "[nH]") or any(symbol in MULTIPLE_BONDS for symbol in written + coming):
+            return EXCLUDED  # no double bond in the ring, or one written already (c=O, c1=cc=cc=c1)
+        if token in ("c", "[cH]"):
+            if degree > 3:
+                return None
+            # With three bonds a carbon has room for nothing but a double bond along one of them:
+            # one it has, unless a bond still to come may be aromatic.
+            full = atom not in free or (degree == 3 and not any(symbol in AROMATIC_BOND for symbol in coming))
+            return REQUIRED if full else FREE
+        if token == "n":
+            if degree > 3:
+                return None
+            if degree == 3:
+                return EXCLUDED  # a substituted or bridgehead pyrrole-type n
+            return FREE if atom in free else REQUIRED  # pyridine n, unless it gains a third bond
+        return FREE  # charged and rarer aromatic atoms: not judged
+
+    def _coming_bonds(self, atom: int) -> list[str]:
+        """The symbols of the bonds an atom is sure to gain ("" where none is written yet)."""
+        coming = [bond for _, at, bond in self.open_rings if at == atom]
+        if atom != self.anchor:
+            return coming
+        if self.bond or self.branch_points[-1:] == (atom,):  # "=" or "(" just written: one bond
+            return [*coming, self.bond]
+        if self.open_rings and not self.branch_points:
+            return [*coming, ""]  # outside every branch an open ring is closed through the anchor
+        return coming
+
+
+def _ring_bonds(num_atoms: int, bonds: tuple[tuple[int, int, str], ...], free: set[int]) -> set[int]:
+    """Indices of the bonds that lie on a ring, now or once later atoms join two free atoms.
+
+    To the bond graph add one "future" node, bonded to every free atom: a bond that is no bridge
+    of that graph lies on a cycle that the prefix has, or that later tokens can close.
+    """
+    future = num_atoms
+    adjacency: list[list[tuple[int, int]]] = [[] for _ in range(num_atoms + 1)]
+    for k, (i, j, _) in enumerate(bonds):
+        adjacency[i].append((j, k))
+        adjacency[j].append((i, k))
+    for n, atom in enumerate(free):
+        adjacency[atom].append((future, len(bonds) + n))
+        adjacency[future].append((atom, len(bonds) + n))
+    # Tarjan's bridge search, iterative: a bond is a bridge when nothing below it in the
+    # depth-first tree reaches back above it.
+    order, low = [-1] * (num_atoms + 1), [0] * (num_atoms + 1)
+    bridges: set[int] = set()
+    counter = 0
+    for root in range(num_atoms + 1):
+        if order[root] >= 0:
+            continue
+        order[root] = low[root] = counter
+        counter += 1
+        stack = [(root, -1, iter(adjacency[root]))]
+        while stack:
+            atom, via, edges = stack[-1]
+            for other, k in edges:
+                if k == via:
+                    continue
+                if order[other] < 0:
+                    order[other] = low[other] = counter
+                    counter += 1
+                    stack.append((other, k, iter(adjacency[other])))
+                    break
+                low[atom] = min(low[atom], order[other])
+            else:
+                stack.pop()
+                if stack:
+                    parent = stack[-1][0]
+                    low[parent] = min(low[parent], low[atom])
+                    if low[atom] > order[parent]:
+                        bridges.add(via)
+    return {k for k in range(len(bonds)) if k not in bridges}
+
+
+def _covering_matching_exists(neighbours: dict[int, list[int]], required: list[int]) -> bool:
+    """Whether a matching in the graph covers every required atom (the others may stay unmatched).
+
+    Depth-first: the unmatched required atom with the fewest options picks a partner first.
+    Aromatic systems of drug-like molecules are small; a search longer than MAX_SEARCH answers yes.
+    """
+    matched: set[int] = set()
+    attempts = 0
+
+    def search() -> bool:
+        nonlocal attempts
+        attempts += 1
+        if attempts > MAX_SEARCH:
+            return True
+        best: tuple[int, list[int]] | None = None
+        for atom in required:
+            if atom in matched:
+                continue
+            options = [other for other in neighbours[atom] if other not in matched]
+            if not options:
+                return False
+            if best is None or len(options) < len(best[1]):
+                best = (atom, options)
+        if best is None:
+            return True
+        atom, options = best
+        matched.add(atom)
+        for other in options:
+            matched.add(other)
+            if search():
+                return True
+            matched.discard(other)
+        matched.discard(atom)
+        return False
+
+    return search()

@@ -1,0 +1,84 @@
+"""The kekulization check refuses no prefix of a real molecule, and refuses a broken aromatic system
+at the first token that no continuation can repair."""
+
+import math
+
+import pytest
+import torch
+from rdkit import Chem
+
+from polydiff.chem.molecules import quiet_rdkit
+from polydiff.data.aromaticity import MoleculePrefix
+from polydiff.data.tokenizer import load_tokenizer
+from polydiff.diffusion import SamplingConfig
+from polydiff.tasks.generation import _draw_completable
+
+TOKENIZER = load_tokenizer("smiles")
+VOCABULARY = sorted(TOKENIZER.get_vocab(), key=TOKENIZER.get_vocab().get)
+
+
+def prefix_of(smiles: str) -> MoleculePrefix:
+    prefix = MoleculePrefix()
+    for token in TOKENIZER.tokenize(smiles):
+        prefix = prefix.then(token)
+    return prefix
+
+
+def first_refusal(smiles: str) -> str | None:
+    """The prefix (tokens joined) whose last token makes the molecule impossible to complete, with
+    [SEP] as the last token; None if every prefix can still be completed."""
+    prefix, written = MoleculePrefix(), ""
+    for token in [*TOKENIZER.tokenize(smiles), "[SEP]"]:
+        prefix, written = prefix.then(token), written + token
+        if not prefix.can_complete():
+            return written
+    return None
+
+
+def test_no_prefix_of_a_moses_molecule_or_polymer_is_refused(moses_sample):
+    polymers = ["*Oc1ccc(C(C)(C)c2ccc(O*)cc2)cc1", "*c1ccc(*)s1", "*Nc1ccc(NC(=O)c2ccc(C(*)=O)cc2)cc1"]
+    refused = {s: first_refusal(s) for s in [*moses_sample, *polymers] if first_refusal(s) is not None}
+    assert refused == {}
+
+
+@pytest.mark.parametrize(
+    ("smiles", "refused_at"),
+    [
+        ("CcC", "CcC"),  # the c is final, on no ring
+        ("CC1C1", "CC1C1"),  # a ring bond that duplicates a chain bond
+        ("c1ccn(C)cc1", "c1ccn(C)cc1"),  # a pyridine ring with a three-bonded n: five c, no pairing
+        ("Nc1cccc(C)n1(C)", "Nc1cccc(C)n1("),  # the same, refused at the bond that would make it
+        ("Cc1ccccc1=O", "Cc1ccccc1="),  # a benzene carbon cannot take an exocyclic double bond
+        ("c1ccc(C)(C)cc1", "c1ccc(C)(C)"),  # four bonds on an aromatic carbon
+        ("CCc1nc(-c2cc(N)nnc2SC)o1", "CCc1nc(-c2cc(N)nnc2SC)o1"),  # a four-membered oxazole
+        # The last atom may still take =O (O=c1cccc1 and Cn1ccccc1=O are valid), so only the end
+        # settles these:
+        ("c1cccc1", "c1cccc1[SEP]"),
+        ("c1ccnc1", "c1ccnc1[SEP]"),  # pyrrole without its H
+        ("Cn1ccccc1", "Cn1ccccc1[SEP]"),
+    ],
+)
+def test_an_unkekulizable_aromatic_system_is_refused_where_it_becomes_certain(smiles, refused_at):
+    quiet_rdkit()
+    assert Chem.MolFromSmiles(smiles) is None  # RDKit agrees that the whole string is invalid
+    assert first_refusal(smiles) == refused_at
+
+
+@pytest.mark.parametrize(
+    "smiles",
+    ["c1ccc2ccccn12", "O=c1cccc[nH]1", "Cn1cccc1", "c1ccccc1c1ccccc1", "c1ccc[n+](C)c1", "O=c1cccc1", "Cn1ccccc1=O"],
+)
+def test_valid_aromatic_systems_pass(smiles):
+    assert Chem.MolFromSmiles(smiles) is not None
+    assert first_refusal(smiles) is None
+
+
+def test_a_refused_draw_is_drawn_again_from_the_tokens_left():
+    c, ring = VOCABULARY.index("C"), VOCABULARY.index("1")
+    logits = torch.full((2, len(VOCABULARY)), -math.inf)
+    logits[:, c] = 10.0  # "C" after "Cc" leaves the c on no ring
+    logits[0, ring] = 0.0  # row 0 may open a ring instead; row 1 has nothing else
+    prefixes = [prefix_of("Cc"), prefix_of("Cc")]
+    tokens, after = _draw_completable(logits, prefixes, VOCABULARY, SamplingConfig(), torch.Generator().manual_seed(0))
+    assert tokens[0] == ring and after[0] == prefix_of("Cc1")
+    assert after[1] is None  # no token can keep row 1 valid (the sampler ends it)
