@@ -14,8 +14,8 @@ continuation could satisfy RDKit: each final aromatic atom lies on a ring (or on
 future bond through the free atoms could close), and the matching exists with the free atoms
 matched or not, as their later bonds may decide. A token that makes it false can never be
 repaired, so a sampler may refuse it, as ``smiles_syntax`` refuses an unbalanced parenthesis.
-The test is conservative: it refuses only what no continuation can fix (bracket atoms other than
-``[nH]`` and ``[cH]`` are left free, so they never cause a refusal).
+The test is conservative: it refuses only what no continuation can fix. Bracket atoms other than
+``[nH]`` and ``[cH]`` may take a ring double bond or not (charges and hydrogens are not judged).
 """
 
 from __future__ import annotations
