@@ -25,14 +25,14 @@ import torch
 from jsonargparse import auto_cli
 from moses_agreement import mixed_samples
 
-from polydiff.cache import cache_dir
 from polydiff.chem import molecules
 from polydiff.chem.fcd import chemnet_activations
 from polydiff.chem.metrics import internal_diversity, nearest_neighbour_similarity
-from polydiff.chem.parallel import default_jobs, parallel_map
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.commands.evaluate import evaluate_samples
 from polydiff.data.files import bundled_moses_path
+from polydiff.utils.cache import cache_dir
+from polydiff.utils.parallel import default_jobs, parallel_map
 
 
 def _timed(function, *args, **kwargs):
@@ -72,7 +72,7 @@ def speed(
     phases = {}
     checked, phases["validity"] = _timed(parallel_map, molecules.check, lines, n_jobs)
     distinct = list(dict.fromkeys(smiles for smiles, _ in checked if smiles is not None))
-    features, phases["descriptors"] = _timed(parallel_map, molecules.describe, distinct, n_jobs)
+    features, phases["descriptors"] = _timed(parallel_map, molecules.molecule_features, distinct, n_jobs)
     features = [f for f in features if f is not None]
     _, phases["chemnet"] = _timed(chemnet_activations, [f.smiles for f in features])
     packed = np.frombuffer(b"".join(f.fingerprint for f in features), dtype=np.uint8).reshape(-1, 128)

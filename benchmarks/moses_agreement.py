@@ -1,9 +1,13 @@
 """Checks polydiff's MOSES metrics against the MOSES reference implementation (``molsets`` 0.3.1).
 
-MOSES runs in a virtual environment of its own (see DESIGN.md, "Checking metrics against
-MOSES"); this script calls ``moses.get_all_metrics`` there through a subprocess, so polydiff
-never imports molsets. It prints JSON: both sets of metrics, their relative differences and
-whether every shared metric agrees within ``--tolerance``; the exit code is 1 when one does not.
+molsets' pinned dependencies no longer install, so it runs in a virtual environment of its own:
+``pip install torch==2.13.0 "numpy<2" "pandas<2" scipy seaborn tqdm "rdkit==2023.9.6"``, then
+``pip install --no-deps molsets==0.3.1 fcd_torch==1.0.7``, plus a one-line ``rdkit/six.py`` in
+that environment's site-packages defining ``iteritems = lambda d: iter(d.items())`` (molsets
+imports it from RDKit, which dropped it). This script calls ``moses.get_all_metrics`` there
+through a subprocess, so polydiff never imports molsets. It prints JSON: both sets of metrics,
+their relative differences and whether every shared metric agrees within ``--tolerance``; the
+exit code is 1 when one does not.
 
     python benchmarks/moses_agreement.py --moses_python /tmp/mosesref/bin/python
     python benchmarks/moses_agreement.py --moses_python ... --samples generated.smi
@@ -32,10 +36,11 @@ from rdkit import Chem, RDLogger
 from rdkit.Chem import BRICS
 
 from polydiff.chem.metrics import evaluate
-from polydiff.chem.parallel import progress_bars
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.commands.evaluate import read_samples
-from polydiff.data.files import bundled_moses_path, read_smiles
+from polydiff.data.files import bundled_moses_path
+from polydiff.utils.files import read_smiles
+from polydiff.utils.parallel import progress_bars
 
 # Runs inside the MOSES environment: argv = samples file, n_jobs, [test, test_scaffolds, train files].
 MOSES_SCRIPT = """

@@ -93,7 +93,8 @@ def char_rnn(args: argparse.Namespace, out: Path) -> dict:
     import torch
 
     from polydiff.baselines.char_rnn import CharRNN, CharVocabulary, sample_char_rnn, train_char_rnn
-    from polydiff.data.files import bundled_moses_path, read_smiles
+    from polydiff.data.files import bundled_moses_path
+    from polydiff.utils.files import read_smiles
 
     out.mkdir(parents=True, exist_ok=True)
     train_file = recipe_value(args.config, "data", "train_file")

@@ -16,8 +16,8 @@ import sys
 
 import torch
 
-from polydiff.diffusion.sampling import SamplingConfig
-from polydiff.tasks.generation import Generation, generate
+from polydiff.sampling.config import SamplingConfig
+from polydiff.sampling.generate import Generation, generate
 from polydiff.tasks.inference import load
 
 
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.num_threads)
 
     task = load(args.ckpt_path, args.device)
+    if task.block_size:
+        parser.error(f"the step and cache runs need a whole-sequence model (block_size 0), not {task.block_size}")
     generate(task, 8, SamplingConfig(steps=4), batch_size=8, seed=0)  # warm-up: first calls allocate
     runs, speedup, identical = [], {}, True
     for strategy in args.strategies:

@@ -36,10 +36,11 @@ from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
 from polydiff.cli import PolydiffCLI, PolydiffParser
-from polydiff.data.batching import LengthBucketBatchSampler, SmilesCollator, pad_sequences
-from polydiff.data.datamodule import SmilesDataModule
-from polydiff.data.files import bundled_moses_path, read_smiles
+from polydiff.data.batching import LengthBucketBatchSampler, MoleculeCollator, pad_sequences
+from polydiff.data.datamodule import MoleculeDataModule
+from polydiff.data.files import bundled_moses_path
 from polydiff.tasks.diffusion_task import DiffusionTask
+from polydiff.utils.files import read_smiles
 
 
 class StepTimer(Callback):
@@ -68,18 +69,18 @@ def build(configs: list[str], overrides: list[str]) -> tuple[PolydiffCLI, dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "args given while sys.argv has the benchmark's own options"
         cli = PolydiffCLI(
-            DiffusionTask, SmilesDataModule, args=args, run=False, parser_class=PolydiffParser,
+            DiffusionTask, MoleculeDataModule, args=args, run=False, parser_class=PolydiffParser,
             auto_configure_optimizers=False, save_config_callback=None,
         )  # fmt: skip
     return cli, cli.config
 
 
-def make_batches(data: SmilesDataModule, num_lines: int, seed: int) -> list[list[np.ndarray]]:
+def make_batches(data: MoleculeDataModule, num_lines: int, seed: int) -> list[list[np.ndarray]]:
     """Token id sequences of MOSES training lines, grouped as polydiff's bucketing sampler groups them."""
     lines = read_smiles(bundled_moses_path("train"))
     rng = np.random.default_rng(seed)
     chosen = [lines[i] for i in rng.choice(len(lines), num_lines, replace=False)]
-    collator = SmilesCollator(
+    collator = MoleculeCollator(
         data.hparams.tokenizer_name or data.hparams.representation, data.hparams.max_length, data.hparams.representation
     )
     ids = [np.asarray(x) for x in collator.token_ids(chosen)]

@@ -7,6 +7,7 @@ light and the command line can set up the process before torch is imported.
 from __future__ import annotations
 
 import importlib
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +17,11 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 _EXPORTS = {
-    "SmilesDataModule": "polydiff.data.datamodule",
+    "MoleculeDataModule": "polydiff.data.datamodule",
     "load_tokenizer": "polydiff.data.tokenizer",
     "DiffusionConfig": "polydiff.diffusion.forward",
     "ExcitedStateDiffusion": "polydiff.diffusion.forward",
-    "SamplingConfig": "polydiff.diffusion.sampling",
+    "SamplingConfig": "polydiff.sampling.config",
     "CosineSchedule": "polydiff.diffusion.schedules",
     "DiffusionSchedule": "polydiff.diffusion.schedules",
     "LinearSchedule": "polydiff.diffusion.schedules",
@@ -32,7 +33,10 @@ _EXPORTS = {
     "LRScheduleConfig": "polydiff.tasks.diffusion_task",
     "SampleWriter": "polydiff.tasks.inference",
     "load": "polydiff.tasks.inference",
+    "generate": "polydiff.sampling.generate",
 }
+# Names of an earlier release, kept for old scripts: each warns once and points at the new name.
+_RENAMED = {"SmilesDataModule": "MoleculeDataModule"}
 __all__ = [
     "BertDiffusionModel",
     "CosineSchedule",
@@ -43,21 +47,21 @@ __all__ = [
     "LRScheduleConfig",
     "LinearSchedule",
     "ModelConfig",
+    "MoleculeDataModule",
     "PolynomialSchedule",
     "QuadraticSchedule",
     "SampleWriter",
     "SamplingConfig",
-    "SmilesDataModule",
     "__version__",
+    "generate",
     "load",
     "load_tokenizer",
 ]
 
 if TYPE_CHECKING:
-    from polydiff.data.datamodule import SmilesDataModule
+    from polydiff.data.datamodule import MoleculeDataModule
     from polydiff.data.tokenizer import load_tokenizer
     from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
-    from polydiff.diffusion.sampling import SamplingConfig
     from polydiff.diffusion.schedules import (
         CosineSchedule,
         DiffusionSchedule,
@@ -66,11 +70,16 @@ if TYPE_CHECKING:
         QuadraticSchedule,
     )
     from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
+    from polydiff.sampling.config import SamplingConfig
+    from polydiff.sampling.generate import generate
     from polydiff.tasks.diffusion_task import DiffusionTask, LRScheduleConfig
     from polydiff.tasks.inference import SampleWriter, load
 
 
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        warnings.warn(f"polydiff.{name} is now polydiff.{_RENAMED[name]}", FutureWarning, stacklevel=2)
+        return __getattr__(_RENAMED[name])
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value  # later look-ups skip this function

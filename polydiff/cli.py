@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
 from pathlib import Path
 
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from polydiff import __version__
 from polydiff.commands import DEBUG_ENV, user_errors
-from polydiff.data.datamodule import SmilesDataModule
-from polydiff.tasks.checkpoints import check_checkpoint
+from polydiff.data.datamodule import MoleculeDataModule
+from polydiff.tasks.checkpoints import check_checkpoint, migrate_hyperparameters
 from polydiff.tasks.diffusion_task import DiffusionTask
+from polydiff.tasks.progress import StepProgressBar, hide_lightning_tips
 
 DESCRIPTION = (
     "Masked diffusion models for molecules and polymers. Also: `polydiff sample` (generate from a checkpoint) "
@@ -61,26 +64,38 @@ class PolydiffCLI(LightningCLI):
         interval = config.get("val_check_interval")
         if isinstance(interval, float) and interval > 1 and interval.is_integer():
             config["val_check_interval"] = int(interval)
+        # Lightning's own bar counts the batches of an epoch (a 2.5-hour ETA for a 10-minute run);
+        # polydiff's counts steps against max_steps/max_time. Not with enable_progress_bar=False
+        # (Lightning refuses any bar then), nor over a bar the user's config names.
+        given = list(callbacks)
+        for value in (config.get("callbacks"), self.trainer_defaults.get("callbacks")):
+            given += value if isinstance(value, list) else [value]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, StepProgressBar()]
         return super()._instantiate_trainer(config, callbacks)
 
     def _parse_ckpt_path(self) -> None:
-        # Lightning >= 2.6 reads the model's hyperparameters from --ckpt_path right after parsing:
-        # resolve "last" and check the file before it does, so that a bad file is one clear error.
-        self._resolve_subcommand_checkpoint()
-        super()._parse_ckpt_path()
+        # Lightning >= 2.6 reads the model's hyperparameters from --ckpt_path right after parsing, as
+        # this does; here "last" is resolved and the file checked first (a bad file is one clear
+        # error), and the hyperparameters of an older checkpoint are brought up to date.
+        checkpoint = self._resolve_subcommand_checkpoint()
+        hparams = dict((checkpoint or {}).get("hyper_parameters") or {})
+        migrate_hyperparameters(hparams)
+        hparams.pop("_instantiator", None)
+        if hparams:
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         self._resolve_subcommand_checkpoint()  # Lightning 2.5 has no _parse_ckpt_path
 
-    def _resolve_subcommand_checkpoint(self) -> None:
+    def _resolve_subcommand_checkpoint(self) -> dict | None:
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            self._resolve_checkpoint(subcommand, self.config[subcommand])
+        return self._resolve_checkpoint(subcommand, self.config[subcommand]) if subcommand else None
 
-    def _resolve_checkpoint(self, subcommand: str, config) -> None:
+    def _resolve_checkpoint(self, subcommand: str, config) -> dict | None:
         """``--ckpt_path last`` means the newest last.ckpt under the run's default_root_dir (a new run
         gets a new version folder, where Lightning would find none); any other path must be a
-        readable polydiff checkpoint."""
+        readable polydiff checkpoint, which is returned."""
         path = config.get("ckpt_path")
         if path == "last" and subcommand == "fit":
             root = Path(config.get("trainer", {}).get("default_root_dir") or ".")
@@ -88,11 +103,12 @@ class PolydiffCLI(LightningCLI):
             if not found:
                 rank_zero_warn(f"--ckpt_path last: no last.ckpt under {root} yet; training starts from scratch")
                 config["ckpt_path"] = None
-                return
+                return None
             config["ckpt_path"] = path = str(found[-1])
             rank_zero_info(f"resuming from {path}")
-        if path not in (None, "last", "best", "hpc", "registry"):
-            check_checkpoint(path)
+        if path in (None, "last", "best", "hpc", "registry"):
+            return None
+        return check_checkpoint(path)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -116,10 +132,21 @@ def main(args: list[str] | None = None) -> None:
     # polydiff's batch sampler resumes mid-epoch itself (it skips the batches a checkpoint had
     # trained on), which Lightning cannot see: its warning that the loader is not resumable is wrong here.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    # Lightning's own code (utilities/_pytree.py) still builds torch's LeafSpec, which newer torch deprecates:
+    # nothing a user of polydiff can change. Only that message from that module.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"(lightning\.pytorch|pytorch_lightning)\.utilities\._pytree",
+    )
+    # Lightning advertises its cloud logger at every fit: an INFO record, not about the run. A module-level
+    # function, so that calling main() again does not stack filters.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(hide_lightning_tips)
     with user_errors("polydiff"):
         PolydiffCLI(
             DiffusionTask,
-            SmilesDataModule,
+            MoleculeDataModule,
             args=args,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from polydiff.cache import CACHE_ENV, cache_dir
-from polydiff.data.files import bundled_moses_path, read_smiles
+from polydiff.data.files import bundled_moses_path
+from polydiff.utils.cache import CACHE_ENV, cache_dir
+from polydiff.utils.files import read_smiles
 
 TESTS = Path(__file__).parent
 TINY_CONFIG = TESTS / "configs" / "tiny.yaml"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from polydiff.cli import main
-from polydiff.data.files import read_smiles
+from polydiff.utils.files import read_smiles
 
 ROOT = Path(__file__).parents[1]
 BASE = str(ROOT / "recipes" / "base.yaml")

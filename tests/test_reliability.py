@@ -123,10 +123,10 @@ def test_bad_checkpoints_are_one_clear_error_everywhere(tmp_path, capsys, bad_ch
 
 
 def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(smiles_files):
-    from polydiff.data.batching import SmilesCollator
+    from polydiff.data.batching import MoleculeCollator
 
     task = DiffusionTask(representation="selfies")
-    batch = SmilesCollator("selfies", 128, "selfies")(smiles_files["train"].read_text().split()[:8])
+    batch = MoleculeCollator("selfies", 128, "selfies")(smiles_files["train"].read_text().split()[:8])
     with torch.no_grad():
         task.model.output_projection[3].bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match=r"non-finite training loss .* at step 0"):

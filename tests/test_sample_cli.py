@@ -46,7 +46,7 @@ def test_sample_writes_one_sequence_per_line_and_a_summary(checkpoint, tmp_path,
 def test_same_seed_same_file(checkpoint, tmp_path, capsys):
     files = [tmp_path / f"{name}.smi" for name in ("a", "b", "c")]
     for path, seed in zip(files, (5, 5, 6), strict=True):
-        sample(capsys, checkpoint, path, "--num_samples=20", f"--seed={seed}", "--steps=32")
+        sample(capsys, checkpoint, path, "--num_samples=20", f"--seed={seed}")
     assert files[0].read_bytes() == files[1].read_bytes()
     assert files[0].read_bytes() != files[2].read_bytes()
 
@@ -55,7 +55,7 @@ def test_prompt_file_fills_in_every_template(smiles_checkpoint, tmp_path, capsys
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("c1ccccc1[MASK][MASK]\n\nCC(=O)N[MASK]\n")
     output = tmp_path / "filled.smi"
-    sample(capsys, smiles_checkpoint, output, "--num_samples=4", f"--prompt_file={prompts}", "--strategy=confidence")
+    sample(capsys, smiles_checkpoint, output, "--num_samples=4", f"--prompt_file={prompts}")
     lines = output.read_text().splitlines()
     assert len(lines) == 8
     assert all(line.startswith("c1ccccc1") for line in lines[:4])
@@ -104,11 +104,29 @@ def test_checkpoints_without_a_token_count_still_load(checkpoint, tmp_path):
     assert int(task.tokens_seen) == 0 and task.length_histogram.sum() == 1000
 
 
+def test_checkpoints_with_earlier_option_names_still_load(checkpoint, tmp_path, capsys):
+    # Written before sample_every_n_epochs became sample_every_n_validations and order_skew went.
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    hparams = state["hyper_parameters"]
+    hparams["sample_every_n_epochs"] = hparams.pop("sample_every_n_validations")
+    hparams["diffusion_config"]["order_skew"] = 0.0
+    older = tmp_path / "older.ckpt"
+    torch.save(state, older)
+    assert polydiff.load(older, device="cpu").hparams.sample_every_n_validations == hparams["sample_every_n_epochs"]
+    main(["validate", "-c", BASE, "-c", TINY, "-c", SELFIES, "--ckpt_path", str(older),
+          "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert "val/nll" in capsys.readouterr().out
+    hparams["diffusion_config"]["order_skew"] = 0.5  # a model that needs the removed sampler: refused
+    torch.save(state, older)
+    with pytest.raises(ValueError, match="order_skew"):
+        polydiff.load(older, device="cpu")
+
+
 def test_load_gives_an_eval_task_that_samples(checkpoint):
     task = polydiff.load(checkpoint, device="cpu")
     assert not task.training and task.device == torch.device("cpu")
     assert task.length_histogram.sum() == 1000
-    samples = task.sample(8, steps=16, seed=0)
+    samples = task.sample(8, seed=0)
     assert len(samples) == 8 and all(isinstance(s, str) and s for s in samples)
 
 
@@ -116,7 +134,7 @@ def test_predict_writes_samples_through_the_prediction_writer(checkpoint, tmp_pa
     output = tmp_path / "predicted.smi"
     main([
         "predict", "-c", BASE, "-c", TINY, "-c", SELFIES, "--ckpt_path", str(checkpoint), "--data.num_samples", "40",
-        "--model.sampling.steps", "16", "--trainer.default_root_dir", str(tmp_path),
+        "--model.sampling.top_p", "0.95", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.callbacks+=polydiff.SampleWriter", "--trainer.callbacks.output_file", str(output),
     ])  # fmt: skip
     lines = output.read_text().splitlines()

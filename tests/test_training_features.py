@@ -9,7 +9,7 @@ import torch
 from packaging.version import Version
 
 import polydiff
-from polydiff.data.datamodule import SmilesDataModule
+from polydiff.data.datamodule import MoleculeDataModule
 
 ROOT = Path(__file__).parents[1]
 EMA = str(ROOT / "recipes" / "trainer" / "ema.yaml")
@@ -20,7 +20,7 @@ NEW_LIGHTNING = Version(lightning.__version__) >= Version("2.6")
 
 @pytest.mark.skipif(not NEW_LIGHTNING, reason="EMAWeightAveraging is new in Lightning 2.6")
 def test_ema_checkpoint_holds_the_average_and_the_raw_weights(tmp_path, fit_tiny):
-    path = fit_tiny(tmp_path, "-c", EMA, "--model.sample_every_n_epochs", "1", "--model.val_num_samples", "8")
+    path = fit_tiny(tmp_path, "-c", EMA, "--model.sample_every_n_validations", "1", "--model.val_num_samples", "8")
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     average, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert set(average) == set(raw)
@@ -36,7 +36,7 @@ def test_ema_checkpoint_holds_the_average_and_the_raw_weights(tmp_path, fit_tiny
 
 def test_global_batch_size_sets_gradient_accumulation(tmp_path, smiles_files, fit_tiny):
     files = {"train_file": str(smiles_files["train"]), "val_file": str(smiles_files["val"])}
-    data = SmilesDataModule(**files, batch_size=32, global_batch_size=128, token_cache=False)
+    data = MoleculeDataModule(**files, batch_size=32, global_batch_size=128, token_cache=False)
     assert data._accumulation(world_size=1) == 4 and data._accumulation(world_size=2) == 2
     with pytest.raises(ValueError, match="not a multiple"):
         data._accumulation(world_size=3)
@@ -63,7 +63,7 @@ def test_compiled_encoder_trains_and_saves_plain_parameter_names(tmp_path, fit_t
 
 def test_block_diffusion_trains_and_samples_through_the_cli(tmp_path, fit_tiny):
     path = fit_tiny(
-        tmp_path, "--model.diffusion_config.block_size", "2", "--model.sample_every_n_epochs", "1",
+        tmp_path, "--model.diffusion_config.block_size", "2", "--model.sample_every_n_validations", "1",
         "--model.val_num_samples", "8",
     )  # fmt: skip
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)

@@ -42,10 +42,10 @@ from rich.progress import Progress
 from scipy.stats import wasserstein_distance
 
 from polydiff.chem.fcd import chemnet_activations, fcd_statistics, frechet_distance
-from polydiff.chem.molecules import PROPERTIES, check, describe
-from polydiff.chem.parallel import advancer, parallel_map
+from polydiff.chem.molecules import PROPERTIES, canonical_sample, map_molecules, molecule_features
 from polydiff.chem.reference import ReferenceStats
-from polydiff.data.polymers import Kind
+from polydiff.types import Kind
+from polydiff.utils.parallel import advancer
 
 MOSES_PROPERTIES = ("logP", "SA", "QED", "weight")
 DEFAULT_KS = (1000, 10000)
@@ -226,7 +226,7 @@ def evaluate(
     if not samples:
         raise ValueError("no samples to evaluate")
     polymer = kind == "polymer"
-    checked = parallel_map(partial(check, polymer=polymer), samples, n_jobs, progress, "validity")
+    checked = map_molecules(partial(canonical_sample, polymer=polymer), samples, n_jobs, progress, "validity")
     metrics = {"valid": sum(smiles is not None for smiles, _ in checked) / len(samples)}
     if polymer:
         metrics["polymer_valid"] = sum(is_polymer for _, is_polymer in checked) / len(samples)
@@ -242,7 +242,9 @@ def evaluate(
     occurrences = Counter(valid)
     distinct = list(occurrences)
     counts = np.array([occurrences[s] for s in distinct], dtype=np.int64)
-    described = parallel_map(partial(describe, filters=not polymer), distinct, n_jobs, progress, "descriptors")
+    described = map_molecules(
+        partial(molecule_features, filters=not polymer), distinct, n_jobs, progress, "descriptors"
+    )
     # A canonical SMILES that RDKit cannot read back (rare) has no descriptors, as in MOSES.
     keep = [i for i, f in enumerate(described) if f is not None]
     features, counts_kept = [described[i] for i in keep], counts[keep]

@@ -13,14 +13,22 @@ import importlib.util
 import itertools
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import TypeVar
 
 import numpy as np
 from rdkit import Chem, DataStructs, RDConfig, RDLogger
 from rdkit.Chem import QED, AllChem, Crippen, Descriptors, rdFingerprintGenerator, rdMolDescriptors
 from rdkit.Chem.Scaffolds import MurckoScaffold
+from rich.progress import Progress
+
+from polydiff.utils.parallel import parallel_map
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 FINGERPRINT_BITS = 1024  # MOSES: Morgan, radius 2, 1,024 bits
 MORGAN_RADIUS = 2
@@ -57,6 +65,18 @@ def quiet_rdkit() -> None:
     RDLogger.DisableLog("rdApp.*")
 
 
+def map_molecules(
+    function: Callable[[T], R],
+    items: Sequence[T],
+    n_jobs: int = 1,
+    progress: Progress | None = None,
+    description: str = "",
+    **options,
+) -> list[R]:
+    """``parallel_map`` (same arguments) with RDKit's per-molecule log silenced in every process."""
+    return parallel_map(function, items, n_jobs, progress, description, initializer=quiet_rdkit, **options)
+
+
 def parse(smiles: str) -> Chem.Mol | None:
     """The molecule of a SMILES, or None when it is empty or RDKit cannot parse and sanitize it."""
     if not smiles:
@@ -76,7 +96,7 @@ def canonical(smiles: str, polymer: bool = False) -> str | None:
 
     With ``polymer``, a repeat unit's is its frame-independent ``canonical_polymer``.
     """
-    return check(smiles, polymer)[0]
+    return canonical_sample(smiles, polymer)[0]
 
 
 def is_polymer(mol: Chem.Mol | None) -> bool:
@@ -141,7 +161,7 @@ def canonical_polymer(mol: Chem.Mol) -> str:
     return min(frames, key=lambda smiles: (len(smiles), smiles))
 
 
-def check(line: str, polymer: bool = False) -> tuple[str | None, bool]:
+def canonical_sample(line: str, polymer: bool = False) -> tuple[str | None, bool]:
     """A sample line's canonical SMILES (None when invalid) and whether it is a polymer repeat unit.
 
     With ``polymer``, a repeat unit's canonical SMILES is its frame-independent ``canonical_polymer``.
@@ -243,7 +263,7 @@ def properties(mol: Chem.Mol, smiles: str) -> tuple[float, ...]:
     return (*(_safe(function, mol) for function in functions), float(len(smiles)))
 
 
-def describe(smiles: str, filters: bool = True) -> MoleculeFeatures | None:
+def molecule_features(smiles: str, filters: bool = True) -> MoleculeFeatures | None:
     """All MOSES descriptors of one molecule, computed from its canonical SMILES parsed again.
 
     Args:

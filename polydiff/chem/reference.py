@@ -9,13 +9,12 @@ Computing these for the 176,074 MOSES test molecules takes minutes on a CPU (Che
 about half an hour), so the result is cached under ``POLYDIFF_CACHE_DIR`` (default
 ``~/.cache/polydiff``), keyed by the file's SHA-256 and the RDKit release series, and the
 ChemNet statistics of the bundled MOSES test sets ship with polydiff (``data/moses_fcd.npz``).
-Run ``python -m polydiff.chem.reference`` to fill the cache ahead of time.
+``python -m polydiff.commands.reference`` fills the cache ahead of time.
 """
 
 from __future__ import annotations
 
 import gzip
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -26,11 +25,11 @@ import numpy as np
 from rdkit import rdBase
 from rich.progress import Progress
 
-from polydiff.cache import cache_dir, file_digest, save_atomically
 from polydiff.chem.fcd import FCDStatistics, chemnet_activations, fcd_statistics
-from polydiff.chem.molecules import PROPERTIES, canonical, describe
-from polydiff.chem.parallel import advancer, default_jobs, parallel_map, progress_bars
-from polydiff.data.files import bundled_moses_path, read_smiles
+from polydiff.chem.molecules import PROPERTIES, canonical, map_molecules, molecule_features
+from polydiff.utils.cache import cache_dir, file_digest, save_atomically
+from polydiff.utils.files import read_smiles
+from polydiff.utils.parallel import advancer, default_jobs
 
 FORMAT_VERSION = 1  # bump when what is cached changes
 BUNDLED_FCD = "moses_fcd.npz"
@@ -112,7 +111,7 @@ def compute_reference(
     Returns:
         The statistics.
     """
-    described = parallel_map(partial(describe, filters=False), smiles, n_jobs, progress, "reference")
+    described = map_molecules(partial(molecule_features, filters=False), smiles, n_jobs, progress, "reference")
     features = [f for f in described if f is not None]
     fingerprints = np.frombuffer(b"".join(f.fingerprint for f in features), dtype=np.uint8).reshape(-1, 128)
     if fcd is None and len(features) >= 2:
@@ -219,55 +218,10 @@ def training_set(
         with gzip.open(cached, "rt") as stream:
             return set(stream.read().split("\n")) - {""}
     _announce(progress, f"canonical SMILES of {path}", cached)
-    canonicals = parallel_map(
+    canonicals = map_molecules(
         partial(canonical, polymer=polymer), read_smiles(path), n_jobs or default_jobs(), progress, "training set"
     )
     smiles = sorted({s for s in canonicals if s is not None})
     if cached is not None:
         save_atomically(cached, lambda stream: stream.write(gzip.compress("\n".join(smiles).encode(), 6)))
     return set(smiles)
-
-
-def build_bundled_fcd(output: Path, device: str = "cpu") -> None:
-    """Computes the ChemNet statistics of the bundled MOSES test sets into ``output`` (float32 ``.npz``)."""
-    arrays = {}
-    with progress_bars(sys.stderr.isatty()) as progress:
-        for split in ("test", "test_scaffolds"):
-            path = bundled_moses_path(split)
-            smiles = [s for s in parallel_map(canonical, read_smiles(path), default_jobs(), progress, split) if s]
-            advance = advancer(progress, f"ChemNet ({split})", len(smiles))
-            stats = fcd_statistics(chemnet_activations(smiles, device, progress=advance))
-            digest = file_digest(path)
-            arrays |= {f"{digest}_mu": stats.mu.astype(np.float32), f"{digest}_sigma": stats.sigma.astype(np.float32)}
-            print(f"{split}: {len(smiles)} molecules", file=sys.stderr)
-    save_atomically(output, lambda stream: np.savez_compressed(stream, **arrays))
-
-
-def warm_cache(n_jobs: int | None = None, device: str = "cpu") -> None:
-    """Fills the cache with the statistics of the bundled MOSES test, scaffold test and training sets."""
-    with progress_bars(sys.stderr.isatty()) as progress:
-        for split in ("test", "test_scaffolds"):
-            reference_stats(bundled_moses_path(split), n_jobs, device, progress)
-        training_set(bundled_moses_path("train"), n_jobs, progress)
-    print(f"polydiff: reference statistics cached in {cache_dir()}", file=sys.stderr)
-
-
-def main(bundle_fcd: str | None = None, n_jobs: int | None = None, device: str = "cpu") -> None:
-    """Fills the cache for the bundled MOSES sets, or writes the bundled ChemNet statistics.
-
-    Args:
-        bundle_fcd: write the ChemNet statistics of the bundled test sets to this ``.npz`` file
-            instead (how ``polydiff/chem/data/moses_fcd.npz`` is made).
-        n_jobs: worker processes for RDKit; None for every core.
-        device: torch device for ChemNet.
-    """
-    if bundle_fcd is not None:
-        build_bundled_fcd(Path(bundle_fcd), device)
-    else:
-        warm_cache(n_jobs, device)
-
-
-if __name__ == "__main__":
-    from jsonargparse import auto_cli
-
-    auto_cli(main, as_positional=False)

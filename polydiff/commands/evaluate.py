@@ -9,12 +9,13 @@ from jsonargparse import auto_cli
 from rich.console import Console
 
 from polydiff.chem.metrics import DEFAULT_KS, evaluate
-from polydiff.chem.parallel import default_jobs, progress_bars
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
 from polydiff.commands import user_errors
-from polydiff.data.files import bundled_moses_path, read_smiles
-from polydiff.data.polymers import Kind
+from polydiff.data.files import bundled_moses_path
+from polydiff.types import Kind
+from polydiff.utils.files import read_smiles
+from polydiff.utils.parallel import default_jobs, progress_bars
 
 
 def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:

@@ -12,7 +12,7 @@ from polydiff.data.representation import get_representation
 from polydiff.data.tokenizer import load_tokenizer
 
 
-class SmilesCollator:
+class MoleculeCollator:
     """Converts SMILES to the model's representation, tokenizes, pads to the batch's longest.
 
     Sequences longer than ``max_length`` tokens are dropped, never truncated: a truncated

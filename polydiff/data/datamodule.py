@@ -1,4 +1,4 @@
-"""SmilesDataModule: SMILES/PSMILES lines from files, or the bundled MOSES sets."""
+"""MoleculeDataModule: SMILES/PSMILES lines from files, or the bundled MOSES sets."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from polydiff.data.batching import LengthBucketBatchSampler, PaddingCollator, SmilesCollator
-from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line, iter_smiles, read_smiles
-from polydiff.data.polymers import Kind, PolymerCorpus, corpus_files
-from polydiff.data.representation import RepresentationName
+from polydiff.data.batching import LengthBucketBatchSampler, MoleculeCollator, PaddingCollator
+from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
+from polydiff.data.polymers import PolymerCorpus, corpus_files
 from polydiff.data.screening import OnBadLine, summary
 from polydiff.data.token_cache import CachedSequences, TokenCache, token_cache
 from polydiff.data.tokenizer import load_tokenizer
+from polydiff.types import Kind, RepresentationName
+from polydiff.utils.files import iter_smiles, read_smiles
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ SPLITS = ("train", "val", "test")
 NOVELTY_MAX_LINES = 2_000_000  # above this, validation samples are not checked for novelty
 
 
-class SmilesDataModule(LightningDataModule):
+class MoleculeDataModule(LightningDataModule):
     """Molecules (SMILES) or polymer repeat units (PSMILES), one per line.
 
     With no files given, molecules come from the bundled MOSES sets (Polykovskiy et al., 2020,
@@ -97,7 +98,7 @@ class SmilesDataModule(LightningDataModule):
         self.polymers = polymers  # (hparams keep it as a dict)
         self.tokenizer = load_tokenizer(tokenizer_name or representation)
         self.vocab_size = len(self.tokenizer)
-        self.collate = SmilesCollator(tokenizer_name or representation, max_length, representation)
+        self.collate = MoleculeCollator(tokenizer_name or representation, max_length, representation)
         self.pad = PaddingCollator(self.collate.pad_token_id)
         # Lines (a list of SMILES) or cached token ids (CachedSequences), per split.
         self.data: dict[str, Sequence] = {}

@@ -33,9 +33,12 @@ from typing import Literal
 
 from rich.progress import Progress
 
-from polydiff.cache import cache_dir, file_digest
+from polydiff.chem.molecules import canonical_polymer, is_polymer, map_molecules, parse, quiet_rdkit
+from polydiff.data.files import bundled_moses_path
+from polydiff.utils.cache import cache_dir, file_digest
+from polydiff.utils.files import read_smiles
+from polydiff.utils.parallel import advancer, default_jobs, progress_bars
 
-Kind = Literal["molecule", "polymer"]
 PolymerClass = Literal[
     "polyolefin", "polyester", "polyether", "polyamide", "polyimide", "polyurethane", "polyoxazolidone"
 ]
@@ -126,11 +129,8 @@ def polymerize(
     import pandas as pd
     from smipoly.smip import polg
 
-    from polydiff.chem.molecules import quiet_rdkit
-    from polydiff.chem.parallel import advancer, parallel_map
-
     chunks = [monomers[i : i + CLASSIFY_CHUNK] for i in range(0, len(monomers), CLASSIFY_CHUNK)]
-    classified = parallel_map(classify_monomers, chunks, n_jobs, progress, "monomers", inline_below=2)
+    classified = map_molecules(classify_monomers, chunks, n_jobs, progress, "monomers", inline_below=2)
     rows = [row for chunk in classified for row in chunk]
     table = pd.DataFrame(rows).drop_duplicates(subset="smip_cand_mons", ignore_index=True)
     quiet_rdkit()
@@ -143,7 +143,7 @@ def polymerize(
         if units is not None:
             made += [(*row, polymer_class) for row in units[["polym", "mon1", "mon2"]].itertuples(index=False)]
         advance(1)
-    canonicals = parallel_map(linear_unit, [row[0] for row in made], n_jobs, progress, "canonical PSMILES")
+    canonicals = map_molecules(linear_unit, [row[0] for row in made], n_jobs, progress, "canonical PSMILES")
     distinct: dict[str, tuple[str, str, str, str]] = {}
     for unit, (_, mon1, mon2, polymer_class) in zip(canonicals, made, strict=True):
         if unit is not None:
@@ -153,8 +153,6 @@ def polymerize(
 
 def linear_unit(psmiles: str) -> str | None:
     """The canonical PSMILES of a linear repeat unit (two ``*``, single-bonded), None for anything else."""
-    from polydiff.chem.molecules import canonical_polymer, is_polymer, parse
-
     mol = parse(psmiles)
     return canonical_polymer(mol) if is_polymer(mol) else None
 
@@ -193,9 +191,6 @@ def corpus_files(corpus: PolymerCorpus, progress: bool | None = None) -> dict[st
 
 
 def _build(corpus: PolymerCorpus, key: dict[str, object], folder: Path, progress: bool) -> None:
-    from polydiff.chem.parallel import default_jobs, progress_bars
-    from polydiff.data.files import bundled_moses_path, read_smiles
-
     started = time.perf_counter()
     if corpus.monomer_file:
         monomers = read_smiles(corpus.monomer_file)

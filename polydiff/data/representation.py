@@ -15,10 +15,8 @@ molecule RDKit accepts.
 from __future__ import annotations
 
 import re
-from typing import Literal
 
-RepresentationName = Literal["smiles", "kekule_smiles", "selfies"]
-REPRESENTATIONS: tuple[str, ...] = ("smiles", "kekule_smiles", "selfies")
+from polydiff.types import REPRESENTATIONS
 
 ATTACHMENT_POINT = re.compile(r"\[\*(?::\d+)?\]|\*")
 SELFIES_PLACEHOLDER = "[At]"
@@ -30,7 +28,7 @@ class SmilesRepresentation:
     """The model reads and writes SMILES as they are."""
 
     name = "smiles"
-    is_smiles = True  # a SMILES grammar applies to what the model writes (polydiff.data.smiles_syntax)
+    is_smiles = True  # a SMILES grammar applies to what the model writes (polydiff.sampling.constraints.syntax)
 
     def to_model(self, smiles: str) -> str | None:
         return smiles

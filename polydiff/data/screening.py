@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from polydiff.data.files import is_repeat_unit_line
+
 OnBadLine = Literal["skip", "error"]
 REASONS = (
     "empty",
@@ -40,9 +42,7 @@ def screen(line: str, kind: str = "molecule") -> str | None:
     Returns:
         One of the first five ``REASONS``, or None.
     """
-    from rdkit import Chem
-
-    from polydiff.data.files import is_repeat_unit_line
+    from rdkit import Chem  # here, not at the top: RDKit loads only where lines are screened
 
     if not line:
         return "empty"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -30,8 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polydiff.cache import cache_dir, file_digest
+from polydiff.chem.molecules import quiet_rdkit
+from polydiff.data.batching import MoleculeCollator
 from polydiff.data.screening import REASONS, OnBadLine, screen, summary
+from polydiff.data.tokenizer import load_tokenizer
+from polydiff.utils.cache import cache_dir, file_digest
+from polydiff.utils.files import iter_smiles
+from polydiff.utils.parallel import default_jobs, progress_bars
 
 FORMAT_VERSION = 1
 CHUNK_LINES = 10_000  # lines per worker task (one progress step)
@@ -93,9 +99,7 @@ class CachedSequences(torch.utils.data.Dataset):
 
 @cache
 def _encoder(tokenizer_name: str, max_length: int, representation: str):
-    from polydiff.data.batching import SmilesCollator
-
-    return SmilesCollator(tokenizer_name, max_length, representation)
+    return MoleculeCollator(tokenizer_name, max_length, representation)
 
 
 def encode_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int], dict[str, tuple[int, str]]]:
@@ -105,10 +109,8 @@ def encode_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int], d
         The kept lines' token ids end to end, their lengths, the skipped lines counted by reason,
         and the first skipped line of each reason (its index in the file, its text).
     """
-    from rdkit import RDLogger
-
     start, lines, tokenizer_name, max_length, representation, kind = task
-    RDLogger.DisableLog("rdApp.*")  # one RDKit message per bad line would bury the summary
+    quiet_rdkit()  # one RDKit message per bad line would bury the summary
     reasons = [screen(line, kind) for line in lines]
     usable = [line for line, reason in zip(lines, reasons, strict=True) if reason is None]
     encoded = iter(_encoder(tokenizer_name, max_length, representation).encode(usable))
@@ -127,8 +129,6 @@ def encode_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int], d
 
 def cache_key(path: Path, smiles_column: str, encoding: tuple[str, int, str, str]) -> str:
     """The folder name of a file's token cache: a digest of everything the ids depend on."""
-    from polydiff.data.tokenizer import load_tokenizer
-
     tokenizer_name, max_length, representation, kind = encoding
     tokenizer_json = load_tokenizer(tokenizer_name).backend_tokenizer.to_str()
     key = {
@@ -191,8 +191,6 @@ def _bad_line(path: Path, reason: str, line_number: int, text: str) -> None:
 
 
 def _chunks(path: Path, smiles_column: str, size: int):
-    from polydiff.data.files import iter_smiles
-
     chunk = []
     for line in iter_smiles(path, smiles_column):
         chunk.append(line)
@@ -206,11 +204,6 @@ def _chunks(path: Path, smiles_column: str, size: int):
 def _build(
     path: Path, folder: Path, encoding: tuple, smiles_column: str, on_bad_line: str, n_jobs: int | None, progress
 ) -> None:
-    import multiprocessing
-
-    from polydiff.chem.parallel import default_jobs, progress_bars
-    from polydiff.data.tokenizer import load_tokenizer
-
     started = time.perf_counter()
     vocab_size = len(load_tokenizer(encoding[0]))
     dtype = np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.int32

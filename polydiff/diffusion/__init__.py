@@ -1,7 +1,9 @@
-"""The diffusion math: noise schedules, the forward and the reverse process (DESIGN.md, "The math")."""
+"""The diffusion math: noise schedules, the forward process and its ELBO weights, blocks (docs/math.md).
+
+The reverse process, which generates, lives in ``polydiff.sampling``.
+"""
 
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
-from polydiff.diffusion.sampling import ReverseProcess, SamplingConfig
 from polydiff.diffusion.schedules import (
     CosineSchedule,
     DiffusionSchedule,
@@ -18,6 +20,4 @@ __all__ = [
     "LinearSchedule",
     "PolynomialSchedule",
     "QuadraticSchedule",
-    "ReverseProcess",
-    "SamplingConfig",
 ]

@@ -6,22 +6,11 @@ Every maskable position keeps x_0 with probability alpha(t) and becomes the [MAS
     NLL(x_0) <= E_t E_{x_t ~ q} [ w(t) * sum_{l: x_t^l = m} -log p_theta(x_0^l | x_t) ]
 
 with t ~ U[eps, 1] in continuous time (T = 0) or t_i = i / T in discrete time (T > 0).
-
-Order skew d in [0, 1) gives each position l of a sequence of L tokens its own clock
-
-    s_l(t) = clip((t - d (1 - u_l)) / (1 - d), 0, 1),    u_l = (l - 1/2) / L,
-
-and alpha_l(t) = alpha(s_l(t)): the end of a sequence is masked first and, in reverse, revealed
-last. d = 0 is the usual process (s_l = t); as d -> 1 the reverse process becomes left to right,
-one token at a time, so the model has far fewer reveal orders to learn. The bound keeps its form
-with per-position weights w_l(t) = w(s_l) / (1 - d) inside each position's window 0 < s_l < 1
-(0 outside): each position's term is the integral of its own schedule, so the sum is still the
-negative ELBO.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
@@ -43,8 +32,6 @@ class DiffusionConfig:
             the negative ELBO itself; ``flat`` averages the cross-entropy over masked tokens
             whatever t (MaskGIT's loss, Chang et al. 2022): lower variance, since w(t) is large
             at small t where few tokens are masked. Validation reports the ELBO either way.
-        order_skew: d above: 0 reveals positions in random order; towards 1, left to right
-            (continuous time only).
         block_size: B > 0 makes a block-diffusion model (``polydiff.diffusion.blocks``): masked
             diffusion inside blocks of B tokens, each block with its own t, autoregressive
             across blocks; 0 diffuses the whole sequence at once.
@@ -54,7 +41,6 @@ class DiffusionConfig:
     time_sampling: Literal["antithetic", "uniform"] = "antithetic"
     eps: float = 1e-3
     loss_weighting: Literal["elbo", "flat"] = "elbo"
-    order_skew: float = 0.0
     block_size: int = 0
 
     def __post_init__(self) -> None:
@@ -64,14 +50,12 @@ class DiffusionConfig:
             raise ValueError(f"eps must lie in (0, 1), got {self.eps}")
         if self.loss_weighting not in ("elbo", "flat"):
             raise ValueError(f"loss_weighting must be 'elbo' or 'flat', got {self.loss_weighting!r}")
-        if not 0 <= self.order_skew < 1:
-            raise ValueError(f"order_skew must lie in [0, 1), got {self.order_skew}")
-        if self.order_skew and self.num_timesteps:
-            raise ValueError("order_skew needs continuous time (num_timesteps: 0)")
         if self.block_size < 0:
             raise ValueError(f"block_size must be >= 0, got {self.block_size}")
-        if self.block_size and self.order_skew:
-            raise ValueError("order_skew and block_size are two ways to order the reveals: pick one")
+
+    def changed(self) -> set[str]:
+        """The options set to something other than their default."""
+        return {f.name for f in fields(self) if getattr(self, f.name) != f.default}
 
 
 class ExcitedStateDiffusion:
@@ -114,35 +98,10 @@ class ExcitedStateDiffusion:
         # Sampling u on [eps, 1] estimates the integral over that interval divided by (1 - eps).
         return (1 - self.config.eps) * self.schedule.weight(t)
 
-    def position_times(self, t: Tensor, positions: Tensor) -> Tensor:
-        """Each position's own time s_l(t) (the module docstring); s_l = t without order skew.
-
-        Args:
-            t: (batch,), a scalar, or (batch, length) when each position has its own t (blocks).
-            positions: (batch, length) bool, the L positions that run a clock (the maskable ones).
-
-        Returns:
-            (batch, length) float times in [0, 1]; entries off ``positions`` are meaningless.
-        """
-        t = torch.as_tensor(t, device=positions.device, dtype=torch.float64)
-        t = t if t.dim() == 2 else t.reshape(-1, 1)
-        d = self.config.order_skew
-        if d == 0:
-            return t.expand(positions.shape).clone()
-        rank = positions.cumsum(-1) - 0.5  # l - 1/2 for the l-th position that runs a clock
-        u = rank / positions.sum(-1, keepdim=True).clamp_min(1)
-        return ((t - d * (1 - u)) / (1 - d)).clamp(0, 1)
-
     def position_weights(self, t: Tensor, positions: Tensor) -> Tensor:
-        """w_l(t): each position's ELBO weight, (batch, length); equals ``elbo_weight(t)`` without skew."""
-        d = self.config.order_skew
-        if d == 0:
-            weight = self.elbo_weight(t)
-            return (weight if weight.dim() == 2 else weight.unsqueeze(-1)).expand(positions.shape)
-        s = self.position_times(t, positions)
-        # The window's edge s -> 0 has w(s) -> inf with ever fewer tokens masked: cut at eps as t is.
-        weight = (1 - self.config.eps) * self.schedule.weight(s.clamp_min(self.config.eps)) / (1 - d)
-        return torch.where((s > 0) & (s < 1), weight, 0.0).float()
+        """w(t) at every position, (batch, length), from one t per sequence (batch,) or per position."""
+        weight = self.elbo_weight(t)
+        return (weight if weight.dim() == 2 else weight.unsqueeze(-1)).expand(positions.shape)
 
     def q_sample(self, x0: Tensor, t: Tensor, maskable: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Draws x_t ~ q(x_t | x_0).
@@ -155,6 +114,6 @@ class ExcitedStateDiffusion:
         Returns:
             x_t with masked positions set to the [MASK] id.
         """
-        alpha = self.schedule.alpha(self.position_times(t, maskable)).to(torch.float32)
+        alpha = self.schedule.alpha(t.double() if t.dim() == 2 else t.double().unsqueeze(-1)).to(torch.float32)
         masked = (torch.rand(x0.shape, device=x0.device, generator=generator) >= alpha) & maskable
         return torch.where(masked, torch.full_like(x0, self.mask_token_id), x0)

@@ -3,7 +3,7 @@
 alpha(t) is the probability that a token is still clean at time t in [0, 1]: alpha(0) = 1,
 alpha(1) = 0, decreasing. Each schedule gives alpha(t) and its rate alpha'(t); the continuous
 ELBO weight w(t) = -alpha'(t) / (1 - alpha(t)) and the discrete-time quantities follow from
-them (see DESIGN.md, "The math"). Recipes pick a schedule by ``class_path``.
+them (``docs/math.md``). Recipes pick a schedule by ``class_path``.
 """
 
 from __future__ import annotations

@@ -1,15 +1,28 @@
-"""Checking a checkpoint file before anything is built from it: one clear error for a bad file."""
+"""Checking a checkpoint file before anything is built from it, and reading older ones.
+
+A bad file is one clear error, never a traceback from deep inside torch or Lightning. A checkpoint
+written before an option was renamed or removed is brought up to date in memory
+(``migrate_hyperparameters``), so it loads as it always did; the file on disk is not touched.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Any
 
 import torch
 
+# Options renamed since checkpoints were first written: old name -> new name.
+RENAMED_OPTIONS = {"sample_every_n_epochs": "sample_every_n_validations"}
 
-def check_checkpoint(path: str | Path) -> None:
+
+def check_checkpoint(path: str | Path) -> dict[str, Any]:
     """Checks that a file is a polydiff checkpoint, loading it the safe way (``weights_only``: tensors and
     plain containers only, no code run), memory-mapped so that even a large one costs little.
+
+    Returns:
+        The checkpoint (its tensors memory-mapped).
 
     Raises:
         FileNotFoundError: if there is no such file.
@@ -22,13 +35,46 @@ def check_checkpoint(path: str | Path) -> None:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # truncated zip, pickle errors, disallowed globals: all one message
-        raise ValueError(f"{path} is not a readable polydiff checkpoint ({describe_error(error)})") from None
+        raise ValueError(f"{path} is not a readable polydiff checkpoint ({error_summary(error)})") from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not any(key.startswith("model.bert.") for key in state):
         raise ValueError(f"{path} is a PyTorch file but not a polydiff checkpoint (no DiffusionTask weights)")
+    return checkpoint
 
 
-def describe_error(error: Exception) -> str:
+def migrate_hyperparameters(hparams: dict[str, Any]) -> bool:
+    """Rewrites, in place, a checkpoint's hyperparameters written under earlier option names.
+
+    Returns:
+        Whether anything changed.
+
+    Raises:
+        ValueError: if the checkpoint used an option that no longer exists with a value that mattered.
+    """
+    changed = False
+    for old, new in RENAMED_OPTIONS.items():
+        if old in hparams:
+            hparams[new] = hparams.pop(old)
+            changed = True
+    diffusion = hparams.get("diffusion_config")
+    if isinstance(diffusion, dict) and "order_skew" in diffusion:
+        if diffusion.pop("order_skew"):
+            raise ValueError("this checkpoint was trained with order_skew, which polydiff no longer supports")
+        changed = True
+    return changed
+
+
+def migrated_checkpoint(checkpoint: dict[str, Any]) -> io.BytesIO | None:
+    """The checkpoint with up-to-date hyperparameters, as a file in memory; None when it needs no change."""
+    if not migrate_hyperparameters(checkpoint.get("hyper_parameters") or {}):
+        return None
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def error_summary(error: Exception) -> str:
     """An exception as one short line: its type and the first line of its message."""
     reason = (str(error).strip().splitlines() or [""])[0]  # the rest is advice for torch.load callers
     reason = reason if len(reason) <= 100 else reason[:97] + "..."

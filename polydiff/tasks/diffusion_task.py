@@ -16,16 +16,16 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from polydiff.data.polymers import Kind
-from polydiff.data.representation import RepresentationName, get_representation
+from polydiff.data.representation import get_representation
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.diffusion.blocks import block_index, sampling_mask, training_mask
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
-from polydiff.diffusion.sampling import SamplingConfig, Strategy
 from polydiff.diffusion.schedules import CosineSchedule, DiffusionSchedule
 from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
-from polydiff.tasks.checkpoints import check_checkpoint, describe_error
-from polydiff.tasks.generation import generate
+from polydiff.sampling.config import SamplingConfig
+from polydiff.sampling.generate import generate
+from polydiff.tasks.checkpoints import check_checkpoint, error_summary, migrated_checkpoint
+from polydiff.types import Kind, RepresentationName
 
 # Logit given to tokens the model must never predict ([MASK], [PAD], [CLS], [SEP]): far below
 # any real logit, yet finite in fp16 and bf16 so no NaN can arise from -inf arithmetic.
@@ -64,6 +64,21 @@ class LRScheduleConfig:
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _refuse_unused_training_options(schedule: DiffusionSchedule, config: DiffusionConfig) -> None:
+    """Raises if the noise schedule or a time option is set for one-token blocks, whose bound is the exact
+    autoregressive NLL with weight 1: no t is drawn, so none of them changes the model."""
+    if config.block_size != 1:
+        return
+    unused = [f"diffusion_config.{name}" for name in sorted(config.changed() - {"block_size"})]
+    if not isinstance(schedule, CosineSchedule):
+        unused.insert(0, "schedule")
+    if unused:
+        raise ValueError(
+            f"{', '.join(unused)} change nothing with one-token blocks (diffusion_config.block_size: 1, "
+            "trained as an autoregressive model without t): leave them out, or pick block_size 0 or >= 2"
+        )
+
+
 class DiffusionTask(LightningModule):
     """Masked ("excited-state") discrete diffusion over SMILES with a BERT denoiser.
 
@@ -80,7 +95,7 @@ class DiffusionTask(LightningModule):
         tokenizer_name: a local tokenizer path, or None for the representation's bundled
             tokenizer; the CLI links it from the data module so both always agree.
         sampling: how ``polydiff predict`` samples; a run-time setting, not saved in checkpoints.
-        sample_every_n_epochs: every this many validation runs, sample ``val_num_samples``
+        sample_every_n_validations: every this many validation runs, sample ``val_num_samples``
             sequences and log ``val/valid``, ``val/unique`` and ``val/novelty`` (and
             ``val/polymer_valid`` for polymers); 0 turns it off.
         val_num_samples: sequences sampled for those metrics (fixed seed, so runs compare).
@@ -101,7 +116,7 @@ class DiffusionTask(LightningModule):
         kind: Kind = "molecule",
         tokenizer_name: str | None = None,
         sampling: SamplingConfig = SamplingConfig(),  # noqa: B008
-        sample_every_n_epochs: int = 0,
+        sample_every_n_validations: int = 0,
         val_num_samples: int = 200,
         compile: bool = False,
         on_nonfinite_loss: Literal["stop", "skip"] = "stop",
@@ -115,6 +130,7 @@ class DiffusionTask(LightningModule):
         self.vocab_size = len(self.tokenizer)
         self.mask_token_id = self.tokenizer.mask_token_id
         self.pad_token_id = self.tokenizer.pad_token_id
+        _refuse_unused_training_options(schedule, diffusion_config)
         if diffusion_config.block_size and model_config.time_conditioning:
             raise ValueError(
                 "block diffusion (diffusion_config.block_size > 0) needs time_conditioning: false "
@@ -139,7 +155,7 @@ class DiffusionTask(LightningModule):
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
         self.val_nll = MeanMetric()
         self.test_nll = MeanMetric()
-        self.sample_every_n_epochs = sample_every_n_epochs
+        self.sample_every_n_validations = sample_every_n_validations
         self.val_num_samples = val_num_samples
         self.kind = kind
         self.compile_encoder = compile
@@ -152,21 +168,41 @@ class DiffusionTask(LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs) -> DiffusionTask:
         """Lightning's ``load_from_checkpoint``, after ``check_checkpoint``: a missing, truncated or
-        foreign file is one clear error, and the file is first read weights-only (no code run)."""
+        foreign file is one clear error, and the file is first read weights-only (no code run).
+        Checkpoints written under an earlier option name load too (``migrated_checkpoint``)."""
         if isinstance(checkpoint_path, str | Path):
-            check_checkpoint(checkpoint_path)
+            checkpoint_path = migrated_checkpoint(check_checkpoint(checkpoint_path)) or checkpoint_path
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         except (FileNotFoundError, ValueError):
             raise
         except Exception as error:  # torch.load and Lightning raise many types for a bad file
-            raise ValueError(f"{checkpoint_path} could not be loaded ({describe_error(error)})") from None
+            raise ValueError(f"{checkpoint_path} could not be loaded ({error_summary(error)})") from None
+
+    # What the samplers need (``polydiff.sampling.Denoiser``).
+    @property
+    def block_size(self) -> int:
+        """B of the block diffusion: 1 writes left to right, 0 diffuses the whole sequence."""
+        return self.diffusion_process.config.block_size
+
+    @property
+    def max_positions(self) -> int:
+        """The longest sequence the model reads, [CLS] and [SEP] included."""
+        return self.model.config.max_position_embeddings
+
+    @property
+    def time_conditioned(self) -> bool:
+        return self.model.time_embedding is not None
+
+    def encode(self, x_t: Tensor, attention_mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:
+        """Final hidden states of the denoiser (``BertDiffusionModel.encode``)."""
+        return self.model.encode(x_t, attention_mask, t)
 
     @property
     def generates_end(self) -> bool:
         """Whether the model predicts [SEP], ending its sequences itself (block diffusion: the sampler
         needs no length, ``polydiff.diffusion.blocks``); otherwise the length is drawn first."""
-        return bool(self.diffusion_process.config.block_size)
+        return self.block_size > 0
 
     def _forbidden(self, allow_end: bool = True) -> Tensor:
         """(V,) bool, the tokens not predicted: [MASK], [PAD], [CLS], and [SEP] unless the model
@@ -299,7 +335,7 @@ class DiffusionTask(LightningModule):
 
         Computed as a causal language model: under the block-causal mask the hidden state of token
         i (which sees tokens <= i) predicts token i + 1. One N-long pass, half the cost of
-        [x_t ; x_0]; the sampler (``polydiff.tasks.generation``) decodes the same way."""
+        [x_t ; x_0]; the sampler (``polydiff.sampling.generate``) decodes the same way."""
         content = self.content(x0)  # position 0 is [CLS], never content: row-major order is that of targets
         causal = sampling_mask(content, attention_mask.bool() & ~content, 1)
         hidden = self.model.encode(x0, causal)
@@ -367,22 +403,23 @@ class DiffusionTask(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_bound("val", self.val_nll)
-        if self.trainer.sanity_checking or self.sample_every_n_epochs <= 0:
+        if self.trainer.sanity_checking or self.sample_every_n_validations <= 0:
             return
         self._validation_runs += 1
-        if self._validation_runs % self.sample_every_n_epochs == 0:
+        if self._validation_runs % self.sample_every_n_validations == 0:
             self.log_dict(self._sample_quality(), prog_bar=True)
 
     def _sample_quality(self) -> dict[str, float]:
         """valid, unique (among valid) and novelty (against the training lines) of a fixed-seed sample, as MOSES
         defines them; novelty compares canonical samples with the training lines as written (MOSES's sets and
         polydiff's polymer corpora are canonical). For polymers, unique and novelty count the repeat units."""
+        # Imported here, not at the top: RDKit, SciPy and ChemNet's code would slow every CLI start.
         from polydiff.chem.metrics import fraction_unique, novelty
-        from polydiff.chem.molecules import check, quiet_rdkit
+        from polydiff.chem.molecules import canonical_sample, quiet_rdkit
 
         quiet_rdkit()
         samples = self.sample(self.val_num_samples, seed=0, batch_size=min(self.val_num_samples, 256))
-        checked = [check(s, polymer=self.kind == "polymer") for s in samples]
+        checked = [canonical_sample(s, polymer=self.kind == "polymer") for s in samples]
         valid = [c for c, repeat_unit in checked if c is not None and (repeat_unit or self.kind == "molecule")]
         if self._training_set is None:
             reference = getattr(self.trainer.datamodule, "novelty_reference", None)
@@ -406,42 +443,36 @@ class DiffusionTask(LightningModule):
     def sample(
         self,
         num_samples: int,
-        steps: int = SamplingConfig.steps,
-        strategy: Strategy = SamplingConfig.strategy,
-        temperature: float = SamplingConfig.temperature,
-        top_p: float = SamplingConfig.top_p,
+        *,
+        config: SamplingConfig | None = None,
         length: int | None = None,
         prompt: str | list[str] | None = None,
         batch_size: int = 256,
         seed: int | None = None,
-        cache: bool = SamplingConfig.cache,
         progress: bool = False,
-        randomness: float = SamplingConfig.randomness,
-        syntax: bool = SamplingConfig.syntax,
     ) -> list[str]:
-        """Generates sequences with the reverse process (``polydiff.diffusion.sampling``).
+        """Generates sequences (``polydiff.sampling.generate``), in eval mode.
 
         Args:
             num_samples: sequences to generate (per prompt, when several prompts are given).
-            steps: steps from t = 1 to t = 0.
-            strategy: ``ancestral`` or ``confidence``.
-            temperature: divides the logits; 0 takes the most likely token.
-            top_p: nucleus sampling threshold (1 keeps every token; default 0.98).
-            length: tokens per sequence; None draws it from the training length histogram.
+            config: how to sample; None takes ``SamplingConfig()``'s defaults.
+            length: tokens per sequence; None lets a block model end its sequences, or draws the
+                length from the training length histogram.
             prompt: a template (or a list of them) whose [MASK] tokens are filled in.
             batch_size: sequences denoised together.
             seed: makes the output reproducible (same batch size and device).
-            cache: re-run the model only on sequences that changed (same output, fewer calls).
             progress: show a progress bar.
-            randomness: Gumbel noise scale of the ``confidence`` strategy.
-            syntax: keep SMILES well-formed and kekulizable where the model decodes one token at a time.
 
         Returns:
-            The decoded sequences, special tokens skipped.
+            The decoded sequences (SMILES), special tokens skipped.
         """
-        config = SamplingConfig(steps, strategy, temperature, top_p, randomness, cache, syntax)
         prompts = [prompt] if isinstance(prompt, str) else prompt
-        return generate(self, num_samples, config, length, prompts, batch_size, seed, progress).sequences
+        was_training = self.training
+        self.eval()  # no dropout while sampling, e.g. when called during validation
+        try:
+            return generate(self, num_samples, config, length, prompts, batch_size, seed, progress).sequences
+        finally:
+            self.train(was_training)
 
     def predict_step(self, batch: Tensor, batch_idx: int) -> list[str]:
         """Samples ``len(batch)`` sequences with ``self.sampling``; the batch's content is ignored.

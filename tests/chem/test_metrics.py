@@ -21,10 +21,10 @@ from polydiff.chem.metrics import (
 )
 from polydiff.chem.molecules import (
     canonical_polymer,
-    check,
-    describe,
+    canonical_sample,
     fingerprint,
     is_polymer,
+    molecule_features,
     parse,
     passes_filters,
     properties,
@@ -121,9 +121,9 @@ def test_polymer_mode_reports_polymer_valid_and_skips_filters():
 
 
 def test_check_returns_canonical_smiles_and_polymer_flag():
-    assert check("OCC") == ("CCO", False)
-    assert check("C(*)C*") == ("*CC*", True)
-    assert check("C1CC") == (None, False)
+    assert canonical_sample("OCC") == ("CCO", False)
+    assert canonical_sample("C(*)C*") == ("*CC*", True)
+    assert canonical_sample("C1CC") == (None, False)
 
 
 @pytest.mark.parametrize(
@@ -196,13 +196,13 @@ def test_properties_of_known_molecules():
 
 
 def test_descriptors_follow_moses():
-    features = describe("O=C(NC1CC1)c1ccc2ccccc2c1")
+    features = molecule_features("O=C(NC1CC1)c1ccc2ccccc2c1")
     assert features.smiles == "O=C(NC1CC1)c1ccc2ccccc2c1"
     assert features.scaffold == "O=C(NC1CC1)c1ccc2ccccc2c1"  # 3 rings, no side chains to strip
-    assert describe("c1ccccc1CC").scaffold is None  # MOSES counts scaffolds of two rings or more only
+    assert molecule_features("c1ccccc1CC").scaffold is None  # MOSES counts scaffolds of two rings or more only
     # the output of MOSES's own fragmenter for this molecule
     assert features.fragments == ["[1*]C([6*])=O", "[15*]C1CC1", "[16*]c1ccc2ccccc2c1", "[5*]N[5*]"]
-    assert describe("C1CC") is None
+    assert molecule_features("C1CC") is None
 
 
 def test_fingerprint_matches_rdkit_morgan_bit_vector():

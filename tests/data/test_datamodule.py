@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from polydiff.data.batching import SmilesCollator
-from polydiff.data.datamodule import SmilesDataModule
-from polydiff.data.files import read_smiles
+from polydiff.data.batching import MoleculeCollator
+from polydiff.data.datamodule import MoleculeDataModule
+from polydiff.utils.files import read_smiles
 
 
 def test_read_smiles_formats(tmp_path):
@@ -31,7 +31,7 @@ def test_read_smiles_errors(tmp_path):
 
 
 def test_collator_pads_to_the_batch_and_drops_overlong():
-    collate = SmilesCollator("smiles", max_length=8)
+    collate = MoleculeCollator("smiles", max_length=8)
     batch = collate(["CCO", "CCCC", "C" * 7])  # 5, 6 and 9 tokens with [CLS]/[SEP]
     assert batch["input_ids"].shape == (2, 6)  # the longest kept, not max_length
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1] * 6]
@@ -40,14 +40,14 @@ def test_collator_pads_to_the_batch_and_drops_overlong():
 
 def test_missing_file_fails_at_construction(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.smi"):
-        SmilesDataModule(train_file=str(tmp_path / "nope.smi"))
+        MoleculeDataModule(train_file=str(tmp_path / "nope.smi"))
 
 
 @pytest.mark.parametrize("token_cache", [False, True], ids=["lines", "token_cache"])
 def test_files_and_length_histogram(smiles_files, tmp_path, monkeypatch, token_cache):
     monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(tmp_path))
     files = {"train_file": str(smiles_files["train"]), "val_file": str(smiles_files["val"])}
-    dm = SmilesDataModule(**files, batch_size=16, token_cache=token_cache)
+    dm = MoleculeDataModule(**files, batch_size=16, token_cache=token_cache)
     dm.setup("fit")
     assert (len(dm.train_smiles), len(dm.val_smiles)) == (1000, 200)
     batch = next(iter(dm.train_dataloader()))
@@ -62,12 +62,12 @@ def test_files_and_length_histogram(smiles_files, tmp_path, monkeypatch, token_c
 
 
 def test_bundled_moses_with_held_out_validation():
-    dm = SmilesDataModule(val_size=500, seed=3, token_cache=False)
+    dm = MoleculeDataModule(val_size=500, seed=3, token_cache=False)
     dm.setup("fit")
     assert len(dm.val_smiles) == 500
     assert len(dm.train_smiles) == 1_584_663 - 500  # the MOSES train split
     assert not set(dm.val_smiles) & set(dm.train_smiles[:50_000])
-    again = SmilesDataModule(val_size=500, seed=3, token_cache=False)
+    again = MoleculeDataModule(val_size=500, seed=3, token_cache=False)
     again.setup("fit")
     assert again.val_smiles == dm.val_smiles  # the split is reproducible
     dm.setup("test")

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from polydiff.chem.molecules import canonical_polymer, is_polymer, parse
-from polydiff.data.datamodule import SmilesDataModule
+from polydiff.data.datamodule import MoleculeDataModule
 from polydiff.data.polymers import POLYMER_CLASSES, PolymerCorpus, corpus_files, linear_unit, polymerize, split
 
 # Textbook monomers, and the repeat unit each pair is known to give (checked by hand).
@@ -116,7 +116,7 @@ def test_corpus_is_built_once_and_rebuilt_when_its_inputs_change(monomer_file, c
 
 def test_datamodule_reads_the_corpus_splits(monomer_file):
     corpus = PolymerCorpus(monomer_file=str(monomer_file), val_fraction=0.2, test_fraction=0.2)
-    data = SmilesDataModule(kind="polymer", polymers=corpus, representation="selfies", token_cache=False)
+    data = MoleculeDataModule(kind="polymer", polymers=corpus, representation="selfies", token_cache=False)
     data.setup()
     assert data.train_smiles and data.val_smiles and data.test_smiles
     assert not set(data.train_smiles) & (set(data.val_smiles) | set(data.test_smiles))
@@ -129,7 +129,7 @@ def test_datamodule_drops_user_lines_that_are_not_repeat_units(tmp_path):
     train = tmp_path / "psmiles.csv"
     train.write_text("name,PSMILES\nPS,*CC(*)c1ccccc1\nend group,CC*\nPEO,[*]CCO[*]\nbranched,*C(*)(*)C\n" * 10)
     options = {"smiles_column": "PSMILES", "kind": "polymer", "val_size": 5, "token_cache": False}
-    data = SmilesDataModule(train_file=str(train), **options)
+    data = MoleculeDataModule(train_file=str(train), **options)
     data.setup("fit")
     assert sorted(set(data.train_smiles + data.val_smiles)) == ["*CC(*)c1ccccc1", "[*]CCO[*]"]
     with pytest.raises(ValueError, match=r"data\.test_file"):

@@ -6,7 +6,7 @@ import pytest
 from rdkit import Chem
 from tokenizers import Tokenizer
 
-from polydiff.data.batching import SmilesCollator
+from polydiff.data.batching import MoleculeCollator
 from polydiff.data.representation import get_representation
 from polydiff.data.tokenizer import (
     SPECIAL_TOKENS,
@@ -66,7 +66,7 @@ def test_bundled_selfies_tokenizer_is_built_by_code():
 
 
 def test_collator_drops_and_counts_unusable_lines():
-    collate = SmilesCollator("selfies", max_length=12, representation="selfies")
+    collate = MoleculeCollator("selfies", max_length=12, representation="selfies")
     batch = collate(["CCO", "C1CC", "CC[Xe]C", "C" * 20])
     assert batch["input_ids"].shape == (1, 5)  # [CLS] [C] [C] [O] [SEP]
     assert collate.dropped == {"too long": 1, "not convertible": 1, "unknown token": 1}

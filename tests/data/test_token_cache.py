@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from polydiff.data.batching import SmilesCollator
-from polydiff.data.datamodule import SmilesDataModule
+from polydiff.data.batching import MoleculeCollator
+from polydiff.data.datamodule import MoleculeDataModule
 from polydiff.data.screening import screen
 from polydiff.data.token_cache import token_cache
 
@@ -26,7 +26,7 @@ def corpus(tmp_path, moses_sample):
 def test_cache_holds_what_the_collator_would_batch(corpus, representation, capsys):
     cache = token_cache(corpus, representation, 64, representation, n_jobs=1)
     assert "tokenizing" in capsys.readouterr().err
-    collator = SmilesCollator(representation, 64, representation)
+    collator = MoleculeCollator(representation, 64, representation)
     screened = [line for line in corpus.read_text().splitlines() if screen(line) is None]
     expected = collator.token_ids(screened)
     assert len(cache) == len(expected) == 300
@@ -65,7 +65,7 @@ def test_a_file_with_no_usable_line_is_an_error_naming_it(tmp_path):
 
 def test_datamodule_on_a_cache_holds_out_the_same_validation_lines(corpus):
     kwargs = {"train_file": str(corpus), "val_size": 30, "max_length": 64, "batch_size": 16, "seed": 1}
-    cached, lines = SmilesDataModule(**kwargs, token_cache=True), SmilesDataModule(**kwargs, token_cache=False)
+    cached, lines = MoleculeDataModule(**kwargs, token_cache=True), MoleculeDataModule(**kwargs, token_cache=False)
     cached.prepare_data()
     for dm in (cached, lines):
         dm.setup("fit")

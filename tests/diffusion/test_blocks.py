@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from polydiff.diffusion.blocks import block_index, sampling_mask, training_mask
-from polydiff.diffusion.forward import DiffusionConfig
 from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
 
 CLS, SEP, PAD, MASK = 1, 2, 0, 3
@@ -52,10 +51,3 @@ def test_training_pass_gives_each_block_its_sampling_view(block_size):
             single = model.encode(view, sampling_mask(content, frame, block_size))
             here = blocks == k
             torch.testing.assert_close(both[:, : x0.shape[1]][here], single[here], atol=1e-5, rtol=1e-5)
-
-
-def test_block_size_and_order_skew_exclude_each_other():
-    with pytest.raises(ValueError, match="pick one"):
-        DiffusionConfig(block_size=4, order_skew=0.5)
-    with pytest.raises(ValueError, match="block_size"):
-        DiffusionConfig(block_size=-1)

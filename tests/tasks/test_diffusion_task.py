@@ -1,9 +1,10 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from polydiff.data.batching import SmilesCollator
+from polydiff.data.batching import MoleculeCollator
 from polydiff.diffusion import DiffusionConfig, LinearSchedule
 from polydiff.diffusion.blocks import sampling_mask
 from polydiff.model.bert_diffusion import ModelConfig
@@ -22,7 +23,7 @@ def task():
 
 @pytest.fixture(scope="module")
 def batch(moses_sample):
-    return SmilesCollator("smiles", max_length=64)(moses_sample[:256])
+    return MoleculeCollator("smiles", max_length=64)(moses_sample[:256])
 
 
 def test_documented_parts(task):
@@ -65,15 +66,13 @@ def test_a_block_model_predicts_its_end_unless_the_length_is_given(task, batch):
     assert torch.equal(tokens, task.maskable(batch["input_ids"]).sum(-1) + 1)
 
 
-@pytest.mark.parametrize(
-    ("num_timesteps", "order_skew", "block_size"), [(0, 0.0, 0), (20, 0.0, 0), (0, 0.7, 0), (0, 0.0, 4), (20, 0.0, 1)]
-)
-def test_untrained_bound_is_log_vocabulary(task, batch, num_timesteps, order_skew, block_size):
+@pytest.mark.parametrize(("num_timesteps", "block_size"), [(0, 0), (20, 0), (0, 4), (20, 1)])
+def test_untrained_bound_is_log_vocabulary(task, batch, num_timesteps, block_size):
     # An untrained model is nearly uniform over the tokens it may predict (V - 4; V - 3 with blocks,
     # which predict [SEP]), so every masked token costs the log of their number, and
     # E_t[w_l(t) (1 - alpha_l(t))] = 1 for every position l (its own schedule runs from 1 to 0
     # under order skew, and in its own block's time with blocks) makes that the bound per token.
-    task.diffusion_process.config = DiffusionConfig(num_timesteps, order_skew=order_skew, block_size=block_size)
+    task.diffusion_process.config = DiffusionConfig(num_timesteps=num_timesteps, block_size=block_size)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         totals = [task.negative_elbo(batch, generator) for _ in range(8)]
@@ -143,11 +142,11 @@ def test_lr_schedule_warms_up_then_decays():
 def test_validation_samples_and_logs_quality(smiles_files, tmp_path):
     from lightning.pytorch import Trainer
 
-    from polydiff.data.datamodule import SmilesDataModule
+    from polydiff.data.datamodule import MoleculeDataModule
 
     torch.manual_seed(0)
-    task = DiffusionTask(model_config=TINY, sample_every_n_epochs=1, val_num_samples=20)
-    data = SmilesDataModule(
+    task = DiffusionTask(model_config=TINY, sample_every_n_validations=1, val_num_samples=20)
+    data = MoleculeDataModule(
         str(smiles_files["train"]), str(smiles_files["val"]), max_length=64, batch_size=32, token_cache=False
     )
     trainer = Trainer(
@@ -180,3 +179,26 @@ def test_flat_loss_is_the_mean_masked_cross_entropy(batch):
     assert loss.item() == pytest.approx((token_nll.sum() / masked.sum()).item(), rel=1e-5)
     # Untrained, every masked token costs about ln(V - 4) nats, whatever t.
     assert loss.item() == pytest.approx(math.log(task.vocab_size - 4), rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("num_timesteps", 10),
+        ("time_sampling", "uniform"),
+        ("eps", 0.01),
+        ("loss_weighting", "flat"),
+        ("schedule", None),
+    ],
+)
+def test_one_token_blocks_refuse_the_schedule_and_time_options(name, value):
+    # B = 1 trains the exact autoregressive NLL: no t is drawn, so none of these could change the model.
+    if name == "schedule":
+        options = {"schedule": LinearSchedule(), "diffusion_config": DiffusionConfig(block_size=1)}
+    else:
+        options = {"diffusion_config": DiffusionConfig(block_size=1, **{name: value})}
+        name = f"diffusion_config.{name}"
+    with pytest.raises(ValueError, match=f"{name}.* change nothing with one-token blocks"):
+        DiffusionTask(model_config=TINY, **options)
+    blocks_of_two = replace(options["diffusion_config"], block_size=2)
+    DiffusionTask(model_config=TINY, **{**options, "diffusion_config": blocks_of_two})  # there they shape training

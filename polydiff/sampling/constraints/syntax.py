@@ -7,7 +7,7 @@ no atom of the organic subset (``C``, ``N``, ``O``, ``c``, ...) with more bonds 
 allows. This is grammar-constrained decoding (as in SD-VAE, Dai et al., ICLR 2018, and the
 constrained decoding of language models). Ring labels do not span a ``.``, so no token may leave
 a ring open with no atom left to close it (``C1CC#N``). Whether the lowercase atoms can be
-kekulized needs the molecular graph, not this state: ``polydiff.data.aromaticity`` checks it.
+kekulized needs the molecular graph, not this state: ``polydiff.sampling.constraints.kekulization`` checks it.
 Bracket atoms are not counted.
 
 The state of a row: the kind of its last token; the bonds its "anchor" (the atom the next bond
@@ -56,7 +56,7 @@ for _previous, _next in (
     _FOLLOWS[_previous, _next] = True
 
 
-def describe_token(token: str) -> tuple[int, int]:
+def classify_token(token: str) -> tuple[int, int]:
     """(kind, ring label / bond order / valence, as the kind has one, else 0) of a vocabulary entry."""
     if token == "[SEP]":
         return END, 0
@@ -101,7 +101,7 @@ class SmilesSyntax:
     def __init__(self, tokenizer: PreTrainedTokenizerFast, device: torch.device | str = "cpu") -> None:
         vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
         self.tokens = [token for token, _ in vocabulary]  # by id
-        kind, value = zip(*(describe_token(token) for token, _ in vocabulary), strict=True)
+        kind, value = zip(*(classify_token(token) for token, _ in vocabulary), strict=True)
         kind, value = torch.tensor(kind, device=device), torch.tensor(value, device=device)
         self.kind = kind
         self.label = torch.where(kind == RING, value, 0)

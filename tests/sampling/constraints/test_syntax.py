@@ -5,12 +5,13 @@ import torch
 from rdkit import Chem
 
 from polydiff.chem.molecules import quiet_rdkit
-from polydiff.data.smiles_syntax import SmilesSyntax
 from polydiff.data.tokenizer import load_tokenizer
-from polydiff.diffusion import DiffusionConfig, SamplingConfig
+from polydiff.diffusion import DiffusionConfig
 from polydiff.model.bert_diffusion import ModelConfig
+from polydiff.sampling import SamplingConfig
+from polydiff.sampling.constraints.syntax import SmilesSyntax
+from polydiff.sampling.generate import generate
 from polydiff.tasks.diffusion_task import DiffusionTask
-from polydiff.tasks.generation import generate
 
 TOKENIZER = load_tokenizer("smiles")
 SYNTAX = SmilesSyntax(TOKENIZER)

@@ -1,4 +1,4 @@
-"""Process pools and rich progress bars for the per-molecule RDKit work."""
+"""Process pools and rich progress bars for per-molecule work (RDKit parsing, tokenizing)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from polydiff.chem.molecules import quiet_rdkit
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -55,6 +53,7 @@ def parallel_map(
     progress: Progress | None = None,
     description: str = "",
     inline_below: int = INLINE_BELOW,
+    initializer: Callable[[], None] | None = None,
 ) -> list[R]:
     """``[function(item) for item in items]`` over ``n_jobs`` processes, in order.
 
@@ -65,13 +64,15 @@ def parallel_map(
         progress: where to draw a bar, if anywhere.
         description: the bar's label.
         inline_below: run in this process when there are fewer items (worth lowering when each is slow).
+        initializer: called once in every process that runs ``function`` (e.g. to silence RDKit's log).
 
     Returns:
         The results, in the order of ``items``.
     """
     advance = advancer(progress, description, len(items))
     if n_jobs <= 1 or len(items) < inline_below:
-        quiet_rdkit()
+        if initializer is not None:
+            initializer()
         results = []
         for item in items:
             results.append(function(item))
@@ -79,7 +80,7 @@ def parallel_map(
         return results
     chunksize = max(1, min(1000, len(items) // (n_jobs * 16)))
     results = []
-    with multiprocessing.get_context().Pool(n_jobs, initializer=quiet_rdkit) as pool:
+    with multiprocessing.get_context().Pool(n_jobs, initializer=initializer) as pool:
         for result in pool.imap(function, items, chunksize=chunksize):
             results.append(result)
             advance(1)

@@ -3,11 +3,12 @@ import math
 import pytest
 import torch
 
-from polydiff.diffusion import CosineSchedule, DiffusionConfig, LinearSchedule, ReverseProcess, SamplingConfig
-from polydiff.diffusion.sampling import log_probs, reverse_step_probs
+from polydiff.diffusion import CosineSchedule, DiffusionConfig, LinearSchedule
 from polydiff.model.bert_diffusion import ModelConfig
+from polydiff.sampling import ReverseProcess, SamplingConfig
+from polydiff.sampling.generate import generate
+from polydiff.sampling.reverse import log_probs, reverse_step_probs
 from polydiff.tasks.diffusion_task import DiffusionTask
-from polydiff.tasks.generation import generate
 
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64)
 MASK = 4
@@ -121,7 +122,8 @@ def test_cache_changes_the_cost_not_the_samples(strategy, time_conditioning):
 
 
 def test_same_seed_same_samples(task):
-    first, again, other = (task.sample(24, steps=32, seed=seed, batch_size=8) for seed in (7, 7, 8))
+    config = SamplingConfig(steps=32)
+    first, again, other = (task.sample(24, config=config, seed=seed, batch_size=8) for seed in (7, 7, 8))
     assert first == again
     assert first != other
 
@@ -144,7 +146,7 @@ def test_fixed_length_overrides_the_histogram(task):
 def test_prompts_keep_their_fixed_tokens(task):
     prompts = ["CC(=O)[MASK][MASK][MASK]N", "[MASK]c1ccccc1[MASK]"]
     for strategy in ("ancestral", "confidence"):
-        samples = task.sample(6, steps=16, strategy=strategy, prompt=prompts, seed=0)
+        samples = task.sample(6, config=SamplingConfig(steps=16, strategy=strategy), prompt=prompts, seed=0)
         assert len(samples) == 12
         assert all(s.startswith("CC(=O)") and s.endswith("N") for s in samples[:6])
         assert all("c1ccccc1" in s for s in samples[6:])
@@ -168,36 +170,7 @@ def test_a_model_without_histogram_asks_for_a_length():
     task = DiffusionTask(model_config=TINY).eval()
     with pytest.raises(ValueError, match="length histogram"):
         task.sample(1)
-    assert len(task.sample(3, steps=4, length=5)) == 3
-
-
-def test_order_skew_reveals_left_to_right_on_the_forward_clocks():
-    from polydiff.diffusion import DiffusionConfig
-    from polydiff.diffusion.forward import ExcitedStateDiffusion
-
-    p_theta = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5])
-    schedule, length, steps = LinearSchedule(), 24, 400
-    forward = ExcitedStateDiffusion(schedule, MASK, DiffusionConfig(order_skew=0.9))
-    seen: list[torch.Tensor] = []
-
-    def encode(x, attention_mask, t):
-        seen.append((x[0] == MASK).clone())
-        return torch.zeros(*x.shape, 1)
-
-    config = SamplingConfig(steps=steps, strategy="ancestral", cache=False)
-    process = ReverseProcess(
-        encode, KnownDenoiser(p_theta).head, schedule, MASK, config, position_times=forward.position_times
-    )
-    x = torch.full((1, length), MASK)
-    positions = torch.ones_like(x, dtype=torch.bool)
-    out, _ = process.sample(x, torch.ones_like(x), torch.Generator().manual_seed(0), positions=positions)
-    assert not (out == MASK).any()
-    # The step at which each position was revealed rises with the position: left to right.
-    masks = torch.stack([*seen, torch.zeros(length, dtype=torch.bool)])
-    revealed_at = (masks.long().cumprod(0)).sum(0).double()
-    rank = revealed_at.argsort().argsort().double()
-    correlation = torch.corrcoef(torch.stack([rank, torch.arange(length, dtype=torch.float64)]))[0, 1]
-    assert correlation > 0.95
+    assert len(task.sample(3, config=SamplingConfig(steps=4), length=5)) == 3
 
 
 @pytest.mark.parametrize("block_size", [2, 4])
@@ -213,7 +186,7 @@ def test_block_diffusion_decodes_blocks_in_order(task, monkeypatch, block_size):
 
     monkeypatch.setattr(task.model, "encode", recording_encode)
     monkeypatch.setattr(task.diffusion_process.config, "block_size", block_size)
-    generation = generate(task, 6, SamplingConfig(steps=16), length=10, seed=0)
+    generation = generate(task, 6, length=10, seed=0)
     assert all(len(s) > 0 for s in generation.sequences)
     assert (generation.nfe <= 10 + 10 // block_size + 1).all()
     for x in seen:
@@ -235,7 +208,7 @@ def test_one_token_blocks_decode_left_to_right_from_clean_prefixes(task, monkeyp
 
     monkeypatch.setattr(task.model, "encode", recording_encode)
     monkeypatch.setattr(task.diffusion_process.config, "block_size", 1)
-    generation = generate(task, 6, SamplingConfig(steps=16), length=10, seed=0)
+    generation = generate(task, 6, length=10, seed=0)
     assert [x.shape[1] for x in seen] == list(range(1, 11))  # [SEP] is given, not drawn
     assert not any((x == task.mask_token_id).any() for x in seen)
     assert generation.nfe.tolist() == [10] * 6
@@ -262,7 +235,7 @@ def test_a_block_model_chooses_its_lengths_and_each_call_sees_a_prefix(block_tas
     # of about 1/11 at every position, so lengths are nearly geometric with mean ~10.
     with torch.no_grad():
         block_task.output_projection[-1].bias[block_task.tokenizer.sep_token_id] = math.log(block_task.vocab_size / 10)
-    generation = generate(block_task, 16, SamplingConfig(steps=8), seed=0)
+    generation = generate(block_task, 16, seed=0)
     lengths = generation.lengths
     assert len(set(lengths.tolist())) > 4
     assert min(widths) == 3 and max(widths) == min(TINY.max_position_embeddings, int(lengths.max()) + 3)
@@ -297,5 +270,5 @@ def test_no_token_the_training_data_lacked_is_drawn(block_size):
     task.length_histogram[5:10] = 1
     seen = task.tokenizer.convert_tokens_to_ids(["C", "O", "(", ")", "[SEP]"])
     task.token_histogram[seen] = 1.0  # an untrained model draws from all 1,467 tokens otherwise
-    sequences = generate(task, 16, SamplingConfig(steps=8, syntax=False), length=6, seed=0).sequences
+    sequences = generate(task, 16, length=6, seed=0).sequences
     assert all(set(task.tokenizer.tokenize(s)) <= {"C", "O", "(", ")"} for s in sequences)

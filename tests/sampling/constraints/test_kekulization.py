@@ -8,10 +8,10 @@ import torch
 from rdkit import Chem
 
 from polydiff.chem.molecules import quiet_rdkit
-from polydiff.data.aromaticity import MoleculePrefix
 from polydiff.data.tokenizer import load_tokenizer
-from polydiff.diffusion import SamplingConfig
-from polydiff.tasks.generation import _draw_completable
+from polydiff.sampling import SamplingConfig
+from polydiff.sampling.blockwise import draw_completable
+from polydiff.sampling.constraints.kekulization import MoleculePrefix
 
 TOKENIZER = load_tokenizer("smiles")
 VOCABULARY = sorted(TOKENIZER.get_vocab(), key=TOKENIZER.get_vocab().get)
@@ -79,6 +79,6 @@ def test_a_refused_draw_is_drawn_again_from_the_tokens_left():
     logits[:, c] = 10.0  # "C" after "Cc" leaves the c on no ring
     logits[0, ring] = 0.0  # row 0 may open a ring instead; row 1 has nothing else
     prefixes = [prefix_of("Cc"), prefix_of("Cc")]
-    tokens, after = _draw_completable(logits, prefixes, VOCABULARY, SamplingConfig(), torch.Generator().manual_seed(0))
+    tokens, after = draw_completable(logits, prefixes, VOCABULARY, SamplingConfig(), torch.Generator().manual_seed(0))
     assert tokens[0] == ring and after[0] == prefix_of("Cc1")
     assert after[1] is None  # no token can keep row 1 valid (the sampler ends it)

@@ -23,63 +23,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from polydiff.diffusion.schedules import DiffusionSchedule
+from polydiff.sampling.config import SamplingConfig
 
-Strategy = Literal["ancestral", "confidence"]
 Encoder = Callable[[Tensor, Tensor, Tensor | None], Tensor]  # (x_t, attention_mask, t) -> hidden states
 Head = Callable[[Tensor], Tensor]  # hidden states (K, H) -> logits (K, V), forbidden tokens already masked
-
-
-@dataclass
-class SamplingConfig:
-    """How to run the reverse process.
-
-    Args:
-        steps: steps of the uniform time grid from t = 1 to t = 0.
-        strategy: ``ancestral`` samples the reverse process itself; ``confidence`` reveals the
-            schedule's count of positions, the most confident first (MaskGIT/GenMol).
-        temperature: divides the logits; below 1 sharpens, 0 takes the most likely token.
-        top_p: nucleus sampling: draw only from the smallest set of tokens whose probability
-            reaches ``top_p`` (1 keeps all). 0.98 trims the unlikely tail where invalid SMILES
-            start while keeping the diversity that the nucleus 0.95 cost (docs/quality.md).
-        randomness: scale of the Gumbel noise added to the confidence, annealed with t
-            (``confidence`` only; 0 reveals strictly by confidence).
-        cache: re-run the model only on sequences that changed since their last call. Exact:
-            the samples are the same as without it under one seed, wherever a row's output does
-            not depend on which rows share its batch (true of the CPU kernels; GPU kernels may
-            differ in the last bits, which can flip a rare draw).
-        syntax: keep SMILES samples well-formed where the model decodes one token at a time
-            (block size 1, no fixed length): balanced parentheses and ring closures, atoms within
-            their valence, the end only where a string may end (``polydiff.data.smiles_syntax``), and
-            aromatic rings that can still be kekulized (``polydiff.data.aromaticity``). Not used
-            elsewhere.
-    """
-
-    steps: int = 128
-    strategy: Strategy = "confidence"
-    temperature: float = 1.0
-    top_p: float = 0.98
-    randomness: float = 1.0
-    cache: bool = True
-    syntax: bool = True
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.strategy not in ("ancestral", "confidence"):
-            raise ValueError(f"strategy must be 'ancestral' or 'confidence', got {self.strategy!r}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
-        if self.randomness < 0:
-            raise ValueError(f"randomness must be >= 0, got {self.randomness}")
 
 
 def reverse_step_probs(p_theta: Tensor, alpha_t: float, alpha_s: float, mask_token_id: int) -> Tensor:
@@ -167,8 +119,6 @@ class ReverseProcess:
         mask_token_id: the id m of [MASK].
         config: steps, strategy, temperature, top_p, randomness, cache.
         time_conditioned: whether ``encode`` uses t; its p_theta then cannot be reused.
-        position_times: each position's own time s_l(t) under an order-skewed forward
-            process (``ExcitedStateDiffusion.position_times``); None when all share t.
     """
 
     def __init__(
@@ -179,7 +129,6 @@ class ReverseProcess:
         mask_token_id: int,
         config: SamplingConfig,
         time_conditioned: bool = False,
-        position_times: Callable[[float, Tensor], Tensor] | None = None,
     ) -> None:
         self.encode = encode
         self.head = head
@@ -187,7 +136,6 @@ class ReverseProcess:
         self.mask_token_id = mask_token_id
         self.config = config
         self.time_conditioned = time_conditioned
-        self.position_times = position_times
 
     @torch.inference_mode()
     def sample(
@@ -196,7 +144,6 @@ class ReverseProcess:
         attention_mask: Tensor,
         generator: torch.Generator,
         on_step: Callable[[], None] | None = None,
-        positions: Tensor | None = None,
         active: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Denoises x from t = 1 to t = 0.
@@ -206,8 +153,6 @@ class ReverseProcess:
             attention_mask: (B, N), 0 at pads; or (B, N, N) bool, which keys each query sees.
             generator: the source of all randomness, on x's device.
             on_step: called after every step (progress bars).
-            positions: (B, N) bool, the positions that run a clock under order skew (the
-                tokens between [CLS] and [SEP]); needed with ``position_times``.
             active: (B, N) bool, the [MASK] positions this pass generates (one block of a block
                 diffusion model); None generates every [MASK].
 
@@ -223,9 +168,6 @@ class ReverseProcess:
         if active is not None:
             initial_mask &= active
         initial_masked = initial_mask.sum(-1)
-        skewed = self.position_times is not None
-        if skewed and positions is None:
-            raise ValueError("an order-skewed process needs the positions that run a clock")
         for i in range(steps):
             masked = initial_mask & (batch.x == self.mask_token_id)
             if not masked.any():  # every sequence is clean: the remaining steps would change nothing
@@ -233,18 +175,7 @@ class ReverseProcess:
                     on_step()
                 break
             t, alpha_t, alpha_s = grid[i].item(), alpha[i], alpha[i + 1]
-            if skewed:  # each position on its own clock: alphas of shape (B, N)
-                alpha_t = self.schedule.alpha(self.position_times(t, positions).double())
-                alpha_s = self.schedule.alpha(self.position_times(grid[i + 1].item(), positions).double())
-                if i == steps - 1:
-                    alpha_s = torch.ones_like(alpha_s)
-                reveal_prob = torch.where(alpha_t >= 1, 1.0, (alpha_s - alpha_t) / (1 - alpha_t).clamp_min(1e-12))
-                if self.config.strategy == "ancestral":
-                    changed = self._ancestral_step(batch, masked, t, reveal_prob)
-                else:
-                    keep = torch.round(((1 - alpha_s) * initial_mask).sum(-1)).long()
-                    changed = self._confidence_step(batch, masked, t, count=(masked.sum(-1) - keep).clamp_min(0))
-            elif self.config.strategy == "ancestral":
+            if self.config.strategy == "ancestral":
                 # alpha_t = 1 (a schedule flat near 0, in float64) means x_t should be clean already.
                 reveal_prob = 1.0 if alpha_t >= 1 else (alpha_s - alpha_t) / (1 - alpha_t)
                 changed = self._ancestral_step(batch, masked, t, reveal_prob)
@@ -257,7 +188,7 @@ class ReverseProcess:
                 on_step()
         return batch.x, batch.nfe
 
-    def _ancestral_step(self, batch: _Batch, masked: Tensor, t: float, reveal_prob: float | Tensor) -> Tensor:
+    def _ancestral_step(self, batch: _Batch, masked: Tensor, t: float, reveal_prob: float) -> Tensor:
         """Reveals each masked position with probability ``reveal_prob``; returns the rows that changed."""
         x = batch.x
         u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=batch.generator)

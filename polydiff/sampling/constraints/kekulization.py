@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from polydiff.data.smiles_syntax import ATOM, BOND, CLOSE, DOT, END, OPEN, RING, describe_token
+from polydiff.sampling.constraints.syntax import ATOM, BOND, CLOSE, DOT, END, OPEN, RING, classify_token
 
 AROMATIC_BOND = ("", ":")  # an unwritten bond between two aromatic atoms is aromatic
 MULTIPLE_BONDS = ("=", "#", "$")
@@ -58,7 +58,7 @@ class MoleculePrefix:
 
     def then(self, token: str) -> MoleculePrefix:
         """The prefix after one more token; assumes well-formed SMILES (``smiles_syntax`` sees to it)."""
-        kind, value = describe_token(token)
+        kind, value = classify_token(token)
         if kind == ATOM:
             new = len(self.atoms)
             bonds = self.bonds if self.anchor is None else (*self.bonds, (self.anchor, new, self.bond))

@@ -1,0 +1,59 @@
+"""What a sampler needs of a trained model: the ``Denoiser`` protocol.
+
+``DiffusionTask`` satisfies it; so can any object with these members (a model served without
+Lightning, or a test's stand-in), which keeps ``polydiff.sampling`` free of the training code.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerFast
+
+from polydiff.data.representation import Representation
+from polydiff.diffusion.schedules import DiffusionSchedule
+
+
+class Denoiser(Protocol):
+    """A trained masked-diffusion model as the samplers see it.
+
+    Attributes:
+        tokenizer: its tokenizer ([CLS], [SEP], [PAD], [MASK] and the vocabulary).
+        representation: how its text becomes SMILES (``to_smiles``) and whether it is SMILES.
+        schedule: alpha(t) of its forward process.
+        block_size: B of its block diffusion (1: left to right; 0: the whole sequence).
+        max_positions: the longest sequence it reads, [CLS] and [SEP] included.
+        time_conditioned: whether ``encode`` uses t.
+        length_histogram: counts of training lengths L (tokens between [CLS] and [SEP]).
+        token_histogram: counts of each token in the training data (all zero: unknown).
+        device: where its weights are.
+    """
+
+    tokenizer: PreTrainedTokenizerFast
+    representation: Representation
+    schedule: DiffusionSchedule
+    length_histogram: Tensor
+    token_histogram: Tensor
+
+    @property
+    def block_size(self) -> int: ...
+
+    @property
+    def max_positions(self) -> int: ...
+
+    @property
+    def time_conditioned(self) -> bool: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode(self, x_t: Tensor, attention_mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:
+        """Final hidden states (batch, length, hidden) of x_t (``BertDiffusionModel.encode``)."""
+        ...
+
+    def logits_from_hidden(self, hidden: Tensor, allow_end: bool = True) -> Tensor:
+        """Logits of p_theta(x_0 | x_t) from hidden states, float32, tokens it may not predict forbidden;
+        ``allow_end=False`` forbids [SEP] too."""
+        ...

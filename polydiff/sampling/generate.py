@@ -1,0 +1,238 @@
+"""Generation from a trained model (a ``Denoiser``): lengths, templates, batches, decoding.
+
+Each sequence is [CLS] + L tokens + [SEP] + pads. A block-diffusion model generates [SEP] itself:
+blocks are decoded after [CLS] until every sequence has ended. Otherwise L is drawn from the
+training length histogram kept in the checkpoint. A fixed ``length`` or a template (``prompts``)
+sets L for either kind (a block model is then kept from ending early). A template is a string in
+the model's representation (SMILES, or SELFIES symbols) whose ``[MASK]`` tokens are generated
+while every other token stays in place. Sequences are batched by length, so little compute goes
+to pads, and returned in the order they were drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from polydiff.sampling.blockwise import decode_blocks, decode_next_tokens, decode_until_end
+from polydiff.sampling.config import SamplingConfig
+from polydiff.sampling.constraints.syntax import SmilesSyntax
+from polydiff.sampling.denoiser import Denoiser
+from polydiff.sampling.reverse import ReverseProcess
+
+
+@dataclass
+class Generation:
+    """Generated sequences and what they cost.
+
+    Args:
+        sequences: decoded SMILES (from the model's representation), in the order drawn.
+        nfe: model calls (function evaluations) per sequence.
+        lengths: tokens per sequence ([CLS]/[SEP] excluded; a template's fixed tokens included).
+        seed: the seed that reproduces them (with the same batch size and device).
+        seconds: wall time of the generation.
+    """
+
+    sequences: list[str]
+    nfe: Tensor
+    lengths: Tensor
+    seed: int
+    seconds: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return len(self.sequences) / max(self.seconds, 1e-9)
+
+
+def encode_template(model: Denoiser, prompt: str) -> Tensor:
+    """Token ids of a template, [CLS] and [SEP] included.
+
+    Raises:
+        ValueError: if it has no [MASK], has tokens the tokenizer does not know, holds other
+            special tokens, or is longer than the model's positions.
+    """
+    tokenizer = model.tokenizer
+    encoding = tokenizer.backend_tokenizer.encode(prompt)
+    ids = torch.tensor(encoding.ids)
+    pieces = zip(encoding.offsets, encoding.ids, strict=True)
+    unknown = [prompt[a:b] for (a, b), i in pieces if i == tokenizer.unk_token_id]
+    if unknown:
+        raise ValueError(f"prompt {prompt!r} has pieces the tokenizer does not know: {unknown}")
+    mask = tokenizer.mask_token_id
+    if not (ids == mask).any():
+        raise ValueError(f"prompt {prompt!r} has no [MASK] token to fill in")
+    inner = ids[1:-1]
+    if torch.isin(inner[inner != mask], torch.tensor(tokenizer.all_special_ids)).any():
+        raise ValueError(f"prompt {prompt!r} may hold no special token other than [MASK]")
+    if len(ids) > model.max_positions:
+        raise ValueError(
+            f"prompt {prompt!r} is {len(ids)} tokens with [CLS] and [SEP]; the model takes {model.max_positions}"
+        )
+    return ids
+
+
+def draw_lengths(model: Denoiser, num_samples: int, generator: torch.Generator) -> Tensor:
+    """Draws lengths L (tokens between [CLS] and [SEP]) from the model's training length histogram."""
+    histogram = model.length_histogram.double().clone()
+    histogram[model.max_positions - 1 :] = 0  # [CLS] + L + [SEP] must fit
+    if histogram.sum() <= 0:
+        raise ValueError("this model has no length histogram (not trained with `fit`): pass a length or a prompt")
+    if num_samples == 0:
+        return torch.zeros(0, dtype=torch.long, device=histogram.device)
+    return torch.multinomial(histogram, num_samples, replacement=True, generator=generator)
+
+
+def _initial_batch(model: Denoiser, lengths: Tensor, templates: list[Tensor] | None) -> Tensor:
+    """x at t = 1: [CLS], [MASK] x L (or a template), [SEP], pads."""
+    tokenizer = model.tokenizer
+    if templates is not None:
+        return torch.nn.utils.rnn.pad_sequence(templates, batch_first=True, padding_value=tokenizer.pad_token_id)
+    position = torch.arange(int(lengths.max()) + 2, device=lengths.device)
+    x = torch.where(position <= lengths.unsqueeze(-1), tokenizer.mask_token_id, tokenizer.pad_token_id)
+    x[:, 0] = tokenizer.cls_token_id
+    x[torch.arange(len(lengths)), lengths + 1] = tokenizer.sep_token_id
+    return x
+
+
+@contextmanager
+def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task_id = progress.add_task("sampling", total=total)
+        yield lambda: progress.advance(task_id)
+
+
+def _decode(
+    model: Denoiser,
+    process: ReverseProcess,
+    x: Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator,
+    on_step: Callable[[], None] | None,
+    free_length: bool,
+    syntax: SmilesSyntax | None,
+) -> tuple[Tensor, Tensor]:
+    """Runs the decoder that fits the model on one batch: left to right (B = 1), block by block
+    (B > 1; until the model ends, or at a fixed length) or the whole sequence at once (no blocks)."""
+    block_size, tokenizer = model.block_size, model.tokenizer
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    if block_size == 1:
+        return decode_next_tokens(model, process.head, x, config, generator, on_step, free_length, syntax)
+    if block_size and free_length:
+        return decode_until_end(process, x, sep, pad, block_size, generator, on_step)
+    if block_size:
+        return decode_blocks(process, x, (x != pad) & (x != cls), cls, block_size, generator, on_step)
+    return process.sample(x, (x != pad).long(), generator, on_step)
+
+
+def generate(
+    model: Denoiser,
+    num_samples: int,
+    config: SamplingConfig | None = None,
+    length: int | None = None,
+    prompts: Sequence[str] | None = None,
+    batch_size: int = 256,
+    seed: int | None = None,
+    progress: bool = False,
+) -> Generation:
+    """Samples sequences from a model (in eval mode: no dropout).
+
+    Args:
+        model: a trained denoiser (a ``DiffusionTask``); runs on its device.
+        num_samples: sequences to draw (per prompt when ``prompts`` are given).
+        config: how to sample; an option this model would ignore is refused.
+        length: tokens per sequence, instead of the model's own ends (block diffusion) or the
+            training histogram.
+        prompts: templates whose [MASK] tokens are filled in; ``num_samples`` each, grouped
+            by prompt in the output.
+        batch_size: sequences denoised together.
+        seed: makes the output reproducible (same batch size and device); None draws one.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The sequences, with NFE and lengths per sequence, the seed and the wall time.
+
+    Raises:
+        ValueError: for a bad count, length or template, or an option with no effect on this model.
+    """
+    config = config or SamplingConfig()
+    if num_samples < 0 or batch_size < 1:
+        raise ValueError(f"need num_samples >= 0 and batch_size >= 1, got {num_samples} and {batch_size}")
+    block_size, tokenizer, width = model.block_size, model.tokenizer, model.max_positions
+    # A block model writes [SEP] itself unless a length or template fixes where it goes.
+    free_length = block_size > 0 and prompts is None and length is None
+    constrained = free_length and block_size == 1 and model.representation.is_smiles
+    config.refuse_unused(block_size, constrained)
+    device = model.device
+    generator = torch.Generator(device=device)
+    seed = generator.seed() if seed is None else generator.manual_seed(seed).initial_seed()
+    start = time.perf_counter()
+
+    templates = None
+    if prompts is not None:
+        encoded = [encode_template(model, p).to(device) for p in prompts]
+        templates = [t for t in encoded for _ in range(num_samples)]
+        sizes = torch.tensor([len(t) for t in templates], dtype=torch.long, device=device) - 2
+    elif length is not None:
+        if not 0 < length <= width - 2:
+            raise ValueError(f"length must lie in 1..{width - 2}, got {length}")
+        sizes = torch.full((num_samples,), length, device=device)
+    elif free_length:
+        sizes = torch.zeros(num_samples, dtype=torch.long, device=device)  # the model decides
+    else:
+        sizes = draw_lengths(model, num_samples, generator)
+
+    syntax = SmilesSyntax(tokenizer, device) if config.syntax and constrained else None
+    # A given length puts [SEP] in its place: the model may not end a sequence before it. Tokens
+    # the training data never had (exotic bracket atoms, for a MOSES model) are not drawn.
+    unseen = model.token_histogram == 0 if model.token_histogram.any() else None
+
+    def head(hidden: Tensor) -> Tensor:
+        logits = model.logits_from_hidden(hidden, allow_end=free_length)
+        return logits if unseen is None else logits.masked_fill(unseen, -math.inf)
+
+    if block_size:  # each block runs its own reverse process: at most one step per token
+        config = replace(config, steps=min(config.steps, block_size))
+    process = ReverseProcess(
+        model.encode, head, model.schedule, tokenizer.mask_token_id, config, time_conditioned=model.time_conditioned
+    )
+    # Sort by length so that a batch holds similar lengths: little compute goes to pads.
+    batches = [batch for batch in torch.argsort(sizes, stable=True).split(batch_size) if len(batch)]
+    sequences: list[str] = [""] * len(sizes)
+    nfe = torch.zeros(len(sizes), dtype=torch.long)
+    lengths = sizes.cpu().clone()
+    frame = torch.tensor([tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id], device=device)
+    if free_length:
+        passes = [-(-(width - 1) // block_size)] * len(batches)
+    elif block_size == 1:
+        passes = [int(sizes[batch].max()) + 1 for batch in batches]
+    else:
+        passes = [-(-(int(sizes[batch].max()) + 1) // block_size) if block_size else 1 for batch in batches]
+    with _progress_bar(progress, sum(passes) * config.steps) as on_step:
+        for batch in batches:
+            rows = batch.tolist()
+            if free_length:  # [CLS], then [MASK]s to the last position: the model ends each row
+                x = torch.full((len(batch), width), tokenizer.mask_token_id, device=device)
+                x[:, 0] = tokenizer.cls_token_id
+            else:
+                x = _initial_batch(model, sizes[batch], None if templates is None else [templates[i] for i in rows])
+            x, calls = _decode(model, process, x, config, generator, on_step, free_length, syntax)
+            if free_length:
+                lengths[batch.cpu()] = (~torch.isin(x, frame)).sum(-1).cpu()
+            texts = tokenizer.batch_decode(x.tolist(), skip_special_tokens=True)
+            for i, text in zip(rows, texts, strict=True):
+                sequences[i] = model.representation.to_smiles(text)
+            nfe[batch.cpu()] = calls.cpu()
+    return Generation(sequences, nfe, lengths, seed, time.perf_counter() - start)

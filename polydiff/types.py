@@ -1,0 +1,16 @@
+"""Small types shared by every layer: what a sequence is of, and how it is written.
+
+They live here, below ``data/``, ``chem/`` and ``sampling/``, so that each of those can name
+them without importing another.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# A corpus line is a molecule, or a polymer repeat unit (PSMILES: exactly two ``*``).
+Kind = Literal["molecule", "polymer"]
+
+# The text a model reads and writes (``polydiff.data.representation``); files are SMILES either way.
+RepresentationName = Literal["smiles", "kekule_smiles", "selfies"]
+REPRESENTATIONS: tuple[str, ...] = RepresentationName.__args__

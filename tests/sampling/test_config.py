@@ -1,0 +1,71 @@
+"""Every sampling option either changes the samples of the model at hand or is refused with one line."""
+
+import pytest
+import torch
+
+from polydiff.diffusion import DiffusionConfig
+from polydiff.model.bert_diffusion import ModelConfig
+from polydiff.sampling import SamplingConfig, generate
+from polydiff.tasks.diffusion_task import DiffusionTask
+
+TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=32)
+
+
+def tiny_task(block_size: int, representation: str = "smiles") -> DiffusionTask:
+    torch.manual_seed(0)
+    task = DiffusionTask(
+        model_config=TINY, diffusion_config=DiffusionConfig(block_size=block_size), representation=representation
+    ).eval()
+    task.length_histogram[4:8] = 1
+    return task
+
+
+def test_options_are_keyword_only():
+    with pytest.raises(TypeError):
+        SamplingConfig(64, "ancestral")  # two positional fields a reorder would silently swap
+
+
+@pytest.mark.parametrize(
+    "option", [{"steps": 16}, {"strategy": "ancestral"}, {"randomness": 0.5}, {"cache": False}], ids=str
+)
+def test_one_token_blocks_refuse_the_reverse_process_options(option):
+    with pytest.raises(ValueError, match=f"{next(iter(option))}: a model with one-token blocks"):
+        generate(tiny_task(1), 2, SamplingConfig(**option), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("block_size", "representation", "kwargs"),
+    [(0, "smiles", {}), (2, "smiles", {}), (1, "selfies", {}), (1, "smiles", {"length": 5})],
+    ids=["whole-sequence", "blocks-of-2", "selfies", "fixed-length"],
+)
+def test_syntax_is_refused_where_no_constraint_applies(block_size, representation, kwargs):
+    with pytest.raises(ValueError, match="syntax: the constraints apply"):
+        generate(tiny_task(block_size, representation), 2, SamplingConfig(syntax=False), seed=0, **kwargs)
+
+
+def test_randomness_needs_the_confidence_strategy():
+    with pytest.raises(ValueError, match="randomness: it scales the confidence"):
+        generate(tiny_task(0), 2, SamplingConfig(strategy="ancestral", randomness=0.5), seed=0)
+
+
+def test_top_p_needs_a_temperature():
+    with pytest.raises(ValueError, match="top_p: temperature 0"):
+        generate(tiny_task(0), 2, SamplingConfig(temperature=0, top_p=0.5), seed=0)
+
+
+def test_steps_beyond_the_block_size_are_refused_and_up_to_it_used():
+    task = tiny_task(2)
+    with pytest.raises(ValueError, match="steps: a block of 2 tokens takes at most 2 steps"):
+        generate(task, 2, SamplingConfig(steps=3), length=6, seed=0)
+    one, two = (generate(task, 8, SamplingConfig(steps=s), length=6, seed=0) for s in (1, 2))
+    assert one.nfe.max() < two.nfe.max()  # one step per block is one call per block
+
+
+def test_every_option_of_a_whole_sequence_model_is_used():
+    task = tiny_task(0)
+    changed = dict(steps=4, strategy="ancestral", temperature=0.5, top_p=0.9, cache=False)
+    default = generate(task, 8, SamplingConfig(), seed=0)
+    for name, value in changed.items():
+        other = generate(task, 8, SamplingConfig(**{name: value}), seed=0)
+        assert (other.sequences, other.nfe.tolist()) != (default.sequences, default.nfe.tolist()), name
+    assert generate(task, 8, SamplingConfig(randomness=0.0), seed=0).sequences != default.sequences
