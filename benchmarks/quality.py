@@ -3,7 +3,8 @@
     python benchmarks/quality.py --config recipes/base.yaml --budget_minutes 10 \
         --num_samples 1000 --output_dir runs/quality
 
-1. ``polydiff fit`` on the recipe, stopped by ``--budget_minutes`` of wall-clock time
+1. ``polydiff fit`` on the recipe (layered on ``recipes/base.yaml``, as the README layers every
+   overlay), stopped by ``--budget_minutes`` of wall-clock time
    (``trainer.max_time``; the recipe's own ``max_steps`` still applies when it comes first).
 2. ``polydiff sample`` of ``--num_samples`` molecules from the best checkpoint (lowest val/nll)
    into ``DIR/samples.smi``, then ``polydiff evaluate`` into ``DIR/metrics.json``.
@@ -30,6 +31,7 @@ from pathlib import Path
 import yaml
 
 POLYDIFF = [sys.executable, "-m", "polydiff"]
+BASE = Path(__file__).parents[1] / "recipes" / "base.yaml"
 
 
 def run(command: list[str], log: Path) -> None:
@@ -129,6 +131,8 @@ def main() -> None:
     parser.add_argument("--sample_options", default="", help="extra options for `polydiff sample`")
     parser.add_argument("--n_jobs", type=int, default=os.cpu_count() or 1, help="RDKit processes for evaluate")
     args, fit_options = parser.parse_known_args()
+    # Every recipe is an overlay on the base recipe: `--config recipes/ar.yaml` trains base + ar.
+    args.config = [str(BASE), *(c for c in args.config if Path(c).resolve() != BASE.resolve())]
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"recipe": args.config, "budget_minutes": args.budget_minutes, "num_samples": args.num_samples}

@@ -1,5 +1,6 @@
 """End-to-end tests of generation from a checkpoint: ``polydiff sample``, ``polydiff predict``, ``polydiff.load``."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,10 @@ def test_sample_writes_one_sequence_per_line_and_a_summary(checkpoint, tmp_path,
     # Even after 12 steps of training, every SELFIES sample is a molecule.
     assert all(Chem.MolFromSmiles(line) is not None for line in lines)
     assert "samples/s" in summary and "NFE" in summary and "seed 0" in summary
+    # Both counts a user compares: model calls and tokens per sequence ([SEP] counted for a block model).
+    nfe = float(re.search(r"NFE per sequence: mean ([0-9.]+)", summary)[1])
+    tokens = float(re.search(r"tokens per sequence: mean ([0-9.]+)", summary)[1])
+    assert 0 < nfe <= tokens  # a block model commits at least one token per call, [SEP] included
 
 
 def test_same_seed_same_file(checkpoint, tmp_path, capsys):

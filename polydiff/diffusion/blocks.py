@@ -34,6 +34,13 @@ autoregressive model. A [MASK] query then adds nothing that the clean prefix lac
 token i, under ``sampling_mask``, predicts token i + 1): the same bound in one N-long pass.
 
 B > L is a masked-diffusion model over the whole sequence and its length.
+
+With a causal context (``DiffusionConfig.causal_context``) the clean half is encoded causally
+instead: clean token i sees the clean tokens <= i, so its state can also predict token i + 1, and
+training adds that next-token loss, computed on the clean half the pass encodes anyway. A noisy
+block still sees its own block and the clean tokens of the blocks before it. The sampler then
+takes each call's first token from the next-token prediction, which has been trained on every
+token of every step, and the drafts after it from the block's masked positions.
 """
 
 from __future__ import annotations
@@ -56,6 +63,12 @@ def block_index(content: Tensor, block_size: int) -> Tensor:
     return torch.where(content, rank.div(block_size, rounding_mode="floor"), -1)
 
 
+def _causal_content_attention(content: Tensor) -> Tensor:
+    """(batch, N, N): content query i may see content key j at or before it."""
+    rank = content.long().cumsum(-1)
+    return (rank.unsqueeze(-2) <= rank.unsqueeze(-1)) & content.unsqueeze(-1) & content.unsqueeze(-2)
+
+
 def _content_attention(content: Tensor, blocks: Tensor, inclusive: bool) -> Tensor:
     """(batch, N, N): content query i may see content key j of an earlier block (or the same, if inclusive)."""
     query, key = blocks.unsqueeze(-1), blocks.unsqueeze(-2)
@@ -63,25 +76,32 @@ def _content_attention(content: Tensor, blocks: Tensor, inclusive: bool) -> Tens
     return earlier & content.unsqueeze(-1) & content.unsqueeze(-2)
 
 
-def sampling_mask(content: Tensor, frame: Tensor, block_size: int) -> Tensor:
+def sampling_mask(content: Tensor, frame: Tensor, block_size: int, causal_before: int | None = None) -> Tensor:
     """The block-causal attention of one N-long copy, (batch, N, N) bool: True where query i may see key j.
 
     Args:
         content: (batch, N) bool, the generated tokens ([SEP] included).
         frame: (batch, N) bool, the tokens every position sees and that see only each other ([CLS]).
         block_size: B.
+        causal_before: for a model with a causal context, the block being denoised: the clean
+            blocks before it are encoded causally, as in training; None for block-causal throughout.
     """
     blocks = block_index(content, block_size)
-    return _content_attention(content, blocks, inclusive=True) | frame.unsqueeze(-2)
+    allowed = _content_attention(content, blocks, inclusive=True)
+    if causal_before is not None:
+        clean = (content & (blocks < causal_before)).unsqueeze(-1)
+        allowed = torch.where(clean, _causal_content_attention(content), allowed)
+    return allowed | frame.unsqueeze(-2)
 
 
-def training_mask(content: Tensor, frame: Tensor, block_size: int) -> Tensor:
+def training_mask(content: Tensor, frame: Tensor, block_size: int, causal_context: bool = False) -> Tensor:
     """The attention of the 2N-long training input [x_t ; x_0], (batch, 2N, 2N) bool.
 
     Args:
         content: (batch, N) bool, the generated tokens ([SEP] included).
         frame: (batch, N) bool, the tokens every position sees and that see only each other ([CLS]).
         block_size: B.
+        causal_context: clean tokens see the clean tokens up to themselves, not their whole block.
 
     Returns:
         Rows and columns 0 .. N-1 are x_t, N .. 2N-1 are x_0. The frame of x_t holds the only frame
@@ -89,9 +109,36 @@ def training_mask(content: Tensor, frame: Tensor, block_size: int) -> Tensor:
     """
     blocks = block_index(content, block_size)
     noisy_to_clean = _content_attention(content, blocks, inclusive=False)
-    clean_to_clean = _content_attention(content, blocks, inclusive=True)
-    noisy_to_noisy = clean_to_clean & ~noisy_to_clean  # the same block only
+    same_or_earlier = _content_attention(content, blocks, inclusive=True)
+    noisy_to_noisy = same_or_earlier & ~noisy_to_clean  # the same block only
+    clean_to_clean = _causal_content_attention(content) if causal_context else same_or_earlier
     frame_keys = frame.unsqueeze(-2).expand_as(noisy_to_noisy)
     top = torch.cat([noisy_to_noisy | frame_keys, noisy_to_clean], dim=-1)
     bottom = torch.cat([frame_keys, clean_to_clean], dim=-1)
     return torch.cat([top, bottom], dim=-2)
+
+
+def context_mask(content: Tensor, frame: Tensor, block_start: Tensor, block: Tensor) -> Tensor:
+    """The attention of a sampling call with a causal context: [x ; the current block], (r, N + B, N + B) bool.
+
+    The first N positions are the sequence encoded causally (content sees content up to itself, as
+    the clean half in training); the last B are each row's current block, a copy of its positions
+    ``block_start .. block_start + B - 1``, which sees the block and the content before
+    ``block_start``, as a noisy block does in training. Everything sees the frame.
+
+    Args:
+        content: (r, N) bool, the generated tokens (committed or not) of the first part.
+        frame: (r, N) bool, the tokens every position sees ([CLS]).
+        block_start: (r,) the first position of each row's current block.
+        block: (r, B) bool, the slots of the copy that hold a position of the sequence (the last
+            block may reach past the model's positions).
+    """
+    (rows, length), block_size = content.shape, block.shape[1]
+    nothing = torch.zeros(rows, length, block_size, dtype=torch.bool, device=content.device)
+    before_block = content & (torch.arange(length, device=content.device) < block_start.unsqueeze(-1))
+    top = torch.cat([_causal_content_attention(content), nothing], -1)
+    bottom = torch.cat(
+        [before_block.unsqueeze(1).expand(-1, block_size, -1), block.unsqueeze(1) & block.unsqueeze(2)], -1
+    )
+    frame_keys = torch.cat([frame, torch.zeros_like(block)], -1)
+    return torch.cat([top, bottom], 1) | frame_keys.unsqueeze(1)

@@ -35,6 +35,9 @@ class DiffusionConfig:
         block_size: B > 0 makes a block-diffusion model (``polydiff.diffusion.blocks``): masked
             diffusion inside blocks of B tokens, each block with its own t, autoregressive
             across blocks; 0 diffuses the whole sequence at once.
+        causal_context: with blocks of B >= 2, encode the clean context causally and train its
+            states to predict the next token as well (``polydiff.diffusion.blocks``), in the same
+            pass; prefix decoding then draws each call's first token from that prediction.
     """
 
     num_timesteps: int = 0
@@ -42,6 +45,7 @@ class DiffusionConfig:
     eps: float = 1e-3
     loss_weighting: Literal["elbo", "flat"] = "elbo"
     block_size: int = 0
+    causal_context: bool = False
 
     def __post_init__(self) -> None:
         if self.num_timesteps < 0:
@@ -52,6 +56,8 @@ class DiffusionConfig:
             raise ValueError(f"loss_weighting must be 'elbo' or 'flat', got {self.loss_weighting!r}")
         if self.block_size < 0:
             raise ValueError(f"block_size must be >= 0, got {self.block_size}")
+        if self.causal_context and self.block_size < 2:
+            raise ValueError("causal_context needs blocks of 2 or more tokens (block_size 1 is causal already)")
 
     def changed(self) -> set[str]:
         """The options set to something other than their default."""

@@ -1,10 +1,15 @@
 """Block-by-block decoding of a block-diffusion model (``polydiff.diffusion.blocks``).
 
-A block of B tokens is denoised by the reverse process (``polydiff.sampling.reverse``) while it
-sees only the clean blocks before it, then the next block, until every row has written [SEP] or
-a fixed length is filled. One-token blocks (B = 1) are the autoregressive limit: each token is
-drawn from the hidden state of the token before it, one model call per token, and there the
-SMILES constraints (``polydiff.sampling.constraints``) can keep every prefix completable.
+A block of B tokens is decoded while it sees only the clean blocks before it, then the next
+block, until every row has written [SEP] or a fixed length is filled. Within a block:
+
+- ``decode_prefix`` (the default where the model ends its own sequences): each model call drafts
+  every [MASK] of the block at once and commits a left-to-right run of them, so a call commits
+  several tokens, each held to the SMILES constraints (``polydiff.sampling.constraints``);
+- ``decode_until_end`` and ``decode_blocks``: the reverse process (``polydiff.sampling.reverse``)
+  on the block, ``confidence`` or ``ancestral``;
+- ``decode_next_tokens``: one-token blocks (B = 1), the autoregressive limit, one model call per
+  token drawn from the hidden state of the token before it.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from polydiff.diffusion.blocks import block_index, sampling_mask
+from polydiff.diffusion.blocks import block_index, context_mask, sampling_mask
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.kekulization import MoleculePrefix
-from polydiff.sampling.constraints.syntax import SmilesSyntax
+from polydiff.sampling.constraints.syntax import SmilesSyntax, SyntaxState
 from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.reverse import Head, ReverseProcess, draw_tokens
 
@@ -35,19 +40,21 @@ def decode_blocks(
     content: Tensor,
     cls_token_id: int,
     block_size: int,
+    causal_context: bool,
     generator: torch.Generator,
     on_step: Callable[[], None] | None,
 ) -> tuple[Tensor, Tensor]:
     """Block diffusion at a fixed length: denoises block 0, then block 1, ..., each seeing only the
-    blocks before it; ``content`` is everything after [CLS] but pads, [SEP] included.
+    blocks before it (encoded causally with a causal context); ``content`` is everything after
+    [CLS] but pads, [SEP] included.
 
     Returns:
         (the filled tokens, the model calls per row).
     """
     blocks = block_index(content, block_size)
-    attention = sampling_mask(content, x == cls_token_id, block_size)
     calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
     for k in range(int(blocks.max()) + 1):
+        attention = sampling_mask(content, x == cls_token_id, block_size, k if causal_context else None)
         x, block_calls = process.sample(x, attention, generator, on_step, active=blocks == k)
         calls += block_calls
     return x, calls
@@ -59,6 +66,7 @@ def decode_until_end(
     sep_token_id: int,
     pad_token_id: int,
     block_size: int,
+    causal_context: bool,
     generator: torch.Generator,
     on_step: Callable[[], None] | None,
 ) -> tuple[Tensor, Tensor]:
@@ -71,12 +79,9 @@ def decode_until_end(
         (the tokens, pads after each row's [SEP]; the model calls per row).
     """
     calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
-    num_blocks = -(-(x.shape[1] - 1) // block_size)
-    for k in range(num_blocks):
+    for k in range(-(-(x.shape[1] - 1) // block_size)):
         running = ~(x == sep_token_id).any(-1)
         if not running.any():
-            for _ in range((num_blocks - k) * process.config.steps if on_step is not None else 0):
-                on_step()
             break
         rows, end = running.nonzero().squeeze(-1), min(1 + (k + 1) * block_size, x.shape[1])
         prefix = x[rows, :end]
@@ -84,7 +89,7 @@ def decode_until_end(
         content[:, 0] = False
         active = torch.zeros_like(content)
         active[:, 1 + k * block_size :] = True
-        attention = sampling_mask(content, ~content, block_size)
+        attention = sampling_mask(content, ~content, block_size, k if causal_context else None)
         x[rows, :end], block_calls = process.sample(prefix, attention, generator, on_step, active=active)
         calls[rows] += block_calls
         x = pad_after_end(x, sep_token_id, pad_token_id)  # a block may have drawn tokens past [SEP]
@@ -98,6 +103,41 @@ def cannot_start(model: Denoiser) -> list[int]:
     if model.representation.name == "selfies":
         ids += [i for token, i in model.tokenizer.get_vocab().items() if "Ring" in token or "Branch" in token]
     return ids
+
+
+def _draft_states(model: Denoiser, x: Tensor, start: Tensor, positions: Tensor) -> Tensor:
+    """The states that predict ``positions`` (r, B) of x in one model call: the first uncommitted
+    position ``start`` and the rest of its block, which are [MASK] in x.
+
+    Block-causal: one pass over x up to the longest block, whose masked positions give the drafts.
+    With a causal context: one pass over [x ; the current block], where the causal state of the
+    token before ``start`` predicts ``start`` (the next-token prediction) and the block's masked
+    positions the drafts after it (``polydiff.diffusion.blocks.context_mask``).
+
+    Returns:
+        (r, B, hidden) states.
+    """
+    block_size, width, device = model.block_size, x.shape[1], x.device
+    rows = torch.arange(len(x), device=device).unsqueeze(-1)
+    if not model.causal_context:
+        end = int(positions.max()) + 1
+        content = torch.ones_like(x[:, :end], dtype=torch.bool)
+        content[:, 0] = False
+        hidden = model.encode(x[:, :end], sampling_mask(content, ~content, block_size))
+        return hidden[rows, positions]
+    end = int(start.max())  # the context every row needs: its committed tokens
+    block_start = (start - 1) // block_size * block_size + 1
+    slots = block_start.unsqueeze(-1) + torch.arange(block_size, device=device)
+    in_model = slots < width
+    block = x[rows, slots.clamp(max=width - 1)].masked_fill(~in_model, model.tokenizer.pad_token_id)
+    content = torch.ones_like(x[:, :end], dtype=torch.bool)
+    content[:, 0] = False
+    ids = torch.cat([torch.arange(end, device=device).expand(len(x), -1), slots.clamp(max=width - 1)], -1)
+    attention = context_mask(content, ~content, block_start, in_model)
+    hidden = model.encode(torch.cat([x[:, :end], block], -1), attention, None, ids)
+    states = hidden[rows, end + (positions - block_start.unsqueeze(-1)).clamp(max=block_size - 1)]
+    states[:, 0] = hidden[rows.squeeze(-1), start - 1]  # the next-token prediction of the clean context
+    return states
 
 
 def draw_completable(
@@ -136,6 +176,152 @@ def draw_completable(
                 refused.append(row)
         pending = refused
     return tokens, after
+
+
+def _where_rows(keep: Tensor, new: SyntaxState, old: SyntaxState) -> SyntaxState:
+    """The automaton state of ``new`` in the rows where ``keep`` is true, of ``old`` elsewhere."""
+    values = {}
+    for name, value in vars(new).items():
+        values[name] = torch.where(keep.view(-1, *[1] * (value.dim() - 1)), value, getattr(old, name))
+    return SyntaxState(**values)
+
+
+class _Committer:
+    """Writes tokens into x one position at a time per row, holding them to the constraints when given.
+
+    Args:
+        x: (R, N) the sequences being written.
+        syntax: the SMILES automaton (its state kept here for every row), or None.
+    """
+
+    def __init__(self, x: Tensor, syntax: SmilesSyntax | None) -> None:
+        self.x, self.syntax = x, syntax
+        self.state = syntax.start(len(x), x.device) if syntax is not None else None
+        self.prefixes = [MoleculePrefix()] * len(x)
+
+    def allowed(self, rows: Tensor) -> Tensor | None:
+        """(r, V) bool, what each of ``rows`` may take next by the automaton; None without constraints."""
+        return None if self.syntax is None else self.syntax.allowed(self.state)[rows]
+
+    def completable(self, rows: Tensor, tokens: Tensor) -> Tensor:
+        """(r,) bool: whether each row's aromatic atoms can still be kekulized after its token."""
+        if self.syntax is None:
+            return torch.ones(len(rows), dtype=torch.bool, device=rows.device)
+        vocabulary = self.syntax.tokens
+        return torch.tensor(
+            [
+                self.prefixes[row].then(vocabulary[token]).can_complete()
+                for row, token in zip(rows.tolist(), tokens.tolist(), strict=True)
+            ],
+            dtype=torch.bool,
+            device=rows.device,
+        )
+
+    def commit(self, rows: Tensor, positions: Tensor, tokens: Tensor) -> None:
+        """Writes ``tokens`` at ``positions`` of ``rows`` and moves their constraint state past them."""
+        self.x[rows, positions] = tokens
+        if self.syntax is None:
+            return
+        every = torch.zeros(
+            len(self.x), dtype=torch.long, device=self.x.device
+        )  # rows not in ``rows`` keep their state
+        every[rows] = tokens
+        keep = torch.zeros(len(self.x), dtype=torch.bool, device=self.x.device)
+        keep[rows] = True
+        self.state = _where_rows(keep, self.syntax.advance(self.state, every), self.state)
+        for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
+            self.prefixes[row] = self.prefixes[row].then(self.syntax.tokens[token])
+
+
+@torch.inference_mode()
+def decode_prefix(
+    model: Denoiser,
+    head: Head,
+    x: Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator,
+    on_step: Callable[[], None] | None,
+    syntax: SmilesSyntax | None,
+) -> tuple[Tensor, Tensor]:
+    """Block diffusion without a length, by parallel drafts committed along the prefix.
+
+    Each model call sees a row's committed tokens and the [MASK]s left in its current block and
+    drafts all of them at once from p_theta. The first is drawn from its conditional given
+    everything before it, which is clean, restricted (with ``syntax``) to the tokens that keep the
+    prefix completable (``draw_completable``), and always committed. The drafts after it are
+    committed left to right while each is at least ``config.threshold`` likely and, with
+    ``syntax``, allowed by the automaton and the kekulization check; the first that is not stays
+    masked for the next call. So every committed prefix keeps to the same rules as a decoder that
+    writes one token at a time, and a call commits as many tokens as the model is sure of.
+
+    Args:
+        model: the denoiser, block size B >= 2.
+        head: hidden states to logits (with what may not be drawn removed).
+        x: (R, N) [CLS], then [MASK]s to the last position; a row ends at the [SEP] it commits.
+        config: temperature, top_p and threshold.
+        syntax: the SMILES automaton, with which the kekulization check runs; None for neither.
+
+    Returns:
+        (the tokens, pads after each row's [SEP]; the model calls per row).
+    """
+    tokenizer, block_size = model.tokenizer, model.block_size
+    sep, pad = tokenizer.sep_token_id, tokenizer.pad_token_id
+    width, device = x.shape[1], x.device
+    writer = _Committer(x, syntax)
+    calls = torch.zeros(len(x), dtype=torch.long, device=device)
+    position = torch.ones(len(x), dtype=torch.long, device=device)  # each row's first uncommitted position
+    ended = torch.zeros(len(x), dtype=torch.bool, device=device)
+    log_threshold = math.log(config.threshold)
+    while True:
+        rows = (~ended & (position < width)).nonzero().squeeze(-1)
+        if len(rows) == 0:
+            break
+        start = position[rows]
+        # The row's masked run in its block: positions start .. block_end - 1 (within the model's width).
+        positions = start.unsqueeze(-1) + torch.arange(block_size, device=device)
+        block_end = ((start - 1) // block_size + 1) * block_size + 1  # one past the block's last position
+        inside = positions < block_end.clamp(max=width).unsqueeze(-1)
+        logits = head(_draft_states(model, x[rows], start, positions.clamp(max=width - 1)))
+        calls[rows] += 1
+
+        first = logits[:, 0]
+        first[
+            (start == 1).nonzero().squeeze(-1).unsqueeze(-1), torch.tensor(cannot_start(model), device=device)
+        ] = -math.inf
+        allowed = writer.allowed(rows)
+        if allowed is None:
+            tokens = draw_tokens(first, config, generator)[0]
+        else:
+            drawing = [writer.prefixes[row] for row in rows.tolist()]
+            tokens, drawn = draw_completable(
+                first.masked_fill(~allowed, -math.inf), drawing, syntax.tokens, config, generator
+            )
+            dead = torch.tensor([prefix is None for prefix in drawn], dtype=torch.bool, device=device)
+            tokens[dead] = sep  # no valid molecule can come of it: end it, not write on
+        writer.commit(rows, start, tokens)
+        going = tokens != sep
+        ended[rows] |= ~going
+        committed = torch.ones_like(start)
+
+        drafts, log_p = draw_tokens(logits[:, 1:].reshape(-1, logits.shape[-1]), config, generator)
+        drafts, log_p = drafts.view(len(rows), -1), log_p.view(len(rows), -1)
+        for j in range(1, block_size):
+            take = going & inside[:, j] & (log_p[:, j - 1] >= log_threshold)
+            allowed = writer.allowed(rows)
+            if allowed is not None:
+                take &= allowed.gather(1, drafts[:, j - 1 : j]).squeeze(-1)
+                candidates = take.nonzero().squeeze(-1)
+                take[candidates] = writer.completable(rows[candidates], drafts[candidates, j - 1])
+            if not take.any():
+                break
+            writer.commit(rows[take], positions[take, j], drafts[take, j - 1])
+            committed += take.long()
+            ended[rows[take & (drafts[:, j - 1] == sep)]] = True
+            going = take & (drafts[:, j - 1] != sep)
+        position[rows] = start + committed
+        if on_step is not None:
+            on_step()
+    return pad_after_end(x, sep, pad), calls
 
 
 @torch.inference_mode()
@@ -195,10 +381,8 @@ def decode_next_tokens(
             state = syntax.advance(state, x[:, p])
         if free_length:
             x = pad_after_end(x, sep, pad)
-        done = not (x[:, p + 1 :] == mask).any()
         if on_step is not None:
-            for _ in range(x.shape[1] - p if done else 1):  # a finished batch fills its part of the bar
-                on_step()
-        if done:
+            on_step()
+        if not (x[:, p + 1 :] == mask).any():
             break
     return x, calls

@@ -7,10 +7,10 @@ all take this one dataclass. Which options a model uses depends on how it decode
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
-Strategy = Literal["ancestral", "confidence"]
+Strategy = Literal["prefix", "confidence", "ancestral"]
 
 
 @dataclass(kw_only=True)
@@ -18,79 +18,108 @@ class SamplingConfig:
     """How to sample from a model.
 
     Args:
-        steps: steps of the uniform time grid from t = 1 to t = 0 (whole-sequence models; a block
-            model runs at most one step per token of a block).
-        strategy: ``ancestral`` samples the reverse process itself; ``confidence`` reveals the
-            schedule's count of positions, the most confident first (MaskGIT/GenMol).
+        steps: steps of the uniform time grid from t = 1 to t = 0 (``confidence`` and
+            ``ancestral``; in a block of B tokens at most B are taken).
+        strategy: ``prefix`` drafts every [MASK] of the current block in one model call and commits
+            the first and then each next draft while it is at least ``threshold`` likely and keeps
+            to the constraints (block models that end their own sequences; their default);
+            ``confidence`` reveals the schedule's count of positions, the most confident first
+            (MaskGIT/GenMol; the default elsewhere); ``ancestral`` samples the reverse process
+            itself. None picks the model's default.
         temperature: divides the logits; below 1 sharpens, 0 takes the most likely token.
         top_p: nucleus sampling: draw only from the smallest set of tokens whose probability
             reaches ``top_p`` (1 keeps all). 0.98 trims the unlikely tail where invalid SMILES
             start while keeping the diversity that the nucleus 0.95 cost (docs/quality.md).
         randomness: scale of the Gumbel noise added to the confidence, annealed with t
             (``confidence`` only; 0 reveals strictly by confidence).
+        threshold: the probability a draft after a call's first committed token needs to be
+            committed in the same call (``prefix`` only): 1 commits one token per call, lower
+            commits more tokens per call at a cost in quality. 0.05 keeps the default model under
+            half a model call per token; 0.9 gave it far better molecules at 0.94 calls per token
+            (the frontier is in docs/quality.md).
         cache: re-run the model only on sequences that changed since their last call. Exact:
             the samples are the same as without it under one seed, wherever a row's output does
             not depend on which rows share its batch (true of the CPU kernels; GPU kernels may
             differ in the last bits, which can flip a rare draw).
         syntax: keep SMILES samples well-formed where the model writes them left to right and
-            ends them itself (one-token blocks, no fixed length or template): balanced
+            ends them itself (one-token blocks, or ``prefix`` decoding; no fixed length or
+            template): every committed token keeps the prefix completable: balanced
             parentheses and ring closures, atoms within their valence, the end only where a
             string may end, and aromatic rings that can still be kekulized
             (``polydiff.sampling.constraints``).
     """
 
     steps: int = 128
-    strategy: Strategy = "confidence"
+    strategy: Strategy | None = None
     temperature: float = 1.0
     top_p: float = 0.98
     randomness: float = 1.0
+    threshold: float = 0.05
     cache: bool = True
     syntax: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.strategy not in ("ancestral", "confidence"):
-            raise ValueError(f"strategy must be 'ancestral' or 'confidence', got {self.strategy!r}")
+        if self.strategy not in (None, *Strategy.__args__):
+            raise ValueError(f"strategy must be one of {Strategy.__args__}, got {self.strategy!r}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
         if self.randomness < 0:
             raise ValueError(f"randomness must be >= 0, got {self.randomness}")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must lie in (0, 1], got {self.threshold}")
 
     def changed(self) -> set[str]:
         """The options set to something other than their default."""
         return {f.name for f in fields(self) if getattr(self, f.name) != f.default}
 
-    def refuse_unused(self, block_size: int, constrained: bool) -> None:
-        """Raises if an option was changed that the decoder at hand would ignore.
+    def for_model(self, block_size: int, free_length: bool, smiles: bool) -> SamplingConfig:
+        """This config with the strategy the model at hand decodes by; refuses options it would ignore.
 
         Args:
             block_size: the model's block size B (1: left to right, one token per model call;
                 0: the whole sequence at once).
-            constrained: whether this run can apply the SMILES constraints (a SMILES model with
-                one-token blocks that writes its own length).
+            free_length: whether the model writes its own [SEP] in this run (a block model
+                without a fixed length or template).
+            smiles: whether the model writes SMILES (the constraints apply only to them).
+
+        Returns:
+            A copy whose ``strategy`` is set (None at B = 1, which has no reverse process to choose).
 
         Raises:
-            ValueError: naming every such option and why it has no effect.
+            ValueError: naming every changed option that would have no effect, and why.
         """
-        changed = self.changed()
-        reasons = []
+        changed, reasons = self.changed(), []
         if block_size == 1:
-            unused = sorted(changed & {"steps", "strategy", "randomness", "cache"})
+            strategy = None
+            unused = sorted(changed & {"steps", "strategy", "randomness", "cache", "threshold"})
             if unused:
                 reasons.append(f"{', '.join(unused)}: a model with one-token blocks makes one model call per token")
-        elif block_size and "steps" in changed and self.steps > block_size:
-            reasons.append(f"steps: a block of {block_size} tokens takes at most {block_size} steps")
-        if block_size != 1 and self.strategy == "ancestral" and "randomness" in changed:
-            reasons.append("randomness: it scales the confidence strategy's noise")
+        else:
+            strategy = self.strategy or ("prefix" if block_size and free_length else "confidence")
+            if strategy == "prefix" and not (block_size and free_length):
+                reasons.append("strategy prefix: it decodes block models that end their own sequences")
+            if strategy == "prefix":
+                unused = sorted(changed & {"steps", "cache"})
+                if unused:
+                    reasons.append(f"{', '.join(unused)}: prefix decoding makes one model call per committed run")
+            elif block_size and "steps" in changed and self.steps > block_size:
+                reasons.append(f"steps: a block of {block_size} tokens takes at most {block_size} steps")
+            if "randomness" in changed and strategy != "confidence":
+                reasons.append("randomness: it scales the confidence strategy's noise")
+            if "threshold" in changed and strategy != "prefix":
+                reasons.append("threshold: it decides what prefix decoding commits")
         if self.temperature == 0 and "top_p" in changed:
             reasons.append("top_p: temperature 0 takes the most likely token")
+        constrained = smiles and free_length and (block_size == 1 or strategy == "prefix")
         if "syntax" in changed and not constrained:
             reasons.append(
-                "syntax: the constraints apply to SMILES models with one-token blocks that end their "
-                "own sequences (no --length or template)"
+                "syntax: the constraints apply to SMILES written left to right by a model that ends its own "
+                "sequences (one-token blocks, or prefix decoding; no --length or template)"
             )
         if reasons:
             raise ValueError(f"sampling options with no effect on this model: {'; '.join(reasons)}")
+        return replace(self, strategy=strategy, syntax=self.syntax and constrained)

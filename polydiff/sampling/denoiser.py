@@ -24,6 +24,8 @@ class Denoiser(Protocol):
         representation: how its text becomes SMILES (``to_smiles``) and whether it is SMILES.
         schedule: alpha(t) of its forward process.
         block_size: B of its block diffusion (1: left to right; 0: the whole sequence).
+        causal_context: whether its clean context is encoded causally and predicts the next token
+            (``polydiff.diffusion.blocks``).
         max_positions: the longest sequence it reads, [CLS] and [SEP] included.
         time_conditioned: whether ``encode`` uses t.
         length_histogram: counts of training lengths L (tokens between [CLS] and [SEP]).
@@ -41,6 +43,9 @@ class Denoiser(Protocol):
     def block_size(self) -> int: ...
 
     @property
+    def causal_context(self) -> bool: ...
+
+    @property
     def max_positions(self) -> int: ...
 
     @property
@@ -49,7 +54,13 @@ class Denoiser(Protocol):
     @property
     def device(self) -> torch.device: ...
 
-    def encode(self, x_t: Tensor, attention_mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:
+    def encode(
+        self,
+        x_t: Tensor,
+        attention_mask: Tensor | None = None,
+        t: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
         """Final hidden states (batch, length, hidden) of x_t (``BertDiffusionModel.encode``)."""
         ...
 

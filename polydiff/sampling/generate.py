@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from polydiff.sampling.blockwise import decode_blocks, decode_next_tokens, decode_until_end
+from polydiff.sampling.blockwise import decode_blocks, decode_next_tokens, decode_prefix, decode_until_end
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.syntax import SmilesSyntax
 from polydiff.sampling.denoiser import Denoiser
@@ -101,7 +101,8 @@ def _initial_batch(model: Denoiser, lengths: Tensor, templates: list[Tensor] | N
 
 
 @contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None] | None]:
+def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[int], None] | None]:
+    """``advance(n)`` of a bar of ``total`` steps on stderr, or None."""
     if not enabled:
         yield None
         return
@@ -111,12 +112,30 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None] | No
     columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task_id = progress.add_task("sampling", total=total)
-        yield lambda: progress.advance(task_id)
+        yield lambda n=1: progress.advance(task_id, n)
+
+
+class _BatchProgress:
+    """One batch's share of the bar: advanced once per decoder step, at most ``share`` times, and
+    filled to ``share`` when the batch is done (most batches end before their longest path)."""
+
+    def __init__(self, advance: Callable[[int], None] | None, share: int) -> None:
+        self.advance, self.share, self.taken = advance, share, 0
+
+    def step(self) -> None:
+        if self.advance is not None and self.taken < self.share:
+            self.taken += 1
+            self.advance(1)
+
+    def finish(self) -> None:
+        if self.advance is not None:
+            self.advance(self.share - self.taken)
 
 
 def _decode(
     model: Denoiser,
-    process: ReverseProcess,
+    head: Callable[[Tensor], Tensor],
+    process: ReverseProcess | None,
     x: Tensor,
     config: SamplingConfig,
     generator: torch.Generator,
@@ -125,15 +144,19 @@ def _decode(
     syntax: SmilesSyntax | None,
 ) -> tuple[Tensor, Tensor]:
     """Runs the decoder that fits the model on one batch: left to right (B = 1), block by block
-    (B > 1; until the model ends, or at a fixed length) or the whole sequence at once (no blocks)."""
+    (B > 1; until the model ends, by prefix drafts or the reverse process, or at a fixed length)
+    or the whole sequence at once (no blocks)."""
     block_size, tokenizer = model.block_size, model.tokenizer
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
     if block_size == 1:
-        return decode_next_tokens(model, process.head, x, config, generator, on_step, free_length, syntax)
+        return decode_next_tokens(model, head, x, config, generator, on_step, free_length, syntax)
+    if config.strategy == "prefix":
+        return decode_prefix(model, head, x, config, generator, on_step, syntax)
     if block_size and free_length:
-        return decode_until_end(process, x, sep, pad, block_size, generator, on_step)
+        return decode_until_end(process, x, sep, pad, block_size, model.causal_context, generator, on_step)
     if block_size:
-        return decode_blocks(process, x, (x != pad) & (x != cls), cls, block_size, generator, on_step)
+        content = (x != pad) & (x != cls)
+        return decode_blocks(process, x, content, cls, block_size, model.causal_context, generator, on_step)
     return process.sample(x, (x != pad).long(), generator, on_step)
 
 
@@ -173,8 +196,7 @@ def generate(
     block_size, tokenizer, width = model.block_size, model.tokenizer, model.max_positions
     # A block model writes [SEP] itself unless a length or template fixes where it goes.
     free_length = block_size > 0 and prompts is None and length is None
-    constrained = free_length and block_size == 1 and model.representation.is_smiles
-    config.refuse_unused(block_size, constrained)
+    config = config.for_model(block_size, free_length, model.representation.is_smiles)
     device = model.device
     generator = torch.Generator(device=device)
     seed = generator.seed() if seed is None else generator.manual_seed(seed).initial_seed()
@@ -194,7 +216,7 @@ def generate(
     else:
         sizes = draw_lengths(model, num_samples, generator)
 
-    syntax = SmilesSyntax(tokenizer, device) if config.syntax and constrained else None
+    syntax = SmilesSyntax(tokenizer, device) if config.syntax else None
     # A given length puts [SEP] in its place: the model may not end a sequence before it. Tokens
     # the training data never had (exotic bracket atoms, for a MOSES model) are not drawn.
     unseen = model.token_histogram == 0 if model.token_histogram.any() else None
@@ -205,34 +227,40 @@ def generate(
 
     if block_size:  # each block runs its own reverse process: at most one step per token
         config = replace(config, steps=min(config.steps, block_size))
-    process = ReverseProcess(
-        model.encode, head, model.schedule, tokenizer.mask_token_id, config, time_conditioned=model.time_conditioned
-    )
+    process = None  # one-token blocks and prefix decoding draw their tokens without it
+    if config.strategy in ("confidence", "ancestral"):
+        process = ReverseProcess(
+            model.encode, head, model.schedule, tokenizer.mask_token_id, config, model.time_conditioned
+        )
     # Sort by length so that a batch holds similar lengths: little compute goes to pads.
     batches = [batch for batch in torch.argsort(sizes, stable=True).split(batch_size) if len(batch)]
     sequences: list[str] = [""] * len(sizes)
     nfe = torch.zeros(len(sizes), dtype=torch.long)
     lengths = sizes.cpu().clone()
     frame = torch.tensor([tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id], device=device)
-    if free_length:
-        passes = [-(-(width - 1) // block_size)] * len(batches)
-    elif block_size == 1:
-        passes = [int(sizes[batch].max()) + 1 for batch in batches]
+    # Steps of the bar per batch: at most what its decoder can take; a batch that ends early fills its share.
+    if block_size == 1 or config.strategy == "prefix":
+        shares = [width - 1 if free_length else int(sizes[batch].max()) + 1 for batch in batches]
+    elif free_length:
+        shares = [-(-(width - 1) // block_size) * config.steps] * len(batches)
     else:
-        passes = [-(-(int(sizes[batch].max()) + 1) // block_size) if block_size else 1 for batch in batches]
-    with _progress_bar(progress, sum(passes) * config.steps) as on_step:
-        for batch in batches:
+        blocks = [-(-(int(sizes[batch].max()) + 1) // block_size) if block_size else 1 for batch in batches]
+        shares = [count * config.steps for count in blocks]
+    with _progress_bar(progress, sum(shares)) as advance:
+        for batch, share in zip(batches, shares, strict=True):
+            bar = _BatchProgress(advance, share)
             rows = batch.tolist()
             if free_length:  # [CLS], then [MASK]s to the last position: the model ends each row
                 x = torch.full((len(batch), width), tokenizer.mask_token_id, device=device)
                 x[:, 0] = tokenizer.cls_token_id
             else:
                 x = _initial_batch(model, sizes[batch], None if templates is None else [templates[i] for i in rows])
-            x, calls = _decode(model, process, x, config, generator, on_step, free_length, syntax)
+            x, calls = _decode(model, head, process, x, config, generator, bar.step, free_length, syntax)
             if free_length:
                 lengths[batch.cpu()] = (~torch.isin(x, frame)).sum(-1).cpu()
             texts = tokenizer.batch_decode(x.tolist(), skip_special_tokens=True)
             for i, text in zip(rows, texts, strict=True):
                 sequences[i] = model.representation.to_smiles(text)
             nfe[batch.cpu()] = calls.cpu()
+            bar.finish()
     return Generation(sequences, nfe, lengths, seed, time.perf_counter() - start)

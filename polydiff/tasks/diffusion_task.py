@@ -186,6 +186,11 @@ class DiffusionTask(LightningModule):
         return self.diffusion_process.config.block_size
 
     @property
+    def causal_context(self) -> bool:
+        """Whether the clean context is encoded causally and predicts the next token (``DiffusionConfig``)."""
+        return self.diffusion_process.config.causal_context
+
+    @property
     def max_positions(self) -> int:
         """The longest sequence the model reads, [CLS] and [SEP] included."""
         return self.model.config.max_position_embeddings
@@ -194,9 +199,15 @@ class DiffusionTask(LightningModule):
     def time_conditioned(self) -> bool:
         return self.model.time_embedding is not None
 
-    def encode(self, x_t: Tensor, attention_mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:
+    def encode(
+        self,
+        x_t: Tensor,
+        attention_mask: Tensor | None = None,
+        t: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
         """Final hidden states of the denoiser (``BertDiffusionModel.encode``)."""
-        return self.model.encode(x_t, attention_mask, t)
+        return self.model.encode(x_t, attention_mask, t, positions)
 
     @property
     def generates_end(self) -> bool:
@@ -315,6 +326,14 @@ class DiffusionTask(LightningModule):
         one pass over [x_t ; x_0] (``polydiff.diffusion.blocks``); [SEP] is the last block's last token."""
         if block_size == 1:
             return self._next_token_cross_entropy(x0, attention_mask)
+        return self._block_pass(x0, attention_mask, block_size, generator)[:3]
+
+    def _block_pass(
+        self, x0: Tensor, attention_mask: Tensor, block_size: int, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """The pass over [x_t ; x_0] of a block model: w(t), the masked positions and their
+        cross-entropies (``masked_cross_entropy``), and, with a causal context, the next-token
+        cross-entropy of every content token from the clean half (None without)."""
         content = self.content(x0)
         blocks = block_index(content, block_size)
         num_blocks = max(int(blocks.max()) + 1, 1)
@@ -323,11 +342,19 @@ class DiffusionTask(LightningModule):
         x_t = self.diffusion_process.q_sample(x0, t, content, generator)
         weight = self.diffusion_process.position_weights(t, content)
         masked = x_t == self.mask_token_id
-        attention = training_mask(content, attention_mask.bool() & ~content, block_size)
+        causal_context = self.diffusion_process.config.causal_context
+        attention = training_mask(content, attention_mask.bool() & ~content, block_size, causal_context)
         positions = torch.arange(x0.shape[1], device=x0.device).repeat(2).expand(x0.shape[0], -1)
-        hidden = self.model.encode(torch.cat([x_t, x0], dim=1), attention, None, positions)[:, : x0.shape[1]]
-        logits = self.logits_from_hidden(hidden[masked])
-        return weight, masked, F.cross_entropy(logits, x0[masked], reduction="none")
+        hidden = self.model.encode(torch.cat([x_t, x0], dim=1), attention, None, positions)
+        noisy, clean = hidden[:, : x0.shape[1]], hidden[:, x0.shape[1] :]
+        masked_nll = F.cross_entropy(self.logits_from_hidden(noisy[masked]), x0[masked], reduction="none")
+        next_nll = None
+        if causal_context:  # clean token i sees tokens <= i: its state predicts token i + 1
+            targets = content[:, 1:]
+            next_nll = F.cross_entropy(
+                self.logits_from_hidden(clean[:, :-1][targets]), x0[:, 1:][targets], reduction="none"
+            )
+        return weight, masked, masked_nll, next_nll
 
     def _next_token_cross_entropy(self, x0: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``masked_cross_entropy`` of one-token blocks, whose bound is the autoregressive NLL in closed
@@ -359,8 +386,18 @@ class DiffusionTask(LightningModule):
         return nll, self.content(batch["input_ids"]).sum(-1)
 
     def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """The loss of one batch: the negative ELBO per token, or the flat masked cross-entropy."""
-        if self.diffusion_process.config.loss_weighting == "flat":
+        """The loss of one batch: the negative ELBO per token, or the flat masked cross-entropy; with a
+        causal context, plus the next-token cross-entropy per token of the same pass."""
+        config = self.diffusion_process.config
+        if config.causal_context:  # the same pass scores both: the clean half is encoded anyway
+            x0 = batch["input_ids"]
+            weight, masked, masked_nll, next_nll = self._block_pass(
+                x0, batch["attention_mask"], config.block_size, None
+            )
+            if config.loss_weighting == "flat":
+                return masked_nll.sum() / masked.sum().clamp(min=1) + next_nll.mean()
+            return ((weight[masked] * masked_nll).sum() + next_nll.sum()) / self.content(x0).sum()
+        if config.loss_weighting == "flat":
             _, masked, token_nll = self.masked_cross_entropy(batch)
             return token_nll.sum() / masked.sum().clamp(min=1)
         nll, tokens = self.negative_elbo(batch)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from polydiff.diffusion.blocks import block_index, sampling_mask, training_mask
+from polydiff.diffusion.blocks import block_index, context_mask, sampling_mask, training_mask
 from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
 
 CLS, SEP, PAD, MASK = 1, 2, 0, 3
@@ -31,16 +31,22 @@ def test_sampling_mask_is_block_causal_with_a_visible_frame():
     assert not allowed[:, 6].any()  # nobody sees a pad
 
 
-@pytest.mark.parametrize("block_size", [1, 3, 16])
-def test_training_pass_gives_each_block_its_sampling_view(block_size):
-    """The x_t half of the 2N training pass equals, block by block, one N-long pass in which the
-    earlier blocks are clean, the block is x_t and the later blocks are anything at all."""
+def tiny_model_and_noisy_batch():
+    """A tiny untrained BERT (eval) and two sequences, half of their content masked (fixed seed)."""
     torch.manual_seed(0)
     config = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, dropout=0.0)
     model = BertDiffusionModel(config.to_bert_config(vocab_size=20, pad_token_id=PAD)).eval()
     x0 = torch.tensor([[CLS, *range(5, 15), SEP, PAD, PAD], [CLS, *range(10, 18), SEP, PAD, PAD, PAD, PAD]])
     content, frame = frame_and_content(x0)
     x_t = torch.where(content & (torch.rand(x0.shape) < 0.5), MASK, x0)
+    return model, x0, x_t, content, frame
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 16])
+def test_training_pass_gives_each_block_its_sampling_view(block_size):
+    """The x_t half of the 2N training pass equals, block by block, one N-long pass in which the
+    earlier blocks are clean, the block is x_t and the later blocks are anything at all."""
+    model, x0, x_t, content, frame = tiny_model_and_noisy_batch()
     positions = torch.arange(x0.shape[1]).repeat(2).expand(2, -1)
     with torch.no_grad():
         both = model.encode(torch.cat([x_t, x0], 1), training_mask(content, frame, block_size), None, positions)
@@ -51,3 +57,37 @@ def test_training_pass_gives_each_block_its_sampling_view(block_size):
             single = model.encode(view, sampling_mask(content, frame, block_size))
             here = blocks == k
             torch.testing.assert_close(both[:, : x0.shape[1]][here], single[here], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("block_size", [2, 4])
+def test_a_causal_context_gives_sampling_the_training_view(block_size):
+    """With a causal context, a sampling call over [x ; the current block] reproduces the training
+    pass: the clean half's causal states (the next-token predictions) and the noisy block's states."""
+    model, x0, x_t, content, frame = tiny_model_and_noisy_batch()
+    n = x0.shape[1]
+    positions = torch.arange(n).repeat(2).expand(2, -1)
+    with torch.no_grad():
+        both = model.encode(torch.cat([x_t, x0], 1), training_mask(content, frame, block_size, True), None, positions)
+        # The clean half is causal: token i's state depends on tokens <= i only.
+        later = torch.where(torch.arange(n) > 6, torch.randint(4, 20, x0.shape), x0)
+        again = model.encode(
+            torch.cat([x_t, later], 1), training_mask(content, frame, block_size, True), None, positions
+        )
+        torch.testing.assert_close(both[:, n : n + 7], again[:, n : n + 7], atol=1e-5, rtol=1e-5)
+        blocks = block_index(content, block_size)
+        for k in range(int(blocks.max()) + 1):
+            block_start = torch.tensor([1 + k * block_size] * 2)
+            slots = block_start.unsqueeze(-1) + torch.arange(block_size)
+            in_block = (slots < n) & (blocks.gather(1, slots.clamp(max=n - 1)) == k)
+            block = torch.where(in_block, x_t.gather(1, slots.clamp(max=n - 1)), PAD)
+            ids = torch.cat([torch.arange(n).expand(2, -1), slots.clamp(max=n - 1)], -1)
+            call = model.encode(
+                torch.cat([x0, block], 1), context_mask(content, frame, block_start, in_block), None, ids
+            )
+            torch.testing.assert_close(call[:, :n][content], both[:, n:][content], atol=1e-5, rtol=1e-5)
+            here = blocks == k
+            torch.testing.assert_close(call[:, n:][in_block], both[:, :n][here], atol=1e-5, rtol=1e-5)
+            # One N-long pass, as templates and the reverse process decode: the same view again.
+            view = torch.where(blocks < k, x0, torch.where(here, x_t, torch.randint(4, 20, x0.shape)))
+            single = model.encode(torch.where(content, view, x0), sampling_mask(content, frame, block_size, k))
+            torch.testing.assert_close(single[here], both[:, :n][here], atol=1e-5, rtol=1e-5)

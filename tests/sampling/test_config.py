@@ -26,7 +26,9 @@ def test_options_are_keyword_only():
 
 
 @pytest.mark.parametrize(
-    "option", [{"steps": 16}, {"strategy": "ancestral"}, {"randomness": 0.5}, {"cache": False}], ids=str
+    "option",
+    [{"steps": 16}, {"strategy": "ancestral"}, {"randomness": 0.5}, {"cache": False}, {"threshold": 0.5}],
+    ids=str,
 )
 def test_one_token_blocks_refuse_the_reverse_process_options(option):
     with pytest.raises(ValueError, match=f"{next(iter(option))}: a model with one-token blocks"):
@@ -35,12 +37,34 @@ def test_one_token_blocks_refuse_the_reverse_process_options(option):
 
 @pytest.mark.parametrize(
     ("block_size", "representation", "kwargs"),
-    [(0, "smiles", {}), (2, "smiles", {}), (1, "selfies", {}), (1, "smiles", {"length": 5})],
-    ids=["whole-sequence", "blocks-of-2", "selfies", "fixed-length"],
+    [
+        (0, "smiles", {}),
+        (2, "smiles", {"strategy": "confidence"}),
+        (1, "selfies", {}),
+        (1, "smiles", {"length": 5}),
+        (2, "smiles", {"length": 5}),
+    ],
+    ids=["whole-sequence", "blocks-by-confidence", "selfies", "fixed-length", "blocks-at-fixed-length"],
 )
 def test_syntax_is_refused_where_no_constraint_applies(block_size, representation, kwargs):
+    length = kwargs.pop("length", None)
     with pytest.raises(ValueError, match="syntax: the constraints apply"):
-        generate(tiny_task(block_size, representation), 2, SamplingConfig(syntax=False), seed=0, **kwargs)
+        task = tiny_task(block_size, representation)
+        generate(task, 2, SamplingConfig(syntax=False, **kwargs), length=length, seed=0)
+
+
+def test_prefix_decoding_refuses_the_reverse_process_options_and_needs_a_block_model_that_ends_itself():
+    for option in ({"steps": 2}, {"cache": False}):
+        with pytest.raises(ValueError, match="prefix decoding makes one model call per committed run"):
+            generate(tiny_task(4), 2, SamplingConfig(**option), seed=0)
+    for block_size, length in ((0, None), (4, 6)):
+        with pytest.raises(ValueError, match="strategy prefix: it decodes block models that end their own"):
+            generate(tiny_task(block_size), 2, SamplingConfig(strategy="prefix"), length=length, seed=0)
+
+
+def test_threshold_belongs_to_prefix_decoding():
+    with pytest.raises(ValueError, match="threshold: it decides what prefix decoding commits"):
+        generate(tiny_task(0), 2, SamplingConfig(threshold=0.5), seed=0)
 
 
 def test_randomness_needs_the_confidence_strategy():

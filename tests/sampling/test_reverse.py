@@ -180,9 +180,9 @@ def test_block_diffusion_decodes_blocks_in_order(task, monkeypatch, block_size):
     seen = []
     encode = task.model.encode
 
-    def recording_encode(x, attention_mask, t):
+    def recording_encode(x, attention_mask, t=None, positions=None):
         seen.append(x.clone())
-        return encode(x, attention_mask, t)
+        return encode(x, attention_mask, t, positions)
 
     monkeypatch.setattr(task.model, "encode", recording_encode)
     monkeypatch.setattr(task.diffusion_process.config, "block_size", block_size)
@@ -202,9 +202,9 @@ def test_one_token_blocks_decode_left_to_right_from_clean_prefixes(task, monkeyp
     seen = []
     encode = task.model.encode
 
-    def recording_encode(x, attention_mask, t=None):
+    def recording_encode(x, attention_mask, t=None, positions=None):
         seen.append(x.clone())
-        return encode(x, attention_mask, t)
+        return encode(x, attention_mask, t, positions)
 
     monkeypatch.setattr(task.model, "encode", recording_encode)
     monkeypatch.setattr(task.diffusion_process.config, "block_size", 1)
@@ -225,17 +225,17 @@ def test_a_block_model_chooses_its_lengths_and_each_call_sees_a_prefix(block_tas
     widths = []
     encode = block_task.model.encode
 
-    def recording_encode(x, attention_mask, t):
+    def recording_encode(x, attention_mask, t=None, positions=None):
         widths.append(x.shape[1])
         assert not (x[:, :-2] == block_task.mask_token_id).any()  # only the last block is still masked
-        return encode(x, attention_mask, t)
+        return encode(x, attention_mask, t, positions)
 
     monkeypatch.setattr(block_task.model, "encode", recording_encode)
     # Untrained, the logits are nearly flat; a bias of ln(V / 10) on [SEP] gives it a probability
     # of about 1/11 at every position, so lengths are nearly geometric with mean ~10.
     with torch.no_grad():
         block_task.output_projection[-1].bias[block_task.tokenizer.sep_token_id] = math.log(block_task.vocab_size / 10)
-    generation = generate(block_task, 16, seed=0)
+    generation = generate(block_task, 16, SamplingConfig(strategy="confidence"), seed=0)  # the reverse process
     lengths = generation.lengths
     assert len(set(lengths.tolist())) > 4
     assert min(widths) == 3 and max(widths) == min(TINY.max_position_embeddings, int(lengths.max()) + 3)
@@ -249,7 +249,7 @@ def test_a_block_model_chooses_its_lengths_and_each_call_sees_a_prefix(block_tas
 def test_a_block_model_stops_at_its_end_or_at_the_last_position(block_task, sep_bias, expected_length):
     with torch.no_grad():
         block_task.output_projection[-1].bias[block_task.tokenizer.sep_token_id] = sep_bias
-    generation = generate(block_task, 5, SamplingConfig(steps=2), seed=0)
+    generation = generate(block_task, 5, SamplingConfig(steps=2, strategy="confidence"), seed=0)
     assert generation.lengths.tolist() == [expected_length] * 5
     if expected_length == 0:
         assert generation.sequences == [""] * 5 and generation.nfe.tolist() == [2] * 5  # one block (2 steps), done

@@ -202,3 +202,19 @@ def test_one_token_blocks_refuse_the_schedule_and_time_options(name, value):
         DiffusionTask(model_config=TINY, **options)
     blocks_of_two = replace(options["diffusion_config"], block_size=2)
     DiffusionTask(model_config=TINY, **{**options, "diffusion_config": blocks_of_two})  # there they shape training
+
+
+def test_a_causal_context_adds_the_next_token_nll_of_the_same_pass_to_the_bound(batch):
+    # The clean half of [x_t ; x_0] is encoded causally, so its states are the next-token model's:
+    # the training loss is the block bound plus that NLL, both per token, from one pass.
+    torch.manual_seed(0)
+    config = DiffusionConfig(block_size=2, causal_context=True)
+    task = DiffusionTask(model_config=TINY, schedule=LinearSchedule(), diffusion_config=config).eval()
+    small = {"input_ids": batch["input_ids"][:32], "attention_mask": batch["attention_mask"][:32]}
+    with torch.no_grad():
+        torch.manual_seed(1)
+        loss = task.training_loss(small)
+        torch.manual_seed(1)  # the same t and masks
+        nll, tokens = task.negative_elbo(small)
+        _, content, next_nll = task._next_token_cross_entropy(small["input_ids"], small["attention_mask"])
+    torch.testing.assert_close(loss, nll.sum() / tokens.sum() + next_nll.sum() / content.sum())
