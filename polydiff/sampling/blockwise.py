@@ -201,7 +201,10 @@ class _Committer:
 
     def allowed(self, rows: Tensor) -> Tensor | None:
         """(r, V) bool, what each of ``rows`` may take next by the automaton; None without constraints."""
-        return None if self.syntax is None else self.syntax.allowed(self.state)[rows]
+        if self.syntax is None:
+            return None
+        # Only the rows asked about: the automaton's tables span the vocabulary for every row it is given.
+        return self.syntax.allowed(SyntaxState(**{name: value[rows] for name, value in vars(self.state).items()}))
 
     def completable(self, rows: Tensor, tokens: Tensor) -> Tensor:
         """(r,) bool: whether each row's aromatic atoms can still be kekulized after its token."""
