@@ -1,24 +1,97 @@
-"""Sampling benchmark: speed and model calls (NFE) of the reverse process, with and without cache.
+"""Sampling benchmark: speed, model calls (NFE) and the cost of the constraints.
 
     python benchmarks/sampling.py --ckpt_path runs/base/lightning_logs/version_0/checkpoints/best.ckpt
 
-Prints JSON: one run per (strategy, steps, cache) with its NFE per sequence and samples/s; the
-speed-up of the cache per strategy and number of steps; whether cached and uncached samples are
-identical under one seed (they must be); and the Kolmogorov-Smirnov distance between the
-generated lengths and the training length histogram of the checkpoint.
+A block model (one that ends its own sequences, the default recipe) is measured with its default
+decoding: samples/s (generation only: after loading and a warm-up), NFE and tokens per sequence
+([SEP] counted), and the share of the generation's time spent in the SMILES constraints (the
+automaton and the kekulization check, timed where they are called). ``--device cuda --precision
+bf16`` runs it on a GPU under bfloat16 autocast.
+
+A whole-sequence model is measured per (strategy, steps, cache): NFE per sequence and samples/s;
+the speed-up of the cache; whether cached and uncached samples are identical under one seed (they
+must be); and the Kolmogorov-Smirnov distance between the generated lengths and the training
+length histogram of the checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import time
+from collections.abc import Iterator
 
 import torch
 
 from polydiff.sampling.config import SamplingConfig
+from polydiff.sampling.constraints.kekulization import MoleculePrefix
+from polydiff.sampling.constraints.syntax import SmilesSyntax
 from polydiff.sampling.generate import Generation, generate
+from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
+
+CONSTRAINT_METHODS = [(SmilesSyntax, "start"), (SmilesSyntax, "allowed"), (SmilesSyntax, "advance")]
+CONSTRAINT_METHODS += [(MoleculePrefix, "then"), (MoleculePrefix, "can_complete")]
+
+
+@contextlib.contextmanager
+def timed_constraints(device: torch.device) -> Iterator[list[float]]:
+    """Adds the wall time of every call of the constraint methods to the yielded one-item list
+    (synchronising a GPU around each, so that the time is theirs). Nested calls count once."""
+    spent, depth, originals = [0.0], [0], [(owner, name, getattr(owner, name)) for owner, name in CONSTRAINT_METHODS]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def timed(method):
+        def wrapper(*args, **kwargs):
+            if depth[0]:
+                return method(*args, **kwargs)
+            depth[0] += 1
+            sync()
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                sync()
+                spent[0] += time.perf_counter() - start
+                depth[0] -= 1
+
+        return wrapper
+
+    for owner, name, method in originals:
+        setattr(owner, name, timed(method))
+    try:
+        yield spent
+    finally:
+        for owner, name, method in originals:
+            setattr(owner, name, method)
+
+
+def default_decoding(task: DiffusionTask, args: argparse.Namespace) -> dict:
+    """Samples/s, NFE and tokens per sequence and the constraint share of the model's own decoding."""
+    autocast = (
+        torch.autocast(task.device.type, dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext()
+    )
+    with autocast:
+        generate(task, min(args.batch_size, 64), batch_size=args.batch_size, seed=args.seed + 1)  # warm-up
+        with timed_constraints(task.device) as spent:
+            result = generate(task, args.num_samples, batch_size=args.batch_size, seed=args.seed)
+    tokens = (result.lengths + 1).float()  # [SEP] is a token the model writes
+    return {
+        "checkpoint": str(args.ckpt_path),
+        "device": torch.cuda.get_device_name(task.device) if task.device.type == "cuda" else "cpu",
+        "precision": args.precision,
+        "threads": torch.get_num_threads(),
+        "num_samples": args.num_samples,
+        "batch_size": args.batch_size,
+        "samples_per_s": round(result.samples_per_s, 2),
+        "seconds": round(result.seconds, 2),
+        "nfe_per_sequence": round(result.nfe.float().mean().item(), 2),
+        "tokens_per_sequence": round(tokens.mean().item(), 2),
+        "nfe_per_token": round(result.nfe.sum().item() / tokens.sum().item(), 3),
+        "constraint_share": round(spent[0] / result.seconds, 3),
+    }
 
 
 def ks_distance(lengths: torch.Tensor, histogram: torch.Tensor) -> float:
@@ -31,20 +104,28 @@ def ks_distance(lengths: torch.Tensor, histogram: torch.Tensor) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--num_samples", type=int, default=64, help="sequences per run (uncached 1000 steps is slow)")
+    parser.add_argument(
+        "--num_samples", type=int, default=None, help="sequences per run (default 1000 for block models, else 64)"
+    )
     parser.add_argument("--steps", type=int, nargs="+", default=[64, 256, 1000])
     parser.add_argument("--strategies", nargs="+", default=["ancestral", "confidence"])
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--num_threads", type=int, default=None)
+    parser.add_argument("--precision", choices=("32", "bf16"), default="32", help="bf16: autocast, for GPUs")
     args = parser.parse_args(argv)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
 
     task = load(args.ckpt_path, args.device)
     if task.block_size:
-        parser.error(f"the step and cache runs need a whole-sequence model (block_size 0), not {task.block_size}")
+        args.num_samples = args.num_samples or 1000
+        print(json.dumps(default_decoding(task, args), indent=2))
+        return
+    if args.precision != "32":
+        parser.error("--precision: the step and cache runs of a whole-sequence model are measured in float32")
+    args.num_samples = args.num_samples or 64
     generate(task, 8, SamplingConfig(steps=4), batch_size=8, seed=0)  # warm-up: first calls allocate
     runs, speedup, identical = [], {}, True
     for strategy in args.strategies:

@@ -38,9 +38,13 @@ B > L is a masked-diffusion model over the whole sequence and its length.
 With a causal context (``DiffusionConfig.causal_context``) the clean half is encoded causally
 instead: clean token i sees the clean tokens <= i, so its state can also predict token i + 1, and
 training adds that next-token loss, computed on the clean half the pass encodes anyway. A noisy
-block still sees its own block and the clean tokens of the blocks before it. The sampler then
-takes each call's first token from the next-token prediction, which has been trained on every
-token of every step, and the drafts after it from the block's masked positions.
+block still sees its own block and the clean tokens before it, but it no longer needs to start
+where a block of the factorisation does: training scores a few noisy windows of B tokens per
+sequence, each at a random start with its own t (``draw_windows``, ``window_mask``), in one pass
+over [x_0 ; windows] of N + W B positions. The sampler then decodes speculatively
+(``polydiff.sampling.speculative``): the windows draft several tokens per call, and the next-token
+prediction, trained on every token of every step, accepts or replaces them, so the samples follow
+it exactly.
 """
 
 from __future__ import annotations
@@ -61,6 +65,34 @@ def block_index(content: Tensor, block_size: int) -> Tensor:
     """
     rank = content.long().cumsum(-1) - 1
     return torch.where(content, rank.div(block_size, rounding_mode="floor"), -1)
+
+
+def draw_windows(
+    content: Tensor, count: int, block_size: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Draws ``count`` windows of B positions per row, each at one of the L + B - 1 starts whose
+    window holds a content token (the first B - 1 begin before the content and are cut there, as
+    the last ones are cut at [SEP]).
+
+    Every content token then lies in B of the L + B - 1 possible windows, and each possible window
+    is a block of exactly one of the B ways to cut the sequence into blocks (block k of offset o
+    starts at kB - o + 1): a uniform window times (L + B - 1) / B estimates the block bound
+    averaged over the B offsets, without bias.
+
+    Args:
+        content: (batch, N) bool, the generated tokens, a contiguous run after [CLS] ([SEP] last).
+
+    Returns:
+        (the first position of each window (batch, count), possibly before the content; whether
+        each slot stands for a content token (batch, count, B)).
+    """
+    lengths = content.sum(-1, keepdim=True)
+    first = content.long().argmax(-1, keepdim=True)  # the first content position (1, after [CLS])
+    u = torch.rand(content.shape[0], count, device=content.device, generator=generator)
+    starts = first - (block_size - 1) + (u * (lengths + block_size - 1)).long().clamp(max=lengths + block_size - 2)
+    slots = starts.unsqueeze(-1) + torch.arange(block_size, device=content.device)
+    inside = (slots >= first.unsqueeze(-1)) & (slots < (first + lengths).unsqueeze(-1))
+    return starts, inside
 
 
 def _causal_content_attention(content: Tensor) -> Tensor:
@@ -118,27 +150,29 @@ def training_mask(content: Tensor, frame: Tensor, block_size: int, causal_contex
     return torch.cat([top, bottom], dim=-2)
 
 
-def context_mask(content: Tensor, frame: Tensor, block_start: Tensor, block: Tensor) -> Tensor:
-    """The attention of a sampling call with a causal context: [x ; the current block], (r, N + B, N + B) bool.
+def window_mask(content: Tensor, frame: Tensor, starts: Tensor, in_window: Tensor) -> Tensor:
+    """The attention of a causal context with noisy windows: [x ; W windows of B slots], (r, N + W B, N + W B) bool.
 
-    The first N positions are the sequence encoded causally (content sees content up to itself, as
-    the clean half in training); the last B are each row's current block, a copy of its positions
-    ``block_start .. block_start + B - 1``, which sees the block and the content before
-    ``block_start``, as a noisy block does in training. Everything sees the frame.
+    The first N positions are the sequence encoded causally (content sees content up to itself).
+    Window w is a noisy block that may start at any position: slot b stands for position
+    ``starts[w] + b`` and sees the content before ``starts[w]`` and the valid slots of its own
+    window, never another window. Everything sees the frame. Training scores a few windows per
+    sequence at random starts; sampling puts one after every place a draft may be cut.
 
     Args:
-        content: (r, N) bool, the generated tokens (committed or not) of the first part.
+        content: (r, N) bool, the generated tokens of the sequence part ([SEP] included).
         frame: (r, N) bool, the tokens every position sees ([CLS]).
-        block_start: (r,) the first position of each row's current block.
-        block: (r, B) bool, the slots of the copy that hold a position of the sequence (the last
-            block may reach past the model's positions).
+        starts: (r, W) the first position of each window.
+        in_window: (r, W, B) bool, the slots that stand for a position of the sequence.
     """
-    (rows, length), block_size = content.shape, block.shape[1]
-    nothing = torch.zeros(rows, length, block_size, dtype=torch.bool, device=content.device)
-    before_block = content & (torch.arange(length, device=content.device) < block_start.unsqueeze(-1))
+    (rows, length), (windows, block_size) = content.shape, in_window.shape[1:]
+    slots = windows * block_size
+    before = content.unsqueeze(1) & (torch.arange(length, device=content.device) < starts.unsqueeze(-1))
+    before = before.unsqueeze(2).expand(-1, -1, block_size, -1).reshape(rows, slots, length)
+    same = torch.eye(windows, dtype=torch.bool, device=content.device).view(1, windows, 1, windows, 1)
+    own = same & in_window.view(rows, windows, block_size, 1, 1) & in_window.view(rows, 1, 1, windows, block_size)
+    nothing = torch.zeros(rows, length, slots, dtype=torch.bool, device=content.device)
     top = torch.cat([_causal_content_attention(content), nothing], -1)
-    bottom = torch.cat(
-        [before_block.unsqueeze(1).expand(-1, block_size, -1), block.unsqueeze(1) & block.unsqueeze(2)], -1
-    )
-    frame_keys = torch.cat([frame, torch.zeros_like(block)], -1)
+    bottom = torch.cat([before, own.reshape(rows, slots, slots)], -1)
+    frame_keys = torch.cat([frame, torch.zeros(rows, slots, dtype=torch.bool, device=content.device)], -1)
     return torch.cat([top, bottom], 1) | frame_keys.unsqueeze(1)

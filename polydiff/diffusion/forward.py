@@ -37,7 +37,12 @@ class DiffusionConfig:
             across blocks; 0 diffuses the whole sequence at once.
         causal_context: with blocks of B >= 2, encode the clean context causally and train its
             states to predict the next token as well (``polydiff.diffusion.blocks``), in the same
-            pass; prefix decoding then draws each call's first token from that prediction.
+            pass. Training then noises ``noisy_blocks`` windows of B tokens per sequence at random
+            starts instead of every block, and the sampler decodes speculatively: the windows
+            draft, the next-token prediction verifies (``polydiff.sampling.speculative``).
+        noisy_blocks: with a causal context, the noisy windows per training sequence, each with
+            its own t: more train the drafts on more of each sequence, fewer keep the pass
+            short (N + noisy_blocks B positions instead of 2N).
     """
 
     num_timesteps: int = 0
@@ -46,6 +51,7 @@ class DiffusionConfig:
     loss_weighting: Literal["elbo", "flat"] = "elbo"
     block_size: int = 0
     causal_context: bool = False
+    noisy_blocks: int = 2
 
     def __post_init__(self) -> None:
         if self.num_timesteps < 0:
@@ -58,6 +64,10 @@ class DiffusionConfig:
             raise ValueError(f"block_size must be >= 0, got {self.block_size}")
         if self.causal_context and self.block_size < 2:
             raise ValueError("causal_context needs blocks of 2 or more tokens (block_size 1 is causal already)")
+        if self.noisy_blocks < 1:
+            raise ValueError(f"noisy_blocks must be at least 1, got {self.noisy_blocks}")
+        if "noisy_blocks" in self.changed() and not self.causal_context:
+            raise ValueError("noisy_blocks: only a model with a causal context trains on noisy windows")
 
     def changed(self) -> set[str]:
         """The options set to something other than their default."""

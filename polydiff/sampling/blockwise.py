@@ -3,9 +3,11 @@
 A block of B tokens is decoded while it sees only the clean blocks before it, then the next
 block, until every row has written [SEP] or a fixed length is filled. Within a block:
 
-- ``decode_prefix`` (the default where the model ends its own sequences): each model call drafts
-  every [MASK] of the block at once and commits a left-to-right run of them, so a call commits
-  several tokens, each held to the SMILES constraints (``polydiff.sampling.constraints``);
+- ``decode_prefix`` (the default where a model without a causal context ends its own sequences):
+  each model call drafts every [MASK] of the block at once and commits a left-to-right run of
+  them, so a call commits several tokens, each held to the SMILES constraints
+  (``polydiff.sampling.constraints``); a model with a causal context decodes speculatively
+  instead (``polydiff.sampling.speculative``);
 - ``decode_until_end`` and ``decode_blocks``: the reverse process (``polydiff.sampling.reverse``)
   on the block, ``confidence`` or ``ancestral``;
 - ``decode_next_tokens``: one-token blocks (B = 1), the autoregressive limit, one model call per
@@ -20,7 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from polydiff.diffusion.blocks import block_index, context_mask, sampling_mask
+from polydiff.diffusion.blocks import block_index, sampling_mask
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.kekulization import MoleculePrefix
 from polydiff.sampling.constraints.syntax import SmilesSyntax, SyntaxState
@@ -105,39 +107,20 @@ def cannot_start(model: Denoiser) -> list[int]:
     return ids
 
 
-def _draft_states(model: Denoiser, x: Tensor, start: Tensor, positions: Tensor) -> Tensor:
+def _draft_states(model: Denoiser, x: Tensor, positions: Tensor) -> Tensor:
     """The states that predict ``positions`` (r, B) of x in one model call: the first uncommitted
-    position ``start`` and the rest of its block, which are [MASK] in x.
-
-    Block-causal: one pass over x up to the longest block, whose masked positions give the drafts.
-    With a causal context: one pass over [x ; the current block], where the causal state of the
-    token before ``start`` predicts ``start`` (the next-token prediction) and the block's masked
-    positions the drafts after it (``polydiff.diffusion.blocks.context_mask``).
+    position and the rest of its block, which are [MASK] in x. One block-causal pass over x up to
+    the longest block, whose masked positions give the drafts.
 
     Returns:
         (r, B, hidden) states.
     """
-    block_size, width, device = model.block_size, x.shape[1], x.device
-    rows = torch.arange(len(x), device=device).unsqueeze(-1)
-    if not model.causal_context:
-        end = int(positions.max()) + 1
-        content = torch.ones_like(x[:, :end], dtype=torch.bool)
-        content[:, 0] = False
-        hidden = model.encode(x[:, :end], sampling_mask(content, ~content, block_size))
-        return hidden[rows, positions]
-    end = int(start.max())  # the context every row needs: its committed tokens
-    block_start = (start - 1) // block_size * block_size + 1
-    slots = block_start.unsqueeze(-1) + torch.arange(block_size, device=device)
-    in_model = slots < width
-    block = x[rows, slots.clamp(max=width - 1)].masked_fill(~in_model, model.tokenizer.pad_token_id)
+    rows = torch.arange(len(x), device=x.device).unsqueeze(-1)
+    end = int(positions.max()) + 1
     content = torch.ones_like(x[:, :end], dtype=torch.bool)
     content[:, 0] = False
-    ids = torch.cat([torch.arange(end, device=device).expand(len(x), -1), slots.clamp(max=width - 1)], -1)
-    attention = context_mask(content, ~content, block_start, in_model)
-    hidden = model.encode(torch.cat([x[:, :end], block], -1), attention, None, ids)
-    states = hidden[rows, end + (positions - block_start.unsqueeze(-1)).clamp(max=block_size - 1)]
-    states[:, 0] = hidden[rows.squeeze(-1), start - 1]  # the next-token prediction of the clean context
-    return states
+    hidden = model.encode(x[:, :end], sampling_mask(content, ~content, model.block_size))
+    return hidden[rows, positions]
 
 
 def draw_completable(
@@ -186,7 +169,7 @@ def _where_rows(keep: Tensor, new: SyntaxState, old: SyntaxState) -> SyntaxState
     return SyntaxState(**values)
 
 
-class _Committer:
+class Committer:
     """Writes tokens into x one position at a time per row, holding them to the constraints when given.
 
     Args:
@@ -199,12 +182,16 @@ class _Committer:
         self.state = syntax.start(len(x), x.device) if syntax is not None else None
         self.prefixes = [MoleculePrefix()] * len(x)
 
+    def state_of(self, rows: Tensor) -> SyntaxState:
+        """The automaton state of ``rows`` alone (with constraints)."""
+        return SyntaxState(**{name: value[rows] for name, value in vars(self.state).items()})
+
     def allowed(self, rows: Tensor) -> Tensor | None:
         """(r, V) bool, what each of ``rows`` may take next by the automaton; None without constraints."""
         if self.syntax is None:
             return None
         # Only the rows asked about: the automaton's tables span the vocabulary for every row it is given.
-        return self.syntax.allowed(SyntaxState(**{name: value[rows] for name, value in vars(self.state).items()}))
+        return self.syntax.allowed(self.state_of(rows))
 
     def completable(self, rows: Tensor, tokens: Tensor) -> Tensor:
         """(r,) bool: whether each row's aromatic atoms can still be kekulized after its token."""
@@ -270,7 +257,7 @@ def decode_prefix(
     tokenizer, block_size = model.tokenizer, model.block_size
     sep, pad = tokenizer.sep_token_id, tokenizer.pad_token_id
     width, device = x.shape[1], x.device
-    writer = _Committer(x, syntax)
+    writer = Committer(x, syntax)
     calls = torch.zeros(len(x), dtype=torch.long, device=device)
     position = torch.ones(len(x), dtype=torch.long, device=device)  # each row's first uncommitted position
     ended = torch.zeros(len(x), dtype=torch.bool, device=device)
@@ -284,7 +271,7 @@ def decode_prefix(
         positions = start.unsqueeze(-1) + torch.arange(block_size, device=device)
         block_end = ((start - 1) // block_size + 1) * block_size + 1  # one past the block's last position
         inside = positions < block_end.clamp(max=width).unsqueeze(-1)
-        logits = head(_draft_states(model, x[rows], start, positions.clamp(max=width - 1)))
+        logits = head(_draft_states(model, x[rows], positions.clamp(max=width - 1)))
         calls[rows] += 1
 
         first = logits[:, 0]

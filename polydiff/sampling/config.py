@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Literal
 
-Strategy = Literal["prefix", "confidence", "ancestral"]
+Strategy = Literal["speculative", "prefix", "confidence", "ancestral"]
 
 
 @dataclass(kw_only=True)
@@ -20,9 +20,13 @@ class SamplingConfig:
     Args:
         steps: steps of the uniform time grid from t = 1 to t = 0 (``confidence`` and
             ``ancestral``; in a block of B tokens at most B are taken).
-        strategy: ``prefix`` drafts every [MASK] of the current block in one model call and commits
-            the first and then each next draft while it is at least ``threshold`` likely and keeps
-            to the constraints (block models that end their own sequences; their default);
+        strategy: ``speculative`` drafts the next tokens with the block denoiser and verifies them
+            with the next-token prediction in the same model call, so the samples follow that
+            prediction exactly (block models with a causal context that end their own sequences;
+            their default; ``polydiff.sampling.speculative``); ``prefix`` drafts every [MASK] of
+            the current block in one model call and commits the first and then each next draft
+            while it is at least ``threshold`` likely and keeps to the constraints (other block
+            models that end their own sequences; their default);
             ``confidence`` reveals the schedule's count of positions, the most confident first
             (MaskGIT/GenMol; the default elsewhere); ``ancestral`` samples the reverse process
             itself. None picks the model's default.
@@ -34,16 +38,14 @@ class SamplingConfig:
             (``confidence`` only; 0 reveals strictly by confidence).
         threshold: the probability a draft after a call's first committed token needs to be
             committed in the same call (``prefix`` only): 1 commits one token per call, lower
-            commits more tokens per call at a cost in quality. 0.05 keeps the default model under
-            half a model call per token; 0.9 gave it far better molecules at 0.94 calls per token
-            (the frontier is in docs/quality.md).
+            commits more tokens per call at a cost in quality (the frontier is in docs/quality.md).
         cache: re-run the model only on sequences that changed since their last call. Exact:
             the samples are the same as without it under one seed, wherever a row's output does
             not depend on which rows share its batch (true of the CPU kernels; GPU kernels may
             differ in the last bits, which can flip a rare draw).
         syntax: keep SMILES samples well-formed where the model writes them left to right and
-            ends them itself (one-token blocks, or ``prefix`` decoding; no fixed length or
-            template): every committed token keeps the prefix completable: balanced
+            ends them itself (one-token blocks, ``speculative`` or ``prefix`` decoding; no fixed
+            length or template): every committed token keeps the prefix completable: balanced
             parentheses and ring closures, atoms within their valence, the end only where a
             string may end, and aromatic rings that can still be kekulized
             (``polydiff.sampling.constraints``).
@@ -76,7 +78,9 @@ class SamplingConfig:
         """The options set to something other than their default."""
         return {f.name for f in fields(self) if getattr(self, f.name) != f.default}
 
-    def for_model(self, block_size: int, free_length: bool, smiles: bool) -> SamplingConfig:
+    def for_model(
+        self, block_size: int, free_length: bool, smiles: bool, causal_context: bool = False
+    ) -> SamplingConfig:
         """This config with the strategy the model at hand decodes by; refuses options it would ignore.
 
         Args:
@@ -85,6 +89,8 @@ class SamplingConfig:
             free_length: whether the model writes its own [SEP] in this run (a block model
                 without a fixed length or template).
             smiles: whether the model writes SMILES (the constraints apply only to them).
+            causal_context: whether the model has a causal context (its next-token prediction
+                verifies drafts).
 
         Returns:
             A copy whose ``strategy`` is set (None at B = 1, which has no reverse process to choose).
@@ -93,19 +99,27 @@ class SamplingConfig:
             ValueError: naming every changed option that would have no effect, and why.
         """
         changed, reasons = self.changed(), []
+        left_to_right = bool(block_size) and free_length
         if block_size == 1:
             strategy = None
             unused = sorted(changed & {"steps", "strategy", "randomness", "cache", "threshold"})
             if unused:
                 reasons.append(f"{', '.join(unused)}: a model with one-token blocks makes one model call per token")
         else:
-            strategy = self.strategy or ("prefix" if block_size and free_length else "confidence")
-            if strategy == "prefix" and not (block_size and free_length):
-                reasons.append("strategy prefix: it decodes block models that end their own sequences")
-            if strategy == "prefix":
+            own = ("speculative" if causal_context else "prefix") if left_to_right else "confidence"
+            strategy = self.strategy or own
+            if strategy == "speculative" and not (left_to_right and causal_context):
+                reasons.append(
+                    "strategy speculative: it decodes block models with a causal context that end their own sequences"
+                )
+            if strategy == "prefix" and not (left_to_right and not causal_context):
+                reasons.append(
+                    "strategy prefix: it decodes block models without a causal context that end their own sequences"
+                )
+            if strategy in ("speculative", "prefix"):
                 unused = sorted(changed & {"steps", "cache"})
                 if unused:
-                    reasons.append(f"{', '.join(unused)}: prefix decoding makes one model call per committed run")
+                    reasons.append(f"{', '.join(unused)}: {strategy} decoding makes one model call per committed run")
             elif block_size and "steps" in changed and self.steps > block_size:
                 reasons.append(f"steps: a block of {block_size} tokens takes at most {block_size} steps")
             if "randomness" in changed and strategy != "confidence":
@@ -114,11 +128,11 @@ class SamplingConfig:
                 reasons.append("threshold: it decides what prefix decoding commits")
         if self.temperature == 0 and "top_p" in changed:
             reasons.append("top_p: temperature 0 takes the most likely token")
-        constrained = smiles and free_length and (block_size == 1 or strategy == "prefix")
+        constrained = smiles and free_length and (block_size == 1 or strategy in ("speculative", "prefix"))
         if "syntax" in changed and not constrained:
             reasons.append(
                 "syntax: the constraints apply to SMILES written left to right by a model that ends its own "
-                "sequences (one-token blocks, or prefix decoding; no --length or template)"
+                "sequences (one-token blocks, speculative or prefix decoding; no --length or template)"
             )
         if reasons:
             raise ValueError(f"sampling options with no effect on this model: {'; '.join(reasons)}")

@@ -25,6 +25,7 @@ from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.syntax import SmilesSyntax
 from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.reverse import ReverseProcess
+from polydiff.sampling.speculative import decode_speculative
 
 
 @dataclass
@@ -144,12 +145,15 @@ def _decode(
     syntax: SmilesSyntax | None,
 ) -> tuple[Tensor, Tensor]:
     """Runs the decoder that fits the model on one batch: left to right (B = 1), block by block
-    (B > 1; until the model ends, by prefix drafts or the reverse process, or at a fixed length)
+    (B > 1; until the model ends, by verified or prefix drafts or the reverse process, or at a
+    fixed length)
     or the whole sequence at once (no blocks)."""
     block_size, tokenizer = model.block_size, model.tokenizer
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
     if block_size == 1:
         return decode_next_tokens(model, head, x, config, generator, on_step, free_length, syntax)
+    if config.strategy == "speculative":
+        return decode_speculative(model, head, x, config, generator, on_step, syntax)
     if config.strategy == "prefix":
         return decode_prefix(model, head, x, config, generator, on_step, syntax)
     if block_size and free_length:
@@ -196,7 +200,7 @@ def generate(
     block_size, tokenizer, width = model.block_size, model.tokenizer, model.max_positions
     # A block model writes [SEP] itself unless a length or template fixes where it goes.
     free_length = block_size > 0 and prompts is None and length is None
-    config = config.for_model(block_size, free_length, model.representation.is_smiles)
+    config = config.for_model(block_size, free_length, model.representation.is_smiles, model.causal_context)
     device = model.device
     generator = torch.Generator(device=device)
     seed = generator.seed() if seed is None else generator.manual_seed(seed).initial_seed()
@@ -239,7 +243,7 @@ def generate(
     lengths = sizes.cpu().clone()
     frame = torch.tensor([tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id], device=device)
     # Steps of the bar per batch: at most what its decoder can take; a batch that ends early fills its share.
-    if block_size == 1 or config.strategy == "prefix":
+    if block_size == 1 or config.strategy in ("speculative", "prefix"):
         shares = [width - 1 if free_length else int(sizes[batch].max()) + 1 for batch in batches]
     elif free_length:
         shares = [-(-(width - 1) // block_size) * config.steps] * len(batches)

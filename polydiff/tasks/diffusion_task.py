@@ -18,7 +18,7 @@ from torchmetrics import MeanMetric
 
 from polydiff.data.representation import get_representation
 from polydiff.data.tokenizer import load_tokenizer
-from polydiff.diffusion.blocks import block_index, sampling_mask, training_mask
+from polydiff.diffusion.blocks import block_index, draw_windows, sampling_mask, training_mask, window_mask
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
 from polydiff.diffusion.schedules import CosineSchedule, DiffusionSchedule
 from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
@@ -155,6 +155,9 @@ class DiffusionTask(LightningModule):
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
         self.val_nll = MeanMetric()
         self.test_nll = MeanMetric()
+        # With a causal context, the NLL of its next-token prediction too: what the sampler draws from.
+        self.val_next_nll = MeanMetric()
+        self.test_next_nll = MeanMetric()
         self.sample_every_n_validations = sample_every_n_validations
         self.val_num_samples = val_num_samples
         self.kind = kind
@@ -348,13 +351,42 @@ class DiffusionTask(LightningModule):
         hidden = self.model.encode(torch.cat([x_t, x0], dim=1), attention, None, positions)
         noisy, clean = hidden[:, : x0.shape[1]], hidden[:, x0.shape[1] :]
         masked_nll = F.cross_entropy(self.logits_from_hidden(noisy[masked]), x0[masked], reduction="none")
-        next_nll = None
-        if causal_context:  # clean token i sees tokens <= i: its state predicts token i + 1
-            targets = content[:, 1:]
-            next_nll = F.cross_entropy(
-                self.logits_from_hidden(clean[:, :-1][targets]), x0[:, 1:][targets], reduction="none"
-            )
+        next_nll = self._next_token_nll(clean, x0, content) if causal_context else None
         return weight, masked, masked_nll, next_nll
+
+    def _window_pass(
+        self, x0: Tensor, attention_mask: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The training pass of a model with a causal context, over [x_0 ; W noisy windows]
+        (``polydiff.diffusion.blocks.draw_windows``): what ``_block_pass`` returns, for the windows.
+
+        Each window has its own t and is one of the L + B - 1 blocks of the B ways to cut the
+        sequence, so its terms are scaled by (L + B - 1) / (B W): in expectation, the block bound
+        averaged over those B cuts, at N + W B positions instead of 2N."""
+        config, process = self.diffusion_process.config, self.diffusion_process
+        count, block_size = config.noisy_blocks, config.block_size
+        content = self.content(x0)
+        rows, width = x0.shape
+        starts, in_window = draw_windows(content, count, block_size, generator)
+        slots = (starts.unsqueeze(-1) + torch.arange(block_size, device=x0.device)).flatten(1).clamp(0, width - 1)
+        window_x0, valid = x0.gather(1, slots), in_window.flatten(1)
+        t = process.sample_time(rows * count, x0.device, generator).view(rows, count).repeat_interleave(block_size, 1)
+        x_t = process.q_sample(window_x0, t, valid, generator)
+        masked = x_t == self.mask_token_id
+        attention = window_mask(content, attention_mask.bool() & ~content, starts, in_window)
+        positions = torch.cat([torch.arange(width, device=x0.device).expand(rows, -1), slots], -1)
+        hidden = self.model.encode(torch.cat([x0, x_t], 1), attention, None, positions)
+        masked_nll = F.cross_entropy(
+            self.logits_from_hidden(hidden[:, width:][masked]), window_x0[masked], reduction="none"
+        )
+        blocks_per_window = (content.sum(-1, keepdim=True) + block_size - 1) / (block_size * count)
+        weight = process.position_weights(t, valid) * blocks_per_window
+        return weight, masked, masked_nll, self._next_token_nll(hidden[:, :width], x0, content)
+
+    def _next_token_nll(self, clean: Tensor, x0: Tensor, content: Tensor) -> Tensor:
+        """-log p(x_0^{i+1} | x_0^{<=i}) of every content token, from the causal states ``clean`` of x_0."""
+        targets = content[:, 1:]
+        return F.cross_entropy(self.logits_from_hidden(clean[:, :-1][targets]), x0[:, 1:][targets], reduction="none")
 
     def _next_token_cross_entropy(self, x0: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``masked_cross_entropy`` of one-token blocks, whose bound is the autoregressive NLL in closed
@@ -391,9 +423,7 @@ class DiffusionTask(LightningModule):
         config = self.diffusion_process.config
         if config.causal_context:  # the same pass scores both: the clean half is encoded anyway
             x0 = batch["input_ids"]
-            weight, masked, masked_nll, next_nll = self._block_pass(
-                x0, batch["attention_mask"], config.block_size, None
-            )
+            weight, masked, masked_nll, next_nll = self._window_pass(x0, batch["attention_mask"], None)
             if config.loss_weighting == "flat":
                 return masked_nll.sum() / masked.sum().clamp(min=1) + next_nll.mean()
             return ((weight[masked] * masked_nll).sum() + next_nll.sum()) / self.content(x0).sum()
@@ -421,25 +451,29 @@ class DiffusionTask(LightningModule):
         self.log("train/tokens_seen", self.tokens_seen.float(), batch_size=len(batch["input_ids"]))
         return loss
 
-    def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, metric: MeanMetric) -> None:
+    def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, metric: MeanMetric, next_metric: MeanMetric) -> None:
         # A fixed generator per batch makes the bound's estimate comparable across epochs.
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
         nll, tokens = self.negative_elbo(batch, generator)
         metric.update(nll.sum() / tokens.sum(), weight=tokens.sum())
+        if self.causal_context:  # the clean stream alone is the causal model the sampler verifies with
+            _, content, next_nll = self._next_token_cross_entropy(batch["input_ids"], batch["attention_mask"])
+            next_metric.update(next_nll.mean(), weight=content.sum())
 
-    def _log_bound(self, prefix: str, metric: MeanMetric) -> None:
+    def _log_bound(self, prefix: str, metric: MeanMetric, next_metric: MeanMetric) -> None:
         nll = metric.compute()
-        self.log_dict(
-            {f"{prefix}/nll": nll, f"{prefix}/bpt": nll / math.log(2), f"{prefix}/ppl": torch.exp(nll)},
-            prog_bar=prefix == "val",
-        )
+        values = {f"{prefix}/nll": nll, f"{prefix}/bpt": nll / math.log(2), f"{prefix}/ppl": torch.exp(nll)}
+        if self.causal_context:
+            values[f"{prefix}/next_nll"] = next_metric.compute()
+        self.log_dict(values, prog_bar=prefix == "val")
         metric.reset()
+        next_metric.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, self.val_nll)
+        self._evaluate(batch, batch_idx, self.val_nll, self.val_next_nll)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_bound("val", self.val_nll)
+        self._log_bound("val", self.val_nll, self.val_next_nll)
         if self.trainer.sanity_checking or self.sample_every_n_validations <= 0:
             return
         self._validation_runs += 1
@@ -472,10 +506,10 @@ class DiffusionTask(LightningModule):
         return quality
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, self.test_nll)
+        self._evaluate(batch, batch_idx, self.test_nll, self.test_next_nll)
 
     def on_test_epoch_end(self) -> None:
-        self._log_bound("test", self.test_nll)
+        self._log_bound("test", self.test_nll, self.test_next_nll)
 
     def sample(
         self,

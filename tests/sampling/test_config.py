@@ -11,11 +11,10 @@ from polydiff.tasks.diffusion_task import DiffusionTask
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=32)
 
 
-def tiny_task(block_size: int, representation: str = "smiles") -> DiffusionTask:
+def tiny_task(block_size: int, representation: str = "smiles", causal_context: bool = False) -> DiffusionTask:
     torch.manual_seed(0)
-    task = DiffusionTask(
-        model_config=TINY, diffusion_config=DiffusionConfig(block_size=block_size), representation=representation
-    ).eval()
+    config = DiffusionConfig(block_size=block_size, causal_context=causal_context)
+    task = DiffusionTask(model_config=TINY, diffusion_config=config, representation=representation).eval()
     task.length_histogram[4:8] = 1
     return task
 
@@ -58,8 +57,25 @@ def test_prefix_decoding_refuses_the_reverse_process_options_and_needs_a_block_m
         with pytest.raises(ValueError, match="prefix decoding makes one model call per committed run"):
             generate(tiny_task(4), 2, SamplingConfig(**option), seed=0)
     for block_size, length in ((0, None), (4, 6)):
-        with pytest.raises(ValueError, match="strategy prefix: it decodes block models that end their own"):
+        with pytest.raises(ValueError, match="strategy prefix: it decodes block models without a causal context"):
             generate(tiny_task(block_size), 2, SamplingConfig(strategy="prefix"), length=length, seed=0)
+    with pytest.raises(ValueError, match="strategy prefix: it decodes block models without a causal context"):
+        generate(tiny_task(4, causal_context=True), 2, SamplingConfig(strategy="prefix"), seed=0)
+
+
+def test_speculative_decoding_is_the_default_of_a_causal_context_and_needs_one():
+    task = tiny_task(4, causal_context=True)
+    for option in ({"steps": 2}, {"cache": False}):
+        with pytest.raises(ValueError, match="speculative decoding makes one model call per committed run"):
+            generate(task, 2, SamplingConfig(**option), seed=0)
+    with pytest.raises(ValueError, match="threshold: it decides what prefix decoding commits"):
+        generate(task, 2, SamplingConfig(threshold=0.5), seed=0)
+    assert SamplingConfig().for_model(4, True, True, causal_context=True).strategy == "speculative"
+    for block_size, length in ((4, None), (0, None)):
+        with pytest.raises(ValueError, match="strategy speculative: it decodes block models with a causal context"):
+            generate(tiny_task(block_size), 2, SamplingConfig(strategy="speculative"), length=length, seed=0)
+    with pytest.raises(ValueError, match="strategy speculative: it decodes block models with a causal context"):
+        generate(task, 2, SamplingConfig(strategy="speculative"), length=6, seed=0)
 
 
 def test_threshold_belongs_to_prefix_decoding():

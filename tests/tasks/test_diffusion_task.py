@@ -204,17 +204,29 @@ def test_one_token_blocks_refuse_the_schedule_and_time_options(name, value):
     DiffusionTask(model_config=TINY, **{**options, "diffusion_config": blocks_of_two})  # there they shape training
 
 
-def test_a_causal_context_adds_the_next_token_nll_of_the_same_pass_to_the_bound(batch):
-    # The clean half of [x_t ; x_0] is encoded causally, so its states are the next-token model's:
-    # the training loss is the block bound plus that NLL, both per token, from one pass.
+def test_a_causal_context_trains_noisy_windows_and_the_next_token_in_one_pass(batch):
+    # The sequence part of [x_0 ; windows] is encoded causally, so its states are the next-token
+    # model's, untouched by the windows; and the windows' weighted masked count estimates the
+    # number of tokens the bound scores: E_t[w(t) 1{masked}] = 1 for every token a window covers,
+    # and (L + B - 1) / (B W) per window makes up for the windows not drawn.
     torch.manual_seed(0)
-    config = DiffusionConfig(block_size=2, causal_context=True)
+    config = DiffusionConfig(block_size=2, causal_context=True, noisy_blocks=3)
     task = DiffusionTask(model_config=TINY, schedule=LinearSchedule(), diffusion_config=config).eval()
     small = {"input_ids": batch["input_ids"][:32], "attention_mask": batch["attention_mask"][:32]}
+    x0, attention_mask = small["input_ids"], small["attention_mask"]
     with torch.no_grad():
+        weight, masked, masked_nll, next_nll = task._window_pass(x0, attention_mask, torch.Generator().manual_seed(1))
+        _, content, causal_nll = task._next_token_cross_entropy(x0, attention_mask)
+        torch.testing.assert_close(next_nll, causal_nll, atol=1e-5, rtol=1e-5)
         torch.manual_seed(1)
         loss = task.training_loss(small)
-        torch.manual_seed(1)  # the same t and masks
-        nll, tokens = task.negative_elbo(small)
-        _, content, next_nll = task._next_token_cross_entropy(small["input_ids"], small["attention_mask"])
-    torch.testing.assert_close(loss, nll.sum() / tokens.sum() + next_nll.sum() / content.sum())
+        assert loss.item() == pytest.approx(
+            (weight[masked] @ masked_nll + next_nll.sum()).item() / content.sum().item(), rel=0.5
+        )  # another draw of windows and t, the same estimate
+        counts = []
+        for seed in range(200):
+            weight, masked, _, _ = task._window_pass(x0, attention_mask, torch.Generator().manual_seed(seed))
+            counts.append((weight[masked].sum() / content.sum()).item())
+    # Linear schedule: w = 1/t, P(masked) = t; a window's count has variance about
+    # E[1/t] ~ ln(1/eps) per token it holds; over 200 batches of ~100 windows, std ~ 0.02.
+    assert sum(counts) / len(counts) == pytest.approx(1.0, abs=0.08)

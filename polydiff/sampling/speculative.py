@@ -1,0 +1,232 @@
+"""Speculative decoding of a block-diffusion model with a causal context: the block denoiser
+drafts, the model's own next-token prediction verifies, in the same call.
+
+A model with a causal context (``polydiff.diffusion.blocks``) is two predictors in one network:
+its clean, causal states give p(x^i | x^{<i}), the next-token prediction, and a window of B
+[MASK]s after a prefix gives the block denoiser's marginals q(x^{i+b} | x^{<i}) for every slot at
+once. Each model call reads, for every row, its committed tokens followed by its draft d_1..d_m
+(drawn from q by the call before) as the causal context, and one all-[MASK] window starting at
+each position the draft may be cut at (j = 0 .. m). Then, left to right (speculative sampling:
+Leviathan et al., 2023; Chen et al., 2023):
+
+- d_j is accepted with probability min(1, p_j(d_j) / q_j(d_j));
+- at the first rejection, that position is drawn from the residual (p_j - q_j)^+, normalised;
+- if all m drafts are accepted, one more token is drawn from p_{m+1}.
+
+Every committed token thus follows p exactly, whatever the drafts were, and a call commits the
+accepted drafts plus one. The window that starts at the position just drawn supplies the next
+draft (its other B - 1 slots), so no call is spent on drafting alone: good drafts cost nothing in
+quality and buy fewer calls. p and q are tempered and top-p filtered alike, and restricted by the
+SMILES automaton (``polydiff.sampling.constraints``) at every position, drafts included, so no
+committed prefix breaks the grammar; tokens after which the aromatic atoms cannot be kekulized are
+refused and redrawn, as in one-token decoding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from polydiff.diffusion.blocks import window_mask
+from polydiff.sampling.blockwise import Committer, cannot_start, draw_completable, pad_after_end
+from polydiff.sampling.config import SamplingConfig
+from polydiff.sampling.constraints.syntax import SmilesSyntax, SyntaxState
+from polydiff.sampling.denoiser import Denoiser
+from polydiff.sampling.reverse import Head, draw_tokens, log_probs
+
+_AS_GIVEN = SamplingConfig(temperature=1.0, top_p=1.0)  # draws from distributions already tempered and filtered
+
+
+def target_probs(logits: Tensor, config: SamplingConfig) -> Tensor:
+    """The distribution a token is drawn from, (K, V) float64: tempered and top-p filtered, or
+    all mass on the most likely token at temperature 0."""
+    if config.temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).double()
+    return log_probs(logits, config.temperature, config.top_p).exp()
+
+
+def _call(model: Denoiser, x: Tensor, start: Tensor, drafted: Tensor) -> tuple[Tensor, Tensor]:
+    """One model call for rows whose first uncommitted position is ``start`` and whose drafts fill
+    the next ``drafted`` positions of x.
+
+    Returns:
+        (the causal states that predict positions start .. start + max(drafted), (r, M + 1, H);
+        the states of the windows that start at those positions, (r, M + 1, B, H)).
+    """
+    block_size, width, device = model.block_size, x.shape[1], x.device
+    rows = torch.arange(len(x), device=device).unsqueeze(-1)
+    windows = int(drafted.max()) + 1
+    end = int((start + drafted).max())
+    positions = torch.arange(end, device=device)
+    content = (positions >= 1) & (positions < (start + drafted).unsqueeze(-1))
+    starts = start.unsqueeze(-1) + torch.arange(windows, device=device)
+    slots = starts.unsqueeze(-1) + torch.arange(block_size, device=device)  # (r, W, B)
+    in_window = (slots < width) & (starts <= (start + drafted).unsqueeze(-1)).unsqueeze(-1)
+    masks = torch.full((len(x), windows * block_size), model.tokenizer.mask_token_id, device=device)
+    ids = torch.cat([positions.expand(len(x), -1), slots.flatten(1).clamp(max=width - 1)], -1)
+    attention = window_mask(content, positions.expand(len(x), -1) == 0, starts, in_window)
+    hidden = model.encode(torch.cat([x[:, :end], masks], -1), attention, None, ids)
+    predicting = (starts - 1).clamp(max=end - 1)  # the state of the token before each position
+    return hidden[rows, predicting], hidden[:, end:].unflatten(1, (windows, block_size))
+
+
+def _draw(probs: Tensor, writer: Committer, rows: Tensor, generator: torch.Generator, sep: int) -> Tensor:
+    """One token per row from ``probs`` (already tempered and filtered), refusing tokens after which
+    a row could not be kekulized; a row that no token keeps completable is ended with [SEP]."""
+    logits = probs.log()
+    if writer.syntax is None:
+        return draw_tokens(logits, _AS_GIVEN, generator)[0]
+    prefixes = [writer.prefixes[row] for row in rows.tolist()]
+    tokens, drawn = draw_completable(logits, prefixes, writer.syntax.tokens, _AS_GIVEN, generator)
+    dead = torch.tensor([prefix is None for prefix in drawn], dtype=torch.bool, device=probs.device)
+    return tokens.masked_fill(dead, sep)
+
+
+class _SpeculativeDecoder:
+    """The state of one batch: committed tokens (in ``writer``), each row's first uncommitted
+    position, whether it has ended, and its draft (tokens in x after that position, with the
+    distributions q they were drawn from)."""
+
+    def __init__(
+        self,
+        model: Denoiser,
+        head: Head,
+        x: Tensor,
+        config: SamplingConfig,
+        generator: torch.Generator,
+        syntax: SmilesSyntax | None,
+    ) -> None:
+        self.model, self.head, self.config, self.generator = model, head, config, generator
+        self.x, self.writer = x, Committer(x, syntax)
+        self.sep, self.width, device = model.tokenizer.sep_token_id, x.shape[1], x.device
+        self.position = torch.ones(len(x), dtype=torch.long, device=device)
+        self.ended = torch.zeros(len(x), dtype=torch.bool, device=device)
+        draft_length, vocabulary = model.block_size - 1, len(model.tokenizer)
+        self.draft = torch.zeros(len(x), draft_length, dtype=torch.long, device=device)
+        self.draft_probs = torch.zeros(len(x), draft_length, vocabulary, dtype=torch.float64, device=device)
+        self.drafted = torch.zeros(len(x), dtype=torch.long, device=device)
+        self.first_tokens = torch.tensor(cannot_start(model), device=device)
+
+    def _restricted(self, logits: Tensor, rows: Tensor, state: SyntaxState | None = None) -> Tensor:
+        """``logits`` without what the automaton refuses after each row's prefix (or after ``state``)."""
+        if self.writer.syntax is None:
+            return logits
+        allowed = self.writer.syntax.allowed(state if state is not None else self.writer.state_of(rows))
+        restricted = logits.masked_fill(~allowed, -math.inf)
+        # A row the model and the automaton leave nothing to can only end (and will not be valid).
+        restricted[torch.isinf(restricted).all(-1), self.sep] = 0.0
+        return restricted
+
+    def step(self, rows: Tensor) -> None:
+        """One model call for ``rows``: verifies their drafts, commits, and drafts again."""
+        start, drafted = self.position[rows], self.drafted[rows]
+        next_states, window_states = _call(self.model, self.x[rows], start, drafted)
+        logits = self.head(next_states)
+        logits[(start == 1).nonzero().squeeze(-1).unsqueeze(-1), 0, self.first_tokens] = -math.inf
+        accepted = self._verify(rows, start, drafted, logits)
+        self.position[rows] = start + accepted + 1
+        # What is left of a draft past the token just drawn goes; the next draft takes its place.
+        stale = torch.arange(self.width, device=self.x.device) >= self.position[rows].unsqueeze(-1)
+        self.x[rows] = torch.where(
+            stale & ~self.ended[rows].unsqueeze(-1), self.model.tokenizer.mask_token_id, self.x[rows]
+        )
+        self._draft(rows, window_states[torch.arange(len(rows), device=rows.device), accepted])
+
+    def _verify(self, rows: Tensor, start: Tensor, drafted: Tensor, logits: Tensor) -> Tensor:
+        """Accepts each row's drafts left to right against p, then draws one token from the residual
+        at the first rejection or from p after a fully accepted draft.
+
+        Returns:
+            the drafts accepted per row, (r,).
+        """
+        accepted = torch.zeros_like(start)
+        going = torch.ones_like(start, dtype=torch.bool)
+        for i in range(int(drafted.max()) + 1):
+            here = (going & (start + i < self.width)).nonzero().squeeze(-1)  # no token after the last position
+            if len(here) == 0:
+                break
+            at = rows[here]
+            p = target_probs(self._restricted(logits[here, i], at), self.config)
+            verify = i < drafted[here]
+            token, take, residual = torch.zeros_like(here), torch.zeros_like(verify), p
+            if verify.any():
+                d, q = self.draft[at, i], self.draft_probs[at, i]
+                q_d, p_d = q.gather(1, d.unsqueeze(-1)).squeeze(-1), p.gather(1, d.unsqueeze(-1)).squeeze(-1)
+                u = torch.rand(len(here), dtype=torch.float64, device=p.device, generator=self.generator)
+                take = verify & (u * q_d <= p_d) & (p_d > 0)
+                candidates = take.nonzero().squeeze(-1)
+                take[candidates] = self.writer.completable(at[candidates], d[candidates])
+                token = torch.where(take, d, token)
+                excess = torch.where(verify.unsqueeze(-1), (p - q).clamp(min=0), p)
+                # p = q leaves no residual; the test then rejects nothing, so only a refused draft lands here.
+                residual = torch.where(excess.sum(-1, keepdim=True) > 1e-12, excess, p)
+            fresh = (~take).nonzero().squeeze(-1)
+            if len(fresh):
+                token[fresh] = _draw(residual[fresh], self.writer, at[fresh], self.generator, self.sep)
+            self.writer.commit(at, start[here] + i, token)
+            self.ended[at] |= token == self.sep
+            accepted[here] += take.long()
+            going[here] = take & (token != self.sep)
+        return accepted
+
+    def _draft(self, rows: Tensor, states: Tensor) -> None:
+        """Draws the next draft of each going row from ``states`` (r, B, H), the window that starts
+        at the token it just drew (slots 1 .. B - 1 stand for the positions after it), left to right
+        so that the automaton restricts every slot; writes it into x. A draft stops after [SEP] and
+        at the model's last position."""
+        self.drafted[rows] = 0
+        live = (~self.ended[rows] & (self.position[rows] < self.width)).nonzero().squeeze(-1)
+        at, states = rows[live], states[live]
+        state = self.writer.state_of(at) if self.writer.syntax is not None else None
+        open_ = torch.ones(len(at), dtype=torch.bool, device=rows.device)
+        for b in range(self.draft.shape[1]):
+            where = self.position[at] + b
+            open_ &= where < self.width
+            if not open_.any():
+                break
+            q = target_probs(self._restricted(self.head(states[:, b + 1]), at, state), self.config)
+            token = draw_tokens(q.log(), _AS_GIVEN, self.generator)[0]
+            self.draft[at, b], self.draft_probs[at, b] = token, q
+            self.drafted[at] += open_.long()
+            self.x[at[open_], where[open_]] = token[open_]
+            if state is not None:
+                state = self.writer.syntax.advance(state, token)
+            open_ &= token != self.sep
+
+
+@torch.inference_mode()
+def decode_speculative(
+    model: Denoiser,
+    head: Head,
+    x: Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator,
+    on_step: Callable[[], None] | None,
+    syntax: SmilesSyntax | None,
+) -> tuple[Tensor, Tensor]:
+    """Decodes x = [CLS] + [MASK]s until every row has committed [SEP] or filled the model's positions.
+
+    Args:
+        model: the denoiser, with a causal context and blocks of B >= 2.
+        head: hidden states to logits (with what may not be drawn removed).
+        x: (R, N) [CLS], then [MASK]s to the last position.
+        config: temperature and top_p, for p and q alike.
+        syntax: the SMILES automaton, with which the kekulization check runs; None for neither.
+
+    Returns:
+        (the tokens, pads after each row's [SEP]; the model calls per row).
+    """
+    decoder = _SpeculativeDecoder(model, head, x, config, generator, syntax)
+    calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    while True:
+        rows = (~decoder.ended & (decoder.position < decoder.width)).nonzero().squeeze(-1)
+        if len(rows) == 0:
+            break
+        decoder.step(rows)
+        calls[rows] += 1
+        if on_step is not None:
+            on_step()
+    return pad_after_end(x, model.tokenizer.sep_token_id, model.tokenizer.pad_token_id), calls
