@@ -4,13 +4,13 @@ import math
 
 import pytest
 import torch
+from test_blockwise import TOKENS, replay  # a sibling module: pytest puts this folder on the path
 
 from polydiff.diffusion import DiffusionConfig
 from polydiff.diffusion.blocks import sampling_mask
 from polydiff.model.bert_diffusion import ModelConfig
 from polydiff.sampling import SamplingConfig, generate
 from polydiff.tasks.diffusion_task import DiffusionTask
-from tests.sampling.test_blockwise import TOKENS, replay
 
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=40)
 
