@@ -10,6 +10,8 @@ import transformers
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel, BertPreTrainedModel
 
+from polydiff.model.kv_cache import KeyValueCache, attend_with_cache
+
 # transformers 5 takes a per-query mask as (batch, 1, query, key) bool; 4.x as (batch, query, key) 0/1.
 _FOUR_D_MASKS = int(transformers.__version__.split(".")[0]) >= 5
 
@@ -142,3 +144,32 @@ class BertDiffusionModel(BertPreTrainedModel):
             position_ids=position_ids,
             token_type_ids=token_type_ids,
         ).last_hidden_state
+
+    def new_cache(self, rows: int, length: int) -> KeyValueCache:
+        """An empty key/value cache for ``encode_incremental``: ``rows`` rows of ``length`` positions."""
+        return KeyValueCache(rows, length, self.config.num_hidden_layers)
+
+    def encode_incremental(
+        self,
+        cache: KeyValueCache,
+        rows: Tensor,
+        input_ids: Tensor,
+        positions: Tensor,
+        sees_before: Tensor,
+        group: Tensor,
+    ) -> Tensor:
+        """Final hidden states of new queries that attend to the positions already encoded
+        (``polydiff.model.kv_cache.attend_with_cache``, which documents the arguments); gives
+        the states ``encode`` gives under the matching attention mask, in eval mode.
+
+        Args:
+            input_ids: (r, n) the queries' tokens; ``positions`` (r, n) where they sit.
+        """
+        if self.time_embedding is not None:
+            raise ValueError("incremental encoding needs a model without time conditioning")
+        embeddings = self.bert.embeddings(
+            input_ids=input_ids,
+            token_type_ids=torch.zeros_like(input_ids),
+            position_ids=positions.clamp(max=self.config.max_position_embeddings - 1),
+        )
+        return attend_with_cache(self.bert.encoder, cache, rows, embeddings, positions, sees_before, group)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from polydiff.diffusion.blocks import block_index, sampling_mask
+from polydiff.model.kv_cache import KeyValueCache
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.kekulization import MoleculePrefix
 from polydiff.sampling.constraints.syntax import SmilesSyntax, SyntaxState
@@ -314,6 +315,17 @@ def decode_prefix(
     return pad_after_end(x, sep, pad), calls
 
 
+def _encode_up_to(model: Denoiser, cache: KeyValueCache, rows: Tensor, x: Tensor, encoded: Tensor, p: int) -> Tensor:
+    """The state of position p - 1 of each row, (r, hidden), whose positions before ``encoded`` are
+    in the cache: positions encoded .. p - 1 are encoded causally and join it. Rows with fewer new
+    positions (a template's fixed tokens make them ragged) re-encode some cached ones, which gives
+    the same keys and values."""
+    first = int(encoded.min())
+    positions = torch.arange(first, p, device=x.device).expand(len(rows), -1)
+    context = torch.full_like(positions, -1)
+    return model.encode_incremental(cache, rows, x[:, first:p], positions, positions + 1, context)[:, -1]
+
+
 @torch.inference_mode()
 def decode_next_tokens(
     model: Denoiser,
@@ -346,13 +358,20 @@ def decode_next_tokens(
     calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
     state = syntax.start(len(x), x.device) if syntax is not None else None
     prefixes = [MoleculePrefix()] * len(x)
+    # config.cache: a call encodes only the tokens written since the row's last call.
+    cache = model.new_cache(len(x), x.shape[1]) if config.cache else None
+    encoded = torch.zeros(len(x), dtype=torch.long, device=x.device)  # positions in the cache, per row
     for p in range(1, x.shape[1]):
         draw = x[:, p] == mask
         if draw.any():
             rows = draw.nonzero().squeeze(-1)
-            prefix = x[rows, :p]
-            content = (prefix != pad) & (prefix != cls)
-            hidden = model.encode(prefix, sampling_mask(content, ~content & (prefix != pad), 1))[:, -1]
+            if cache is None:
+                prefix = x[rows, :p]
+                content = (prefix != pad) & (prefix != cls)
+                hidden = model.encode(prefix, sampling_mask(content, ~content & (prefix != pad), 1))[:, -1]
+            else:
+                hidden = _encode_up_to(model, cache, rows, x[rows], encoded[rows], p)
+                encoded[rows] = p
             logits = head(hidden)
             if p == 1:
                 logits[:, cannot_start(model)] = -math.inf

@@ -39,10 +39,12 @@ class SamplingConfig:
         threshold: the probability a draft after a call's first committed token needs to be
             committed in the same call (``prefix`` only): 1 commits one token per call, lower
             commits more tokens per call at a cost in quality (the frontier is in docs/quality.md).
-        cache: re-run the model only on sequences that changed since their last call. Exact:
-            the samples are the same as without it under one seed, wherever a row's output does
-            not depend on which rows share its batch (true of the CPU kernels; GPU kernels may
-            differ in the last bits, which can flip a rare draw).
+        cache: reuse the work the samples do not depend on. Decoders that write left to right
+            (one-token blocks, ``speculative``) keep the keys and values of the tokens they have
+            encoded and encode only the new positions each call (``polydiff.model.kv_cache``);
+            the whole-sequence reverse process re-runs the model only on sequences that changed
+            since their last call. Exact: the samples are the same as without it under one seed
+            (up to the last bits of float arithmetic, which may flip a rare draw on a GPU).
         syntax: keep SMILES samples well-formed where the model writes them left to right and
             ends them itself (one-token blocks, ``speculative`` or ``prefix`` decoding; no fixed
             length or template): every committed token keeps the prefix completable: balanced
@@ -102,7 +104,7 @@ class SamplingConfig:
         left_to_right = bool(block_size) and free_length
         if block_size == 1:
             strategy = None
-            unused = sorted(changed & {"steps", "strategy", "randomness", "cache", "threshold"})
+            unused = sorted(changed & {"steps", "strategy", "randomness", "threshold"})
             if unused:
                 reasons.append(f"{', '.join(unused)}: a model with one-token blocks makes one model call per token")
         else:
@@ -116,10 +118,10 @@ class SamplingConfig:
                 reasons.append(
                     "strategy prefix: it decodes block models without a causal context that end their own sequences"
                 )
-            if strategy in ("speculative", "prefix"):
-                unused = sorted(changed & {"steps", "cache"})
-                if unused:
-                    reasons.append(f"{', '.join(unused)}: {strategy} decoding makes one model call per committed run")
+            if strategy in ("speculative", "prefix") and "steps" in changed:
+                reasons.append(f"steps: {strategy} decoding makes one model call per committed run")
+            if strategy == "prefix" and "cache" in changed:
+                reasons.append("cache: prefix decoding re-encodes its current block, which every call changes")
             elif block_size and "steps" in changed and self.steps > block_size:
                 reasons.append(f"steps: a block of {block_size} tokens takes at most {block_size} steps")
             if "randomness" in changed and strategy != "confidence":

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerFast
 
 from polydiff.data.representation import Representation
 from polydiff.diffusion.schedules import DiffusionSchedule
+from polydiff.model.kv_cache import KeyValueCache
 
 
 class Denoiser(Protocol):
@@ -62,6 +63,23 @@ class Denoiser(Protocol):
         positions: Tensor | None = None,
     ) -> Tensor:
         """Final hidden states (batch, length, hidden) of x_t (``BertDiffusionModel.encode``)."""
+        ...
+
+    def new_cache(self, rows: int, length: int) -> KeyValueCache:
+        """An empty key/value cache for ``encode_incremental``."""
+        ...
+
+    def encode_incremental(
+        self,
+        cache: KeyValueCache,
+        rows: Tensor,
+        input_ids: Tensor,
+        positions: Tensor,
+        sees_before: Tensor,
+        group: Tensor,
+    ) -> Tensor:
+        """Final hidden states of new queries attending to cached positions
+        (``BertDiffusionModel.encode_incremental``)."""
         ...
 
     def logits_from_hidden(self, hidden: Tensor, allow_end: bool = True) -> Tensor:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from polydiff.diffusion.blocks import window_mask
+from polydiff.model.kv_cache import KeyValueCache
 from polydiff.sampling.blockwise import Committer, cannot_start, draw_completable, pad_after_end
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.syntax import SmilesSyntax, SyntaxState
@@ -73,6 +74,37 @@ def _call(model: Denoiser, x: Tensor, start: Tensor, drafted: Tensor) -> tuple[T
     return hidden[rows, predicting], hidden[:, end:].unflatten(1, (windows, block_size))
 
 
+def _call_cached(
+    model: Denoiser, cache: KeyValueCache, rows: Tensor, x: Tensor, start: Tensor, drafted: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``_call`` with the committed tokens' keys and values taken from ``cache``: the queries are
+    the token committed last (at start - 1) and the draft after it, which join the cache, and the
+    windows. Every position before start - 1 was encoded by an earlier call with the token it now
+    holds (a draft accepted there), so only these positions are new."""
+    block_size, width, device = model.block_size, x.shape[1], x.device
+    windows = int(drafted.max()) + 1
+    offsets = torch.arange(windows, device=device)
+    # Context queries at start - 1 .. start - 1 + max(drafted); a row with a shorter draft writes
+    # its extra ones past its draft, where nothing reads them before they are overwritten.
+    context = (start - 1).unsqueeze(-1) + offsets
+    starts = start.unsqueeze(-1) + offsets
+    slots = starts.unsqueeze(-1) + torch.arange(block_size, device=device)  # (r, W, B)
+    in_window = (slots < width) & (starts <= (start + drafted).unsqueeze(-1)).unsqueeze(-1)
+    # A slot outside the sequence gets a group of its own, so that no valid slot sees it.
+    lone = windows + torch.arange(windows * block_size, device=device).view(windows, block_size)
+    group = torch.where(in_window, offsets.view(-1, 1), lone).flatten(1)
+    masks = torch.full_like(group, model.tokenizer.mask_token_id)
+    hidden = model.encode_incremental(
+        cache,
+        rows,
+        torch.cat([x.gather(1, context.clamp(max=width - 1)), masks], -1),
+        torch.cat([context, slots.flatten(1).clamp(max=width - 1)], -1),
+        torch.cat([context + 1, starts.repeat_interleave(block_size, -1)], -1),
+        torch.cat([torch.full_like(context, -1), group], -1),
+    )
+    return hidden[:, :windows], hidden[:, windows:].unflatten(1, (windows, block_size))
+
+
 def _draw(probs: Tensor, writer: Committer, rows: Tensor, generator: torch.Generator, sep: int) -> Tensor:
     """One token per row from ``probs`` (already tempered and filtered), refusing tokens after which
     a row could not be kekulized; a row that no token keeps completable is ended with [SEP]."""
@@ -109,6 +141,8 @@ class _SpeculativeDecoder:
         self.draft_probs = torch.zeros(len(x), draft_length, vocabulary, dtype=torch.float64, device=device)
         self.drafted = torch.zeros(len(x), dtype=torch.long, device=device)
         self.first_tokens = torch.tensor(cannot_start(model), device=device)
+        # Spare room past the last position for the padded context queries of ragged drafts.
+        self.cache = model.new_cache(len(x), self.width + model.block_size) if config.cache else None
 
     def _restricted(self, logits: Tensor, rows: Tensor, state: SyntaxState | None = None) -> Tensor:
         """``logits`` without what the automaton refuses after each row's prefix (or after ``state``)."""
@@ -123,7 +157,10 @@ class _SpeculativeDecoder:
     def step(self, rows: Tensor) -> None:
         """One model call for ``rows``: verifies their drafts, commits, and drafts again."""
         start, drafted = self.position[rows], self.drafted[rows]
-        next_states, window_states = _call(self.model, self.x[rows], start, drafted)
+        if self.cache is None:
+            next_states, window_states = _call(self.model, self.x[rows], start, drafted)
+        else:
+            next_states, window_states = _call_cached(self.model, self.cache, rows, self.x[rows], start, drafted)
         logits = self.head(next_states)
         logits[(start == 1).nonzero().squeeze(-1).unsqueeze(-1), 0, self.first_tokens] = -math.inf
         accepted = self._verify(rows, start, drafted, logits)
@@ -213,7 +250,8 @@ def decode_speculative(
         model: the denoiser, with a causal context and blocks of B >= 2.
         head: hidden states to logits (with what may not be drawn removed).
         x: (R, N) [CLS], then [MASK]s to the last position.
-        config: temperature and top_p, for p and q alike.
+        config: temperature and top_p, for p and q alike; ``cache`` keeps the committed tokens'
+            keys and values (``polydiff.model.kv_cache``) rather than re-encode the prefix every call.
         syntax: the SMILES automaton, with which the kekulization check runs; None for neither.
 
     Returns:

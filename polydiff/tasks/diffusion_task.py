@@ -22,6 +22,7 @@ from polydiff.diffusion.blocks import block_index, draw_windows, sampling_mask, 
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
 from polydiff.diffusion.schedules import CosineSchedule, DiffusionSchedule
 from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
+from polydiff.model.kv_cache import KeyValueCache
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.generate import generate
 from polydiff.tasks.checkpoints import check_checkpoint, error_summary, migrated_checkpoint
@@ -211,6 +212,22 @@ class DiffusionTask(LightningModule):
     ) -> Tensor:
         """Final hidden states of the denoiser (``BertDiffusionModel.encode``)."""
         return self.model.encode(x_t, attention_mask, t, positions)
+
+    def new_cache(self, rows: int, length: int) -> KeyValueCache:
+        """An empty key/value cache for ``encode_incremental``."""
+        return self.model.new_cache(rows, length)
+
+    def encode_incremental(
+        self,
+        cache: KeyValueCache,
+        rows: Tensor,
+        input_ids: Tensor,
+        positions: Tensor,
+        sees_before: Tensor,
+        group: Tensor,
+    ) -> Tensor:
+        """Hidden states of new queries attending to cached positions (``BertDiffusionModel.encode_incremental``)."""
+        return self.model.encode_incremental(cache, rows, input_ids, positions, sees_before, group)
 
     @property
     def generates_end(self) -> bool:

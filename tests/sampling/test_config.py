@@ -26,7 +26,7 @@ def test_options_are_keyword_only():
 
 @pytest.mark.parametrize(
     "option",
-    [{"steps": 16}, {"strategy": "ancestral"}, {"randomness": 0.5}, {"cache": False}, {"threshold": 0.5}],
+    [{"steps": 16}, {"strategy": "ancestral"}, {"randomness": 0.5}, {"threshold": 0.5}],
     ids=str,
 )
 def test_one_token_blocks_refuse_the_reverse_process_options(option):
@@ -53,9 +53,10 @@ def test_syntax_is_refused_where_no_constraint_applies(block_size, representatio
 
 
 def test_prefix_decoding_refuses_the_reverse_process_options_and_needs_a_block_model_that_ends_itself():
-    for option in ({"steps": 2}, {"cache": False}):
-        with pytest.raises(ValueError, match="prefix decoding makes one model call per committed run"):
-            generate(tiny_task(4), 2, SamplingConfig(**option), seed=0)
+    with pytest.raises(ValueError, match="steps: prefix decoding makes one model call per committed run"):
+        generate(tiny_task(4), 2, SamplingConfig(steps=2), seed=0)
+    with pytest.raises(ValueError, match="cache: prefix decoding re-encodes its current block"):
+        generate(tiny_task(4), 2, SamplingConfig(cache=False), seed=0)
     for block_size, length in ((0, None), (4, 6)):
         with pytest.raises(ValueError, match="strategy prefix: it decodes block models without a causal context"):
             generate(tiny_task(block_size), 2, SamplingConfig(strategy="prefix"), length=length, seed=0)
@@ -65,9 +66,8 @@ def test_prefix_decoding_refuses_the_reverse_process_options_and_needs_a_block_m
 
 def test_speculative_decoding_is_the_default_of_a_causal_context_and_needs_one():
     task = tiny_task(4, causal_context=True)
-    for option in ({"steps": 2}, {"cache": False}):
-        with pytest.raises(ValueError, match="speculative decoding makes one model call per committed run"):
-            generate(task, 2, SamplingConfig(**option), seed=0)
+    with pytest.raises(ValueError, match="steps: speculative decoding makes one model call per committed run"):
+        generate(task, 2, SamplingConfig(steps=2), seed=0)
     with pytest.raises(ValueError, match="threshold: it decides what prefix decoding commits"):
         generate(task, 2, SamplingConfig(threshold=0.5), seed=0)
     assert SamplingConfig().for_model(4, True, True, causal_context=True).strategy == "speculative"

@@ -198,19 +198,21 @@ def test_block_diffusion_decodes_blocks_in_order(task, monkeypatch, block_size):
 
 
 def test_one_token_blocks_decode_left_to_right_from_clean_prefixes(task, monkeypatch):
-    # B = 1 is a causal model: token p is drawn from a pass over tokens 0 .. p - 1, none masked.
+    # B = 1 is a causal model: token p is drawn from a pass over tokens 0 .. p - 1, none masked;
+    # with the key/value cache each call encodes only token p - 1, which sees those before it.
     seen = []
-    encode = task.model.encode
+    encode = task.model.encode_incremental
 
-    def recording_encode(x, attention_mask, t=None, positions=None):
-        seen.append(x.clone())
-        return encode(x, attention_mask, t, positions)
+    def recording_encode(cache, rows, input_ids, positions, sees_before, group):
+        seen.append((input_ids.clone(), positions.clone(), sees_before.clone()))
+        return encode(cache, rows, input_ids, positions, sees_before, group)
 
-    monkeypatch.setattr(task.model, "encode", recording_encode)
+    monkeypatch.setattr(task.model, "encode_incremental", recording_encode)
     monkeypatch.setattr(task.diffusion_process.config, "block_size", 1)
     generation = generate(task, 6, length=10, seed=0)
-    assert [x.shape[1] for x in seen] == list(range(1, 11))  # [SEP] is given, not drawn
-    assert not any((x == task.mask_token_id).any() for x in seen)
+    assert [positions.unique().tolist() for _, positions, _ in seen] == [[p] for p in range(10)]  # [SEP] is given
+    assert all((sees_before == positions + 1).all() for _, positions, sees_before in seen)
+    assert not any((ids == task.mask_token_id).any() for ids, _, _ in seen)
     assert generation.nfe.tolist() == [10] * 6
 
 
