@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -80,10 +80,11 @@ def fraction_unique(valid: Sequence[str], k: int | None = None) -> float:
     return len(set(head)) / len(head) if head else math.nan
 
 
-def novelty(valid: Sequence[str], train: set[str]) -> float:
-    """Fraction of the distinct canonical SMILES that are not in ``train`` (NaN if none)."""
+def novelty(valid: Sequence[str], train: Container[str]) -> float:
+    """Fraction of the distinct canonical SMILES that are not in ``train`` (a set, or any container
+    such as ``DigestSet``; NaN if there are none)."""
     distinct = set(valid)
-    return len(distinct - train) / len(distinct) if distinct else math.nan
+    return sum(s not in train for s in distinct) / len(distinct) if distinct else math.nan
 
 
 def cosine_similarity(reference: Counter, generated: Counter) -> float:

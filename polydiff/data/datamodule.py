@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from polydiff.data.batching import LengthBucketBatchSampler, MoleculeCollator, PaddingCollator
 from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
+from polydiff.data.packed_lines import DigestSet, PackedLines
 from polydiff.data.polymers import PolymerCorpus, corpus_files
 from polydiff.data.screening import OnBadLine, summary
 from polydiff.data.token_cache import CachedSequences, TokenCache, token_cache
@@ -179,7 +180,9 @@ class MoleculeDataModule(LightningDataModule):
 
     def _load(self, split: str) -> Sequence:
         if not self._cached(split):
-            return self._read(split)
+            lines = self._read(split)
+            # The training lines, read by every loader worker all run long, packed into one buffer.
+            return PackedLines(lines) if split == "train" else lines
         cache = self._cache(split)
         info = cache.info
         message = f"data: {split} {info['source']}: {info['kept']:,} of {info['lines']:,} lines kept"
@@ -197,9 +200,7 @@ class MoleculeDataModule(LightningDataModule):
         held_out[order[: self.hparams.val_size]] = True
         if isinstance(train, CachedSequences):
             return train.subset(~held_out), train.subset(held_out)
-        return [s for s, out in zip(train, held_out, strict=True) if not out], [
-            s for s, out in zip(train, held_out, strict=True) if out
-        ]
+        return train.subset(~held_out), list(train.subset(held_out))
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "fit" and self.hparams.global_batch_size and self.trainer is not None:
@@ -223,17 +224,16 @@ class MoleculeDataModule(LightningDataModule):
             )
         return self.hparams.global_batch_size // per_step
 
-    def novelty_reference(self, max_lines: int = NOVELTY_MAX_LINES) -> set[str] | None:
-        """The training lines as written, for the novelty of validation samples; None above ``max_lines``
-        (a set of 10^7 strings would take gigabytes). A cached corpus's held-out validation lines are
-        in it too."""
-        if isinstance(self.train_smiles, list):
-            return set(self.train_smiles)
+    def novelty_reference(self, max_lines: int = NOVELTY_MAX_LINES) -> DigestSet | None:
+        """The training lines as written (as digests: ``DigestSet``), for the novelty of validation
+        samples; None above ``max_lines``. A cached corpus's held-out validation lines are in it too."""
+        if not isinstance(self.train_smiles, CachedSequences):
+            return DigestSet(self.train_smiles)
         cache = self.train_smiles.cache
         if cache.info["lines"] > max_lines:
             return None
         path, column = self._source("train")
-        return set(iter_smiles(path, column)) - {""}
+        return DigestSet(line for line in iter_smiles(path, column) if line)
 
     def length_histogram(self, num_lines: int = 20_000) -> torch.Tensor:
         """Counts of token lengths ([CLS]/[SEP] excluded) over the training set (up to ``num_lines`` lines
@@ -292,7 +292,7 @@ class MoleculeDataModule(LightningDataModule):
         trainer = self.trainer
         train = self.train_smiles
         # Exact token counts from a cache; the SMILES length, a close proxy, for lines.
-        lengths = train.lengths if isinstance(train, CachedSequences) else [len(s) for s in train]
+        lengths = train.lengths if isinstance(train, CachedSequences | PackedLines) else [len(s) for s in train]
         batches = LengthBucketBatchSampler(
             lengths,
             self.hparams.batch_size,

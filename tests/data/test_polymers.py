@@ -120,8 +120,8 @@ def test_datamodule_reads_the_corpus_splits(monomer_file):
     data.setup()
     assert data.train_smiles and data.val_smiles and data.test_smiles
     assert not set(data.train_smiles) & (set(data.val_smiles) | set(data.test_smiles))
-    assert all(line.count("*") == 2 for line in data.train_smiles + data.val_smiles + data.test_smiles)
-    batch = data.collate(data.train_smiles)
+    assert all(line.count("*") == 2 for line in [*data.train_smiles, *data.val_smiles, *data.test_smiles])
+    batch = data.collate(list(data.train_smiles))
     assert batch["input_ids"].shape[0] == len(data.train_smiles)  # every unit tokenizes, none dropped
 
 
@@ -131,6 +131,6 @@ def test_datamodule_drops_user_lines_that_are_not_repeat_units(tmp_path):
     options = {"smiles_column": "PSMILES", "kind": "polymer", "val_size": 5, "token_cache": False}
     data = MoleculeDataModule(train_file=str(train), **options)
     data.setup("fit")
-    assert sorted(set(data.train_smiles + data.val_smiles)) == ["*CC(*)c1ccccc1", "[*]CCO[*]"]
+    assert sorted({*data.train_smiles, *data.val_smiles}) == ["*CC(*)c1ccccc1", "[*]CCO[*]"]
     with pytest.raises(ValueError, match=r"data\.test_file"):
         data.setup("test")

@@ -1,0 +1,95 @@
+"""Memory benchmark: the peak memory of a whole ``polydiff fit`` run, summed over its processes.
+
+    python benchmarks/memory.py                                  # the whole default fit (9.5 minutes)
+    python benchmarks/memory.py --max_steps 30 --val_check_interval 20 -- --data.num_workers 0
+
+Runs ``polydiff fit -c recipes/base.yaml`` (plus any arguments after ``--``) in a subprocess,
+as the recipe sets it or shortened (a run should pass a validation, which samples and scores
+molecules, and every 4th of which checks their novelty), and samples every
+``--interval`` seconds the memory of the run's process tree (the main process and its data
+loader workers) from ``/proc``. Prints JSON: the peak of the sum over processes of the
+proportional set size (PSS: shared pages split between the processes that map them, so memory
+the workers share with the main process counts once), the same for the resident set size (RSS,
+which counts shared pages in every process), and each process's own peak. Linux only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant of ``pid``."""
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                kids = [int(kid) for kid in task.read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            frontier += kids
+    return found
+
+
+def memory_mb(pid: int) -> tuple[float, float] | None:
+    """(PSS, RSS) of one process in MB, or None once it has gone."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+    except (OSError, ValueError):
+        return None
+    return int(fields["Pss"].split()[0]) / 1024, int(fields["Rss"].split()[0]) / 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="recipes/base.yaml")
+    parser.add_argument("--max_steps", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--val_check_interval", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--interval", type=float, default=0.25, help="seconds between samples")
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+
+    with tempfile.TemporaryDirectory() as root:
+        command = [sys.executable, "-m", "polydiff", "fit", "-c", args.config, "--trainer.default_root_dir", root]
+        for option in ("max_steps", "val_check_interval"):
+            if getattr(args, option) is not None:
+                command += [f"--trainer.{option}", str(getattr(args, option))]
+        command += extra
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        peak_pss = peak_rss = 0.0
+        per_process: dict[int, float] = {}
+        while process.poll() is None:
+            readings = {pid: memory_mb(pid) for pid in [process.pid, *children(process.pid)]}
+            readings = {pid: reading for pid, reading in readings.items() if reading is not None}
+            peak_pss = max(peak_pss, sum(pss for pss, _ in readings.values()))
+            peak_rss = max(peak_rss, sum(rss for _, rss in readings.values()))
+            for pid, (pss, _) in readings.items():
+                per_process[pid] = max(per_process.get(pid, 0.0), pss)
+            time.sleep(args.interval)
+        error = process.stderr.read()
+    if process.returncode:
+        sys.exit(f"polydiff fit failed ({process.returncode}):\n{error[-2000:]}")
+    main_pid = process.pid
+    others = sorted((round(peak) for pid, peak in per_process.items() if pid != main_pid), reverse=True)
+    print(json.dumps({
+        "command": " ".join(command[1:]),
+        "seconds": round(time.perf_counter() - start, 1),
+        "peak_pss_mb": round(peak_pss),
+        "peak_rss_mb": round(peak_rss),
+        "main_process_peak_pss_mb": round(per_process.get(main_pid, 0.0)),
+        "other_processes_peak_pss_mb": others,
+    }, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""PackedLines reads like the list it packs; DigestSet answers membership like the set it digests."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from polydiff.data.packed_lines import DigestSet, PackedLines
+
+LINES = ["CCO", "c1ccccc1", "", "N#N", "C[C@@H](O)C(=O)O", "ü"]  # an empty line and a non-ASCII one
+
+
+def test_packed_lines_read_like_the_list():
+    packed = PackedLines(LINES)
+    assert len(packed) == len(LINES)
+    assert list(packed) == LINES and packed[1] == LINES[1] and packed[-1] == LINES[-1]
+    assert packed[1:4] == LINES[1:4] and packed[::-2] == LINES[::-2]
+    assert packed.lengths.tolist() == [len(line.encode()) for line in LINES]
+    with pytest.raises(IndexError):
+        packed[len(LINES)]
+
+
+def test_a_subset_keeps_the_lines_where_the_mask_is_true_in_order():
+    keep = np.array([True, False, True, True, False, True])
+    assert list(PackedLines(LINES).subset(keep)) == [line for line, k in zip(LINES, keep, strict=True) if k]
+    assert len(PackedLines(LINES).subset(np.zeros(len(LINES), dtype=bool))) == 0
+
+
+def test_packed_lines_survive_a_worker_hand_off():
+    """Loader workers under the spawn start method receive the dataset pickled."""
+    assert list(pickle.loads(pickle.dumps(PackedLines(LINES)))) == LINES
+
+
+def test_digest_set_answers_like_the_set():
+    digests = DigestSet(LINES * 2)
+    assert len(digests) == len(set(LINES))
+    assert all(line in digests for line in LINES)
+    assert not any(line in digests for line in ["CCN", "c1ccccc1 ", "OCC", None])
