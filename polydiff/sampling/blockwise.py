@@ -339,7 +339,8 @@ def decode_next_tokens(
 ) -> tuple[Tensor, Tensor]:
     """One-token blocks: fills the [MASK]s of x left to right, each drawn from the hidden state of
     the token before it (the causal model ``DiffusionTask`` trains at B = 1). A pass runs on the
-    prefix before the drawn position, for the rows that draw there.
+    prefix before the drawn position, for the rows that draw there; with ``config.cache`` only on
+    the positions written since the row's last pass, which attend to the cached ones.
 
     Args:
         model: the denoiser.
