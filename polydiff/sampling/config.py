@@ -118,10 +118,11 @@ class SamplingConfig:
                 reasons.append(
                     "strategy prefix: it decodes block models without a causal context that end their own sequences"
                 )
-            if strategy in ("speculative", "prefix") and "steps" in changed:
-                reasons.append(f"steps: {strategy} decoding makes one model call per committed run")
-            if strategy == "prefix" and "cache" in changed:
-                reasons.append("cache: prefix decoding re-encodes its current block, which every call changes")
+            if strategy in ("speculative", "prefix"):
+                if "steps" in changed:
+                    reasons.append(f"steps: {strategy} decoding makes one model call per committed run")
+                if strategy == "prefix" and "cache" in changed:
+                    reasons.append("cache: prefix decoding re-encodes its current block, which every call changes")
             elif block_size and "steps" in changed and self.steps > block_size:
                 reasons.append(f"steps: a block of {block_size} tokens takes at most {block_size} steps")
             if "randomness" in changed and strategy != "confidence":
