@@ -17,7 +17,7 @@ Without ``--samples`` it builds a mixed file of ``--num_samples`` lines from the
 MOSES sets: test and train molecules, molecules recombined from BRICS fragments (novel,
 generated-looking), single-character edits of test molecules (some valid, most not),
 repeats, invalid strings and empty lines. With the full sets (the default) MOSES uses its
-own precomputed test statistics, so the comparison also checks polydiff's cached ones.
+own precomputed test statistics, so the comparison also checks the ones polydiff ships.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from rdkit.Chem import BRICS
 from polydiff.chem.metrics import evaluate
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.commands.evaluate import read_samples
-from polydiff.data.files import bundled_moses_path
+from polydiff.data.files import bundled_moses_path, is_bundled
 from polydiff.utils.files import read_smiles
 from polydiff.utils.parallel import progress_bars
 
@@ -177,7 +177,8 @@ def agreement(
     with progress_bars(sys.stderr.isatty()) as progress:
         test = reference_stats(paths["test"], n_jobs, progress=progress)
         scaffolds = reference_stats(paths["test_scaffolds"], n_jobs, progress=progress)
-        train = training_set(paths["train"], n_jobs, progress=progress)
+        # As ``polydiff evaluate`` does: the bundled training set as written, any other canonicalized.
+        train = training_set(paths["train"], n_jobs, progress=progress, as_stored=is_bundled(paths["train"]))
         ours = evaluate(lines, test, train, scaffolds, n_jobs=n_jobs, progress=progress).metrics
     ours_seconds = time.perf_counter() - start
 

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 
 import torch
 
+from polydiff.sampling.blockwise import Committer
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.kekulization import MoleculePrefix
 from polydiff.sampling.constraints.syntax import SmilesSyntax
@@ -34,7 +35,7 @@ from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
 
 CONSTRAINT_METHODS = [(SmilesSyntax, "start"), (SmilesSyntax, "allowed"), (SmilesSyntax, "advance")]
-CONSTRAINT_METHODS += [(MoleculePrefix, "then"), (MoleculePrefix, "can_complete")]
+CONSTRAINT_METHODS += [(MoleculePrefix, "then"), (MoleculePrefix, "can_complete"), (Committer, "rewind")]
 
 
 @contextlib.contextmanager

@@ -5,6 +5,8 @@ import json
 import pytest
 
 from polydiff.cli import main
+from polydiff.data.files import bundled_moses_path
+from polydiff.utils.files import read_smiles
 
 MOSES_KEYS = {"valid", "unique@1000", "unique@10000", "FCD/Test", "SNN/Test", "Frag/Test", "Scaf/Test"}
 MOSES_KEYS |= {"IntDiv", "IntDiv2", "Filters", "logP", "SA", "QED", "weight", "Novelty"}
@@ -44,6 +46,20 @@ def test_evaluate_writes_moses_metrics_and_report(files, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "FCD/Test" in printed and "53 samples, 51 valid" in printed and "metrics.json" in printed
     assert "unique@10000 is computed on all 51 valid samples" in printed
+
+
+def test_bundled_references_ship_with_polydiff(tmp_path, moses_sample):
+    """The default references are the bundled MOSES sets: their statistics ship in the package, and
+    the training set is compared as written, so a first run computes and caches nothing."""
+    samples = tmp_path / "samples.smi"
+    train_lines = read_smiles(bundled_moses_path("train"))[:10]
+    samples.write_text("\n".join([*moses_sample[:30], *train_lines]) + "\n")
+    run("--samples", samples, "--output", tmp_path / "report", "--n_jobs", 1, "--device", "cpu")
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert set(metrics) == MOSES_KEYS
+    assert metrics["Novelty"] == pytest.approx(30 / 40)  # the 10 training molecules are not novel
+    assert metrics["SNN/Test"] < 1  # the training molecules' nearest test neighbours are not themselves
+    assert not (tmp_path / "cache").exists()
 
 
 def test_reference_and_train_can_be_skipped(files, tmp_path):

@@ -199,7 +199,7 @@ def _against(prefix: str, stats: ReferenceStats, features, counts, fcd_stats, de
 def evaluate(
     samples: Sequence[str],
     reference: ReferenceStats | None = None,
-    train: set[str] | None = None,
+    train: Container[str] | None = None,
     test_scaffolds: ReferenceStats | None = None,
     kind: Kind = "molecule",
     ks: Sequence[int] = DEFAULT_KS,
@@ -213,7 +213,7 @@ def evaluate(
         samples: one generated SMILES (or PSMILES) per sample; empty strings count as invalid.
         reference: test-set statistics (``reference_stats``) for the ``/Test`` metrics and the
             property distances; None leaves them out.
-        train: canonical training SMILES (``training_set``) for ``Novelty``; None leaves it out.
+        train: the training set's canonical SMILES (``training_set``) for ``Novelty``; None leaves it out.
         test_scaffolds: scaffold test-set statistics for the ``/TestSF`` metrics; None leaves them out.
         kind: ``molecule``, or ``polymer`` for PSMILES repeat units.
         ks: the k of the ``unique@k`` metrics.

@@ -1,25 +1,31 @@
-"""Statistics of a reference set (test, scaffold test, train), computed once and cached on disk.
+"""Statistics of a reference set (test, scaffold test, train): shipped for the bundled MOSES sets,
+computed once and cached on disk for any other file.
 
 A reference set is summarized as MOSES summarizes it (``compute_intermediate_statistics``):
 its Morgan fingerprints (for SNN), BRICS fragment and scaffold counts (Frag, Scaf), ChemNet
 activation mean and covariance (FCD) and property values (the Wasserstein distances). The
-training set is kept as its set of canonical SMILES (Novelty).
+training set is kept as the digests of its canonical SMILES (Novelty).
 
-Computing these for the 176,074 MOSES test molecules takes minutes on a CPU (ChemNet alone
-about half an hour), so the result is cached under ``POLYDIFF_CACHE_DIR`` (default
-``~/.cache/polydiff``), keyed by the file's SHA-256 and the RDKit release series, and the
-ChemNet statistics of the bundled MOSES test sets ship with polydiff (``data/moses_fcd.npz``).
-``python -m polydiff.commands.reference`` fills the cache ahead of time.
+Computing these for the 176,074 MOSES test molecules takes about 6 minutes on 2 CPU cores
+(ChemNet alone about half an hour), so, as MOSES ships its test statistics, polydiff ships
+those of the bundled MOSES test sets (``data/moses-reference-*.npz.xz``, ``data/moses_fcd.npz``;
+``python -m polydiff.commands.reference`` writes them). Any other file's are cached under
+``POLYDIFF_CACHE_DIR`` (default ``~/.cache/polydiff``), keyed by the file's SHA-256 and the
+RDKit release series.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import lzma
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from rdkit import rdBase
@@ -28,11 +34,13 @@ from rich.progress import Progress
 from polydiff.chem.fcd import FCDStatistics, chemnet_activations, fcd_statistics
 from polydiff.chem.molecules import PROPERTIES, canonical, map_molecules, molecule_features
 from polydiff.utils.cache import cache_dir, file_digest, save_atomically
+from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import read_smiles
 from polydiff.utils.parallel import advancer, default_jobs
 
 FORMAT_VERSION = 1  # bump when what is cached changes
 BUNDLED_FCD = "moses_fcd.npz"
+BUNDLED_REFERENCE = "moses-reference-{digest}.npz.xz"  # the rest, per file (first 16 hex digits of its SHA-256)
 
 
 @dataclass
@@ -128,8 +136,7 @@ def compute_reference(
     )
 
 
-def save_reference(stats: ReferenceStats, path: Path) -> None:
-    """Writes reference statistics to an ``.npz`` file (atomically)."""
+def _arrays(stats: ReferenceStats) -> dict[str, np.ndarray]:
     arrays = {
         "size": np.array(stats.size),
         "fingerprints": stats.fingerprints,
@@ -141,21 +148,57 @@ def save_reference(stats: ReferenceStats, path: Path) -> None:
     }
     if stats.fcd is not None:
         arrays |= {"fcd_mu": stats.fcd.mu, "fcd_sigma": stats.fcd.sigma}
-    save_atomically(path, lambda stream: np.savez_compressed(stream, **arrays))
+    return arrays
 
 
-def load_reference(path: Path) -> ReferenceStats:
-    """Reads reference statistics written by ``save_reference``."""
-    with np.load(path) as data:
+def save_reference(stats: ReferenceStats, path: Path) -> None:
+    """Writes reference statistics to an ``.npz`` file (atomically)."""
+    save_atomically(path, lambda stream: np.savez_compressed(stream, **_arrays(stats)))
+
+
+def load_reference(source: Path | BinaryIO) -> ReferenceStats:
+    """Reads reference statistics written by ``save_reference`` or ``save_bundled_reference``."""
+    with np.load(source) as data:
         fcd = FCDStatistics(data["fcd_mu"], data["fcd_sigma"]) if "fcd_mu" in data else None
         return ReferenceStats(
             size=int(data["size"]),
             fingerprints=data["fingerprints"],
             fragments=_counter(data["fragment_keys"], data["fragment_counts"]),
             scaffolds=_counter(data["scaffold_keys"], data["scaffold_counts"]),
-            properties=data["properties"],
+            properties=data["properties"].astype(np.float64),
             fcd=fcd,
         )
+
+
+def bundled_reference_name(path: Path) -> str:
+    """The name under ``polydiff/chem/data`` of the shipped statistics of the file at ``path``."""
+    return BUNDLED_REFERENCE.format(digest=file_digest(path)[:16])
+
+
+def save_bundled_reference(stats: ReferenceStats, path: Path) -> None:
+    """Writes the statistics of a bundled set as they ship: xz-compressed, properties as float32 (a
+    relative change below 1e-7), and without the ChemNet part, which ``moses_fcd.npz`` holds."""
+    arrays = _arrays(stats) | {"properties": stats.properties.astype(np.float32)}
+    arrays = {key: value for key, value in arrays.items() if not key.startswith("fcd_")}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    packed = lzma.compress(buffer.getvalue(), preset=9 | lzma.PRESET_EXTREME)
+    save_atomically(path, lambda stream: stream.write(packed))
+
+
+def bundled_reference(path: Path) -> ReferenceStats | None:
+    """The shipped statistics of a bundled MOSES test set, when ``path`` holds exactly its bytes.
+
+    They were computed once, with the RDKit release named in ``polydiff/chem/data/README.md``, and
+    serve every release, as MOSES's own shipped test statistics do.
+    """
+    source = resources.files("polydiff.chem") / "data" / bundled_reference_name(path)
+    if not source.is_file():
+        return None
+    with source.open("rb") as stream:
+        stats = load_reference(io.BytesIO(lzma.decompress(stream.read())))
+    stats.fcd = bundled_fcd(path)
+    return stats
 
 
 def reference_stats(
@@ -165,7 +208,8 @@ def reference_stats(
     progress: Progress | None = None,
     use_cache: bool = True,
 ) -> ReferenceStats:
-    """Statistics of a reference file, from the cache when it has them.
+    """Statistics of a reference file: the shipped ones for the bundled MOSES test sets, else from the
+    cache when it has them, else computed (and cached).
 
     Args:
         path: molecules, one per line (``.smi``/``.txt``, or ``.csv`` with a SMILES column; ``.gz`` allowed).
@@ -173,12 +217,14 @@ def reference_stats(
         device: torch device for ChemNet.
         progress: where to draw progress bars.
         use_cache: read and write the on-disk cache.
-        polymer: write repeat units as canonical PSMILES (``canonical_polymer``), as polymer samples are.
 
     Returns:
         The statistics.
     """
     path = Path(path)
+    shipped = bundled_reference(path)
+    if shipped is not None:
+        return shipped
     cached = _cache_path("reference", path, ".npz") if use_cache else None
     if cached is not None and cached.is_file():
         return load_reference(cached)
@@ -195,12 +241,14 @@ def training_set(
     progress: Progress | None = None,
     use_cache: bool = True,
     polymer: bool = False,
-) -> set[str]:
+    as_stored: bool = False,
+) -> Container[str]:
     """The canonical SMILES of a training file (for Novelty), from the cache when it has them.
 
-    MOSES compares against its training SMILES as stored; canonicalizing them with the running
-    RDKit keeps the comparison exact for any training file (on the bundled MOSES set the two
-    differ in about 1 molecule in 10,000).
+    A file of canonical SMILES (``as_stored``: MOSES's training set) is compared as written, as
+    MOSES compares against its training SMILES: that takes seconds, where canonicalizing its 1.6
+    million lines takes minutes. Any other file is canonicalized with the running RDKit, so that
+    a molecule written another way is still found (cached after the first run).
 
     Args:
         path: molecules, one per line (``.smi``/``.txt``, or ``.csv`` with a SMILES column; ``.gz`` allowed).
@@ -208,11 +256,14 @@ def training_set(
         progress: where to draw a progress bar.
         use_cache: read and write the on-disk cache.
         polymer: write repeat units as canonical PSMILES (``canonical_polymer``), as polymer samples are.
+        as_stored: the lines are canonical already; take them as written.
 
     Returns:
-        The set of canonical SMILES of its valid lines.
+        The canonical SMILES of its valid lines: a set, or a ``DigestSet`` of the lines as written.
     """
     path = Path(path)
+    if as_stored:
+        return DigestSet(read_smiles(path))
     cached = _cache_path("train-polymer" if polymer else "train", path, ".txt.gz") if use_cache else None
     if cached is not None and cached.is_file():
         with gzip.open(cached, "rt") as stream:

@@ -60,8 +60,34 @@ def write_metrics(metrics: dict[str, float], path: str | Path) -> None:
     Path(path).write_text(json.dumps(clean, indent=2) + "\n")
 
 
+def histogram_bins(series: list[tuple[np.ndarray, np.ndarray | None]]) -> np.ndarray:
+    """Shared bin edges for histograms of several (values, weights) series.
+
+    The range covers the central 99% of *each* series, so a distribution far from the others
+    (samples guided to a property the reference rarely has) is drawn where it lies rather than
+    piled into an edge bin; the last 0.5% on either side of a series is left off the axis.
+    Whole-number values (lengths) get one bin per value, or per few.
+    """
+    lows, highs = [], []
+    for values, weights in series:
+        if len(values):
+            repeated = values if weights is None else np.repeat(values, weights)
+            low, high = np.percentile(repeated, [0.5, 99.5])
+            lows.append(low)
+            highs.append(high)
+    low, high = min(lows), max(highs)
+    if all(np.all(values == np.round(values)) for values, _ in series):
+        low, high = np.floor(low), np.ceil(high)
+        step = max(1, int(np.ceil((high - low) / 50)))
+        return np.arange(low - 0.5, high + step + 0.5, step)
+    return np.linspace(low - 0.5, high + 0.5, 2) if low == high else np.linspace(low, high, 51)
+
+
 def plot_properties(evaluation: Evaluation, reference: ReferenceStats | None, path: str | Path) -> None:
     """Histograms of generated vs reference MW, logP, QED, SA, TPSA and SMILES length, as a PNG.
+
+    Each series is drawn as a density over shared bins (``histogram_bins``); the legend gives its
+    size and how many of its values fall outside the axis.
 
     Args:
         evaluation: the result of ``evaluate`` (its distinct valid molecules, weighted by count).
@@ -82,22 +108,15 @@ def plot_properties(evaluation: Evaluation, reference: ReferenceStats | None, pa
         if reference is not None:
             values = reference.properties[:, column]
             series.insert(0, ("reference", values[np.isfinite(values)], None))
-        finite = [values for _, values, _ in series if len(values)]
-        if finite:
-            everything = np.concatenate(finite)
-            low, high = np.percentile(everything, [0.5, 99.5])
-            if np.all(everything == np.round(everything)):  # counts (length): one bin per value, or per few
-                step = max(1, int(np.ceil((high - low) / 50)))
-                bins = np.arange(low - 0.5, high + step + 0.5, step)
-            else:
-                bins = np.linspace(low - 0.5, high + 0.5, 2) if low == high else np.linspace(low, high, 51)
+        series = [(source, values, weights) for source, values, weights in series if len(values)]
+        if series:
+            bins = histogram_bins([(values, weights) for _, values, weights in series])
             for source, values, weights in series:
-                if len(values):
-                    size = len(values) if weights is None else int(weights.sum())
-                    style = {"density": True, "histtype": "stepfilled", "alpha": 0.45}
-                    # Outliers go into the edge bins rather than stretching the axis.
-                    clipped = np.clip(values, bins[0], bins[-1])
-                    axis.hist(clipped, bins=bins, weights=weights, label=f"{source} ({size})", **style)
+                weights = np.ones(len(values), dtype=np.int64) if weights is None else weights
+                outside = int(weights[(values < bins[0]) | (values > bins[-1])].sum())
+                legend = f"{source} ({int(weights.sum())}" + (f"; {outside} off the axis)" if outside else ")")
+                style = {"density": True, "histtype": "stepfilled", "alpha": 0.45}
+                axis.hist(values, bins=bins, weights=weights, label=legend, **style)
             axis.legend(fontsize=8)
         axis.set_xlabel(label)
         axis.set_yticks([])

@@ -12,7 +12,7 @@ from polydiff.chem.metrics import DEFAULT_KS, evaluate
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
 from polydiff.commands import user_errors
-from polydiff.data.files import bundled_moses_path
+from polydiff.data.files import bundled_moses_path, is_bundled
 from polydiff.types import Kind
 from polydiff.utils.files import read_smiles
 from polydiff.utils.parallel import default_jobs, progress_bars
@@ -64,8 +64,8 @@ def evaluate_samples(
 ) -> dict[str, float]:
     """MOSES metrics of generated samples: prints a table and writes metrics.json, properties.png, molecules.png.
 
-    Reference statistics are computed on first use and cached (``POLYDIFF_CACHE_DIR``, default
-    ``~/.cache/polydiff``); ``python -m polydiff.chem.reference`` fills the cache ahead of time.
+    The bundled MOSES sets' reference statistics ship with polydiff; those of other files are
+    computed on first use and cached (``POLYDIFF_CACHE_DIR``, default ``~/.cache/polydiff``).
 
     Args:
         samples: generated molecules, one per line (``.smi``/``.txt``, or ``.csv``; ``.gz`` allowed).
@@ -101,7 +101,11 @@ def evaluate_samples(
         scaffolds = (
             reference_stats(paths["test_scaffolds"], n_jobs, device, progress) if paths["test_scaffolds"] else None
         )
-        train_set = training_set(paths["train"], n_jobs, progress, polymer=not molecules) if paths["train"] else None
+        train_set = None
+        if paths["train"]:
+            # MOSES's training SMILES are canonical: compared as written, as MOSES compares them.
+            as_stored = is_bundled(paths["train"])
+            train_set = training_set(paths["train"], n_jobs, progress, polymer=not molecules, as_stored=as_stored)
         result = evaluate(lines, test, train_set, scaffolds, kind, DEFAULT_KS, n_jobs, device, progress)
         files = write_report(result, test, output)
     console = Console()

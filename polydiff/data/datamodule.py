@@ -14,12 +14,13 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from polydiff.data.batching import LengthBucketBatchSampler, MoleculeCollator, PaddingCollator
 from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
-from polydiff.data.packed_lines import DigestSet, PackedLines
+from polydiff.data.packed_lines import PackedLines
 from polydiff.data.polymers import PolymerCorpus, corpus_files
 from polydiff.data.screening import OnBadLine, summary
 from polydiff.data.token_cache import CachedSequences, TokenCache, token_cache
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.types import Kind, RepresentationName
+from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import iter_smiles, read_smiles
 
 log = logging.getLogger(__name__)

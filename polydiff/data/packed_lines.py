@@ -1,5 +1,4 @@
-"""``PackedLines``: a corpus held as one byte buffer and offsets, read like a list of strings;
-``DigestSet``: membership in such a corpus (novelty) without a Python set of its strings.
+"""``PackedLines``: a corpus held as one byte buffer and offsets, read like a list of strings.
 
 1.6 million SMILES as Python strings take ~150 MB in ~1.6 million objects, and a data loader
 worker forked from the training process copies every page whose objects it touches: reading a
@@ -10,8 +9,7 @@ is decoded only when a batch asks for it.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
 import numpy as np
@@ -69,30 +67,3 @@ class PackedLines(Sequence[str]):
         offsets = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
         np.cumsum(sizes[keep], out=offsets[1:])
         return PackedLines._from_parts(self._buffer[np.repeat(keep, sizes)], offsets)
-
-
-def _digest(line: str) -> int:
-    return int.from_bytes(hashlib.blake2b(line.encode(), digest_size=8).digest(), "little", signed=True)
-
-
-class DigestSet(Container[str]):
-    """Membership in a large set of strings, kept as sorted 64-bit digests: 8 bytes a line where a
-    Python set of the strings takes ~130. A digest collision would count an unseen string as seen;
-    for n lines the chance per query is about n / 2^64 (1e-13 for the MOSES training set).
-
-    Args:
-        lines: the strings of the set.
-    """
-
-    def __init__(self, lines: Iterable[str]) -> None:
-        self._digests = np.unique(np.fromiter((_digest(line) for line in lines), dtype=np.int64))
-
-    def __contains__(self, line: object) -> bool:
-        if not isinstance(line, str):
-            return False
-        digest = _digest(line)
-        index = int(np.searchsorted(self._digests, digest))
-        return index < len(self._digests) and int(self._digests[index]) == digest
-
-    def __len__(self) -> int:
-        return len(self._digests)

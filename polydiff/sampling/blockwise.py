@@ -143,7 +143,9 @@ def draw_completable(
     """
     tokens = draw_tokens(logits, config, generator)[0]
     after: list[MoleculePrefix | None] = [p.then(vocabulary[t]) for p, t in zip(prefixes, tokens.tolist(), strict=True)]
-    pending = [row for row, prefix in enumerate(after) if not prefix.can_complete()]
+    for row in torch.isinf(logits).all(-1).nonzero().flatten().tolist():  # the automaton left nothing
+        after[row] = None
+    pending = [row for row, prefix in enumerate(after) if prefix is not None and not prefix.can_complete()]
     while pending:
         index = torch.tensor(pending, device=logits.device)
         logits[index, tokens[index]] = -math.inf
@@ -187,12 +189,13 @@ class Committer:
         """The automaton state of ``rows`` alone (with constraints)."""
         return SyntaxState(**{name: value[rows] for name, value in vars(self.state).items()})
 
-    def allowed(self, rows: Tensor) -> Tensor | None:
-        """(r, V) bool, what each of ``rows`` may take next by the automaton; None without constraints."""
+    def allowed(self, rows: Tensor, positions: Tensor) -> Tensor | None:
+        """(r, V) bool, what each of ``rows`` may take next at ``positions`` by the automaton (the end
+        kept within the model's positions); None without constraints."""
         if self.syntax is None:
             return None
         # Only the rows asked about: the automaton's tables span the vocabulary for every row it is given.
-        return self.syntax.allowed(self.state_of(rows))
+        return self.syntax.allowed(self.state_of(rows), self.x.shape[1] - 1 - positions)
 
     def completable(self, rows: Tensor, tokens: Tensor) -> Tensor:
         """(r,) bool: whether each row's aromatic atoms can still be kekulized after its token."""
@@ -207,6 +210,23 @@ class Committer:
             dtype=torch.bool,
             device=rows.device,
         )
+
+    def rewind(self, rows: Tensor, positions: Tensor) -> None:
+        """Takes back what ``rows`` committed from ``positions`` on: their constraint state becomes
+        that of their tokens before those positions again (the tokens themselves stay in x)."""
+        if self.syntax is None or len(rows) == 0:
+            return
+        state = self.syntax.start(len(rows), self.x.device)
+        for position in range(1, int(positions.max())):
+            before = position < positions
+            state = _where_rows(before, self.syntax.advance(state, self.x[rows, position]), state)
+        for name, value in vars(state).items():
+            getattr(self.state, name)[rows] = value
+        for row, end in zip(rows.tolist(), positions.tolist(), strict=True):
+            prefix = MoleculePrefix()
+            for token in self.x[row, 1:end].tolist():
+                prefix = prefix.then(self.syntax.tokens[token])
+            self.prefixes[row] = prefix
 
     def commit(self, rows: Tensor, positions: Tensor, tokens: Tensor) -> None:
         """Writes ``tokens`` at ``positions`` of ``rows`` and moves their constraint state past them."""
@@ -279,7 +299,7 @@ def decode_prefix(
         first[
             (start == 1).nonzero().squeeze(-1).unsqueeze(-1), torch.tensor(cannot_start(model), device=device)
         ] = -math.inf
-        allowed = writer.allowed(rows)
+        allowed = writer.allowed(rows, start)
         if allowed is None:
             tokens = draw_tokens(first, config, generator)[0]
         else:
@@ -298,7 +318,7 @@ def decode_prefix(
         drafts, log_p = drafts.view(len(rows), -1), log_p.view(len(rows), -1)
         for j in range(1, block_size):
             take = going & inside[:, j] & (log_p[:, j - 1] >= log_threshold)
-            allowed = writer.allowed(rows)
+            allowed = writer.allowed(rows, positions[:, j])
             if allowed is not None:
                 take &= allowed.gather(1, drafts[:, j - 1 : j]).squeeze(-1)
                 candidates = take.nonzero().squeeze(-1)
@@ -379,7 +399,8 @@ def decode_next_tokens(
             if syntax is None:
                 x[rows, p] = draw_tokens(logits, config, generator)[0]
             else:
-                logits = logits.masked_fill(~syntax.allowed(state)[rows], -math.inf)
+                room = torch.full((len(x),), x.shape[1] - 1 - p, device=x.device)
+                logits = logits.masked_fill(~syntax.allowed(state, room)[rows], -math.inf)
                 drawing = [prefixes[row] for row in rows.tolist()]
                 x[rows, p], drawn = draw_completable(logits, drawing, syntax.tokens, config, generator)
                 for row, prefix in zip(rows.tolist(), drawn, strict=True):

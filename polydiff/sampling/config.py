@@ -49,7 +49,8 @@ class SamplingConfig:
             ends them itself (one-token blocks, ``speculative`` or ``prefix`` decoding; no fixed
             length or template): every committed token keeps the prefix completable: balanced
             parentheses and ring closures, atoms within their valence, the end only where a
-            string may end, and aromatic rings that can still be kekulized
+            string may end, aromatic rings that can still be kekulized, and for a polymer model
+            exactly two ``*`` attachment points, each on one single bond
             (``polydiff.sampling.constraints``).
     """
 

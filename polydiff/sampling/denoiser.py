@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerFast
 from polydiff.data.representation import Representation
 from polydiff.diffusion.schedules import DiffusionSchedule
 from polydiff.model.kv_cache import KeyValueCache
+from polydiff.types import Kind
 
 
 class Denoiser(Protocol):
@@ -23,6 +24,7 @@ class Denoiser(Protocol):
     Attributes:
         tokenizer: its tokenizer ([CLS], [SEP], [PAD], [MASK] and the vocabulary).
         representation: how its text becomes SMILES (``to_smiles``) and whether it is SMILES.
+        kind: ``molecule``, or ``polymer`` (repeat units with two ``*`` attachment points).
         schedule: alpha(t) of its forward process.
         block_size: B of its block diffusion (1: left to right; 0: the whole sequence).
         causal_context: whether its clean context is encoded causally and predicts the next token
@@ -36,6 +38,7 @@ class Denoiser(Protocol):
 
     tokenizer: PreTrainedTokenizerFast
     representation: Representation
+    kind: Kind
     schedule: DiffusionSchedule
     length_histogram: Tensor
     token_histogram: Tensor

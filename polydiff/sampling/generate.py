@@ -201,6 +201,10 @@ def generate(
     # A block model writes [SEP] itself unless a length or template fixes where it goes.
     free_length = block_size > 0 and prompts is None and length is None
     config = config.for_model(block_size, free_length, model.representation.is_smiles, model.causal_context)
+    if free_length and model.length_histogram.any():
+        # A model that ends its own sequences writes none longer than the longest it was trained on:
+        # it has never seen one, and such runaway strings were most of what it got wrong.
+        width = min(width, int(model.length_histogram.nonzero().max()) + 2)
     device = model.device
     generator = torch.Generator(device=device)
     seed = generator.seed() if seed is None else generator.manual_seed(seed).initial_seed()
@@ -220,7 +224,9 @@ def generate(
     else:
         sizes = draw_lengths(model, num_samples, generator)
 
-    syntax = SmilesSyntax(tokenizer, device) if config.syntax else None
+    # A polymer model's repeat units have exactly two attachment points, kept as the syntax is.
+    stars = 2 if model.kind == "polymer" else None
+    syntax = SmilesSyntax(tokenizer, device, stars) if config.syntax else None
     # A given length puts [SEP] in its place: the model may not end a sequence before it. Tokens
     # the training data never had (exotic bracket atoms, for a MOSES model) are not drawn.
     unseen = model.token_histogram == 0 if model.token_histogram.any() else None

@@ -31,6 +31,7 @@ from polydiff.chem.molecules import (
 )
 from polydiff.chem.reference import (
     bundled_fcd,
+    bundled_reference,
     compute_reference,
     load_reference,
     reference_stats,
@@ -38,6 +39,7 @@ from polydiff.chem.reference import (
     training_set,
 )
 from polydiff.data.files import bundled_moses_path
+from polydiff.utils.files import read_smiles
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 
@@ -313,11 +315,39 @@ def test_polymer_training_set_holds_canonical_psmiles(tmp_path):
     assert training_set(path, n_jobs=1) == {"*NCCCCCC(*)=O", "*CC(*)Cl"}  # cached apart: RDKit's own form
 
 
+def test_training_set_as_stored_takes_the_lines_as_written(tmp_path):
+    path = tmp_path / "train.smi"
+    path.write_text("CCO\nOCC\nc1ccccc1\n")
+    train = training_set(path, as_stored=True)
+    assert "CCO" in train and "OCC" in train and "c1ccccc1" in train and "CCN" not in train
+    assert not (tmp_path / "cache").exists()  # nothing canonicalized, nothing cached
+
+
 def test_bundled_fcd_statistics_match_the_bundled_moses_files():
     for split in ("test", "test_scaffolds"):
         stats = bundled_fcd(bundled_moses_path(split))
         assert stats is not None, f"polydiff/chem/data/moses_fcd.npz lacks the statistics of {split}.csv.gz"
         assert stats.mu.shape == (512,) and stats.sigma.shape == (512, 512)
+
+
+@pytest.mark.parametrize("split", ["test", "test_scaffolds"])
+def test_bundled_reference_statistics_match_the_bundled_moses_files(tmp_path, split):
+    path = bundled_moses_path(split)
+    shipped = bundled_reference(path)
+    assert shipped is not None, f"polydiff/chem/data lacks the reference statistics of {split}.csv.gz"
+    lines = read_smiles(path)
+    assert shipped.size == len(lines)  # every bundled MOSES molecule is valid
+    assert shipped.fcd is not None and shipped.fcd.mu.shape == (512,)
+    assert reference_stats(path) is not None and not (tmp_path / "cache").exists()  # shipped: nothing cached
+    # The head of the file, computed here, is part of what ships: the same properties (row for row,
+    # to float32's precision), fingerprints, fragments and scaffolds.
+    head = compute_reference(lines[:60], fcd=shipped.fcd)
+    np.testing.assert_allclose(shipped.properties[:60], head.properties, rtol=1e-6)
+    shipped_fingerprints = {row.tobytes() for row in shipped.fingerprints}
+    assert all(row.tobytes() in shipped_fingerprints for row in head.fingerprints)
+    assert all(shipped.fragments[key] >= count for key, count in head.fragments.items())
+    assert all(shipped.scaffolds[key] >= count for key, count in head.scaffolds.items())
+    assert sum(shipped.scaffolds.values()) > len(lines) // 2
 
 
 def test_parallel_workers_give_the_same_metrics(moses_sample):

@@ -3,13 +3,14 @@
 import json
 import math
 
+import numpy as np
 import pytest
 from PIL import Image
 from rich.console import Console
 
 from polydiff.chem.metrics import evaluate
 from polydiff.chem.reference import compute_reference
-from polydiff.chem.report import metrics_table, plot_molecules, write_metrics, write_report
+from polydiff.chem.report import histogram_bins, metrics_table, plot_molecules, write_metrics, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -61,3 +62,21 @@ def test_metrics_table_lists_every_metric():
     console.print(metrics_table({"valid": 0.25, "unique@1000": 1.0, "FCD/Test": math.nan}))
     text = console.export_text()
     assert "0.2500" in text and "unique@1000" in text and "n/a" in text and "Fréchet" in text
+
+
+def test_histogram_bins_cover_a_distribution_far_from_the_reference():
+    """Samples guided to logP 6, against a reference centred on 2: the axis reaches them, and no
+    edge bin collects them."""
+    rng = np.random.default_rng(0)
+    reference = rng.normal(2.0, 0.5, 5000)
+    guided = rng.normal(6.0, 0.3, 200)
+    bins = histogram_bins([(reference, None), (guided, np.ones(200, dtype=np.int64))])
+    assert bins[0] <= np.percentile(reference, 1) and bins[-1] >= np.percentile(guided, 99)
+    counts, _ = np.histogram(guided, bins)
+    assert counts[-1] < counts.max() / 4  # the guided mode lies inside the axis, not at its edge
+    assert np.allclose(np.diff(bins), np.diff(bins)[0])
+
+
+def test_histogram_bins_of_whole_numbers_are_one_value_wide():
+    bins = histogram_bins([(np.arange(20, 60, dtype=float), None), (np.array([30.0, 31.0]), np.array([5, 1]))])
+    assert np.all(np.diff(bins) == 1) and bins[0] <= 19.5 and bins[-1] >= 59.5

@@ -1,11 +1,11 @@
-"""PackedLines reads like the list it packs; DigestSet answers membership like the set it digests."""
+"""PackedLines reads like the list it packs."""
 
 import pickle
 
 import numpy as np
 import pytest
 
-from polydiff.data.packed_lines import DigestSet, PackedLines
+from polydiff.data.packed_lines import PackedLines
 
 LINES = ["CCO", "c1ccccc1", "", "N#N", "C[C@@H](O)C(=O)O", "ü"]  # an empty line and a non-ASCII one
 
@@ -29,10 +29,3 @@ def test_a_subset_keeps_the_lines_where_the_mask_is_true_in_order():
 def test_packed_lines_survive_a_worker_hand_off():
     """Loader workers under the spawn start method receive the dataset pickled."""
     assert list(pickle.loads(pickle.dumps(PackedLines(LINES)))) == LINES
-
-
-def test_digest_set_answers_like_the_set():
-    digests = DigestSet(LINES * 2)
-    assert len(digests) == len(set(LINES))
-    assert all(line in digests for line in LINES)
-    assert not any(line in digests for line in ["CCN", "c1ccccc1 ", "OCC", None])

@@ -68,3 +68,24 @@ def test_a_block_model_ends_its_sequences_by_prefix_decoding_by_default(task):
     generation = generate(task, 16, seed=1)
     assert (generation.lengths < TINY.max_position_embeddings - 1).any()
     assert all(replay(task, smiles)[0] for smiles in generation.sequences)
+
+
+def test_a_rewound_row_stands_where_it_stood_before_those_tokens(task):
+    """``Committer.rewind`` gives a row the automaton state and molecule prefix of its tokens before
+    the position it goes back to, as if it had never written the rest."""
+    from polydiff.sampling.blockwise import Committer
+
+    ids = [task.tokenizer.convert_tokens_to_ids(t) for t in task.tokenizer.tokenize("CC(=O)c1ccc(N)cc1")]
+    syntax = SmilesSyntax(task.tokenizer)
+    x = torch.full((2, len(ids) + 2), task.tokenizer.mask_token_id)
+    full, short = Committer(x.clone(), syntax), Committer(x.clone(), syntax)
+    rows = torch.tensor([0, 1])
+    for position, token in enumerate(ids, start=1):
+        full.commit(rows, torch.tensor([position, position]), torch.tensor([token, token]))
+        if position < 7:
+            short.commit(rows, torch.tensor([position, position]), torch.tensor([token, token]))
+    full.rewind(torch.tensor([1]), torch.tensor([7]))  # row 1 takes back "c1ccc(N)cc1" but its first "c"
+    for name, value in vars(short.state).items():
+        assert torch.equal(getattr(full.state, name)[1], value[1]), name
+    assert full.prefixes[1] == short.prefixes[1] and full.prefixes[0] != short.prefixes[0]
+    assert torch.equal(full.allowed(rows[1:], torch.tensor([7])), short.allowed(rows[1:], torch.tensor([7])))

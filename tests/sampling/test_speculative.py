@@ -105,3 +105,15 @@ def test_a_row_stops_at_the_last_position_of_the_model():
     generation = generate(task, 3, SamplingConfig(syntax=False), seed=0)
     assert all(length == task.max_positions - 1 for length in generation.lengths.tolist())
     assert (generation.nfe < generation.lengths).all()
+
+
+def test_a_trained_model_writes_no_sequence_longer_than_its_longest_training_one():
+    """Past the longest training length a model has only ever seen [SEP]; the sampler bounds each row
+    there and keeps the end within reach, so every row closes its rings and branches in time."""
+    task = causal_task(TOKENS, dict(zip(TOKENS, [3.0, 2.0, 1.0, 1.0, 1.0, 1.5, 3.0, 2.5, 1.0, 2.5, -2.0], strict=True)))
+    task.length_histogram[8:13] = 1.0  # trained on 8 to 12 tokens
+    generation = generate(task, 64, SamplingConfig(), seed=0)
+    assert generation.lengths.max() <= 12
+    replayed = [replay(task, smiles) for smiles in generation.sequences]
+    assert all(kept for kept, _ in replayed)
+    assert sum(ended for _, ended in replayed) >= 48  # [SEP] came where a string may end

@@ -16,6 +16,10 @@ matched or not, as their later bonds may decide. A token that makes it false can
 repaired, so a sampler may refuse it, as ``smiles_syntax`` refuses an unbalanced parenthesis.
 The test is conservative: it refuses only what no continuation can fix. Bracket atoms other than
 ``[nH]`` and ``[cH]`` may take a ring double bond or not (charges and hydrogens are not judged).
+
+A sampler asks this of every row at every token, so a prefix keeps its answer and the prefixes it
+was extended to, and an extension that touches no aromatic atom inherits its parent's yes without
+a search (``_keeps_completable``).
 """
 
 from __future__ import annotations
@@ -57,7 +61,40 @@ class MoleculePrefix:
     broken: bool = False
 
     def then(self, token: str) -> MoleculePrefix:
-        """The prefix after one more token; assumes well-formed SMILES (``smiles_syntax`` sees to it)."""
+        """The prefix after one more token; assumes well-formed SMILES (``smiles_syntax`` sees to it).
+
+        The same token gives the same object again, so that an answer of ``can_complete`` is
+        computed once for a drawn token and the prefix it is committed to.
+        """
+        # A frozen dataclass: memos go into the instance dict directly, as functools.cached_property's do.
+        children = self.__dict__.setdefault("_children", {})
+        child = children.get(token)
+        if child is None:
+            child = children[token] = self._extended(token)
+            if self.__dict__.get("_completable") and self._keeps_completable(token, child):
+                child.__dict__["_completable"] = True
+        return child
+
+    def _keeps_completable(self, token: str, child: MoleculePrefix) -> bool:
+        """Whether ``child`` (this prefix and ``token``) is sure to be completable when this prefix is.
+
+        Tokens that add no bond to an aromatic atom and free no aromatic atom: a non-aromatic atom,
+        a bond symbol, an opening parenthesis or a ring label, each after a non-aromatic anchor (or
+        none). They leave every aromatic atom's bonds and roles as they were, and the ring bonds can
+        only grow: an atom that stops being free passes its way to the future atoms on through the
+        anchor, which stays free. A closing parenthesis, a dot or the end make an atom final, and
+        are checked in full.
+        """
+        if child.broken or (self.anchor is not None and is_aromatic(self.atoms[self.anchor])):
+            return False
+        kind, value = classify_token(token)
+        if kind == ATOM:
+            return not is_aromatic(token)
+        if kind == RING:  # closing it bonds the anchor to the atom that opened it: that one too
+            return all(not is_aromatic(self.atoms[atom]) for label, atom, _ in self.open_rings if label == value)
+        return kind in (BOND, OPEN)
+
+    def _extended(self, token: str) -> MoleculePrefix:
         kind, value = classify_token(token)
         if kind == ATOM:
             new = len(self.atoms)
@@ -93,6 +130,12 @@ class MoleculePrefix:
 
     def can_complete(self) -> bool:
         """Whether some continuation makes every aromatic atom a ring atom with a Kekulé structure."""
+        answer = self.__dict__.get("_completable")
+        if answer is None:
+            answer = self.__dict__["_completable"] = self._search()
+        return answer
+
+    def _search(self) -> bool:
         if self.broken:
             return False
         aromatic = [i for i, atom in enumerate(self.atoms) if is_aromatic(atom)]

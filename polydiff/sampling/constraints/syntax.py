@@ -10,6 +10,11 @@ a ring open with no atom left to close it (``C1CC#N``). Whether the lowercase at
 kekulized needs the molecular graph, not this state: ``polydiff.sampling.constraints.kekulization`` checks it.
 Bracket atoms are not counted.
 
+A polymer repeat unit (PSMILES) has exactly two attachment points, each an ``*`` on one single
+bond. With ``stars=2`` the automaton holds samples to that as it holds them to valence: a third
+``*`` is refused, and so is the end before the second; ``*`` has valence 1, so its one bond is
+single, and a bracketed ``[*]``, whose bonds are not counted, is refused.
+
 The state of a row: the kind of its last token; the bonds its "anchor" (the atom the next bond
 attaches to) has left; a pending bond symbol; the open parentheses, with the bonds left on the
 atom each one branches from; the open ring labels, with the bond symbol each was opened with; and
@@ -19,6 +24,7 @@ the labels opened at the current atom (``C11`` would bond an atom to itself).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -56,6 +62,11 @@ for _previous, _next in (
     _FOLLOWS[_previous, _next] = True
 
 
+def is_star(token: str) -> bool:
+    """``*`` or a bracketed attachment point (``[*]``, ``[*:1]``)."""
+    return token == "*" or (token.startswith("[") and token[1:].lstrip("0123456789").startswith("*"))
+
+
 def classify_token(token: str) -> tuple[int, int]:
     """(kind, ring label / bond order / valence, as the kind has one, else 0) of a vocabulary entry."""
     if token == "[SEP]":
@@ -75,6 +86,24 @@ def classify_token(token: str) -> tuple[int, int]:
     return {"(": OPEN, ")": CLOSE, ".": DOT}.get(token, NEVER), 0
 
 
+class TokenTable(NamedTuple):
+    """What the automaton reads of each token (or token class): its kind, ring label, bond order,
+    valence (0 where the kind has none), and whether it is a counted ``*``."""
+
+    kind: Tensor
+    label: Tensor
+    order: Tensor
+    valence: Tensor
+    is_star: Tensor
+
+
+def _table(entries: list[tuple[int, int, bool]], device: torch.device | str) -> TokenTable:
+    kind, value, star = (torch.tensor(column, device=device) for column in zip(*entries, strict=True))
+    where = {RING: "label", BOND: "order", ATOM: "valence"}
+    columns = {name: torch.where(kind == token_kind, value, 0) for token_kind, name in where.items()}
+    return TokenTable(kind=kind, is_star=star.bool(), **columns)
+
+
 @dataclass
 class SyntaxState:
     """Where each row's SMILES prefix stands (R rows)."""
@@ -88,6 +117,7 @@ class SyntaxState:
     open_rings: Tensor  # (R, NUM_LABELS) bool
     ring_bond: Tensor  # (R, NUM_LABELS) order of the bond symbol a ring was opened with, 0 for none
     opened_here: Tensor  # (R, NUM_LABELS) bool: opened at the current atom
+    stars: Tensor  # (R,) ``*`` atoms written
 
 
 class SmilesSyntax:
@@ -96,17 +126,29 @@ class SmilesSyntax:
     Args:
         tokenizer: the atom-level SMILES tokenizer (bracket atoms, ``Cl``, ``%nn`` are one token).
         device: where the rows' states live (the tables are put there once, not at every token).
+        stars: exactly this many ``*`` atoms per sequence (2: a polymer repeat unit); None: any.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerFast, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerFast, device: torch.device | str = "cpu", stars: int | None = None
+    ) -> None:
         vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
         self.tokens = [token for token, _ in vocabulary]  # by id
-        kind, value = zip(*(classify_token(token) for token, _ in vocabulary), strict=True)
-        kind, value = torch.tensor(kind, device=device), torch.tensor(value, device=device)
-        self.kind = kind
-        self.label = torch.where(kind == RING, value, 0)
-        self.order = torch.where(kind == BOND, value, 0)
-        self.valence = torch.where(kind == ATOM, value, 0)
+        self.stars = stars
+        # (kind, value, is a counted *) of each token.
+        classified = []
+        for token in self.tokens:
+            kind, value = classify_token(token)
+            star = stars is not None and kind == ATOM and is_star(token)
+            if star and value != 1:  # [*]: its bonds are not counted
+                kind, value, star = NEVER, 0, False
+            classified.append((kind, value, star))
+        self.by_token = _table(classified, device)  # for ``advance``
+        # Whether a token may come next depends on it only through its class: ``allowed`` decides
+        # for each of the ~120 distinct classes and spreads that over the ~1,500 tokens.
+        classes = sorted(set(classified))
+        self.by_class = _table(classes, device)
+        self.token_class = torch.tensor([classes.index(key) for key in classified], device=device)
         self.follows = _FOLLOWS.to(device)
 
     def start(self, rows: int, device: torch.device) -> SyntaxState:
@@ -122,11 +164,19 @@ class SmilesSyntax:
             open_rings=labels.bool(),
             ring_bond=labels,
             opened_here=labels.bool(),
+            stars=zeros,
         )
 
-    def allowed(self, state: SyntaxState) -> Tensor:
-        """(R, V) bool: the tokens each row may take next."""
-        kind, label, order, valence = self.kind, self.label, self.order, self.valence
+    def allowed(self, state: SyntaxState, room: Tensor | None = None) -> Tensor:
+        """(R, V) bool: the tokens each row may take next.
+
+        Args:
+            state: the rows' states.
+            room: (R,) positions each row has left after this token, when its length is bounded:
+                then a token is allowed only if the end stays within reach (``_debt``), so that no
+                row runs out of positions with a ring or a parenthesis still open.
+        """
+        kind, label, order, valence, is_star = self.by_class
         allowed = self.follows[state.previous][:, kind]
         anchor, need = state.anchor_left.unsqueeze(-1), state.bond.clamp_min(1).unsqueeze(-1)
         balanced = (state.depth == 0).unsqueeze(-1)
@@ -145,23 +195,51 @@ class SmilesSyntax:
         atom_stuck = (valence == need) & below_top_full & (top_left_after_atom == 0) & rings_open
         ring_stuck = (anchor == ring_need) & below_top_full & (top_left == 0) & rings_open_after_ring
         close_stuck = (top_left == 0) & below_top_full & rings_open
+        atom_ok = first_atom | ((anchor >= need) & (valence >= need) & ~atom_stuck)
+        can_end = balanced & ~rings_open
+        if self.stars is not None:
+            written = state.stars.unsqueeze(-1)
+            atom_ok = atom_ok & (~is_star | (written < self.stars))
+            can_end = can_end & (written == self.stars)
         conditions = (
-            (ATOM, first_atom | ((anchor >= need) & (valence >= need) & ~atom_stuck)),
+            (ATOM, atom_ok),
             (BOND, anchor >= order),
             # No ring closed at the atom that opened it; a ring bond takes a bond from the anchor.
             (RING, ~state.opened_here[:, label] & (anchor >= ring_need) & ~ring_stuck),
             (OPEN, (anchor >= 1) & (state.depth < MAX_DEPTH).unsqueeze(-1)),
             (CLOSE, ~balanced & ~close_stuck),
             (DOT, balanced & ~rings_open),
-            (END, balanced & ~rings_open),
+            (END, can_end),
         )
         for token_kind, condition in conditions:
             allowed &= torch.where(kind == token_kind, condition, True)
-        return allowed
+        if room is not None:
+            allowed &= self._debt(state, closing, open_count) <= room.unsqueeze(-1)
+        return allowed[:, self.token_class]
+
+    def _debt(self, state: SyntaxState, closing: Tensor, open_count: Tensor) -> Tensor:
+        """(R, classes): the fewest tokens each row needs after taking a token of each class before it
+        may end, [SEP] included: a token per open ring label and per open parenthesis, an atom for
+        a pending bond (unless a ring closure takes it) or an empty branch. A lower bound: valence
+        may ask for more."""
+        kind = self.by_class.kind
+        after_atom = open_count + state.depth.unsqueeze(-1) + 1  # close each ring and branch, then end
+        debts = (
+            (ATOM, after_atom),
+            (BOND, after_atom + (open_count == 0).long()),
+            (RING, after_atom + torch.where(closing, -1, 1)),
+            (OPEN, after_atom + 2),  # an atom in the branch and its ")"
+            (CLOSE, after_atom - 1),
+            (DOT, after_atom + 1),
+        )
+        debt = torch.zeros_like(closing, dtype=torch.long)
+        for token_kind, value in debts:
+            debt = torch.where(kind == token_kind, value, debt)
+        return debt
 
     def advance(self, state: SyntaxState, tokens: Tensor) -> SyntaxState:
         """The state after each row takes its token, (R,)."""
-        kind, label = self.kind[tokens], self.label[tokens]
+        kind, label = self.by_token.kind[tokens], self.by_token.label[tokens]
         rows = torch.arange(len(tokens), device=tokens.device)
         need = state.bond.clamp_min(1)
         is_atom, is_ring = kind == ATOM, kind == RING
@@ -177,7 +255,7 @@ class SmilesSyntax:
         closing = is_ring & state.open_rings[rows, label]
         ring_order = torch.where(closing, torch.maximum(need, state.ring_bond[rows, label]), need)
         anchor_left = torch.where(is_ring, state.anchor_left - ring_order, state.anchor_left)
-        anchor_left = torch.where(is_atom, self.valence[tokens] - torch.where(bonded, need, 0), anchor_left)
+        anchor_left = torch.where(is_atom, self.by_token.valence[tokens] - torch.where(bonded, need, 0), anchor_left)
         depth = state.depth + is_open.long() - is_close.long()
         branch_left[rows, state.depth.clamp_max(MAX_DEPTH - 1)] = torch.where(
             is_open, state.anchor_left, branch_left[rows, state.depth.clamp_max(MAX_DEPTH - 1)]
@@ -192,11 +270,12 @@ class SmilesSyntax:
         return SyntaxState(
             previous=kind,
             anchor_left=anchor_left,
-            bond=torch.where(kind == BOND, self.order[tokens], 0),
+            bond=torch.where(kind == BOND, self.by_token.order[tokens], 0),
             branch_start=torch.where(is_open, True, state.branch_start & ~is_atom & ~is_close),
             depth=depth,
             branch_left=branch_left,
             open_rings=state.open_rings ^ ring,
             ring_bond=ring_bond,
             opened_here=opened_here,
+            stars=state.stars + self.by_token.is_star[tokens].long(),
         )

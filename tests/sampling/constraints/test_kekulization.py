@@ -82,3 +82,31 @@ def test_a_refused_draw_is_drawn_again_from_the_tokens_left():
     tokens, after = draw_completable(logits, prefixes, VOCABULARY, SamplingConfig(), torch.Generator().manual_seed(0))
     assert tokens[0] == ring and after[0] == prefix_of("Cc1")
     assert after[1] is None  # no token can keep row 1 valid (the sampler ends it)
+
+
+def test_the_answer_a_prefix_inherits_is_the_answer_a_search_gives(moses_sample):
+    """Extensions that touch no aromatic atom take their parent's yes without a search; along MOSES
+    molecules and random well-formed continuations of them, every such answer is the search's."""
+    from polydiff.sampling.constraints.syntax import SmilesSyntax
+
+    syntax = SmilesSyntax(TOKENIZER)
+    generator = torch.Generator().manual_seed(0)
+    rows = [TOKENIZER.tokenize(smiles)[: 8 + i % 20] for i, smiles in enumerate(moses_sample[:200])]
+    state = syntax.start(len(rows), "cpu")
+    prefixes = [MoleculePrefix()] * len(rows)
+    inherited = 0
+    for step in range(60):
+        allowed = syntax.allowed(state)
+        candidates = torch.multinomial(allowed.float() + 1e-9, 6, generator=generator)
+        tokens = []
+        for row, prefix in enumerate(prefixes):
+            for token in [VOCABULARY[c] for c in candidates[row].tolist()]:
+                child = prefix.then(token)
+                inherited += "_completable" in child.__dict__
+                assert child.can_complete() == child._search(), (prefix.atoms, token)
+            written = rows[row][step] if step < len(rows[row]) else None
+            tokens.append(TOKENIZER.convert_tokens_to_ids(written) if written else candidates[row, 0].item())
+        tokens = torch.tensor(tokens)
+        state = syntax.advance(state, tokens)
+        prefixes = [prefix.then(VOCABULARY[token]) for prefix, token in zip(prefixes, tokens.tolist(), strict=True)]
+    assert inherited > 1000  # the shortcut is taken, and so tested
