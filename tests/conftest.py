@@ -7,16 +7,11 @@ from pathlib import Path
 import pytest
 
 from polydiff.data.files import bundled_moses_path
-from polydiff.utils.cache import CACHE_ENV, cache_dir
+from polydiff.utils.cache import CACHE_ENV
 from polydiff.utils.files import read_smiles
 
 TESTS = Path(__file__).parent
 TINY_CONFIG = TESTS / "configs" / "tiny.yaml"
-
-
-# The user's cache (MOSES reference statistics take 10 minutes to compute): the slow benchmark
-# test passes it on to its subprocess; everything else the tests build goes to a temporary one.
-USER_CACHE_DIR = str(cache_dir())
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,7 +4,8 @@ computed once and cached on disk for any other file.
 A reference set is summarized as MOSES summarizes it (``compute_intermediate_statistics``):
 its Morgan fingerprints (for SNN), BRICS fragment and scaffold counts (Frag, Scaf), ChemNet
 activation mean and covariance (FCD) and property values (the Wasserstein distances). The
-training set is kept as the digests of its canonical SMILES (Novelty).
+training set is kept as its canonical SMILES (Novelty): a set, or for MOSES's training set,
+whose lines are canonical already, the digests of its lines as written.
 
 Computing these for the 176,074 MOSES test molecules takes about 6 minutes on 2 CPU cores
 (ChemNet alone about half an hour), so, as MOSES ships its test statistics, polydiff ships
