@@ -70,12 +70,13 @@ class MoleculePrefix:
         children = self.__dict__.setdefault("_children", {})
         child = children.get(token)
         if child is None:
-            child = children[token] = self._extended(token)
-            if self.__dict__.get("_completable") and self._keeps_completable(token, child):
+            kind, value = classify_token(token)
+            child = children[token] = self._extended(token, kind, value)
+            if self.__dict__.get("_completable") and self._keeps_completable(token, kind, value, child):
                 child.__dict__["_completable"] = True
         return child
 
-    def _keeps_completable(self, token: str, child: MoleculePrefix) -> bool:
+    def _keeps_completable(self, token: str, kind: int, value: int, child: MoleculePrefix) -> bool:
         """Whether ``child`` (this prefix and ``token``) is sure to be completable when this prefix is.
 
         Tokens that add no bond to an aromatic atom and free no aromatic atom: a non-aromatic atom,
@@ -87,15 +88,13 @@ class MoleculePrefix:
         """
         if child.broken or (self.anchor is not None and is_aromatic(self.atoms[self.anchor])):
             return False
-        kind, value = classify_token(token)
         if kind == ATOM:
             return not is_aromatic(token)
         if kind == RING:  # closing it bonds the anchor to the atom that opened it: that one too
             return all(not is_aromatic(self.atoms[atom]) for label, atom, _ in self.open_rings if label == value)
         return kind in (BOND, OPEN)
 
-    def _extended(self, token: str) -> MoleculePrefix:
-        kind, value = classify_token(token)
+    def _extended(self, token: str, kind: int, value: int) -> MoleculePrefix:
         if kind == ATOM:
             new = len(self.atoms)
             bonds = self.bonds if self.anchor is None else (*self.bonds, (self.anchor, new, self.bond))
