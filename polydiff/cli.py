@@ -56,6 +56,7 @@ class PolydiffCLI(LightningCLI):
         parser.link_arguments("data.kind", "model.kind")
         parser.link_arguments("data.tokenizer_name", "model.tokenizer_name")
         parser.link_arguments("data.max_length", "model.model_config.max_position_embeddings")
+        parser.link_arguments("data.conditions", "model.conditions")
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         # A whole number above 1 is a step count; in a long test session under Lightning 2.5 the

@@ -14,3 +14,8 @@ Kind = Literal["molecule", "polymer"]
 # The text a model reads and writes (``polydiff.data.representation``); files are SMILES either way.
 RepresentationName = Literal["smiles", "kekule_smiles", "selfies"]
 REPRESENTATIONS: tuple[str, ...] = RepresentationName.__args__
+
+# Properties a model can be conditioned on and guided toward (``polydiff.chem.conditions``):
+# QED, Crippen logP, molecular weight, TPSA and the SA score, computed with RDKit.
+ConditionName = Literal["qed", "logp", "mw", "tpsa", "sa"]
+CONDITIONS: tuple[str, ...] = ConditionName.__args__

@@ -10,7 +10,7 @@ import numpy as np
 from rich.table import Table
 
 from polydiff.chem.metrics import Evaluation
-from polydiff.chem.molecules import PROPERTIES, parse
+from polydiff.chem.molecules import PROPERTIES, parse, properties
 from polydiff.chem.reference import ReferenceStats
 
 PLOTTED = {
@@ -127,7 +127,8 @@ def plot_properties(evaluation: Evaluation, reference: ReferenceStats | None, pa
 
 
 def plot_molecules(smiles: list[str], path: str | Path, count: int = 24, per_row: int = 6) -> None:
-    """A grid image of the first ``count`` molecules (RDKit's MolsToGridImage), as a PNG.
+    """A grid image of the first ``count`` molecules (RDKit's MolsToGridImage), each labelled with
+    its logP, QED and molecular weight, as a PNG.
 
     Args:
         smiles: molecules to draw, e.g. the valid samples in sample order.
@@ -145,7 +146,12 @@ def plot_molecules(smiles: list[str], path: str | Path, count: int = 24, per_row
         ImageDraw.Draw(image).text((20, 40), "no valid samples to draw", fill="black")
         image.save(path)
         return
-    legends = [str(number) for number in range(1, len(mols) + 1)]
+    # Each with its number and the properties guidance targets (logP, QED, MW), so that a grid of
+    # guided samples shows how close they came.
+    legends = []
+    for number, mol in enumerate(mols, 1):
+        logp, _, qed, weight, *_ = properties(mol, "")
+        legends.append(f"{number}: logP {logp:.2f}, QED {qed:.2f}, MW {weight:.0f}")
     image = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(250, 200), legends=legends)
     image.save(path)
 

@@ -17,6 +17,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from polydiff.commands import user_errors
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.generate import Generation, generate
+from polydiff.sampling.guidance import parse_condition
 from polydiff.tasks.inference import load
 
 
@@ -47,6 +48,9 @@ def sample(
     seed: int | None = None,
     device: str | None = None,
     num_threads: int | None = None,
+    condition: str | None = None,
+    guidance_scale: float = 0.0,
+    fragments: str | None = None,
 ) -> Generation:
     """Generate sequences from a polydiff checkpoint into a file, one per line.
 
@@ -63,6 +67,13 @@ def sample(
         seed: same seed, batch size and device give the same file; default: a fresh seed.
         device: cpu, cuda, cuda:1, ...; default: CUDA when available.
         num_threads: CPU threads for torch; fewer than cores helps when other jobs share them.
+        condition: property targets, e.g. ``logp=3,qed=0.8`` (a checkpoint trained with
+            ``data.conditions``; properties not named are left free).
+        guidance_scale: classifier-free guidance toward ``condition`` (w; 0 samples the
+            conditional model alone; each guided model call counts as two evaluations).
+        fragments: fragments every sample keeps, ``[*]`` marking where the model attaches
+            atoms: ``c1ccc([*])cc1[*]`` (decorate a scaffold), ``[*]C(=O)c1ccccc1`` (extend a
+            motif), ``[*]C(=O)O.[*]N1CCCC1`` (link two fragments).
 
     Returns:
         The generation (sequences, NFE, lengths, seed, time).
@@ -70,8 +81,10 @@ def sample(
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     prompts = read_prompts(prompt, prompt_file)
+    targets = parse_condition(condition) if condition is not None else None
     task = load(ckpt_path, device)
-    result = generate(task, num_samples, config, length, prompts, batch_size, seed, progress=sys.stderr.isatty())
+    model = task.guided(targets, guidance_scale)
+    result = generate(model, num_samples, config, length, prompts, batch_size, seed, sys.stderr.isatty(), fragments)
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{sequence}\n" for sequence in result.sequences))

@@ -12,14 +12,15 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from polydiff.data.batching import LengthBucketBatchSampler, MoleculeCollator, PaddingCollator
+from polydiff.chem.conditions import check_condition_names
+from polydiff.data.batching import ConditionCollator, LengthBucketBatchSampler, MoleculeCollator, PaddingCollator
 from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
 from polydiff.data.packed_lines import PackedLines
 from polydiff.data.polymers import PolymerCorpus, corpus_files
 from polydiff.data.screening import OnBadLine, summary
 from polydiff.data.token_cache import CachedSequences, TokenCache, token_cache
 from polydiff.data.tokenizer import load_tokenizer
-from polydiff.types import Kind, RepresentationName
+from polydiff.types import ConditionName, Kind, RepresentationName
 from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import iter_smiles, read_smiles
 
@@ -69,6 +70,15 @@ class MoleculeDataModule(LightningDataModule):
         global_batch_size: sequences per optimizer step over all devices; the trainer accumulates
             gradients over ``global_batch_size / (batch_size x devices)`` batches (which must be
             whole). None: one batch per step.
+        conditions: properties computed with RDKit for every training sequence (``qed``,
+            ``logp``, ``mw``, ``tpsa``, ``sa``; ``polydiff.chem.conditions``), which the model is
+            trained to be conditioned on, so that sampling can be guided toward them
+            (``polydiff sample --condition``). The CLI links them into the task. Validation and
+            test batches stay unconditional: ``val/nll`` is the bound without conditions.
+        condition_dropout: the fraction of training sequences that see no condition, so that one
+            model samples unconditionally too and classifier-free guidance has its p(x); the others
+            see each property with probability 1/2, so any subset can be asked for
+            (``ConditionCollator``).
     """
 
     def __init__(
@@ -91,9 +101,16 @@ class MoleculeDataModule(LightningDataModule):
         token_cache: bool | None = None,
         on_bad_line: OnBadLine = "skip",
         global_batch_size: int | None = None,
+        conditions: list[ConditionName] | None = None,
+        condition_dropout: float = 0.2,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_condition_names(conditions or [])
+        if not 0 <= condition_dropout < 1:
+            raise ValueError(f"condition_dropout must lie in [0, 1), got {condition_dropout}")
+        if not conditions and condition_dropout != 0.2:
+            raise ValueError("data.condition_dropout drops conditions: it needs data.conditions")
         for path in (train_file, val_file, test_file):
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"data file not found: {path}")
@@ -268,8 +285,39 @@ class MoleculeDataModule(LightningDataModule):
         flat = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
         return torch.bincount(flat, minlength=vocab_size).float()[:vocab_size]
 
-    def _loader(self, data: Sequence, batch_sampler: Sampler | None = None) -> DataLoader:
+    def condition_statistics(self, num_lines: int = 2_000) -> torch.Tensor:
+        """Mean, standard deviation, minimum and maximum of each of ``conditions`` over up to
+        ``num_lines`` training sequences (drawn with the data seed), (4, K): the model reads each
+        property as (value - mean) / std, and a guidance target outside [minimum, maximum] is refused."""
+        names = self.hparams.conditions or []
+        train = self.train_smiles
+        rows = np.random.default_rng(self.hparams.seed).choice(len(train), min(num_lines, len(train)), replace=False)
+        collate = ConditionCollator(
+            self._collate_for(train),
+            names,
+            self.hparams.tokenizer_name or self.hparams.representation,
+            self.hparams.representation,
+        )
+        values = collate([train[i] for i in rows])["conditions"].double()
+        statistics = []
+        for column in values.T:
+            known = column[~column.isnan()]
+            if len(known) < 2:
+                raise ValueError(f"RDKit computed no {names[len(statistics)]!r} for the training sample")
+            statistics.append([known.mean(), known.std().clamp(min=1e-6), known.min(), known.max()])
+        return torch.tensor(statistics, dtype=torch.float64).T.reshape(4, len(names)).float()
+
+    def _collate_for(self, data: Sequence):
+        return self.pad if isinstance(data, CachedSequences) else self.collate
+
+    def _loader(self, data: Sequence, batch_sampler: Sampler | None = None, conditions: bool = False) -> DataLoader:
         trainer = self.trainer
+        collate = self._collate_for(data)
+        if conditions and self.hparams.conditions:
+            name = self.hparams.tokenizer_name or self.hparams.representation
+            collate = ConditionCollator(
+                collate, self.hparams.conditions, name, self.hparams.representation, self.hparams.condition_dropout
+            )
         sampler = None
         if batch_sampler is None and trainer is not None and trainer.world_size > 1:
             # Lightning's own sampler injection is off (use_distributed_sampler: false, for the
@@ -280,7 +328,7 @@ class MoleculeDataModule(LightningDataModule):
             batch_size=1 if batch_sampler else self.hparams.batch_size,
             batch_sampler=batch_sampler,
             sampler=sampler,
-            collate_fn=self.pad if isinstance(data, CachedSequences) else self.collate,
+            collate_fn=collate,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             # Worker seeds from a generator of the loader's own, not torch's global one: starting
@@ -307,7 +355,7 @@ class MoleculeDataModule(LightningDataModule):
             # or minutes) has stepped on its last batch before Lightning counts it completed.
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             batches.skip_next(done if done < len(batches) else 0)
-        return self._loader(train, batches)
+        return self._loader(train, batches, conditions=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_smiles)

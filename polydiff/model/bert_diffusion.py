@@ -43,7 +43,7 @@ class ModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
 
-    def to_bert_config(self, vocab_size: int, pad_token_id: int) -> BertConfig:
+    def to_bert_config(self, vocab_size: int, pad_token_id: int, num_conditions: int = 0) -> BertConfig:
         config = BertConfig(
             vocab_size=vocab_size,
             hidden_size=self.hidden_size,
@@ -55,6 +55,7 @@ class ModelConfig:
             attention_probs_dropout_prob=self.dropout,
             pad_token_id=pad_token_id,
             time_conditioning=self.time_conditioning,
+            num_conditions=num_conditions,
         )
         config._attn_implementation = "sdpa"
         return config
@@ -77,11 +78,29 @@ class TimestepEmbedding(nn.Module):
         return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
 
 
+class ConditionEmbedding(nn.Module):
+    """K property values, each known or not (NaN), to one vector: a two-layer MLP on the values
+    (0 where unknown) and the K known/unknown flags, so that "not given" is its own input and
+    the all-unknown condition is the unconditional model's."""
+
+    def __init__(self, num_conditions: int, hidden_size: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * num_conditions, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+    def forward(self, condition: Tensor) -> Tensor:
+        known = ~condition.isnan()
+        return self.mlp(torch.cat([condition.nan_to_num(0.0), known.to(condition.dtype)], dim=-1))
+
+
 class BertDiffusionModel(BertPreTrainedModel):
     """BERT encoder + token head, giving logits over the vocabulary at every position.
 
     Args:
-        config: a ``BertConfig``; ``config.time_conditioning`` adds an embedding of t.
+        config: a ``BertConfig``; ``config.time_conditioning`` adds an embedding of t, and
+            ``config.num_conditions`` > 0 an embedding of that many (normalised) properties,
+            added to every token's embedding (as the time embedding is).
     """
 
     def __init__(self, config: BertConfig) -> None:
@@ -90,6 +109,8 @@ class BertDiffusionModel(BertPreTrainedModel):
         self.time_embedding = (
             TimestepEmbedding(config.hidden_size) if getattr(config, "time_conditioning", False) else None
         )
+        num_conditions = getattr(config, "num_conditions", 0)
+        self.condition_embedding = ConditionEmbedding(num_conditions, config.hidden_size) if num_conditions else None
         self.output_projection = nn.Sequential(
             nn.Linear(config.hidden_size, config.hidden_size),
             nn.GELU(),
@@ -117,6 +138,7 @@ class BertDiffusionModel(BertPreTrainedModel):
         attention_mask: Tensor | None = None,
         t: Tensor | None = None,
         position_ids: Tensor | None = None,
+        condition: Tensor | None = None,
     ) -> Tensor:
         """Final hidden states, (batch, length, hidden_size); ``forward`` without the head, so
         that training can project only the masked positions.
@@ -127,8 +149,10 @@ class BertDiffusionModel(BertPreTrainedModel):
                 where a query may see a key (block diffusion, ``polydiff.diffusion.blocks``).
             t: time per sequence, (batch,); used only with time conditioning.
             position_ids: (batch, length) positions, when they are not 0 .. length - 1.
+            condition: (batch, K) normalised properties, NaN where not given; None gives none
+                (the unconditional model). Only for a model with conditions.
         """
-        embeds = self.bert.embeddings.word_embeddings(input_ids)
+        embeds = self._word_embeddings(input_ids, condition)
         if self.time_embedding is not None:
             if t is None:
                 raise ValueError("this model is time-conditioned: pass t")
@@ -145,6 +169,18 @@ class BertDiffusionModel(BertPreTrainedModel):
             token_type_ids=token_type_ids,
         ).last_hidden_state
 
+    def _word_embeddings(self, input_ids: Tensor, condition: Tensor | None) -> Tensor:
+        """Token embeddings, with the condition's embedding added to each (a learnt bias per
+        condition: every token, the key/value cache's too, sees it from the first layer on)."""
+        embeds = self.bert.embeddings.word_embeddings(input_ids)
+        if self.condition_embedding is None:
+            if condition is not None:
+                raise ValueError("this model was trained without conditions")
+            return embeds
+        if condition is None:
+            condition = embeds.new_full((len(input_ids), self.config.num_conditions), math.nan)
+        return embeds + self.condition_embedding(condition.to(embeds.dtype)).unsqueeze(1)
+
     def new_cache(self, rows: int, length: int) -> KeyValueCache:
         """An empty key/value cache for ``encode_incremental``: ``rows`` rows of ``length`` positions."""
         return KeyValueCache(rows, length, self.config.num_hidden_layers)
@@ -157,6 +193,7 @@ class BertDiffusionModel(BertPreTrainedModel):
         positions: Tensor,
         sees_before: Tensor,
         group: Tensor,
+        condition: Tensor | None = None,
     ) -> Tensor:
         """Final hidden states of new queries that attend to the positions already encoded
         (``polydiff.model.kv_cache.attend_with_cache``, which documents the arguments); gives
@@ -164,11 +201,12 @@ class BertDiffusionModel(BertPreTrainedModel):
 
         Args:
             input_ids: (r, n) the queries' tokens; ``positions`` (r, n) where they sit.
+            condition: (r, K) as in ``encode``.
         """
         if self.time_embedding is not None:
             raise ValueError("incremental encoding needs a model without time conditioning")
         embeddings = self.bert.embeddings(
-            input_ids=input_ids,
+            inputs_embeds=self._word_embeddings(input_ids, condition),
             token_type_ids=torch.zeros_like(input_ids),
             position_ids=positions.clamp(max=self.config.max_position_embeddings - 1),
         )

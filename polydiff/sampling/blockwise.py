@@ -335,15 +335,18 @@ def decode_prefix(
     return pad_after_end(x, sep, pad), calls
 
 
-def _encode_up_to(model: Denoiser, cache: KeyValueCache, rows: Tensor, x: Tensor, encoded: Tensor, p: int) -> Tensor:
+def encode_up_to(
+    model: Denoiser, cache: KeyValueCache, rows: Tensor, x: Tensor, encoded: Tensor, p: Tensor | int
+) -> Tensor:
     """The state of position p - 1 of each row, (r, hidden), whose positions before ``encoded`` are
-    in the cache: positions encoded .. p - 1 are encoded causally and join it. Rows with fewer new
-    positions (a template's fixed tokens make them ragged) re-encode some cached ones, which gives
-    the same keys and values."""
-    first = int(encoded.min())
-    positions = torch.arange(first, p, device=x.device).expand(len(rows), -1)
+    in the cache: positions encoded .. p - 1 are encoded causally and join it. ``p`` may differ by
+    row. Rows with fewer new positions (a template's fixed tokens make them ragged) re-encode some
+    cached ones (or position 0 more than once), which gives the same keys and values."""
+    p = torch.as_tensor(p, device=x.device).expand(len(rows))
+    new = max(int((p - encoded).max()), 1)  # position p - 1 is a query even when it is cached
+    positions = (p.unsqueeze(-1) - new + torch.arange(new, device=x.device)).clamp(min=0)
     context = torch.full_like(positions, -1)
-    return model.encode_incremental(cache, rows, x[:, first:p], positions, positions + 1, context)[:, -1]
+    return model.encode_incremental(cache, rows, x.gather(1, positions), positions, positions + 1, context)[:, -1]
 
 
 @torch.inference_mode()
@@ -391,7 +394,7 @@ def decode_next_tokens(
                 content = (prefix != pad) & (prefix != cls)
                 hidden = model.encode(prefix, sampling_mask(content, ~content & (prefix != pad), 1))[:, -1]
             else:
-                hidden = _encode_up_to(model, cache, rows, x[rows], encoded[rows], p)
+                hidden = encode_up_to(model, cache, rows, x[rows], encoded[rows], p)
                 encoded[rows] = p
             logits = head(hidden)
             if p == 1:

@@ -58,14 +58,22 @@ class Denoiser(Protocol):
     @property
     def device(self) -> torch.device: ...
 
+    @property
+    def evaluations_per_call(self) -> int:
+        """Network evaluations in one call of ``encode`` (two for classifier-free guidance): the
+        NFE a sampler reports is its calls times this."""
+        ...
+
     def encode(
         self,
         x_t: Tensor,
         attention_mask: Tensor | None = None,
         t: Tensor | None = None,
         positions: Tensor | None = None,
+        condition: Tensor | None = None,
     ) -> Tensor:
-        """Final hidden states (batch, length, hidden) of x_t (``BertDiffusionModel.encode``)."""
+        """Final hidden states (batch, length, hidden) of x_t (``BertDiffusionModel.encode``), given
+        ``condition`` (batch, K) for a model trained with conditions."""
         ...
 
     def new_cache(self, rows: int, length: int) -> KeyValueCache:
@@ -80,6 +88,7 @@ class Denoiser(Protocol):
         positions: Tensor,
         sees_before: Tensor,
         group: Tensor,
+        condition: Tensor | None = None,
     ) -> Tensor:
         """Final hidden states of new queries attending to cached positions
         (``BertDiffusionModel.encode_incremental``)."""

@@ -20,10 +20,12 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from polydiff.chem.fragments import fragment_template
 from polydiff.sampling.blockwise import decode_blocks, decode_next_tokens, decode_prefix, decode_until_end
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.syntax import SmilesSyntax
 from polydiff.sampling.denoiser import Denoiser
+from polydiff.sampling.fragments import FragmentPlan, decode_fragments
 from polydiff.sampling.reverse import ReverseProcess
 from polydiff.sampling.speculative import decode_speculative
 
@@ -34,7 +36,7 @@ class Generation:
 
     Args:
         sequences: decoded SMILES (from the model's representation), in the order drawn.
-        nfe: model calls (function evaluations) per sequence.
+        nfe: network evaluations per sequence (model calls; a guided call is two).
         lengths: tokens per sequence ([CLS]/[SEP] excluded; a template's fixed tokens included).
         seed: the seed that reproduces them (with the same batch size and device).
         seconds: wall time of the generation.
@@ -143,13 +145,15 @@ def _decode(
     on_step: Callable[[], None] | None,
     free_length: bool,
     syntax: SmilesSyntax | None,
+    plan: FragmentPlan | None,
 ) -> tuple[Tensor, Tensor]:
-    """Runs the decoder that fits the model on one batch: left to right (B = 1), block by block
-    (B > 1; until the model ends, by verified or prefix drafts or the reverse process, or at a
-    fixed length)
-    or the whole sequence at once (no blocks)."""
+    """Runs the decoder that fits the model on one batch: around fixed fragments, left to right
+    (B = 1), block by block (B > 1; until the model ends, by verified or prefix drafts or the
+    reverse process, or at a fixed length) or the whole sequence at once (no blocks)."""
     block_size, tokenizer = model.block_size, model.tokenizer
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    if plan is not None:
+        return decode_fragments(model, head, x, config, generator, on_step, syntax, plan)
     if block_size == 1:
         return decode_next_tokens(model, head, x, config, generator, on_step, free_length, syntax)
     if config.strategy == "speculative":
@@ -164,6 +168,25 @@ def _decode(
     return process.sample(x, (x != pad).long(), generator, on_step)
 
 
+def _check_fragment_request(
+    model: Denoiser, config: SamplingConfig, length: int | None, prompts: Sequence[str] | None
+) -> None:
+    """Raises ValueError where fragments cannot be kept: a model that does not write SMILES
+    molecules left to right, or options the fragment decoder has no use for."""
+    if prompts is not None or length is not None:
+        raise ValueError("fragments decide what is written around them: give no prompt or length with them")
+    if model.kind != "molecule" or not model.representation.is_smiles:
+        raise ValueError("fragments need a model of SMILES molecules")
+    if not (model.block_size == 1 or model.causal_context):
+        raise ValueError("fragments need a model that predicts the next token (one-token blocks or a causal context)")
+    unused = sorted(config.changed() & {"steps", "strategy", "randomness", "threshold", "cache", "syntax"})
+    if unused:
+        raise ValueError(
+            f"{', '.join(unused)}: fragments are decoded one model call per free token, with the key/value "
+            "cache and the SMILES constraints always on"
+        )
+
+
 def generate(
     model: Denoiser,
     num_samples: int,
@@ -173,6 +196,7 @@ def generate(
     batch_size: int = 256,
     seed: int | None = None,
     progress: bool = False,
+    fragments: str | None = None,
 ) -> Generation:
     """Samples sequences from a model (in eval mode: no dropout).
 
@@ -187,6 +211,9 @@ def generate(
         batch_size: sequences denoised together.
         seed: makes the output reproducible (same batch size and device); None draws one.
         progress: show a progress bar on stderr.
+        fragments: fragments with ``[*]`` attachment points that every sample keeps, e.g.
+            ``c1ccc([*])cc1[*]`` (decorate), ``[*]C(=O)c1ccccc1`` (extend) or
+            ``[*]C(=O)O.[*]N1CCCC1`` (link; ``polydiff.sampling.fragments``).
 
     Returns:
         The sequences, with NFE and lengths per sequence, the seed and the wall time.
@@ -198,6 +225,8 @@ def generate(
     if num_samples < 0 or batch_size < 1:
         raise ValueError(f"need num_samples >= 0 and batch_size >= 1, got {num_samples} and {batch_size}")
     block_size, tokenizer, width = model.block_size, model.tokenizer, model.max_positions
+    if fragments is not None:
+        _check_fragment_request(model, config, length, prompts)
     # A block model writes [SEP] itself unless a length or template fixes where it goes.
     free_length = block_size > 0 and prompts is None and length is None
     config = config.for_model(block_size, free_length, model.representation.is_smiles, model.causal_context)
@@ -227,6 +256,11 @@ def generate(
     # A polymer model's repeat units have exactly two attachment points, kept as the syntax is.
     stars = 2 if model.kind == "polymer" else None
     syntax = SmilesSyntax(tokenizer, device, stars) if config.syntax else None
+    plan = None
+    if fragments is not None:
+        plan = FragmentPlan(fragment_template(fragments), tokenizer, syntax)
+        # The holes together may write as much as a whole training molecule, besides the fragments.
+        width = min(model.max_positions, width + plan.fixed_tokens)
     # A given length puts [SEP] in its place: the model may not end a sequence before it. Tokens
     # the training data never had (exotic bracket atoms, for a MOSES model) are not drawn.
     unseen = model.token_histogram == 0 if model.token_histogram.any() else None
@@ -265,12 +299,12 @@ def generate(
                 x[:, 0] = tokenizer.cls_token_id
             else:
                 x = _initial_batch(model, sizes[batch], None if templates is None else [templates[i] for i in rows])
-            x, calls = _decode(model, head, process, x, config, generator, bar.step, free_length, syntax)
+            x, calls = _decode(model, head, process, x, config, generator, bar.step, free_length, syntax, plan)
             if free_length:
                 lengths[batch.cpu()] = (~torch.isin(x, frame)).sum(-1).cpu()
             texts = tokenizer.batch_decode(x.tolist(), skip_special_tokens=True)
             for i, text in zip(rows, texts, strict=True):
                 sequences[i] = model.representation.to_smiles(text)
-            nfe[batch.cpu()] = calls.cpu()
+            nfe[batch.cpu()] = calls.cpu() * model.evaluations_per_call
             bar.finish()
     return Generation(sequences, nfe, lengths, seed, time.perf_counter() - start)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,9 +25,11 @@ from polydiff.diffusion.schedules import CosineSchedule, DiffusionSchedule
 from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
 from polydiff.model.kv_cache import KeyValueCache
 from polydiff.sampling.config import SamplingConfig
+from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.generate import generate
+from polydiff.sampling.guidance import GuidedDenoiser
 from polydiff.tasks.checkpoints import check_checkpoint, error_summary, migrated_checkpoint
-from polydiff.types import Kind, RepresentationName
+from polydiff.types import ConditionName, Kind, RepresentationName
 
 # Logit given to tokens the model must never predict ([MASK], [PAD], [CLS], [SEP]): far below
 # any real logit, yet finite in fp16 and bf16 so no NaN can arise from -inf arithmetic.
@@ -104,6 +107,10 @@ class DiffusionTask(LightningModule):
             length). Pays off on GPUs; on CPUs compiling took longer than it saved (docs/quality.md).
         on_nonfinite_loss: a NaN or infinite training loss ``stop``s the run with a message naming
             the step, or is ``skip``ped (no update; counted in ``train/skipped_steps``).
+        conditions: the properties the denoiser is conditioned on (``polydiff.chem.conditions``),
+            embedded into every token; the CLI links them from the data module, which computes them for
+            every training sequence (and drops them at random, ``data.condition_dropout``).
+            Their statistics go into the checkpoint.
     """
 
     def __init__(
@@ -121,6 +128,7 @@ class DiffusionTask(LightningModule):
         val_num_samples: int = 200,
         compile: bool = False,
         on_nonfinite_loss: Literal["stop", "skip"] = "stop",
+        conditions: list[ConditionName] | None = None,
     ) -> None:
         super().__init__()
         # Sampling settings stay out of the checkpoint: LightningCLI would let saved ones override the command line.
@@ -141,7 +149,11 @@ class DiffusionTask(LightningModule):
         self.diffusion_process = ExcitedStateDiffusion(schedule, self.mask_token_id, diffusion_config)
         self.optimizer = optimizer
         self.lr_schedule = lr_schedule
-        self.model = BertDiffusionModel(model_config.to_bert_config(self.vocab_size, self.pad_token_id))
+        self.conditions = list(conditions or [])
+        if len(set(self.conditions)) < len(self.conditions):
+            raise ValueError(f"a property is named twice in conditions {self.conditions}")
+        bert_config = model_config.to_bert_config(self.vocab_size, self.pad_token_id, len(self.conditions))
+        self.model = BertDiffusionModel(bert_config)
 
         structural = [self.tokenizer.convert_tokens_to_ids(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")]
         self.register_buffer("structural_ids", torch.tensor(structural), persistent=False)
@@ -152,6 +164,8 @@ class DiffusionTask(LightningModule):
         self.register_buffer("length_histogram", torch.zeros(model_config.max_position_embeddings + 1))
         # How often each token occurs in the training data: the sampler writes no token it never saw.
         self.register_buffer("token_histogram", torch.zeros(self.vocab_size))
+        # Mean, std, minimum and maximum of each condition over the training data (``condition_vector``).
+        self.register_buffer("condition_statistics", torch.zeros(4, len(self.conditions)))
         # Training tokens seen (pads excluded), the x-axis of quality-per-compute comparisons.
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
         self.val_nll = MeanMetric()
@@ -209,9 +223,10 @@ class DiffusionTask(LightningModule):
         attention_mask: Tensor | None = None,
         t: Tensor | None = None,
         positions: Tensor | None = None,
+        condition: Tensor | None = None,
     ) -> Tensor:
         """Final hidden states of the denoiser (``BertDiffusionModel.encode``)."""
-        return self.model.encode(x_t, attention_mask, t, positions)
+        return self.model.encode(x_t, attention_mask, t, positions, condition)
 
     def new_cache(self, rows: int, length: int) -> KeyValueCache:
         """An empty key/value cache for ``encode_incremental``."""
@@ -225,9 +240,68 @@ class DiffusionTask(LightningModule):
         positions: Tensor,
         sees_before: Tensor,
         group: Tensor,
+        condition: Tensor | None = None,
     ) -> Tensor:
         """Hidden states of new queries attending to cached positions (``BertDiffusionModel.encode_incremental``)."""
-        return self.model.encode_incremental(cache, rows, input_ids, positions, sees_before, group)
+        return self.model.encode_incremental(cache, rows, input_ids, positions, sees_before, group, condition)
+
+    @property
+    def evaluations_per_call(self) -> int:
+        """Network evaluations per sampler call: one (a guided sampler makes two, ``GuidedDenoiser``)."""
+        return 1
+
+    def condition_vector(self, targets: Mapping[str, float]) -> Tensor:
+        """The normalised condition (K,) for property targets such as ``{"logp": 3.0}``: a property
+        not named is NaN (left free).
+
+        Raises:
+            ValueError: for a checkpoint trained without conditions, a property it was not trained
+                on, or a target outside the values its training data had.
+        """
+        if not self.conditions:
+            raise ValueError("this checkpoint was trained without conditions (data.conditions): it cannot be guided")
+        unknown = [name for name in targets if name not in self.conditions]
+        if unknown:
+            raise ValueError(f"unknown property {unknown[0]!r}: this checkpoint knows {', '.join(self.conditions)}")
+        mean, std, low, high = self.condition_statistics
+        vector = torch.full((len(self.conditions),), math.nan, device=self.device)
+        for name, value in targets.items():
+            k = self.conditions.index(name)
+            # Guidance may reach a little past the training data, not far: within one standard
+            # deviation of its extremes.
+            lowest, highest = (low[k] - std[k]).item(), (high[k] + std[k]).item()
+            if not lowest <= value <= highest:
+                raise ValueError(
+                    f"{name}={value:g} lies outside what this checkpoint was trained on: its training "
+                    f"molecules span {low[k].item():.3g} to {high[k].item():.3g}, and targets may lie one "
+                    f"standard deviation beyond ({lowest:.3g} to {highest:.3g})"
+                )
+            vector[k] = (value - mean[k]) / std[k]
+        return vector
+
+    def guided(self, condition: Mapping[str, float] | None = None, guidance_scale: float = 0.0) -> Denoiser:
+        """The denoiser that samples toward property targets (``polydiff.sampling.guidance``): this
+        model given ``condition`` (e.g. ``{"logp": 3.0}``; properties not named are free), with
+        classifier-free guidance of scale ``guidance_scale``; without a condition, this model.
+
+        Raises:
+            ValueError: for a guidance scale without a condition, or a condition ``condition_vector`` refuses.
+        """
+        if condition is None:
+            if guidance_scale:
+                raise ValueError("guidance_scale needs a condition to guide toward (--condition)")
+            return self
+        return GuidedDenoiser(self, self.condition_vector(condition), guidance_scale)
+
+    def training_condition(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """The normalised conditions of a training batch, (batch, K), NaN where the data module left
+        a property out (``ConditionCollator``); None for a model without conditions."""
+        if not self.conditions:
+            return None
+        mean, std = self.condition_statistics[0], self.condition_statistics[1]
+        if not (std > 0).all():
+            raise ValueError("conditions are read against statistics the data module computes at setup: fit with it")
+        return (batch["conditions"].to(mean) - mean) / std
 
     @property
     def generates_end(self) -> bool:
@@ -263,6 +337,12 @@ class DiffusionTask(LightningModule):
             self.length_histogram[:size] = histogram[:size].to(self.length_histogram)
         if stage == "fit" and datamodule is not None and hasattr(datamodule, "token_histogram"):
             self.token_histogram.copy_(datamodule.token_histogram(self.vocab_size))
+        if stage == "fit" and datamodule is not None:
+            given = list(getattr(datamodule, "hparams", {}).get("conditions") or [])
+            if given != self.conditions:
+                raise ValueError(f"the data computes conditions {given}, the model reads {self.conditions}")
+            if self.conditions:
+                self.condition_statistics.copy_(datamodule.condition_statistics())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The random state that draws t, the masks and dropout: a resumed run continues with the
@@ -277,6 +357,8 @@ class DiffusionTask(LightningModule):
         checkpoint.get("state_dict", {}).setdefault("tokens_seen", torch.zeros((), dtype=torch.long))
         # Nor did they count tokens: all zeros leaves their sampler's vocabulary unrestricted.
         checkpoint.get("state_dict", {}).setdefault("token_histogram", torch.zeros(self.vocab_size))
+        # Nor did they know conditions (a model without them keeps an empty table).
+        checkpoint.get("state_dict", {}).setdefault("condition_statistics", torch.zeros(4, len(self.conditions)))
         if self._trainer is not None and self.trainer.state.fn == "fit":
             # Set when the first batch starts, after the data loaders (which draw worker seeds) exist.
             self._rng_states_to_restore = checkpoint.get("rng_states")
@@ -317,9 +399,10 @@ class DiffusionTask(LightningModule):
         return self.diffusion_process.q_sample(input_ids, t, self.maskable(input_ids), generator)
 
     def masked_cross_entropy(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None, condition: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Draws t and x_t ~ q(x_t | x_0) per sequence and scores the masked positions.
+        """Draws t and x_t ~ q(x_t | x_0) per sequence and scores the masked positions (given
+        ``condition``, (batch, K), when the model has conditions; None: unconditionally).
 
         Returns:
             the ELBO weight w(t) of every position (batch, length), the masked positions
@@ -329,27 +412,37 @@ class DiffusionTask(LightningModule):
         x0, attention_mask = batch["input_ids"], batch["attention_mask"]
         block_size = self.diffusion_process.config.block_size
         if block_size:
-            return self._block_cross_entropy(x0, attention_mask, block_size, generator)
+            return self._block_cross_entropy(x0, attention_mask, block_size, generator, condition)
         t = self.diffusion_process.sample_time(x0.shape[0], x0.device, generator)
         x_t = self._apply_masking(x0, t, generator)
         masked = x_t == self.mask_token_id
-        hidden = self.model.encode(x_t, attention_mask if not attention_mask.all() else None, t)
+        hidden = self.model.encode(x_t, attention_mask if not attention_mask.all() else None, t, None, condition)
         # Only masked positions enter the bound (SUBS carries clean ones over): project just those.
         logits = self.logits_from_hidden(hidden[masked])
         weight = self.diffusion_process.position_weights(t, self.maskable(x0))
         return weight, masked, F.cross_entropy(logits, x0[masked], reduction="none")
 
     def _block_cross_entropy(
-        self, x0: Tensor, attention_mask: Tensor, block_size: int, generator: torch.Generator | None
+        self,
+        x0: Tensor,
+        attention_mask: Tensor,
+        block_size: int,
+        generator: torch.Generator | None,
+        condition: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``masked_cross_entropy`` of a block-diffusion model: one t per block, every block scored in
         one pass over [x_t ; x_0] (``polydiff.diffusion.blocks``); [SEP] is the last block's last token."""
         if block_size == 1:
-            return self._next_token_cross_entropy(x0, attention_mask)
-        return self._block_pass(x0, attention_mask, block_size, generator)[:3]
+            return self._next_token_cross_entropy(x0, attention_mask, condition)
+        return self._block_pass(x0, attention_mask, block_size, generator, condition)[:3]
 
     def _block_pass(
-        self, x0: Tensor, attention_mask: Tensor, block_size: int, generator: torch.Generator | None
+        self,
+        x0: Tensor,
+        attention_mask: Tensor,
+        block_size: int,
+        generator: torch.Generator | None,
+        condition: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """The pass over [x_t ; x_0] of a block model: w(t), the masked positions and their
         cross-entropies (``masked_cross_entropy``), and, with a causal context, the next-token
@@ -365,14 +458,14 @@ class DiffusionTask(LightningModule):
         causal_context = self.diffusion_process.config.causal_context
         attention = training_mask(content, attention_mask.bool() & ~content, block_size, causal_context)
         positions = torch.arange(x0.shape[1], device=x0.device).repeat(2).expand(x0.shape[0], -1)
-        hidden = self.model.encode(torch.cat([x_t, x0], dim=1), attention, None, positions)
+        hidden = self.model.encode(torch.cat([x_t, x0], dim=1), attention, None, positions, condition)
         noisy, clean = hidden[:, : x0.shape[1]], hidden[:, x0.shape[1] :]
         masked_nll = F.cross_entropy(self.logits_from_hidden(noisy[masked]), x0[masked], reduction="none")
         next_nll = self._next_token_nll(clean, x0, content) if causal_context else None
         return weight, masked, masked_nll, next_nll
 
     def _window_pass(
-        self, x0: Tensor, attention_mask: Tensor, generator: torch.Generator | None
+        self, x0: Tensor, attention_mask: Tensor, generator: torch.Generator | None, condition: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The training pass of a model with a causal context, over [x_0 ; W noisy windows]
         (``polydiff.diffusion.blocks.draw_windows``): what ``_block_pass`` returns, for the windows.
@@ -392,7 +485,7 @@ class DiffusionTask(LightningModule):
         masked = x_t == self.mask_token_id
         attention = window_mask(content, attention_mask.bool() & ~content, starts, in_window)
         positions = torch.cat([torch.arange(width, device=x0.device).expand(rows, -1), slots], -1)
-        hidden = self.model.encode(torch.cat([x0, x_t], 1), attention, None, positions)
+        hidden = self.model.encode(torch.cat([x0, x_t], 1), attention, None, positions, condition)
         masked_nll = F.cross_entropy(
             self.logits_from_hidden(hidden[:, width:][masked]), window_x0[masked], reduction="none"
         )
@@ -405,7 +498,9 @@ class DiffusionTask(LightningModule):
         targets = content[:, 1:]
         return F.cross_entropy(self.logits_from_hidden(clean[:, :-1][targets]), x0[:, 1:][targets], reduction="none")
 
-    def _next_token_cross_entropy(self, x0: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _next_token_cross_entropy(
+        self, x0: Tensor, attention_mask: Tensor, condition: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``masked_cross_entropy`` of one-token blocks, whose bound is the autoregressive NLL in closed
         form (``polydiff.diffusion.blocks``): every token given the tokens before it, with weight 1.
 
@@ -414,14 +509,14 @@ class DiffusionTask(LightningModule):
         [x_t ; x_0]; the sampler (``polydiff.sampling.generate``) decodes the same way."""
         content = self.content(x0)  # position 0 is [CLS], never content: row-major order is that of targets
         causal = sampling_mask(content, attention_mask.bool() & ~content, 1)
-        hidden = self.model.encode(x0, causal)
+        hidden = self.model.encode(x0, causal, condition=condition)
         targets = content[:, 1:]
         logits = self.logits_from_hidden(hidden[:, :-1][targets])
         weight = torch.ones(x0.shape, device=x0.device)
         return weight, content, F.cross_entropy(logits, x0[:, 1:][targets], reduction="none")
 
     def negative_elbo(
-        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None, condition: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """One-sample estimate of the negative ELBO of every sequence in the batch.
 
@@ -429,7 +524,7 @@ class DiffusionTask(LightningModule):
             (nats per sequence, scored tokens per sequence: the maskable ones, and [SEP] for a
             block-diffusion model, which generates its end), both of shape (batch,).
         """
-        weight, masked, token_nll = self.masked_cross_entropy(batch, generator)
+        weight, masked, token_nll = self.masked_cross_entropy(batch, generator, condition)
         row = masked.nonzero()[:, 0]
         nll = torch.zeros(masked.shape[0], device=masked.device).index_add_(0, row, weight[masked] * token_nll)
         return nll, self.content(batch["input_ids"]).sum(-1)
@@ -438,16 +533,17 @@ class DiffusionTask(LightningModule):
         """The loss of one batch: the negative ELBO per token, or the flat masked cross-entropy; with a
         causal context, plus the next-token cross-entropy per token of the same pass."""
         config = self.diffusion_process.config
+        condition = self.training_condition(batch)
         if config.causal_context:  # the same pass scores both: the clean half is encoded anyway
             x0 = batch["input_ids"]
-            weight, masked, masked_nll, next_nll = self._window_pass(x0, batch["attention_mask"], None)
+            weight, masked, masked_nll, next_nll = self._window_pass(x0, batch["attention_mask"], None, condition)
             if config.loss_weighting == "flat":
                 return masked_nll.sum() / masked.sum().clamp(min=1) + next_nll.mean()
             return ((weight[masked] * masked_nll).sum() + next_nll.sum()) / self.content(x0).sum()
         if config.loss_weighting == "flat":
-            _, masked, token_nll = self.masked_cross_entropy(batch)
+            _, masked, token_nll = self.masked_cross_entropy(batch, None, condition)
             return token_nll.sum() / masked.sum().clamp(min=1)
-        nll, tokens = self.negative_elbo(batch)
+        nll, tokens = self.negative_elbo(batch, None, condition)
         return nll.sum() / tokens.sum()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
@@ -538,6 +634,9 @@ class DiffusionTask(LightningModule):
         batch_size: int = 256,
         seed: int | None = None,
         progress: bool = False,
+        condition: Mapping[str, float] | None = None,
+        guidance_scale: float = 0.0,
+        fragments: str | None = None,
     ) -> list[str]:
         """Generates sequences (``polydiff.sampling.generate``), in eval mode.
 
@@ -550,6 +649,12 @@ class DiffusionTask(LightningModule):
             batch_size: sequences denoised together.
             seed: makes the output reproducible (same batch size and device).
             progress: show a progress bar.
+            condition: property targets such as ``{"logp": 3.0, "qed": 0.8}`` (a model trained with
+                conditions; others are left free); None samples unconditionally.
+            guidance_scale: classifier-free guidance toward ``condition`` (``guided``); 0 samples
+                the conditional model alone.
+            fragments: fragments with ``[*]`` attachment points that every sample keeps
+                (``polydiff.sampling.fragments``), e.g. ``[*]C(=O)O.[*]N1CCCC1``.
 
         Returns:
             The decoded sequences (SMILES), special tokens skipped.
@@ -558,7 +663,10 @@ class DiffusionTask(LightningModule):
         was_training = self.training
         self.eval()  # no dropout while sampling, e.g. when called during validation
         try:
-            return generate(self, num_samples, config, length, prompts, batch_size, seed, progress).sequences
+            model = self.guided(condition, guidance_scale)
+            return generate(
+                model, num_samples, config, length, prompts, batch_size, seed, progress, fragments
+            ).sequences
         finally:
             self.train(was_training)
 

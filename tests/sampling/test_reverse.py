@@ -180,9 +180,9 @@ def test_block_diffusion_decodes_blocks_in_order(task, monkeypatch, block_size):
     seen = []
     encode = task.model.encode
 
-    def recording_encode(x, attention_mask, t=None, positions=None):
+    def recording_encode(x, *rest):
         seen.append(x.clone())
-        return encode(x, attention_mask, t, positions)
+        return encode(x, *rest)
 
     monkeypatch.setattr(task.model, "encode", recording_encode)
     monkeypatch.setattr(task.diffusion_process.config, "block_size", block_size)
@@ -203,9 +203,9 @@ def test_one_token_blocks_decode_left_to_right_from_clean_prefixes(task, monkeyp
     seen = []
     encode = task.model.encode_incremental
 
-    def recording_encode(cache, rows, input_ids, positions, sees_before, group):
+    def recording_encode(cache, rows, input_ids, positions, sees_before, *rest):
         seen.append((input_ids.clone(), positions.clone(), sees_before.clone()))
-        return encode(cache, rows, input_ids, positions, sees_before, group)
+        return encode(cache, rows, input_ids, positions, sees_before, *rest)
 
     monkeypatch.setattr(task.model, "encode_incremental", recording_encode)
     monkeypatch.setattr(task.diffusion_process.config, "block_size", 1)
@@ -227,10 +227,10 @@ def test_a_block_model_chooses_its_lengths_and_each_call_sees_a_prefix(block_tas
     widths = []
     encode = block_task.model.encode
 
-    def recording_encode(x, attention_mask, t=None, positions=None):
+    def recording_encode(x, *rest):
         widths.append(x.shape[1])
         assert not (x[:, :-2] == block_task.mask_token_id).any()  # only the last block is still masked
-        return encode(x, attention_mask, t, positions)
+        return encode(x, *rest)
 
     monkeypatch.setattr(block_task.model, "encode", recording_encode)
     # Untrained, the logits are nearly flat; a bias of ln(V / 10) on [SEP] gives it a probability

@@ -183,6 +183,7 @@ class SmilesSyntax:
         first_atom = (state.previous == START).unsqueeze(-1)
         closing = state.open_rings[:, label]
         ring_need = torch.where(closing, torch.maximum(need, state.ring_bond[:, label]), need)
+        ring_mismatch = closing & (need > 1) & (state.ring_bond[:, label] != need)
         # Ring labels do not span a '.', so no token may leave the anchor and every atom an open
         # branch leaves without a bond while a ring is open: nothing could close it.
         open_count = state.open_rings.sum(-1, keepdim=True)
@@ -204,8 +205,10 @@ class SmilesSyntax:
         conditions = (
             (ATOM, atom_ok),
             (BOND, anchor >= order),
-            # No ring closed at the atom that opened it; a ring bond takes a bond from the anchor.
-            (RING, ~state.opened_here[:, label] & (anchor >= ring_need) & ~ring_stuck),
+            # No ring closed at the atom that opened it; a ring bond takes a bond from the anchor. A
+            # double or triple bond written at the closure must be the one the ring was opened
+            # with: the opening atom's valence counted only that (RDKit writes neither form).
+            (RING, ~state.opened_here[:, label] & (anchor >= ring_need) & ~ring_stuck & ~ring_mismatch),
             (OPEN, (anchor >= 1) & (state.depth < MAX_DEPTH).unsqueeze(-1)),
             (CLOSE, ~balanced & ~close_stuck),
             (DOT, balanced & ~rings_open),

@@ -1,0 +1,57 @@
+"""Fragment requests: the text a decoder writes around their attachment points, and the check that a
+molecule keeps them."""
+
+import pytest
+from rdkit import Chem
+
+from polydiff.chem.fragments import fragment_template, keeps_fragments
+
+
+@pytest.mark.parametrize(
+    ("request_", "task", "holes"),
+    [
+        ("[*]C(=O)c1ccccc1", "extend", 1),
+        ("c1ccc([*])cc1[*]", "decorate", 2),
+        ("O=C([*])Nc1ccc([*])cc1", "decorate", 2),
+        ("[*]C(=O)O.[*]N1CCCC1", "link", 1),
+    ],
+)
+def test_a_template_puts_back_the_fragment_where_its_holes_are_filled(request_, task, holes):
+    """Filling every hole with one carbon (and, for a link, writing the second fragment there) gives
+    the fragments joined through that carbon: the template is the fragment itself, split at its [*]."""
+    template = fragment_template(request_)
+    assert template.task == task and len(template.holes) == holes
+    text = template.pieces[0]
+    for piece in template.pieces[1:]:
+        text += "C" + (template.suffix or "") + piece
+    filled = Chem.MolFromSmiles(text)
+    assert filled is not None
+    expected = Chem.MolFromSmiles(request_.split(".")[0].replace("[*]", "C"))
+    assert filled.HasSubstructMatch(expected)
+    assert keeps_fragments(text, request_.split("."))
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ("c1ccccc1", "one fragment with"),
+        ("[*]C.[*]N.[*]O", "one fragment with"),
+        ("[*]CC[*].[*]N", "one fragment with"),
+        ("C1CC[*", "not a SMILES"),
+        ("C[*](C)C", "exactly one bond"),
+        ("[*][*]", "no atom besides"),
+    ],
+)
+def test_a_request_that_is_not_a_fragment_task_is_refused(request_, message):
+    with pytest.raises(ValueError, match=message):
+        fragment_template(request_)
+
+
+def test_fragments_must_sit_on_atoms_of_their_own():
+    fragments = ["[*]C(=O)O", "[*]N1CCCC1"]
+    assert keeps_fragments("O=C(O)CCN1CCCC1", fragments)
+    assert keeps_fragments("O=C(O)N1CCCC1", fragments)  # an attachment point may be the other's atom
+    assert not keeps_fragments("CCN1CCCC1", fragments)
+    assert not keeps_fragments("CC(=O)O", ["[*]C(=O)O", "[*]C(=O)O"])  # one acid cannot be both
+    assert keeps_fragments("OC(=O)CC(=O)O", ["[*]C(=O)O", "[*]C(=O)O"])
+    assert not keeps_fragments("not a molecule", fragments)

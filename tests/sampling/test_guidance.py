@@ -1,0 +1,93 @@
+"""Classifier-free guidance toward property targets, and the conditions a checkpoint accepts."""
+
+import math
+
+import pytest
+import torch
+from test_blockwise import TOKENS  # a sibling module: pytest puts this folder on the path
+
+from polydiff.diffusion import DiffusionConfig
+from polydiff.diffusion.blocks import sampling_mask
+from polydiff.model.bert_diffusion import ModelConfig
+from polydiff.sampling import SamplingConfig, generate
+from polydiff.sampling.guidance import GuidedDenoiser, parse_condition
+from polydiff.tasks.diffusion_task import DiffusionTask
+
+TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=40)
+
+
+@pytest.fixture(scope="module")
+def task() -> DiffusionTask:
+    """An untrained B = 4 model with a causal context, conditioned on logP and QED."""
+    torch.manual_seed(0)
+    config = DiffusionConfig(block_size=4, causal_context=True)
+    task = DiffusionTask(model_config=TINY, diffusion_config=config, conditions=["logp", "qed"]).eval()
+    task.token_histogram[task.tokenizer.convert_tokens_to_ids(TOKENS)] = 1.0
+    # mean, std, min, max of each property, as fit would store them
+    task.condition_statistics.copy_(torch.tensor([[2.0, 0.7], [1.0, 0.1], [-1.0, 0.3], [5.0, 0.95]]))
+    with torch.no_grad():  # an untrained condition embedding is near zero: make it matter
+        task.model.condition_embedding.mlp[-1].weight.mul_(50.0)
+    return task
+
+
+def test_guided_logits_push_the_conditional_away_from_the_unconditional(task):
+    """log p_w = log p(x | c) + w (log p(x | c) - log p(x)), from one pass over twice the rows."""
+    x = torch.tensor([[task.tokenizer.cls_token_id, *task.tokenizer.convert_tokens_to_ids(["C", "C", "O", "N"])]] * 3)
+    content = torch.ones_like(x, dtype=torch.bool)
+    content[:, 0] = False
+    mask = sampling_mask(content, ~content, 1)
+    condition = task.condition_vector({"logp": 4.0})
+    guided = GuidedDenoiser(task, condition, scale=2.0)
+    with torch.no_grad():
+        logits = guided.logits_from_hidden(guided.encode(x, mask))
+        given = task.logits_from_hidden(task.encode(x, mask, condition=condition.expand(3, -1))).log_softmax(-1)
+        free = task.logits_from_hidden(task.encode(x, mask)).log_softmax(-1)
+    assert torch.allclose(logits, given + 2.0 * (given - free), atol=1e-5)
+    assert not torch.allclose(given, free, atol=1e-3)  # the condition changes the prediction
+
+
+def test_guided_samples_are_the_same_with_and_without_the_cache_and_count_two_evaluations(task):
+    guided = task.guided({"logp": 4.0, "qed": 0.9}, 1.5)
+    cached = generate(guided, 24, seed=3)
+    uncached = generate(guided, 24, SamplingConfig(cache=False), seed=3)
+    assert cached.sequences == uncached.sequences
+    plain = generate(task.guided({"logp": 4.0, "qed": 0.9}, 0.0), 24, seed=3)
+    assert (cached.nfe % 2 == 0).all() and cached.nfe.min() >= 2
+    assert plain.sequences != cached.sequences  # guidance changes what is drawn
+
+
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        ({"mw": 300.0}, "unknown property 'mw'"),
+        ({"logp": 30.0}, "logp=30 lies outside what this checkpoint was trained on"),
+        ({"qed": -0.5}, "qed=-0.5 lies outside"),
+    ],
+)
+def test_a_condition_the_checkpoint_cannot_take_is_refused(task, targets, message):
+    with pytest.raises(ValueError, match=message):
+        task.condition_vector(targets)
+
+
+def test_targets_a_little_past_the_training_range_are_allowed_and_others_left_free(task):
+    vector = task.condition_vector({"logp": 5.5})  # max 5 plus one standard deviation: 6
+    assert vector[0].item() == pytest.approx((5.5 - 2.0) / 1.0) and math.isnan(vector[1])
+
+
+def test_an_unconditioned_checkpoint_cannot_be_guided():
+    plain = DiffusionTask(model_config=TINY)
+    with pytest.raises(ValueError, match="trained without conditions"):
+        plain.guided({"logp": 3.0}, 1.0)
+    with pytest.raises(ValueError, match="needs a condition"):
+        plain.guided(None, 1.0)
+    assert plain.guided(None, 0.0) is plain
+
+
+@pytest.mark.parametrize("text", ["logp", "logp=", "=3", "logp=3,logp=4", "logp=inf", "logp=3;qed=0.8"])
+def test_a_malformed_condition_is_refused(text):
+    with pytest.raises(ValueError, match=r"--condition|twice"):
+        parse_condition(text)
+
+
+def test_a_condition_is_read_as_name_value_pairs():
+    assert parse_condition(" logp = 3 , qed=0.8") == {"logp": 3.0, "qed": 0.8}
