@@ -83,9 +83,10 @@ class FragmentPlan:
         open at the hole (``c1ccc(<linker><second fragment>)cc1`` may not reuse label 1)."""
         if not suffix:
             return suffix
-        state = self.syntax.start(1, torch.device("cpu"))
+        device = self.syntax.by_token.kind.device
+        state = self.syntax.start(1, device)
         for token in self.runs[0]:
-            state = self.syntax.advance(state, torch.tensor([token]))
+            state = self.syntax.advance(state, torch.tensor([token], device=device))
         taken = set(state.open_rings[0].nonzero().flatten().tolist())
         table = self.syntax.by_token
         labels = sorted({int(table.label[t]) for t in suffix if int(table.kind[t]) == RING})
