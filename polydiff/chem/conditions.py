@@ -16,7 +16,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import QED, Crippen, Descriptors, rdMolDescriptors
 
-from polydiff.chem.molecules import parse, sa_score
+from polydiff.chem.molecules import parse, sa_score, value_or_nan
 from polydiff.types import CONDITIONS
 
 PROPERTY_FUNCTIONS: dict[str, Callable[[Chem.Mol], float]] = {
@@ -39,11 +39,8 @@ def check_condition_names(names: Sequence[str]) -> None:
 
 
 def _value(function: Callable[[Chem.Mol], float], mol: Chem.Mol) -> float:
-    try:
-        value = float(function(mol))
-    except (ValueError, RuntimeError, ZeroDivisionError, KeyError):
-        return math.nan
-    return value if math.isfinite(value) else math.nan
+    value = value_or_nan(function, mol)
+    return value if math.isfinite(value) else math.nan  # an infinite condition would poison the embedding
 
 
 def property_values(smiles: Sequence[str], names: Sequence[str], wanted: np.ndarray | None = None) -> np.ndarray:

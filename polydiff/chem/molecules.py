@@ -250,7 +250,8 @@ def scaffold(mol: Chem.Mol) -> str | None:
     return smiles if smiles and rings >= MIN_SCAFFOLD_RINGS else None
 
 
-def _safe(function, mol: Chem.Mol) -> float:
+def value_or_nan(function: Callable[[Chem.Mol], float], mol: Chem.Mol) -> float:
+    """``function(mol)`` as a float, NaN where RDKit raises (e.g. QED of a polymer's ``*``)."""
     try:
         return float(function(mol))
     except (ValueError, RuntimeError, ZeroDivisionError, KeyError):
@@ -260,7 +261,7 @@ def _safe(function, mol: Chem.Mol) -> float:
 def properties(mol: Chem.Mol, smiles: str) -> tuple[float, ...]:
     """logP (Crippen), SA, QED, weight (MolWt), TPSA and SMILES length: the order of ``PROPERTIES``."""
     functions = (Crippen.MolLogP, sa_score, QED.qed, Descriptors.MolWt, rdMolDescriptors.CalcTPSA)
-    return (*(_safe(function, mol) for function in functions), float(len(smiles)))
+    return (*(value_or_nan(function, mol) for function in functions), float(len(smiles)))
 
 
 def molecule_features(smiles: str, filters: bool = True) -> MoleculeFeatures | None:
