@@ -20,6 +20,13 @@ valid, fragments kept among the valid, unique among the valid, quality (GenMol's
 molecules with QED >= 0.6 and SA <= 4, over all samples) and diversity (mean pairwise Tanimoto
 distance of the valid ones' Morgan fingerprints), averaged over the cases.
 
+Polymer classes (``--polymer_ckpt_path``, a checkpoint of ``recipes/data/polymers.yaml``, which
+conditions on the class): for each class the checkpoint offers and w in {0, 1, 3},
+``--num_samples`` units asked for with ``--condition class=NAME``; polymer-valid (two ``*``,
+each single-bonded, the string as sampled), the fraction of the polymer-valid ones in the
+requested class (read off the backbone, ``polydiff.chem.polymer_classes``) and unique among them,
+next to the class shares of the same checkpoint sampled without a condition.
+
 Writes design.json and design.md (the tables of docs/design.md) into ``--output_dir`` and prints the JSON.
 """
 
@@ -41,7 +48,8 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from polydiff.chem.conditions import property_values
 from polydiff.chem.fragments import keeps_fragments
-from polydiff.chem.molecules import canonical, parse, quiet_rdkit
+from polydiff.chem.molecules import canonical, canonical_sample, parse, quiet_rdkit
+from polydiff.chem.polymer_classes import polymer_class
 from polydiff.data.files import bundled_moses_path
 from polydiff.sampling.generate import generate
 from polydiff.tasks.inference import load
@@ -51,6 +59,7 @@ from polydiff.utils.files import read_smiles
 TARGETS = [("logp", 1.0), ("logp", 3.0), ("logp", 5.0), ("qed", 0.9), ("mw", 250.0), ("mw", 450.0)]
 TOLERANCE = {"logp": 0.5, "qed": 0.05, "mw": 25.0}
 SCALES = [0.0, 1.0, 2.0, 4.0]
+CLASS_SCALES = [0.0, 1.0, 3.0]
 
 
 def _fraction(count: int, total: int) -> float:
@@ -202,6 +211,46 @@ def fragments(args: argparse.Namespace) -> dict:
     return report
 
 
+def class_scores(samples: list[str], wanted: str | None) -> dict:
+    """polymer_valid, the in-class fraction and unique fraction of the polymer-valid, and the class shares."""
+    units = []
+    for sample in samples:
+        unit, is_unit = canonical_sample(sample, polymer=True)
+        if is_unit:
+            units.append(unit)
+    classes = [polymer_class(parse(unit)) for unit in units]
+    shares = {name: _fraction(classes.count(name), len(classes)) for name in sorted(set(classes), key=str)}
+    scores = {"polymer_valid": _fraction(len(units), len(samples)), "unique": _fraction(len(set(units)), len(units))}
+    if wanted is not None:
+        scores["in_class"] = _fraction(classes.count(wanted), len(units))
+    return {**scores, "shares": {str(name): share for name, share in shares.items()}}
+
+
+def polymer_classes(args: argparse.Namespace) -> dict:
+    task = load(args.polymer_ckpt_path, args.device)
+    if "class" not in task.conditions:
+        return {"skipped": f"{args.polymer_ckpt_path} was not trained with the class condition"}
+    columns = [k for k, column in enumerate(task.condition_columns) if column.startswith("class=")]
+    trained_on = {task.condition_columns[k][len("class=") :]: task.condition_statistics[3, k].item() for k in columns}
+    report: dict = {"checkpoint": args.polymer_ckpt_path, "num_samples": args.num_samples, "trained_on": trained_on}
+    unconditional = task.sample(args.num_samples, seed=args.seed, batch_size=args.batch_size)
+    report["unconditional"] = class_scores(unconditional, None)
+    report["rows"] = []
+    for name, count in trained_on.items():
+        row: dict = {"class": name, "training_units": count}
+        for scale in CLASS_SCALES:
+            try:
+                model = task.guided({"class": name}, scale)
+            except ValueError as error:
+                row["refused"] = str(error)
+                break
+            result = generate(model, args.num_samples, batch_size=args.batch_size, seed=args.seed)
+            row[f"w={scale:g}"] = class_scores(result.sequences, name)
+            print(f"class {name} w={scale:g}: {row[f'w={scale:g}']}", flush=True)
+        report["rows"].append(row)
+    return report
+
+
 def markdown(report: dict) -> str:
     lines = []
     guided = report.get("guidance", {})
@@ -237,12 +286,32 @@ def markdown(report: dict) -> str:
                 keys = ("valid", "kept", "unique", "quality", "diversity", "nfe_per_token")
                 numbers = " | ".join(f"{mean[key]:.3f}" for key in keys)
                 lines.append(f"| {name} | {len(frags[name]['cases'])} | {numbers} |")
+        lines.append("")
+    polymers = report.get("polymers", {})
+    if "rows" in polymers:
+        free = polymers["unconditional"]
+        lines += [
+            f"Polymer classes ({polymers['num_samples']} samples per row; in class and unique among the "
+            "polymer-valid; unconditional: the share of the class in samples without a condition)",
+            "",
+            "| class | training units | w | polymer valid | in class | unique |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in polymers["rows"]:
+            label = f"| {row['class']} | {row['training_units']:,.0f} |"
+            share = free["shares"].get(row["class"], 0.0)
+            lines.append(f"{label} unconditional | {free['polymer_valid']:.3f} | {share:.3f} | {free['unique']:.3f} |")
+            for key in (key for key in row if key.startswith("w=")):
+                numbers = " | ".join(f"{row[key][name]:.3f}" for name in ("polymer_valid", "in_class", "unique"))
+                lines.append(f"{label} {key[2:]} | {numbers} |")
+            if "refused" in row:
+                lines.append(f"{label} refused | {row['refused']} | | |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint trained with data.conditions")
+    parser.add_argument("--ckpt_path", default=None, help="a checkpoint trained with data.conditions")
     parser.add_argument(
         "--fragment_ckpt_path", default=None, help="the checkpoint for the fragment tasks (default: --ckpt_path)"
     )
@@ -252,15 +321,25 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--skip", choices=["guidance", "fragments"], default=None, help="leave one part out")
+    parser.add_argument(
+        "--polymer_ckpt_path", default=None, help="a polymer checkpoint conditioned on the class (data/polymers.yaml)"
+    )
+    parser.add_argument(
+        "--skip", choices=["guidance", "fragments"], nargs="*", default=[], help="leave these parts out"
+    )
     parser.add_argument("--output_dir", default="runs/design")
     args = parser.parse_args()
     quiet_rdkit()
     torch.manual_seed(args.seed)
+    if args.ckpt_path is None and args.polymer_ckpt_path is None:
+        parser.error("give --ckpt_path, --polymer_ckpt_path or both")
+    skip = set(args.skip) | ({"guidance", "fragments"} if args.ckpt_path is None else set())
     report: dict = {}
-    if args.skip != "fragments":
+    if "fragments" not in skip:
         report["fragments"] = fragments(args)
-    if args.skip != "guidance":
+    if args.polymer_ckpt_path is not None:
+        report["polymers"] = polymer_classes(args)
+    if "guidance" not in skip:
         train = DigestSet(read_smiles(bundled_moses_path("train"), "SMILES"))  # MOSES lines are canonical
         report["guidance"] = guidance(args, train)
     out = Path(args.output_dir)

@@ -17,5 +17,12 @@ REPRESENTATIONS: tuple[str, ...] = RepresentationName.__args__
 
 # Properties a model can be conditioned on and guided toward (``polydiff.chem.conditions``):
 # QED, Crippen logP, molecular weight, TPSA and the SA score, computed with RDKit.
-ConditionName = Literal["qed", "logp", "mw", "tpsa", "sa"]
+ConditionName = Literal["qed", "logp", "mw", "tpsa", "sa", "class"]
 CONDITIONS: tuple[str, ...] = ConditionName.__args__
+
+# The classes of polymer repeat units (SMiPoly's, Ohno et al. 2023): the reaction that makes a
+# unit in ``polydiff.data.polymers``, the backbone linkage of any unit in ``polydiff.chem.polymer_classes``.
+PolymerClass = Literal[
+    "polyolefin", "polyester", "polyether", "polyamide", "polyimide", "polyurethane", "polyoxazolidone"
+]
+POLYMER_CLASSES: tuple[str, ...] = PolymerClass.__args__

@@ -50,7 +50,7 @@ def test_polymer_corpus_fit_sample_evaluate(tmp_path, monkeypatch, capsys):
     train = read_smiles(corpus / "train.csv")
     assert len(train) > 50 and all(line.count("*") == 2 for line in train)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"]
-    assert saved["kind"] == "polymer"
+    assert saved["kind"] == "polymer" and saved["conditions"] == ["class"]
 
     fit(tmp_path / "second", monomers)  # the same options: the corpus is read, not rebuilt
     assert "reused" in capsys.readouterr().err
@@ -68,6 +68,13 @@ def test_polymer_corpus_fit_sample_evaluate(tmp_path, monkeypatch, capsys):
     assert all(line.count("*") <= 2 for line in samples.read_text().splitlines())
     assert "Novelty" in metrics or metrics["polymer_valid"] == 0
     assert (report / "molecules.png").is_file() and (report / "properties.png").is_file()
+
+    # A few hundred units hold far fewer than 1,000 of any class: a class is refused, clearly.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["sample", "--ckpt_path", str(checkpoint), "--output", str(samples), "--condition", "class=polyamide"])
+    assert refused.value.code == 1
+    assert "class=polyamide: this checkpoint was trained on about" in capsys.readouterr().err
 
 
 def test_polymer_kind_without_test_file_is_one_clear_error(tmp_path, capsys):

@@ -5,6 +5,11 @@ Each is computed with RDKit from the molecule as parsed: ``qed`` (Bickerton et a
 area) and ``sa`` (synthetic accessibility, 1 easy to 10 hard). A line RDKit cannot parse, or a
 property RDKit cannot compute for it (QED of a polymer's ``*``), gets NaN: that property is
 then left out of that sequence's condition, as if it had been dropped.
+
+``class`` is categorical: the class of a polymer repeat unit, read off its backbone
+(``polydiff.chem.polymer_classes``). The model reads it one-hot, one column per class
+(``class=polyamide``, ...; ``condition_columns``), all NaN when it is left out or the unit has
+no class. Numeric properties take one column each.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from rdkit import Chem
 from rdkit.Chem import QED, Crippen, Descriptors, rdMolDescriptors
 
 from polydiff.chem.molecules import parse, sa_score, value_or_nan
-from polydiff.types import CONDITIONS
+from polydiff.chem.polymer_classes import polymer_class
+from polydiff.types import CONDITIONS, POLYMER_CLASSES
 
 PROPERTY_FUNCTIONS: dict[str, Callable[[Chem.Mol], float]] = {
     "qed": QED.qed,
@@ -26,12 +32,16 @@ PROPERTY_FUNCTIONS: dict[str, Callable[[Chem.Mol], float]] = {
     "tpsa": rdMolDescriptors.CalcTPSA,
     "sa": sa_score,
 }
-assert tuple(PROPERTY_FUNCTIONS) == CONDITIONS
+# Categorical conditions and their categories, each one column of the model's condition.
+CATEGORIES: dict[str, tuple[str, ...]] = {"class": POLYMER_CLASSES}
+# A category with fewer training sequences is too thin to learn, and is not offered for sampling.
+MIN_CATEGORY_SEQUENCES = 1_000
+assert (*PROPERTY_FUNCTIONS, *CATEGORIES) == CONDITIONS
 
 
 def check_condition_names(names: Sequence[str]) -> None:
     """Raises ValueError for a name that is not a known property, or a repeated one."""
-    unknown = [name for name in names if name not in PROPERTY_FUNCTIONS]
+    unknown = [name for name in names if name not in CONDITIONS]
     if unknown:
         raise ValueError(f"unknown property {unknown[0]!r}: the conditions are {', '.join(CONDITIONS)}")
     if len(set(names)) < len(names):
@@ -43,17 +53,43 @@ def _value(function: Callable[[Chem.Mol], float], mol: Chem.Mol) -> float:
     return value if math.isfinite(value) else math.nan  # an infinite condition would poison the embedding
 
 
+def condition_columns(names: Sequence[str]) -> list[str]:
+    """The columns of the condition the model reads for properties ``names``: a numeric property
+    is one column (``logp``), a categorical one a column per category (``class=polyamide``, ...)."""
+    return [column for name in names for column in _columns(name)]
+
+
+def _columns(name: str) -> list[str]:
+    return [f"{name}={category}" for category in CATEGORIES[name]] if name in CATEGORIES else [name]
+
+
+def categorical_columns(names: Sequence[str]) -> np.ndarray:
+    """(columns,) bool: which columns of ``condition_columns(names)`` are one-hot categories."""
+    return np.array([name in CATEGORIES for name in names for _ in _columns(name)], dtype=bool)
+
+
 def property_values(smiles: Sequence[str], names: Sequence[str], wanted: np.ndarray | None = None) -> np.ndarray:
-    """(n, K) float64: the properties ``names`` of each SMILES, NaN where RDKit fails and where
-    ``wanted`` (n, K) bool, if given, is false (those are not computed)."""
+    """(n, columns) float64: the properties ``names`` of each SMILES in ``condition_columns``
+    layout, NaN where RDKit fails and where ``wanted`` (n, K) bool, if given, is false (those
+    are not computed)."""
     check_condition_names(names)
-    functions = [PROPERTY_FUNCTIONS[name] for name in names]
     wanted = np.ones((len(smiles), len(names)), dtype=bool) if wanted is None else np.asarray(wanted, dtype=bool)
-    values = np.full((len(smiles), len(names)), math.nan)
+    spans, start = [], 0
+    for name in names:
+        spans.append(slice(start, start + len(_columns(name))))
+        start += len(_columns(name))
+    values = np.full((len(smiles), start), math.nan)
     for row, line in enumerate(smiles):
         mol = parse(line) if wanted[row].any() else None
-        if mol is not None:
-            for k, function in enumerate(functions):
-                if wanted[row, k]:
-                    values[row, k] = _value(function, mol)
+        if mol is None:
+            continue
+        for k, (name, span) in enumerate(zip(names, spans, strict=True)):
+            if not wanted[row, k]:
+                continue
+            if name in CATEGORIES:
+                category = polymer_class(mol)
+                if category is not None:
+                    values[row, span] = np.asarray(CATEGORIES[name]) == category
+            else:
+                values[row, span] = _value(PROPERTY_FUNCTIONS[name], mol)
     return values

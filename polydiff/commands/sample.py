@@ -67,8 +67,9 @@ def sample(
         seed: same seed, batch size and device give the same file; default: a fresh seed.
         device: cpu, cuda, cuda:1, ...; default: CUDA when available.
         num_threads: CPU threads for torch; fewer than cores helps when other jobs share them.
-        condition: property targets, e.g. ``logp=3,qed=0.8`` (a checkpoint trained with
-            ``data.conditions``; properties not named are left free).
+        condition: property targets, e.g. ``logp=3,qed=0.8``, or ``class=polyamide`` for a
+            polymer model (a checkpoint trained with ``data.conditions``; properties not named are
+            left free).
         guidance_scale: classifier-free guidance toward ``condition`` (w; 0 samples the
             conditional model alone; each guided model call counts as two evaluations).
         fragments: fragments every sample keeps, ``[*]`` marking where the model attaches

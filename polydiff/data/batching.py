@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from polydiff.chem.conditions import check_condition_names, property_values
+from polydiff.chem.conditions import check_condition_names, condition_columns, property_values
 from polydiff.data.representation import get_representation
 from polydiff.data.tokenizer import load_tokenizer
 
@@ -92,14 +92,16 @@ class PaddingCollator:
 
 
 class ConditionCollator:
-    """A collator that also gives each batch its ``conditions``, (B, K) float32: the properties
-    ``names`` of every sequence (``polydiff.chem.conditions``), computed from the sequence's own
-    tokens (so lines and cached token ids alike get them) in the loader's worker processes.
+    """A collator that also gives each batch its ``conditions``, (B, columns) float32: the properties
+    ``names`` of every sequence in ``condition_columns`` layout (``polydiff.chem.conditions``),
+    computed from the sequence's own tokens (so lines and cached token ids alike get them) in the
+    loader's worker processes.
 
     A property is NaN where it is left out of a sequence's condition: where RDKit cannot compute
     it, and at random for classifier-free guidance. A ``dropout`` fraction of the sequences gets
-    no property at all (the unconditional model), the others each property with probability 1/2
-    (so any subset of the properties can be asked for at sampling). Only the properties kept are
+    no property at all (the unconditional model), the others a random non-empty subset: each
+    property with probability 1/2, and one drawn at random where that left none (so any subset
+    can be asked for at sampling, and a single property is seen by every other sequence). Only the properties kept are
     computed: RDKit's QED alone takes ~2 ms a molecule.
 
     Args:
@@ -128,8 +130,11 @@ class ConditionCollator:
         rows, width = len(batch["input_ids"]), len(self.names)
         kept = torch.ones(rows, width, dtype=torch.bool)
         if self.dropout:  # torch's generator: a loader worker's is seeded from the loader's own
-            kept = (torch.rand(rows, 1) >= self.dropout) & (torch.rand(rows, width) < 0.5)
-        values = torch.full((rows, width), float("nan"))
+            kept = torch.rand(rows, width) < 0.5
+            none = ~kept.any(-1)  # a sequence that keeps no property keeps one drawn at random
+            kept[none, torch.randint(width, (int(none.sum()),))] = True
+            kept &= torch.rand(rows, 1) >= self.dropout
+        values = torch.full((rows, len(condition_columns(self.names))), float("nan"))
         some = kept.any(-1).nonzero().squeeze(-1)
         if len(some):
             smiles = self.smiles(batch["input_ids"][some])

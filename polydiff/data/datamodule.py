@@ -12,7 +12,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from polydiff.chem.conditions import check_condition_names
+from polydiff.chem.conditions import categorical_columns, check_condition_names, condition_columns
 from polydiff.data.batching import ConditionCollator, LengthBucketBatchSampler, MoleculeCollator, PaddingCollator
 from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
 from polydiff.data.packed_lines import PackedLines
@@ -71,14 +71,15 @@ class MoleculeDataModule(LightningDataModule):
             gradients over ``global_batch_size / (batch_size x devices)`` batches (which must be
             whole). None: one batch per step.
         conditions: properties computed with RDKit for every training sequence (``qed``,
-            ``logp``, ``mw``, ``tpsa``, ``sa``; ``polydiff.chem.conditions``), which the model is
-            trained to be conditioned on, so that sampling can be guided toward them
-            (``polydiff sample --condition``). The CLI links them into the task. Validation and
-            test batches stay unconditional: ``val/nll`` is the bound without conditions.
+            ``logp``, ``mw``, ``tpsa``, ``sa``, and for polymers ``class``, the repeat unit's class;
+            ``polydiff.chem.conditions``), which the model is trained to be conditioned on, so
+            that sampling can be guided toward them (``polydiff sample --condition``). The CLI
+            links them into the task. Validation and test batches stay unconditional: ``val/nll``
+            is the bound without conditions.
         condition_dropout: the fraction of training sequences that see no condition, so that one
             model samples unconditionally too and classifier-free guidance has its p(x); the others
-            see each property with probability 1/2, so any subset can be asked for
-            (``ConditionCollator``).
+            see a random non-empty subset (each property with probability 1/2), so any subset can
+            be asked for (``ConditionCollator``).
     """
 
     def __init__(
@@ -111,6 +112,8 @@ class MoleculeDataModule(LightningDataModule):
             raise ValueError(f"condition_dropout must lie in [0, 1), got {condition_dropout}")
         if not conditions and condition_dropout != 0.2:
             raise ValueError("data.condition_dropout drops conditions: it needs data.conditions")
+        if "class" in (conditions or []) and kind != "polymer":
+            raise ValueError("data.conditions: class is a polymer repeat unit's class: it needs data.kind: polymer")
         for path in (train_file, val_file, test_file):
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"data file not found: {path}")
@@ -286,9 +289,16 @@ class MoleculeDataModule(LightningDataModule):
         return torch.bincount(flat, minlength=vocab_size).float()[:vocab_size]
 
     def condition_statistics(self, num_lines: int = 2_000) -> torch.Tensor:
-        """Mean, standard deviation, minimum and maximum of each of ``conditions`` over up to
-        ``num_lines`` training sequences (drawn with the data seed), (4, K): the model reads each
-        property as (value - mean) / std, and a guidance target outside [minimum, maximum] is refused."""
+        """Statistics of each column of ``conditions`` (``condition_columns``) over up to
+        ``num_lines`` training sequences (drawn with the data seed), (4, columns).
+
+        A numeric property's column holds its mean, standard deviation, minimum and maximum: the
+        model reads it as (value - mean) / std, and a guidance target far outside [minimum,
+        maximum] is refused. A category's column (``class=polyamide``) holds its share of the
+        sample, 1, 0 and the number of training sequences of that category it stands for (the
+        share times the training set's size): the model reads the one-hot value as it is, and a
+        category with too few training sequences is refused.
+        """
         names = self.hparams.conditions or []
         train = self.train_smiles
         rows = np.random.default_rng(self.hparams.seed).choice(len(train), min(num_lines, len(train)), replace=False)
@@ -299,13 +309,18 @@ class MoleculeDataModule(LightningDataModule):
             self.hparams.representation,
         )
         values = collate([train[i] for i in rows])["conditions"].double()
+        columns = condition_columns(names)
         statistics = []
-        for column in values.T:
+        for column, categorical, name in zip(values.T, categorical_columns(names), columns, strict=True):
             known = column[~column.isnan()]
             if len(known) < 2:
-                raise ValueError(f"RDKit computed no {names[len(statistics)]!r} for the training sample")
-            statistics.append([known.mean(), known.std().clamp(min=1e-6), known.min(), known.max()])
-        return torch.tensor(statistics, dtype=torch.float64).T.reshape(4, len(names)).float()
+                raise ValueError(f"RDKit computed no {name.partition('=')[0]!r} for the training sample")
+            if categorical:
+                share = known.mean()
+                statistics.append([share, 1.0, 0.0, share * len(train)])
+            else:
+                statistics.append([known.mean(), known.std().clamp(min=1e-6), known.min(), known.max()])
+        return torch.tensor(statistics, dtype=torch.float64).T.reshape(4, len(columns)).float()
 
     def _collate_for(self, data: Sequence):
         return self.pad if isinstance(data, CachedSequences) else self.collate

@@ -3,17 +3,28 @@
 SMiPoly (Ohno et al., J. Chem. Inf. Model. 2023, 63, 5539; the ``smipoly`` package, BSD-3)
 sorts molecules into monomer classes by their functional groups (vinyl, lactam, diol,
 diamine, ...) and applies polymerization reactions to them, one monomer or a pair at a time,
-giving the repeat units of polymers that could be made from them. polydiff keeps the linear
-units (exactly two ``*``, each single-bonded: SMiPoly also writes network units), writes each
-as its canonical PSMILES (``canonical_polymer``: one string however the chain is framed),
-keeps the first of any repeats, and splits them into train, validation and test sets.
+giving the repeat units of polymers that could be made from them.
 
-Building takes about a minute for 10,000 MOSES molecules on 2 cores (pairs of vinyl monomers
-dominate: their copolymers grow with the square of their number), so a corpus is built once
-and kept under ``$POLYDIFF_CACHE_DIR/polymers/``, keyed by everything it depends on: the
-monomers (file digest, or how many MOSES molecules), the classes, the split, the seed and the
-SMiPoly and RDKit versions. Change any of them and the next run builds anew. pandas and
-SMiPoly (which loads its reaction rules on import) are imported only to build.
+Drug-like molecules (MOSES) hold plenty of vinyl monomers, diols, diamines and lactams but
+almost none of the partners condensation polymers need: diacids, dianhydrides, diisocyanates,
+diepoxides, activated dihalides. polydiff ships 62 commodity ones (``bundled/comonomers.csv``:
+adipic and terephthalic acid, PMDA, MDI, bisphenol A diglycidyl ether, 4,4'-difluorobenzophenone,
+...) and adds them to the candidates (``comonomers``), so that the MOSES diols and diamines make
+polyesters, polyamides, polyimides, polyurethanes and polyethers as industry makes them. Pairs
+of monomers grow with the square of their number (vinyl copolymers above all), so each class is
+held to ``units_per_class`` units: the monomers offered to a class's reactions are thinned at
+random (each kind of monomer to the same fraction) to about three reactions per unit kept, and
+the units it makes are then drawn down to the cap. polydiff keeps the linear units (exactly two
+``*``, each single-bonded: SMiPoly also writes network units), writes each as its canonical
+PSMILES (``canonical_polymer``: one string however the chain is framed), keeps the first of any
+repeats, and splits them into train, validation and test sets.
+
+Building takes about six minutes for the default 50,000 MOSES molecules on 2 cores, so a
+corpus is built once and kept under ``$POLYDIFF_CACHE_DIR/polymers/``, keyed by everything it
+depends on: the monomers (file digest, or how many MOSES molecules), the co-monomers, the
+classes, the cap, the split, the seed and the SMiPoly and RDKit versions. Change any of them
+and the next run builds anew. pandas and SMiPoly (which loads its reaction rules on import) are
+imported only to build.
 """
 
 from __future__ import annotations
@@ -21,32 +32,40 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
 
+import numpy as np
 from rich.progress import Progress
 
-from polydiff.chem.molecules import canonical_polymer, is_polymer, map_molecules, parse, quiet_rdkit
+from polydiff.chem.conditions import MIN_CATEGORY_SEQUENCES
+from polydiff.chem.molecules import canonical_polymer, is_polymer, map_molecules, parse
 from polydiff.data.files import bundled_moses_path
+from polydiff.types import POLYMER_CLASSES, PolymerClass
 from polydiff.utils.cache import cache_dir, file_digest
 from polydiff.utils.files import read_smiles
-from polydiff.utils.parallel import advancer, default_jobs, progress_bars
+from polydiff.utils.parallel import default_jobs, progress_bars
 
-PolymerClass = Literal[
-    "polyolefin", "polyester", "polyether", "polyamide", "polyimide", "polyurethane", "polyoxazolidone"
-]
-POLYMER_CLASSES: tuple[str, ...] = PolymerClass.__args__
 SPLITS = ("train", "val", "test")
 COLUMNS = ("SMILES", "class", "monomer1", "monomer2")
-FORMAT_VERSION = 1  # bump when what a built corpus holds changes
+FORMAT_VERSION = 2  # bump when what a built corpus holds changes
 CLASSIFY_CHUNK = 250  # molecules per SMiPoly classification call (one progress step)
+REACTIONS_PER_UNIT = 3  # reactions tried per unit kept: some fail, some give networks or repeats
+COMONOMERS = Path(__file__).parent / "bundled" / "comonomers.csv"
+
+
+def bundled_comonomers() -> list[str]:
+    """The SMILES of the bundled commodity co-monomers (``bundled/comonomers.csv``)."""
+    with open(COMONOMERS, newline="") as stream:
+        return [row["SMILES"] for row in csv.DictReader(stream)]
 
 
 @dataclass
@@ -58,7 +77,11 @@ class PolymerCorpus:
             ``SMILES`` column; .gz allowed); None takes the bundled MOSES training molecules.
         num_molecules: how many bundled MOSES molecules (from the start of the file) are offered
             as monomers when ``monomer_file`` is None; about 1 in 20 is one.
+        comonomers: add the bundled commodity co-monomers (diacids, dianhydrides, diisocyanates,
+            diepoxides, dihalides) to the candidates.
         classes: the polymer classes to generate.
+        units_per_class: the most repeat units kept of each class (None: every one SMiPoly makes;
+            vinyl copolymers then run to hundreds of thousands).
         val_fraction: share of the repeat units held out for validation.
         test_fraction: share held out for testing.
         seed: seed of the split.
@@ -66,8 +89,10 @@ class PolymerCorpus:
     """
 
     monomer_file: str | None = None
-    num_molecules: int = 10_000
+    num_molecules: int = 50_000
+    comonomers: bool = True
     classes: list[PolymerClass] = field(default_factory=lambda: list(POLYMER_CLASSES))
+    units_per_class: int | None = 5_000
     val_fraction: float = 0.05
     test_fraction: float = 0.05
     seed: int = 0
@@ -79,6 +104,8 @@ class PolymerCorpus:
             raise ValueError(f"polymer classes {unknown or '[]'}: choose from {', '.join(POLYMER_CLASSES)}")
         if min(self.val_fraction, self.test_fraction) <= 0 or self.val_fraction + self.test_fraction >= 1:
             raise ValueError("val_fraction and test_fraction must be positive and sum to less than 1")
+        if self.units_per_class is not None and self.units_per_class < 1:
+            raise ValueError(f"units_per_class must be at least 1 (or null for no cap), got {self.units_per_class}")
         if self.monomer_file is not None and not Path(self.monomer_file).is_file():
             raise FileNotFoundError(f"monomer file not found: {self.monomer_file}")
 
@@ -88,6 +115,7 @@ class PolymerCorpus:
 
         source = f"file:{file_digest(self.monomer_file)}" if self.monomer_file else f"moses-train:{self.num_molecules}"
         settings = {k: v for k, v in asdict(self).items() if k not in ("monomer_file", "num_molecules", "n_jobs")}
+        settings["comonomers"] = file_digest(COMONOMERS) if self.comonomers else None
         versions = {"smipoly": metadata.version("smipoly"), "rdkit": rdBase.rdkitVersion, "format": FORMAT_VERSION}
         return {"monomers": source, **settings, "classes": sorted(self.classes), **versions}
 
@@ -112,43 +140,100 @@ def classify_monomers(smiles: list[str]) -> list[dict[str, object]]:
 
 
 def polymerize(
-    monomers: list[str], classes: list[str], n_jobs: int = 1, progress: Progress | None = None
+    monomers: list[str],
+    classes: list[str],
+    n_jobs: int = 1,
+    progress: Progress | None = None,
+    units_per_class: int | None = None,
+    seed: int = 0,
 ) -> list[tuple[str, str, str, str]]:
     """Linear repeat units SMiPoly makes from ``monomers``, as canonical PSMILES, repeats removed.
 
     Args:
         monomers: candidate monomer SMILES (any molecule; most are not monomers).
         classes: polymer classes to generate (``POLYMER_CLASSES``).
-        n_jobs: processes classifying the molecules.
+        n_jobs: processes classifying the molecules and polymerizing the classes.
         progress: a rich ``Progress`` to draw bars on, or None.
+        units_per_class: the most units kept of each class, drawn at random (None keeps all).
+        seed: seed of the thinning and the draw.
 
     Returns:
-        (PSMILES, polymer class, monomer 1, monomer 2 or "") for each distinct repeat unit, in
-        the order SMiPoly writes them (classes in the order given).
+        (PSMILES, polymer class, monomer 1, monomer 2 or "") for each distinct repeat unit, by
+        class in the order given, in the order SMiPoly writes them within a class.
     """
     import pandas as pd
-    from smipoly.smip import polg
 
     chunks = [monomers[i : i + CLASSIFY_CHUNK] for i in range(0, len(monomers), CLASSIFY_CHUNK)]
     classified = map_molecules(classify_monomers, chunks, n_jobs, progress, "monomers", inline_below=2)
     rows = [row for chunk in classified for row in chunk]
     table = pd.DataFrame(rows).drop_duplicates(subset="smip_cand_mons", ignore_index=True)
-    quiet_rdkit()
-    advance = advancer(progress, "polymerizations", len(classes))
-    made = []
-    for polymer_class in classes:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            units = polg.biplym(table, targ=[polymer_class]) if len(table) else None
-        if units is not None:
-            made += [(*row, polymer_class) for row in units[["polym", "mon1", "mon2"]].itertuples(index=False)]
-        advance(1)
-    canonicals = map_molecules(linear_unit, [row[0] for row in made], n_jobs, progress, "canonical PSMILES")
+    made = partial(_class_units, table=table, units_per_class=units_per_class, seed=seed)
+    by_class = map_molecules(made, classes, n_jobs, progress, "polymer classes", inline_below=2)
     distinct: dict[str, tuple[str, str, str, str]] = {}
-    for unit, (_, mon1, mon2, polymer_class) in zip(canonicals, made, strict=True):
-        if unit is not None:
-            distinct.setdefault(unit, (unit, polymer_class, mon1, mon2 or ""))
+    for units in by_class:
+        for row in units:
+            distinct.setdefault(row[0], row)
     return list(distinct.values())
+
+
+def _reactions(table, polymer_class: str) -> int:
+    """How many reactions SMiPoly tries for ``polymer_class`` on a table of classified monomers."""
+    from smipoly.smip import polg
+
+    count = 0
+    for first, second, _ in polg.Ps_GenL[polymer_class]:
+        n_first = int(table[first].astype(bool).sum()) if first in table else 0
+        n_second = 1 if second == "none" else int(table[second].astype(bool).sum()) if second in table else 0
+        count += n_first * n_second
+    return count
+
+
+def _thinned(table, polymer_class: str, budget: int, seed: int):
+    """A seeded random subset of ``table`` on which ``polymer_class`` needs at most ``budget``
+    reactions (the whole table when it needs no more).
+
+    Each kind of monomer the class's reactions use is thinned to the same fraction, rounded up,
+    so a kind with few members (one diol among hundreds of diacids) keeps at least one.
+    """
+    from smipoly.smip import polg
+
+    if _reactions(table, polymer_class) <= budget:
+        return table
+    rng = np.random.default_rng(seed)
+    kinds = sorted({kind for first, second, _ in polg.Ps_GenL[polymer_class] for kind in (first, second)} & set(table))
+    orders = [rng.permutation(np.flatnonzero(table[kind].astype(bool).to_numpy())) for kind in kinds]
+
+    def subset(fraction: float):
+        rows = {int(row) for order in orders for row in order[: math.ceil(fraction * len(order))]}
+        return table.iloc[sorted(rows)]
+
+    low, high = 0.0, 1.0  # reactions(subset(low)) <= budget < reactions(subset(high))
+    for _ in range(24):
+        middle = (low + high) / 2
+        low, high = (middle, high) if _reactions(subset(middle), polymer_class) <= budget else (low, middle)
+    return subset(low)
+
+
+def _class_units(polymer_class: str, table, units_per_class: int | None, seed: int) -> list[tuple[str, str, str, str]]:
+    """The distinct linear units of one class: (PSMILES, class, monomer 1, monomer 2 or "")."""
+    from smipoly.smip import polg
+
+    if units_per_class is not None:
+        table = _thinned(table, polymer_class, REACTIONS_PER_UNIT * units_per_class, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas deprecation notes from inside SMiPoly
+        made = polg.biplym(table, targ=[polymer_class]) if len(table) else None
+    distinct: dict[str, tuple[str, str, str, str]] = {}
+    if made is not None:
+        for psmiles, mon1, mon2 in made[["polym", "mon1", "mon2"]].itertuples(index=False):
+            unit = linear_unit(psmiles)
+            if unit is not None:
+                distinct.setdefault(unit, (unit, polymer_class, mon1, mon2 or ""))
+    units = list(distinct.values())
+    if units_per_class is not None and len(units) > units_per_class:
+        keep = np.random.default_rng(seed).choice(len(units), units_per_class, replace=False)
+        units = [units[i] for i in sorted(keep)]
+    return units
 
 
 def linear_unit(psmiles: str) -> str | None:
@@ -197,9 +282,13 @@ def _build(corpus: PolymerCorpus, key: dict[str, object], folder: Path, progress
     else:
         monomers = read_smiles(bundled_moses_path("train"))[: corpus.num_molecules]
     source = corpus.monomer_file or f"the first {len(monomers):,} bundled MOSES training molecules"
+    if corpus.comonomers:
+        monomers += bundled_comonomers()
+        source += " and the bundled co-monomers"
     print(f"polydiff: building a polymer corpus from {source} with SMiPoly (once; cached in {folder})", file=sys.stderr)
     with progress_bars(progress) as bars:
-        units = polymerize(monomers, corpus.classes, corpus.n_jobs or default_jobs(), bars)
+        jobs = corpus.n_jobs or default_jobs()
+        units = polymerize(monomers, corpus.classes, jobs, bars, corpus.units_per_class, corpus.seed)
     if not units:
         raise ValueError(f"SMiPoly made no linear repeat unit of {corpus.classes} from {source}")
     parts = split(units, corpus.val_fraction, corpus.test_fraction, corpus.seed)
@@ -227,7 +316,14 @@ def _build(corpus: PolymerCorpus, key: dict[str, object], folder: Path, progress
     except OSError:  # another run finished the same corpus first: keep theirs
         shutil.rmtree(building, ignore_errors=True)
     print(
-        f"polydiff: {len(units):,} repeat units ({', '.join(f'{c} {n:,}' for c, n in counts.items() if n)}) "
+        f"polydiff: {len(units):,} repeat units ({', '.join(f'{c} {n:,}' for c, n in counts.items())}) "
         f"in {info['seconds']} s: {folder}",
         file=sys.stderr,
     )
+    thin = [c for c, n in counts.items() if n < MIN_CATEGORY_SEQUENCES]
+    if thin:
+        print(
+            f"polydiff: fewer than {MIN_CATEGORY_SEQUENCES:,} units of {', '.join(thin)}: too few for a model to "
+            "learn the class well (offer more monomers: polymers.monomer_file)",
+            file=sys.stderr,
+        )

@@ -25,27 +25,29 @@ from polydiff.model.kv_cache import KeyValueCache
 from polydiff.sampling.denoiser import Denoiser
 
 
-def parse_condition(text: str) -> dict[str, float]:
-    """``"logp=3,qed=0.8"`` -> ``{"logp": 3.0, "qed": 0.8}``.
+def parse_condition(text: str) -> dict[str, float | str]:
+    """``"logp=3,qed=0.8"`` -> ``{"logp": 3.0, "qed": 0.8}``; a category stays a word
+    (``"class=polyamide"`` -> ``{"class": "polyamide"}``).
 
     Raises:
-        ValueError: for a piece that is not ``name=number``, or a name given twice.
+        ValueError: for a piece that is not ``name=number`` or ``name=word``, or a name given twice.
     """
-    targets: dict[str, float] = {}
+    targets: dict[str, float | str] = {}
     for piece in text.split(","):
         name, sign, value = piece.partition("=")
-        name = name.strip()
+        name, value = name.strip(), value.strip()
         try:
-            number = float(value)
+            target: float | str = float(value)
         except ValueError:
-            number = math.nan
-        if not sign or not name or not math.isfinite(number):
+            target = value if value.isidentifier() else math.nan
+        if not sign or not name or (isinstance(target, float) and not math.isfinite(target)):
             raise ValueError(
-                f"--condition takes name=value pairs separated by commas, e.g. logp=3,qed=0.8; got {piece!r}"
+                "--condition takes name=value pairs separated by commas, e.g. logp=3,qed=0.8 or "
+                f"class=polyamide; got {piece!r}"
             )
         if name in targets:
             raise ValueError(f"property {name!r} is given twice in --condition")
-        targets[name] = number
+        targets[name] = target
     return targets
 
 

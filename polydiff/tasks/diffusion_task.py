@@ -17,6 +17,13 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from polydiff.chem.conditions import (
+    CATEGORIES,
+    MIN_CATEGORY_SEQUENCES,
+    categorical_columns,
+    check_condition_names,
+    condition_columns,
+)
 from polydiff.data.representation import get_representation
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.diffusion.blocks import block_index, draw_windows, sampling_mask, training_mask, window_mask
@@ -150,9 +157,13 @@ class DiffusionTask(LightningModule):
         self.optimizer = optimizer
         self.lr_schedule = lr_schedule
         self.conditions = list(conditions or [])
-        if len(set(self.conditions)) < len(self.conditions):
-            raise ValueError(f"a property is named twice in conditions {self.conditions}")
-        bert_config = model_config.to_bert_config(self.vocab_size, self.pad_token_id, len(self.conditions))
+        check_condition_names(self.conditions)
+        if "class" in self.conditions and kind != "polymer":
+            raise ValueError("conditions: class is the class of a polymer repeat unit: it needs kind: polymer")
+        # The model reads one column per numeric property and one per category (``condition_columns``).
+        self.condition_columns = condition_columns(self.conditions)
+        self._categorical = torch.from_numpy(categorical_columns(self.conditions))
+        bert_config = model_config.to_bert_config(self.vocab_size, self.pad_token_id, len(self.condition_columns))
         self.model = BertDiffusionModel(bert_config)
 
         structural = [self.tokenizer.convert_tokens_to_ids(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")]
@@ -164,8 +175,8 @@ class DiffusionTask(LightningModule):
         self.register_buffer("length_histogram", torch.zeros(model_config.max_position_embeddings + 1))
         # How often each token occurs in the training data: the sampler writes no token it never saw.
         self.register_buffer("token_histogram", torch.zeros(self.vocab_size))
-        # Mean, std, minimum and maximum of each condition over the training data (``condition_vector``).
-        self.register_buffer("condition_statistics", torch.zeros(4, len(self.conditions)))
+        # Statistics of each condition column over the training data (``MoleculeDataModule.condition_statistics``).
+        self.register_buffer("condition_statistics", torch.zeros(4, len(self.condition_columns)))
         # Training tokens seen (pads excluded), the x-axis of quality-per-compute comparisons.
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))
         self.val_nll = MeanMetric()
@@ -250,13 +261,15 @@ class DiffusionTask(LightningModule):
         """Network evaluations per sampler call: one (a guided sampler makes two, ``GuidedDenoiser``)."""
         return 1
 
-    def condition_vector(self, targets: Mapping[str, float]) -> Tensor:
-        """The normalised condition (K,) for property targets such as ``{"logp": 3.0}``: a property
-        not named is NaN (left free).
+    def condition_vector(self, targets: Mapping[str, float | str]) -> Tensor:
+        """The condition (columns,) the model reads for targets such as ``{"logp": 3.0}`` or
+        ``{"class": "polyamide"}``: numeric properties normalised, a category one-hot, anything not
+        named NaN (left free).
 
         Raises:
             ValueError: for a checkpoint trained without conditions, a property it was not trained
-                on, or a target outside the values its training data had.
+                on, a target outside the values its training data had, or a category it saw too
+                few training sequences of.
         """
         if not self.conditions:
             raise ValueError("this checkpoint was trained without conditions (data.conditions): it cannot be guided")
@@ -264,9 +277,15 @@ class DiffusionTask(LightningModule):
         if unknown:
             raise ValueError(f"unknown property {unknown[0]!r}: this checkpoint knows {', '.join(self.conditions)}")
         mean, std, low, high = self.condition_statistics
-        vector = torch.full((len(self.conditions),), math.nan, device=self.device)
+        vector = torch.full((len(self.condition_columns),), math.nan, device=self.device)
         for name, value in targets.items():
-            k = self.conditions.index(name)
+            if name in CATEGORIES:  # one-hot over the category's columns
+                for k in self._category_columns(name, value):
+                    vector[k] = float(self.condition_columns[k] == f"{name}={value}")
+                continue
+            if isinstance(value, str):
+                raise ValueError(f"{name} takes a number, got {value!r}")
+            k = self.condition_columns.index(name)
             # Guidance may reach a little past the training data, not far: within one standard
             # deviation of its extremes.
             lowest, highest = (low[k] - std[k]).item(), (high[k] + std[k]).item()
@@ -279,7 +298,22 @@ class DiffusionTask(LightningModule):
             vector[k] = (value - mean[k]) / std[k]
         return vector
 
-    def guided(self, condition: Mapping[str, float] | None = None, guidance_scale: float = 0.0) -> Denoiser:
+    def _category_columns(self, name: str, value: float | str) -> list[int]:
+        """The columns of categorical condition ``name``, after checking that ``value`` is one of
+        its categories with enough training sequences (``MIN_CATEGORY_SEQUENCES``)."""
+        columns = [k for k, column in enumerate(self.condition_columns) if column.partition("=")[0] == name]
+        offered = {self.condition_columns[k].partition("=")[2]: self.condition_statistics[3, k].item() for k in columns}
+        enough = [category for category, count in offered.items() if count >= MIN_CATEGORY_SEQUENCES]
+        if value not in offered:
+            raise ValueError(f"unknown {name} {value!r}: choose from {', '.join(enough) or 'none'}")
+        if offered[value] < MIN_CATEGORY_SEQUENCES:
+            raise ValueError(
+                f"{name}={value}: this checkpoint was trained on about {offered[value]:,.0f} such sequences, "
+                f"fewer than {MIN_CATEGORY_SEQUENCES:,} (it offers {', '.join(enough) or 'none'})"
+            )
+        return columns
+
+    def guided(self, condition: Mapping[str, float | str] | None = None, guidance_scale: float = 0.0) -> Denoiser:
         """The denoiser that samples toward property targets (``polydiff.sampling.guidance``): this
         model given ``condition`` (e.g. ``{"logp": 3.0}``; properties not named are free), with
         classifier-free guidance of scale ``guidance_scale``; without a condition, this model.
@@ -301,7 +335,8 @@ class DiffusionTask(LightningModule):
         mean, std = self.condition_statistics[0], self.condition_statistics[1]
         if not (std > 0).all():
             raise ValueError("conditions are read against statistics the data module computes at setup: fit with it")
-        return (batch["conditions"].to(mean) - mean) / std
+        values = batch["conditions"].to(mean)
+        return torch.where(self._categorical.to(values.device), values, (values - mean) / std)
 
     @property
     def generates_end(self) -> bool:
@@ -358,7 +393,7 @@ class DiffusionTask(LightningModule):
         # Nor did they count tokens: all zeros leaves their sampler's vocabulary unrestricted.
         checkpoint.get("state_dict", {}).setdefault("token_histogram", torch.zeros(self.vocab_size))
         # Nor did they know conditions (a model without them keeps an empty table).
-        checkpoint.get("state_dict", {}).setdefault("condition_statistics", torch.zeros(4, len(self.conditions)))
+        checkpoint.get("state_dict", {}).setdefault("condition_statistics", torch.zeros(4, len(self.condition_columns)))
         if self._trainer is not None and self.trainer.state.fn == "fit":
             # Set when the first batch starts, after the data loaders (which draw worker seeds) exist.
             self._rng_states_to_restore = checkpoint.get("rng_states")
@@ -634,7 +669,7 @@ class DiffusionTask(LightningModule):
         batch_size: int = 256,
         seed: int | None = None,
         progress: bool = False,
-        condition: Mapping[str, float] | None = None,
+        condition: Mapping[str, float | str] | None = None,
         guidance_scale: float = 0.0,
         fragments: str | None = None,
     ) -> list[str]:
@@ -649,8 +684,9 @@ class DiffusionTask(LightningModule):
             batch_size: sequences denoised together.
             seed: makes the output reproducible (same batch size and device).
             progress: show a progress bar.
-            condition: property targets such as ``{"logp": 3.0, "qed": 0.8}`` (a model trained with
-                conditions; others are left free); None samples unconditionally.
+            condition: property targets such as ``{"logp": 3.0, "qed": 0.8}`` or, for a polymer
+                model, ``{"class": "polyamide"}`` (a model trained with conditions; others are left
+                free); None samples unconditionally.
             guidance_scale: classifier-free guidance toward ``condition`` (``guided``); 0 samples
                 the conditional model alone.
             fragments: fragments with ``[*]`` attachment points that every sample keeps

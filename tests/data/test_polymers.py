@@ -2,12 +2,21 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 
 from polydiff.chem.molecules import canonical_polymer, is_polymer, parse
 from polydiff.data.datamodule import MoleculeDataModule
-from polydiff.data.polymers import POLYMER_CLASSES, PolymerCorpus, corpus_files, linear_unit, polymerize, split
+from polydiff.data.polymers import (
+    POLYMER_CLASSES,
+    PolymerCorpus,
+    bundled_comonomers,
+    corpus_files,
+    linear_unit,
+    polymerize,
+    split,
+)
 
 # Textbook monomers, and the repeat unit each pair is known to give (checked by hand).
 MONOMERS = {
@@ -60,6 +69,18 @@ def test_classes_can_be_chosen():
     assert canonical_polymer(parse("*CCO*")) in {row[0] for row in made}
 
 
+def test_the_bundled_comonomers_make_condensation_polymers_and_each_class_is_capped():
+    diol, diamine = MONOMERS["ethylene glycol"], MONOMERS["hexamethylenediamine"]
+    made = polymerize([diol, diamine, *bundled_comonomers()], ["polyester", "polyimide", "polyurethane"])
+    counts = {c: sum(row[1] == c for row in made) for c in ("polyester", "polyimide", "polyurethane")}
+    assert min(counts.values()) >= 5  # glycol with the diacids and diisocyanates, the diamine with the dianhydrides
+    capped = polymerize([diol, diamine, *bundled_comonomers()], ["polyester", "polyimide"], units_per_class=3, seed=1)
+    assert [sum(row[1] == c for row in capped) for c in ("polyester", "polyimide")] == [3, 3]
+    assert {row[0] for row in capped} <= {row[0] for row in made}
+    again = polymerize([diol, diamine, *bundled_comonomers()], ["polyester", "polyimide"], units_per_class=3, seed=1)
+    assert again == capped  # seeded
+
+
 def test_network_units_are_left_out():
     # A diallyl monomer polymerizes through both double bonds: four "*", a network, not a chain.
     assert linear_unit("*CC(*)CN(CC(*)C*)C(=O)C") is None
@@ -81,6 +102,7 @@ def test_split_is_seeded_disjoint_and_complete():
         ({"classes": []}, "polymer classes"),
         ({"val_fraction": 0.6, "test_fraction": 0.5}, "sum to less than 1"),
         ({"monomer_file": "missing.smi"}, "monomer file not found"),
+        ({"units_per_class": 0}, "units_per_class"),
     ],
 )
 def test_bad_corpus_options_are_clear_errors(options, message):
@@ -97,7 +119,7 @@ def monomer_file(tmp_path, monkeypatch):
 
 
 def test_corpus_is_built_once_and_rebuilt_when_its_inputs_change(monomer_file, capsys):
-    corpus = PolymerCorpus(monomer_file=str(monomer_file), val_fraction=0.2, test_fraction=0.2)
+    corpus = PolymerCorpus(monomer_file=str(monomer_file), comonomers=False, val_fraction=0.2, test_fraction=0.2)
     files = corpus_files(corpus, progress=False)
     assert "building a polymer corpus" in capsys.readouterr().err
     info = json.loads((files["train"].parent / "corpus.json").read_text())
@@ -109,6 +131,7 @@ def test_corpus_is_built_once_and_rebuilt_when_its_inputs_change(monomer_file, c
     assert "building" not in capsys.readouterr().err
 
     assert corpus_files(PolymerCorpus(monomer_file=str(monomer_file), classes=["polyamide"]))["train"] != files["train"]
+    assert corpus_files(replace(corpus, comonomers=True), progress=False)["train"] != files["train"]
     monomer_file.write_text("C=Cc1ccccc1\nC=CCl\nC=CC#N\nO=C1CCCCCN1\n")  # new monomers, same file name
     assert corpus_files(corpus, progress=False)["train"] != files["train"]
     assert "building" in capsys.readouterr().err

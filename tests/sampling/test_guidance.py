@@ -91,3 +91,47 @@ def test_a_malformed_condition_is_refused(text):
 
 def test_a_condition_is_read_as_name_value_pairs():
     assert parse_condition(" logp = 3 , qed=0.8") == {"logp": 3.0, "qed": 0.8}
+
+
+def test_a_condition_names_a_polymer_class_with_a_word():
+    assert parse_condition("class=polyamide, logp=2") == {"class": "polyamide", "logp": 2.0}
+
+
+@pytest.fixture(scope="module")
+def polymer_task() -> DiffusionTask:
+    """An untrained polymer model conditioned on logP and the class, whose statistics say it saw
+    about 5,000 polyamides and 200 polyimides."""
+    task = DiffusionTask(model_config=TINY, kind="polymer", conditions=["logp", "class"]).eval()
+    columns = task.condition_columns
+    statistics = torch.zeros(4, len(columns))
+    statistics[:, 0] = torch.tensor([2.0, 1.0, -1.0, 5.0])
+    statistics[1, 1:] = 1.0
+    statistics[3, columns.index("class=polyamide")] = 5_000
+    statistics[3, columns.index("class=polyimide")] = 200
+    task.condition_statistics.copy_(statistics)
+    return task
+
+
+def test_a_class_condition_is_one_hot_and_leaves_the_rest_free(polymer_task):
+    vector = polymer_task.condition_vector({"class": "polyamide"})
+    columns = polymer_task.condition_columns
+    assert vector[columns.index("class=polyamide")] == 1.0 and math.isnan(vector[0])
+    assert vector[1:].sum() == 1.0  # the other classes are known to be 0
+
+
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        ({"class": "polyketone"}, "unknown class 'polyketone': choose from polyamide"),
+        ({"class": "polyimide"}, "about 200 such sequences, fewer than 1,000"),
+        ({"logp": "high"}, "logp takes a number"),
+    ],
+)
+def test_a_class_the_checkpoint_saw_too_little_of_is_refused(polymer_task, targets, message):
+    with pytest.raises(ValueError, match=message):
+        polymer_task.condition_vector(targets)
+
+
+def test_a_class_condition_needs_a_polymer_model():
+    with pytest.raises(ValueError, match="needs kind: polymer"):
+        DiffusionTask(model_config=TINY, conditions=["class"])

@@ -1,0 +1,40 @@
+"""The conditions each training batch carries: RDKit's properties, dropped at random for guidance."""
+
+import math
+
+import pytest
+import torch
+
+from polydiff.data.batching import ConditionCollator, MoleculeCollator
+from polydiff.types import POLYMER_CLASSES
+
+ROWS = 2_000
+# Three binomial standard deviations of a share estimated from ROWS rows (p(1 - p) <= 1/4).
+TOLERANCE = 3 * math.sqrt(0.25 / ROWS)
+
+
+def collator(names, dropout):
+    return ConditionCollator(MoleculeCollator("smiles", 64), names, "smiles", "smiles", dropout)
+
+
+def test_without_dropout_every_property_of_every_sequence_is_given():
+    batch = collator(["logp", "mw"], 0.0)(["CCO", "c1ccccc1"])
+    assert not batch["conditions"].isnan().any()
+    assert batch["conditions"][1, 1].item() == pytest.approx(78.114, abs=1e-3)
+
+
+def test_dropout_leaves_a_share_unconditioned_and_the_rest_a_nonempty_subset():
+    torch.manual_seed(0)
+    known = ~collator(["logp", "mw"], 0.2)(["CCO"] * ROWS)["conditions"].isnan()
+    assert known.any(-1).float().mean().item() == pytest.approx(0.8, abs=TOLERANCE)
+    # Each of two properties: kept by its coin (1/2), or drawn when both coins said no (1/4 x 1/2).
+    assert known.float().mean(0).tolist() == pytest.approx([0.8 * 5 / 8] * 2, abs=TOLERANCE)
+
+
+def test_a_lone_class_condition_is_one_hot_and_seen_whenever_conditions_are():
+    torch.manual_seed(0)
+    values = collator(["class"], 0.2)(["*NCCCCCC(*)=O"] * ROWS)["conditions"]
+    known = ~values.isnan().all(-1)
+    assert known.float().mean().item() == pytest.approx(0.8, abs=TOLERANCE)
+    assert (values[known].argmax(-1) == POLYMER_CLASSES.index("polyamide")).all()
+    assert (values[known].sum(-1) == 1).all()
