@@ -26,6 +26,7 @@ from functools import cache
 
 from rdkit import Chem
 
+from polydiff.chem.molecules import is_polymer
 from polydiff.types import POLYMER_CLASSES
 
 # Each class: a SMARTS and the indices of its atoms that must lie on the backbone.
@@ -48,12 +49,9 @@ def _patterns() -> dict[str, tuple[Chem.Mol, tuple[int, ...]]]:
 
 def _chain_of_three(mol: Chem.Mol) -> tuple[Chem.Mol, tuple[int, int]] | None:
     """Three copies of a repeat unit joined head to tail, and the indices of its two open ends (``*``)."""
-    stars = [atom.GetIdx() for atom in mol.GetAtoms() if atom.GetAtomicNum() == 0]
-    if len(stars) != 2:
-        return None
-    head, tail = stars
+    head, tail = (atom.GetIdx() for atom in mol.GetAtoms() if atom.GetAtomicNum() == 0)
     size = mol.GetNumAtoms()
-    end_atom = {star: mol.GetAtomWithIdx(star).GetNeighbors()[0].GetIdx() for star in stars}
+    end_atom = {star: mol.GetAtomWithIdx(star).GetNeighbors()[0].GetIdx() for star in (head, tail)}
     chain = Chem.RWMol(Chem.CombineMols(Chem.CombineMols(mol, mol), mol))
     joints = []
     for k in range(2):  # copy k's tail atom bonds to copy k + 1's head atom; the two stars between go
@@ -73,9 +71,10 @@ def polymer_class(mol: Chem.Mol | None) -> str | None:
     """The class of a repeat unit (``POLYMER_CLASSES``), or None for a unit of no class or no unit.
 
     Args:
-        mol: a parsed PSMILES with two ``*`` (``polydiff.chem.molecules.is_polymer``).
+        mol: a parsed PSMILES; anything but a repeat unit (``polydiff.chem.molecules.is_polymer``)
+            has no class.
     """
-    joined = _chain_of_three(mol) if mol is not None else None
+    joined = _chain_of_three(mol) if is_polymer(mol) else None
     if joined is None:
         return None
     chain, ends = joined

@@ -42,4 +42,5 @@ def test_a_linkage_that_is_only_a_side_group_or_a_ring_of_the_monomer_does_not_c
 def test_units_of_no_class_and_lines_that_are_no_unit():
     assert polymer_class(parse("*SCC*")) is None  # a polysulfide: not one of the classes
     assert polymer_class(parse("CCO")) is None and polymer_class(parse("*CC")) is None
-    assert polymer_class(None) is None
+    assert polymer_class(None) is None and polymer_class(parse("*.C*")) is None  # a star with no bond
+    assert polymer_class(parse("*=CC*")) is None  # a double bond to a star
