@@ -117,6 +117,7 @@ class ConditionCollator:
     ) -> None:
         check_condition_names(names)
         self.collate, self.names, self.dropout = collate, list(names), dropout
+        self.columns = len(condition_columns(self.names))
         self.tokenizer = load_tokenizer(tokenizer_name)
         self.representation = get_representation(representation)
 
@@ -134,7 +135,7 @@ class ConditionCollator:
             none = ~kept.any(-1)  # a sequence that keeps no property keeps one drawn at random
             kept[none, torch.randint(width, (int(none.sum()),))] = True
             kept &= torch.rand(rows, 1) >= self.dropout
-        values = torch.full((rows, len(condition_columns(self.names))), float("nan"))
+        values = torch.full((rows, self.columns), float("nan"))
         some = kept.any(-1).nonzero().squeeze(-1)
         if len(some):
             smiles = self.smiles(batch["input_ids"][some])
