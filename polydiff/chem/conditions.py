@@ -39,13 +39,16 @@ MIN_CATEGORY_SEQUENCES = 1_000
 assert (*PROPERTY_FUNCTIONS, *CATEGORIES) == CONDITIONS
 
 
-def check_condition_names(names: Sequence[str]) -> None:
-    """Raises ValueError for a name that is not a known property, or a repeated one."""
+def check_condition_names(names: Sequence[str], kind: str | None = None) -> None:
+    """Raises ValueError for a name that is not a known property, a repeated one, or (given the
+    data's ``kind``) a polymer ``class`` asked of molecules."""
     unknown = [name for name in names if name not in CONDITIONS]
     if unknown:
         raise ValueError(f"unknown property {unknown[0]!r}: the conditions are {', '.join(CONDITIONS)}")
     if len(set(names)) < len(names):
         raise ValueError(f"a property is named twice in {list(names)}")
+    if kind is not None and "class" in names and kind != "polymer":
+        raise ValueError("conditions: class is a polymer repeat unit's class: it needs kind: polymer")
 
 
 def _value(function: Callable[[Chem.Mol], float], mol: Chem.Mol) -> float:

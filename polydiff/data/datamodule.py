@@ -107,13 +107,11 @@ class MoleculeDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_condition_names(conditions or [])
+        check_condition_names(conditions or [], kind)
         if not 0 <= condition_dropout < 1:
             raise ValueError(f"condition_dropout must lie in [0, 1), got {condition_dropout}")
         if not conditions and condition_dropout != 0.2:
             raise ValueError("data.condition_dropout drops conditions: it needs data.conditions")
-        if "class" in (conditions or []) and kind != "polymer":
-            raise ValueError("data.conditions: class is a polymer repeat unit's class: it needs data.kind: polymer")
         for path in (train_file, val_file, test_file):
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"data file not found: {path}")

@@ -157,9 +157,7 @@ class DiffusionTask(LightningModule):
         self.optimizer = optimizer
         self.lr_schedule = lr_schedule
         self.conditions = list(conditions or [])
-        check_condition_names(self.conditions)
-        if "class" in self.conditions and kind != "polymer":
-            raise ValueError("conditions: class is the class of a polymer repeat unit: it needs kind: polymer")
+        check_condition_names(self.conditions, kind)
         # The model reads one column per numeric property and one per category (``condition_columns``).
         self.condition_columns = condition_columns(self.conditions)
         self._categorical = torch.from_numpy(categorical_columns(self.conditions))
