@@ -15,8 +15,9 @@ Kind = Literal["molecule", "polymer"]
 RepresentationName = Literal["smiles", "kekule_smiles", "selfies"]
 REPRESENTATIONS: tuple[str, ...] = RepresentationName.__args__
 
-# Properties a model can be conditioned on and guided toward (``polydiff.chem.conditions``):
-# QED, Crippen logP, molecular weight, TPSA and the SA score, computed with RDKit.
+# Properties polydiff computes, that a model can be conditioned on and guided toward
+# (``polydiff.chem.conditions``): QED, Crippen logP, molecular weight, TPSA and the SA score with
+# RDKit, and a polymer repeat unit's class. Any other condition is a column of the training CSV.
 ConditionName = Literal["qed", "logp", "mw", "tpsa", "sa", "class"]
 CONDITIONS: tuple[str, ...] = ConditionName.__args__
 

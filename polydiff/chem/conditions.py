@@ -10,12 +10,16 @@ then left out of that sequence's condition, as if it had been dropped.
 (``polydiff.chem.polymer_classes``). The model reads it one-hot, one column per class
 (``class=polyamide``, ...; ``condition_columns``), all NaN when it is left out or the unit has
 no class. Numeric properties take one column each.
+
+Any other name is a numeric column of the user's training CSV (a polymer's ``Tg``, a measured
+solubility): its values are read with the SMILES (``polydiff.data.token_cache``), not computed,
+and an empty or non-numeric cell leaves it out of that sequence's condition.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from rdkit import Chem
@@ -39,16 +43,29 @@ MIN_CATEGORY_SEQUENCES = 1_000
 assert (*PROPERTY_FUNCTIONS, *CATEGORIES) == CONDITIONS
 
 
-def check_condition_names(names: Sequence[str], kind: str | None = None) -> None:
-    """Raises ValueError for a name that is not a known property, a repeated one, or (given the
-    data's ``kind``) a polymer ``class`` asked of molecules."""
-    unknown = [name for name in names if name not in CONDITIONS]
-    if unknown:
-        raise ValueError(f"unknown property {unknown[0]!r}: the conditions are {', '.join(CONDITIONS)}")
+def data_columns(names: Sequence[str]) -> list[str]:
+    """The conditions among ``names`` that are read from the training CSV, not computed by RDKit."""
+    return [name for name in names if name not in CONDITIONS]
+
+
+def check_condition_names(names: Sequence[str], kind: str | None = None, header: Sequence[str] | None = None) -> None:
+    """Raises ValueError for a repeated name, a polymer ``class`` asked of molecules (given the
+    data's ``kind``), or, given the training file's CSV ``header``, a name that is neither a
+    property polydiff computes nor one of its columns."""
     if len(set(names)) < len(names):
         raise ValueError(f"a property is named twice in {list(names)}")
     if kind is not None and "class" in names and kind != "polymer":
         raise ValueError("conditions: class is a polymer repeat unit's class: it needs kind: polymer")
+    if header is None:
+        return
+    unknown = [name for name in data_columns(names) if name not in header]
+    if unknown:
+        columns = (
+            f"or a column of the training CSV ({', '.join(header)})"
+            if header
+            else "or, with a CSV training file, one of its columns"
+        )
+        raise ValueError(f"unknown property {unknown[0]!r}: the conditions are {', '.join(CONDITIONS)}, {columns}")
 
 
 def _value(function: Callable[[Chem.Mol], float], mol: Chem.Mol) -> float:
@@ -71,22 +88,36 @@ def categorical_columns(names: Sequence[str]) -> np.ndarray:
     return np.array([name in CATEGORIES for name in names for _ in _columns(name)], dtype=bool)
 
 
-def property_values(smiles: Sequence[str], names: Sequence[str], wanted: np.ndarray | None = None) -> np.ndarray:
+def property_values(
+    smiles: Sequence[str],
+    names: Sequence[str],
+    wanted: np.ndarray | None = None,
+    given: Mapping[str, np.ndarray] | None = None,
+) -> np.ndarray:
     """(n, columns) float64: the properties ``names`` of each SMILES in ``condition_columns``
     layout, NaN where RDKit fails and where ``wanted`` (n, K) bool, if given, is false (those
-    are not computed)."""
+    are not computed). A data column's values come from ``given`` (name: (n,) floats)."""
     check_condition_names(names)
+    given = given or {}
+    missing = [name for name in data_columns(names) if name not in given]
+    if missing:
+        raise ValueError(f"unknown property {missing[0]!r}: the conditions are {', '.join(CONDITIONS)}")
     wanted = np.ones((len(smiles), len(names)), dtype=bool) if wanted is None else np.asarray(wanted, dtype=bool)
     spans, start = [], 0
     for name in names:
         spans.append(slice(start, start + len(_columns(name))))
         start += len(_columns(name))
     values = np.full((len(smiles), start), math.nan)
+    computed = [k for k, name in enumerate(names) if name in CONDITIONS]
+    for k, name in enumerate(names):
+        if name in given:
+            values[:, spans[k].start] = np.where(wanted[:, k], np.asarray(given[name], dtype=np.float64), math.nan)
     for row, line in enumerate(smiles):
-        mol = parse(line) if wanted[row].any() else None
+        mol = parse(line) if wanted[row, computed].any() else None
         if mol is None:
             continue
-        for k, (name, span) in enumerate(zip(names, spans, strict=True)):
+        for k in computed:
+            name, span = names[k], spans[k]
             if not wanted[row, k]:
                 continue
             if name in CATEGORIES:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from polydiff.chem.conditions import check_condition_names, condition_columns, property_values
+from polydiff.chem.conditions import check_condition_names, condition_columns, data_columns, property_values
 from polydiff.data.representation import get_representation
 from polydiff.data.tokenizer import load_tokenizer
 
@@ -95,7 +95,8 @@ class ConditionCollator:
     """A collator that also gives each batch its ``conditions``, (B, columns) float32: the properties
     ``names`` of every sequence in ``condition_columns`` layout (``polydiff.chem.conditions``),
     computed from the sequence's own tokens (so lines and cached token ids alike get them) in the
-    loader's worker processes.
+    loader's worker processes. Conditions read from the training CSV (``data_columns``) come with
+    the items instead: each item is then (sequence, its values in the order of ``data_columns``).
 
     A property is NaN where it is left out of a sequence's condition: where RDKit cannot compute
     it, and at random for classifier-free guidance. A ``dropout`` fraction of the sequences gets
@@ -118,6 +119,7 @@ class ConditionCollator:
         check_condition_names(names)
         self.collate, self.names, self.dropout = collate, list(names), dropout
         self.columns = len(condition_columns(self.names))
+        self.data_columns = data_columns(self.names)
         self.tokenizer = load_tokenizer(tokenizer_name)
         self.representation = get_representation(representation)
 
@@ -127,7 +129,12 @@ class ConditionCollator:
         return [self.representation.to_smiles(text) for text in texts]
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
-        batch = self.collate(items)
+        given = None
+        if self.data_columns:
+            items, rows = zip(*items, strict=True)
+            table = np.stack(rows).astype(np.float64).reshape(len(rows), len(self.data_columns))
+            given = dict(zip(self.data_columns, table.T, strict=True))
+        batch = self.collate(list(items))
         rows, width = len(batch["input_ids"]), len(self.names)
         kept = torch.ones(rows, width, dtype=torch.bool)
         if self.dropout:  # torch's generator: a loader worker's is seeded from the loader's own
@@ -139,7 +146,8 @@ class ConditionCollator:
         some = kept.any(-1).nonzero().squeeze(-1)
         if len(some):
             smiles = self.smiles(batch["input_ids"][some])
-            values[some] = torch.from_numpy(property_values(smiles, self.names, kept[some].numpy())).float()
+            read = None if given is None else {name: column[some.numpy()] for name, column in given.items()}
+            values[some] = torch.from_numpy(property_values(smiles, self.names, kept[some].numpy(), read)).float()
         batch["conditions"] = values
         return batch
 

@@ -12,17 +12,17 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from polydiff.chem.conditions import categorical_columns, check_condition_names, condition_columns
+from polydiff.chem.conditions import categorical_columns, check_condition_names, condition_columns, data_columns
 from polydiff.data.batching import ConditionCollator, LengthBucketBatchSampler, MoleculeCollator, PaddingCollator
 from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
 from polydiff.data.packed_lines import PackedLines
 from polydiff.data.polymers import PolymerCorpus, corpus_files
 from polydiff.data.screening import OnBadLine, summary
-from polydiff.data.token_cache import CachedSequences, TokenCache, token_cache
+from polydiff.data.token_cache import CachedSequences, TokenCache, WithValues, token_cache
 from polydiff.data.tokenizer import load_tokenizer
-from polydiff.types import ConditionName, Kind, RepresentationName
+from polydiff.types import Kind, RepresentationName
 from polydiff.utils.digest_set import DigestSet
-from polydiff.utils.files import iter_smiles, read_smiles
+from polydiff.utils.files import csv_columns, iter_smiles, read_smiles
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,12 @@ class MoleculeDataModule(LightningDataModule):
             whole). None: one batch per step.
         conditions: properties computed with RDKit for every training sequence (``qed``,
             ``logp``, ``mw``, ``tpsa``, ``sa``, and for polymers ``class``, the repeat unit's class;
-            ``polydiff.chem.conditions``), which the model is trained to be conditioned on, so
-            that sampling can be guided toward them (``polydiff sample --condition``). The CLI
-            links them into the task. Validation and test batches stay unconditional: ``val/nll``
-            is the bound without conditions.
+            ``polydiff.chem.conditions``), or numeric columns of a CSV ``train_file`` (a
+            polymer's ``Tg``; read through the token cache, an empty cell leaves the sequence
+            without it), which the model is trained to be conditioned on, so that sampling can
+            be guided toward them (``polydiff sample --condition``). The CLI links them into the
+            task. Validation and test batches stay unconditional: ``val/nll`` is the bound
+            without conditions.
         condition_dropout: the fraction of training sequences that see no condition, so that one
             model samples unconditionally too and classifier-free guidance has its p(x); the others
             see a random non-empty subset (each property with probability 1/2), so any subset can
@@ -102,12 +104,11 @@ class MoleculeDataModule(LightningDataModule):
         token_cache: bool | None = None,
         on_bad_line: OnBadLine = "skip",
         global_batch_size: int | None = None,
-        conditions: list[ConditionName] | None = None,
+        conditions: list[str] | None = None,
         condition_dropout: float = 0.2,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_condition_names(conditions or [], kind)
         if not 0 <= condition_dropout < 1:
             raise ValueError(f"condition_dropout must lie in [0, 1), got {condition_dropout}")
         if not conditions and condition_dropout != 0.2:
@@ -115,6 +116,15 @@ class MoleculeDataModule(LightningDataModule):
         for path in (train_file, val_file, test_file):
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"data file not found: {path}")
+        header = [column for column in csv_columns(train_file) if column != smiles_column] if train_file else []
+        check_condition_names(conditions or [], kind, header)
+        # Conditions read from the training CSV travel with its token cache, one row of values per kept line.
+        self.data_columns = data_columns(conditions or [])
+        if self.data_columns and token_cache is False:
+            raise ValueError(
+                f"conditions {', '.join(self.data_columns)} are read from the training CSV through its token "
+                "cache: leave data.token_cache at null or true"
+            )
         self.polymers = polymers  # (hparams keep it as a dict)
         self.tokenizer = load_tokenizer(tokenizer_name or representation)
         self.vocab_size = len(self.tokenizer)
@@ -175,7 +185,14 @@ class MoleculeDataModule(LightningDataModule):
         path, column = self._source(split)
         hp = self.hparams
         name = hp.tokenizer_name or hp.representation
-        return token_cache(path, name, hp.max_length, hp.representation, column, hp.kind, hp.on_bad_line)
+        values = self.data_columns if split == "train" else ()  # only training batches are conditioned
+        return token_cache(
+            path, name, hp.max_length, hp.representation, column, hp.kind, hp.on_bad_line, value_columns=values
+        )
+
+    def _with_values(self, data: Sequence) -> Sequence:
+        """The training sequences, each paired with its CSV conditions where there are any (``ConditionCollator``)."""
+        return WithValues(data, data.values(self.data_columns)) if self.data_columns else data
 
     def prepare_data(self) -> None:
         # Once per node, before every rank's setup: build the polymer corpus and the token caches.
@@ -306,13 +323,15 @@ class MoleculeDataModule(LightningDataModule):
             self.hparams.tokenizer_name or self.hparams.representation,
             self.hparams.representation,
         )
-        values = collate([train[i] for i in rows])["conditions"].double()
+        sequences = self._with_values(train)
+        values = collate([sequences[i] for i in rows])["conditions"].double()
         columns = condition_columns(names)
         statistics = []
         for column, categorical, name in zip(values.T, categorical_columns(names), columns, strict=True):
             known = column[~column.isnan()]
             if len(known) < 2:
-                raise ValueError(f"RDKit computed no {name.partition('=')[0]!r} for the training sample")
+                source = "the training CSV has" if name in self.data_columns else "RDKit computed"
+                raise ValueError(f"{source} no {name.partition('=')[0]!r} for the training sample")
             if categorical:
                 share = known.mean()
                 statistics.append([share, 1.0, 0.0, share * len(train)])
@@ -321,6 +340,8 @@ class MoleculeDataModule(LightningDataModule):
         return torch.tensor(statistics, dtype=torch.float64).T.reshape(4, len(columns)).float()
 
     def _collate_for(self, data: Sequence):
+        if isinstance(data, WithValues):
+            data = data.sequences
         return self.pad if isinstance(data, CachedSequences) else self.collate
 
     def _loader(self, data: Sequence, batch_sampler: Sampler | None = None, conditions: bool = False) -> DataLoader:
@@ -368,7 +389,7 @@ class MoleculeDataModule(LightningDataModule):
             # or minutes) has stepped on its last batch before Lightning counts it completed.
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             batches.skip_next(done if done < len(batches) else 0)
-        return self._loader(train, batches, conditions=True)
+        return self._loader(self._with_values(train), batches, conditions=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_smiles)

@@ -9,9 +9,11 @@ sequences straight from the memory map: the operating system pages in what is us
 DDP rank on a node shares the same pages, and RAM stays flat whatever the corpus size.
 
 The cache lives in ``$POLYDIFF_CACHE_DIR/tokens/<key>/``, keyed by the file's SHA-256, the
-tokenizer (its serialized JSON), the representation, ``max_length`` and the column read, so
-a changed file or tokenizer is tokenized anew. It is written into a private folder and renamed
-into place, so a killed build leaves nothing half-written behind.
+tokenizer (its serialized JSON), the representation, ``max_length`` and the columns read, so
+a changed file or tokenizer is tokenized anew. Numeric CSV columns that a model is conditioned on
+(``data.conditions``) are kept beside the ids, one float32 row per kept line (``values.npy``).
+It is written into a private folder and renamed into place, so a killed build leaves nothing
+half-written behind.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -36,7 +40,7 @@ from polydiff.data.batching import MoleculeCollator
 from polydiff.data.screening import REASONS, OnBadLine, screen, summary
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.utils.cache import cache_dir, file_digest
-from polydiff.utils.files import iter_smiles
+from polydiff.utils.files import iter_rows
 from polydiff.utils.parallel import default_jobs, progress_bars
 
 FORMAT_VERSION = 1
@@ -58,6 +62,10 @@ class TokenCache(torch.utils.data.Dataset):
         size = int(self.offsets[-1])
         # np.memmap cannot map an empty file: a corpus with no kept line has no ids to map.
         self.ids = np.memmap(folder / "ids.bin", dtype=self.info["dtype"], mode="r") if size else np.zeros(0)
+        columns = self.info.get("value_columns", [])
+        # (kept lines, columns) float32, NaN where a cell was empty or not a number.
+        self.values = np.load(folder / "values.npy", mmap_mode="r") if columns else np.zeros((len(self), 0))
+        self.value_columns: list[str] = columns
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -96,39 +104,76 @@ class CachedSequences(torch.utils.data.Dataset):
         """The sequences where the boolean mask ``keep`` is true."""
         return CachedSequences(self.cache, self.indices[keep])
 
+    def values(self, columns: Sequence[str]) -> np.ndarray:
+        """(sequences, len(columns)) float32: the cache's CSV ``columns`` of these sequences."""
+        order = [self.cache.value_columns.index(column) for column in columns]
+        return np.asarray(self.cache.values[self.indices][:, order], dtype=np.float32)
+
+
+class WithValues(torch.utils.data.Dataset):
+    """Sequences paired with a row of values each: item i is (sequence i, values[i])."""
+
+    def __init__(self, sequences: torch.utils.data.Dataset, values: np.ndarray) -> None:
+        if len(values) != len(sequences):
+            raise ValueError(f"{len(values)} rows of values for {len(sequences)} sequences")
+        self.sequences, self.values = sequences, values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.sequences[index], self.values[index]
+
 
 @cache
 def _encoder(tokenizer_name: str, max_length: int, representation: str):
     return MoleculeCollator(tokenizer_name, max_length, representation)
 
 
-def encode_chunk(task: tuple) -> tuple[np.ndarray, np.ndarray, dict[str, int], dict[str, tuple[int, str]]]:
+def _number(text: str) -> float:
+    """A CSV cell as a finite float; NaN for an empty, non-numeric or infinite one."""
+    try:
+        value = float(text)
+    except ValueError:
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def encode_chunk(
+    task: tuple,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], dict[str, tuple[int, str]]]:
     """Encodes one chunk of lines (runs in a worker).
 
     Returns:
-        The kept lines' token ids end to end, their lengths, the skipped lines counted by reason,
-        and the first skipped line of each reason (its index in the file, its text).
+        The kept lines' token ids end to end, their lengths, their values ((kept, columns)
+        float32), the skipped lines counted by reason, and the first skipped line of each reason
+        (its index in the file, its text).
     """
-    start, lines, tokenizer_name, max_length, representation, kind = task
+    start, rows, tokenizer_name, max_length, representation, kind = task
+    lines = [line for line, _ in rows]
     quiet_rdkit()  # one RDKit message per bad line would bury the summary
     reasons = [screen(line, kind) for line in lines]
     usable = [line for line, reason in zip(lines, reasons, strict=True) if reason is None]
     encoded = iter(_encoder(tokenizer_name, max_length, representation).encode(usable))
-    kept, dropped, examples = [], Counter(), {}
-    for index, (line, reason) in enumerate(zip(lines, reasons, strict=True)):
+    kept, values, dropped, examples = [], [], Counter(), {}
+    for index, ((line, cells), reason) in enumerate(zip(rows, reasons, strict=True)):
         result = next(encoded) if reason is None else reason
         if isinstance(result, str):
             dropped[result] += 1
             examples.setdefault(result, (start + index, line))
         else:
             kept.append(result)
+            values.append([_number(cell) for cell in cells])
     lengths = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
     flat = np.fromiter((i for x in kept for i in x), dtype=np.int64, count=int(lengths.sum()))
-    return flat, lengths, dict(dropped), examples
+    columns = len(rows[0][1]) if rows else 0
+    return flat, lengths, np.array(values, dtype=np.float32).reshape(len(kept), columns), dict(dropped), examples
 
 
-def cache_key(path: Path, smiles_column: str, encoding: tuple[str, int, str, str]) -> str:
-    """The folder name of a file's token cache: a digest of everything the ids depend on."""
+def cache_key(
+    path: Path, smiles_column: str, encoding: tuple[str, int, str, str], value_columns: Sequence[str] = ()
+) -> str:
+    """The folder name of a file's token cache: a digest of everything the ids (and values) depend on."""
     tokenizer_name, max_length, representation, kind = encoding
     tokenizer_json = load_tokenizer(tokenizer_name).backend_tokenizer.to_str()
     key = {
@@ -140,6 +185,8 @@ def cache_key(path: Path, smiles_column: str, encoding: tuple[str, int, str, str
         "kind": kind,
         "format": FORMAT_VERSION,
     }
+    if value_columns:  # (absent otherwise: caches built before values were kept stay valid)
+        key["values"] = list(value_columns)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -153,6 +200,7 @@ def token_cache(
     on_bad_line: OnBadLine = "skip",
     n_jobs: int | None = None,
     progress: bool | None = None,
+    value_columns: Sequence[str] = (),
 ) -> TokenCache:
     """The token cache of a file of SMILES, built on first use (in ``n_jobs`` processes).
 
@@ -167,15 +215,17 @@ def token_cache(
             first with an ``error`` naming its line.
         n_jobs: worker processes; None for every core.
         progress: draw a progress bar; None draws one when stderr is a terminal.
+        value_columns: numeric CSV columns kept beside the ids (``TokenCache.values``).
 
     Returns:
         The cache, memory-mapped.
     """
     path = Path(path)
     encoding = (tokenizer_name, max_length, representation, kind)
-    folder = cache_dir() / "tokens" / cache_key(path, smiles_column, encoding)
+    value_columns = list(value_columns)
+    folder = cache_dir() / "tokens" / cache_key(path, smiles_column, encoding, value_columns)
     if not (folder / "cache.json").is_file():
-        _build(path, folder, encoding, smiles_column, on_bad_line, n_jobs, progress)
+        _build(path, folder, encoding, (smiles_column, value_columns), on_bad_line, n_jobs, progress)
     cached = TokenCache(folder)
     if cached.dropped and on_bad_line == "error":  # built before under on_bad_line: skip
         reason = next(r for r in REASONS if r in cached.dropped)
@@ -190,10 +240,10 @@ def _bad_line(path: Path, reason: str, line_number: int, text: str) -> None:
     raise ValueError(f"{path}, line {line_number}: {reason}: {text[:60]!r} ({hint})")
 
 
-def _chunks(path: Path, smiles_column: str, size: int):
+def _chunks(path: Path, columns: tuple[str, list[str]], size: int):
     chunk = []
-    for line in iter_smiles(path, smiles_column):
-        chunk.append(line)
+    for row in iter_rows(path, *columns):
+        chunk.append(row)
         if len(chunk) == size:
             yield chunk
             chunk = []
@@ -202,7 +252,13 @@ def _chunks(path: Path, smiles_column: str, size: int):
 
 
 def _build(
-    path: Path, folder: Path, encoding: tuple, smiles_column: str, on_bad_line: str, n_jobs: int | None, progress
+    path: Path,
+    folder: Path,
+    encoding: tuple,
+    columns: tuple[str, list[str]],
+    on_bad_line: str,
+    n_jobs: int | None,
+    progress,
 ) -> None:
     started = time.perf_counter()
     vocab_size = len(load_tokenizer(encoding[0]))
@@ -210,9 +266,9 @@ def _build(
     building = folder.with_name(f".{folder.name}.{os.getpid()}.building")
     building.mkdir(parents=True, exist_ok=True)
     print(f"polydiff: tokenizing {path} once into {folder}", file=sys.stderr)
-    lengths, dropped, examples, lines = [], Counter(), {}, 0
+    lengths, values, dropped, examples, lines = [], [], Counter(), {}, 0
     header = 1 if ".csv" in path.suffixes else 0  # line numbers count the CSV header
-    chunks = enumerate(_chunks(path, smiles_column, CHUNK_LINES))
+    chunks = enumerate(_chunks(path, columns, CHUNK_LINES))
     tasks = ((i * CHUNK_LINES, chunk, *encoding) for i, chunk in chunks)
     n_jobs = n_jobs or default_jobs()
     try:
@@ -224,7 +280,7 @@ def _build(
             bar = bars.add_task("tokenizing", total=None)
             # A few chunks per worker at a time: Pool.imap would read the whole file into its queue.
             while window := list(itertools.islice(tasks, 4 * n_jobs)):
-                for flat, chunk_lengths, chunk_dropped, chunk_examples in pool.imap(encode_chunk, window):
+                for flat, chunk_lengths, chunk_values, chunk_dropped, chunk_examples in pool.imap(encode_chunk, window):
                     for reason, (index, text) in chunk_examples.items():
                         examples.setdefault(reason, (index + 1 + header, text))
                     if examples and on_bad_line == "error":
@@ -232,6 +288,7 @@ def _build(
                         _bad_line(path, reason, line_number, text)
                     flat.astype(dtype).tofile(ids)
                     lengths.append(chunk_lengths)
+                    values.append(chunk_values)
                     dropped.update(chunk_dropped)
                     lines += len(chunk_lengths) + sum(chunk_dropped.values())
                     bars.update(bar, completed=lines)
@@ -240,6 +297,8 @@ def _build(
         raise
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     np.save(building / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+    if columns[1]:
+        np.save(building / "values.npy", np.concatenate(values) if values else np.zeros((0, len(columns[1])), "f4"))
     info = {
         "source": str(path),
         "lines": lines,
@@ -247,6 +306,7 @@ def _build(
         "dropped": {reason: dropped[reason] for reason in REASONS if dropped[reason]},
         "examples": examples,
         "dtype": np.dtype(dtype).name,
+        "value_columns": columns[1],
         "seconds": round(time.perf_counter() - started, 1),
     }
     (building / "cache.json").write_text(json.dumps(info, indent=2) + "\n")

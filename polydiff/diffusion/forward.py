@@ -43,6 +43,11 @@ class DiffusionConfig:
         noisy_blocks: with a causal context, the noisy windows per training sequence, each with
             its own t: more train the drafts on more of each sequence, fewer keep the pass
             short (N + noisy_blocks B positions instead of 2N).
+        drafter: with a causal context, what denoises the windows. ``windows``: the encoder itself,
+            windows of [MASK]s appended to its input, so their gradients shape the states the
+            next-token prediction reads. ``head``: a one-layer block denoiser on top of the encoder
+            (``polydiff.model.draft_head``), reading the causal state before the window and the
+            window's tokens; the encoder then trains on the next-token loss alone, over N positions.
     """
 
     num_timesteps: int = 0
@@ -52,6 +57,7 @@ class DiffusionConfig:
     block_size: int = 0
     causal_context: bool = False
     noisy_blocks: int = 2
+    drafter: Literal["windows", "head"] = "head"
 
     def __post_init__(self) -> None:
         if self.num_timesteps < 0:
@@ -66,8 +72,9 @@ class DiffusionConfig:
             raise ValueError("causal_context needs blocks of 2 or more tokens (block_size 1 is causal already)")
         if self.noisy_blocks < 1:
             raise ValueError(f"noisy_blocks must be at least 1, got {self.noisy_blocks}")
-        if "noisy_blocks" in self.changed() and not self.causal_context:
-            raise ValueError("noisy_blocks: only a model with a causal context trains on noisy windows")
+        unused = sorted(self.changed() & {"noisy_blocks", "drafter"})
+        if unused and not self.causal_context:
+            raise ValueError(f"{', '.join(unused)}: only a model with a causal context trains on noisy windows")
 
     def changed(self) -> set[str]:
         """The options set to something other than their default."""

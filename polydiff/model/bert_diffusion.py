@@ -10,6 +10,7 @@ import transformers
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel, BertPreTrainedModel
 
+from polydiff.model.draft_head import DraftHead
 from polydiff.model.kv_cache import KeyValueCache, attend_with_cache
 
 # transformers 5 takes a per-query mask as (batch, 1, query, key) bool; 4.x as (batch, query, key) 0/1.
@@ -43,7 +44,9 @@ class ModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
 
-    def to_bert_config(self, vocab_size: int, pad_token_id: int, num_conditions: int = 0) -> BertConfig:
+    def to_bert_config(
+        self, vocab_size: int, pad_token_id: int, num_conditions: int = 0, draft_block_size: int = 0
+    ) -> BertConfig:
         config = BertConfig(
             vocab_size=vocab_size,
             hidden_size=self.hidden_size,
@@ -56,6 +59,7 @@ class ModelConfig:
             pad_token_id=pad_token_id,
             time_conditioning=self.time_conditioning,
             num_conditions=num_conditions,
+            draft_block_size=draft_block_size,
         )
         config._attn_implementation = "sdpa"
         return config
@@ -100,7 +104,8 @@ class BertDiffusionModel(BertPreTrainedModel):
     Args:
         config: a ``BertConfig``; ``config.time_conditioning`` adds an embedding of t, and
             ``config.num_conditions`` > 0 an embedding of that many (normalised) properties,
-            added to every token's embedding (as the time embedding is).
+            added to every token's embedding (as the time embedding is), and
+            ``config.draft_block_size`` = B > 0 a ``DraftHead`` that denoises windows of B tokens.
     """
 
     def __init__(self, config: BertConfig) -> None:
@@ -111,6 +116,8 @@ class BertDiffusionModel(BertPreTrainedModel):
         )
         num_conditions = getattr(config, "num_conditions", 0)
         self.condition_embedding = ConditionEmbedding(num_conditions, config.hidden_size) if num_conditions else None
+        draft_block_size = getattr(config, "draft_block_size", 0)
+        self.draft_head = DraftHead(config, draft_block_size) if draft_block_size else None
         self.output_projection = nn.Sequential(
             nn.Linear(config.hidden_size, config.hidden_size),
             nn.GELU(),
@@ -180,6 +187,20 @@ class BertDiffusionModel(BertPreTrainedModel):
         if condition is None:
             condition = embeds.new_full((len(input_ids), self.config.num_conditions), math.nan)
         return embeds + self.condition_embedding(condition.to(embeds.dtype)).unsqueeze(1)
+
+    def draft(self, context: Tensor, slot_ids: Tensor) -> Tensor:
+        """The draft head's states of windows of B slots, (..., B, H) (``DraftHead``).
+
+        Args:
+            context: (..., H) the causal state before each window.
+            slot_ids: (..., B) the window's tokens, [MASK] where noised.
+        """
+        if self.draft_head is None:
+            raise ValueError("this model has no draft head (diffusion_config.drafter: head)")
+        # The word embeddings are the encoder's, read without gradient: the head learns from them, never changes them.
+        return self.draft_head(
+            context, nn.functional.embedding(slot_ids, self.bert.embeddings.word_embeddings.weight.detach())
+        )
 
     def new_cache(self, rows: int, length: int) -> KeyValueCache:
         """An empty key/value cache for ``encode_incremental``: ``rows`` rows of ``length`` positions."""

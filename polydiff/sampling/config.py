@@ -82,7 +82,7 @@ class SamplingConfig:
         return {f.name for f in fields(self) if getattr(self, f.name) != f.default}
 
     def for_model(
-        self, block_size: int, free_length: bool, smiles: bool, causal_context: bool = False
+        self, block_size: int, free_length: bool, smiles: bool, causal_context: bool = False, draft_head: bool = False
     ) -> SamplingConfig:
         """This config with the strategy the model at hand decodes by; refuses options it would ignore.
 
@@ -94,20 +94,26 @@ class SamplingConfig:
             smiles: whether the model writes SMILES (the constraints apply only to them).
             causal_context: whether the model has a causal context (its next-token prediction
                 verifies drafts).
+            draft_head: whether its windows are drafted by a draft head, which only drafts: with
+                a fixed length or template, such a model writes one token per model call.
 
         Returns:
-            A copy whose ``strategy`` is set (None at B = 1, which has no reverse process to choose).
+            A copy whose ``strategy`` is set (None for one model call per token: at B = 1, which has
+            no reverse process to choose, and for a draft head's model at a fixed length or template).
 
         Raises:
             ValueError: naming every changed option that would have no effect, and why.
         """
         changed, reasons = self.changed(), []
         left_to_right = bool(block_size) and free_length
-        if block_size == 1:
+        if block_size == 1 or (draft_head and not left_to_right):
             strategy = None
             unused = sorted(changed & {"steps", "strategy", "randomness", "threshold"})
             if unused:
-                reasons.append(f"{', '.join(unused)}: a model with one-token blocks makes one model call per token")
+                model = (
+                    "a model with one-token blocks" if block_size == 1 else "at a fixed length, a draft head's model"
+                )
+                reasons.append(f"{', '.join(unused)}: {model} makes one model call per token")
         else:
             own = ("speculative" if causal_context else "prefix") if left_to_right else "confidence"
             strategy = self.strategy or own

@@ -29,6 +29,8 @@ class Denoiser(Protocol):
         block_size: B of its block diffusion (1: left to right; 0: the whole sequence).
         causal_context: whether its clean context is encoded causally and predicts the next token
             (``polydiff.diffusion.blocks``).
+        has_draft_head: whether a draft head on the causal states denoises its windows (``draft``),
+            rather than the encoder itself.
         max_positions: the longest sequence it reads, [CLS] and [SEP] included.
         time_conditioned: whether ``encode`` uses t.
         length_histogram: counts of training lengths L (tokens between [CLS] and [SEP]).
@@ -48,6 +50,9 @@ class Denoiser(Protocol):
 
     @property
     def causal_context(self) -> bool: ...
+
+    @property
+    def has_draft_head(self) -> bool: ...
 
     @property
     def max_positions(self) -> int: ...
@@ -92,6 +97,11 @@ class Denoiser(Protocol):
     ) -> Tensor:
         """Final hidden states of new queries attending to cached positions
         (``BertDiffusionModel.encode_incremental``)."""
+        ...
+
+    def draft(self, context: Tensor, slot_ids: Tensor) -> Tensor:
+        """The draft head's states (..., B, H) of windows of tokens ``slot_ids`` (..., B) after causal
+        states ``context`` (..., H) (``BertDiffusionModel.draft``)."""
         ...
 
     def logits_from_hidden(self, hidden: Tensor, allow_end: bool = True) -> Tensor:

@@ -154,7 +154,7 @@ def _decode(
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
     if plan is not None:
         return decode_fragments(model, head, x, config, generator, on_step, syntax, plan)
-    if block_size == 1:
+    if config.strategy is None:  # one token per call: one-token blocks, or a draft head's model at a fixed length
         return decode_next_tokens(model, head, x, config, generator, on_step, free_length, syntax)
     if config.strategy == "speculative":
         return decode_speculative(model, head, x, config, generator, on_step, syntax)
@@ -229,7 +229,9 @@ def generate(
         _check_fragment_request(model, config, length, prompts)
     # A block model writes [SEP] itself unless a length or template fixes where it goes.
     free_length = block_size > 0 and prompts is None and length is None
-    config = config.for_model(block_size, free_length, model.representation.is_smiles, model.causal_context)
+    config = config.for_model(
+        block_size, free_length, model.representation.is_smiles, model.causal_context, model.has_draft_head
+    )
     if free_length and model.length_histogram.any():
         # A model that ends its own sequences writes none longer than the longest it was trained on:
         # it has never seen one, and such runaway strings were most of what it got wrong.
@@ -283,7 +285,7 @@ def generate(
     lengths = sizes.cpu().clone()
     frame = torch.tensor([tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id], device=device)
     # Steps of the bar per batch: at most what its decoder can take; a batch that ends early fills its share.
-    if block_size == 1 or config.strategy in ("speculative", "prefix"):
+    if config.strategy in (None, "speculative", "prefix"):
         shares = [width - 1 if free_length else int(sizes[batch].max()) + 1 for batch in batches]
     elif free_length:
         shares = [-(-(width - 1) // block_size) * config.steps] * len(batches)

@@ -128,6 +128,12 @@ class GuidedDenoiser:
         )
         return self._paired(hidden)
 
+    def draft(self, context: Tensor, slot_ids: Tensor) -> Tensor:
+        """The draft head's window states after paired causal states (``_paired``), paired likewise."""
+        if not self.guided:
+            return self.model.draft(context, slot_ids)
+        return torch.cat([self.model.draft(half, slot_ids) for half in context.chunk(2, -1)], -1)
+
     def logits_from_hidden(self, hidden: Tensor, allow_end: bool = True) -> Tensor:
         if not self.guided:
             return self.model.logits_from_hidden(hidden, allow_end)

@@ -16,12 +16,20 @@ Leviathan et al., 2023; Chen et al., 2023):
 Every committed token thus follows p exactly, whatever the drafts were, and a call commits the
 accepted drafts plus one. The window that starts at the position just drawn supplies the next
 draft (its other B - 1 slots), so no call is spent on drafting alone: good drafts cost nothing in
-quality and buy fewer calls. p and q are tempered and top-p filtered alike, and restricted by the
-SMILES automaton (``polydiff.sampling.constraints``) at every position, drafts included, so no
-committed prefix breaks the grammar; tokens after which the aromatic atoms cannot be kekulized are
-refused and redrawn, as in one-token decoding (from the whole of p when its nucleus has nothing
-left). A row that no token keeps completable backs out of the dead end once: it takes back its
-last few tokens and writes them again (``REWIND``), every call counted.
+quality and buy fewer calls.
+
+A model with a draft head (``DiffusionConfig.drafter``) encodes no windows: the encoder reads only
+the committed token and the draft, and once the call has drawn its token at position s, the head
+reads the causal state that predicted it and the window [that token, [MASK] x (B - 1)] and gives
+the next draft, conditioned on the token just drawn rather than a marginal over it. One encoder
+pass and one pass of the one-layer head per call; NFE counts the calls.
+
+p and q are tempered and top-p filtered alike, and restricted by the SMILES automaton
+(``polydiff.sampling.constraints``) at every position, drafts included, so no committed prefix
+breaks the grammar; tokens after which the aromatic atoms cannot be kekulized are refused and
+redrawn, as in one-token decoding (from the whole of p when its nucleus has nothing left). A row
+that no token keeps completable backs out of the dead end: it takes back its last few tokens and
+writes them again (``REWIND``), every call counted.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from polydiff.diffusion.blocks import window_mask
+from polydiff.diffusion.blocks import sampling_mask, window_mask
 from polydiff.model.kv_cache import KeyValueCache
 from polydiff.sampling.blockwise import Committer, cannot_start, draw_completable, pad_after_end
 from polydiff.sampling.config import SamplingConfig
@@ -45,11 +53,11 @@ from polydiff.sampling.reverse import Head, draw_tokens, log_probs
 _AS_GIVEN = SamplingConfig(temperature=1.0, top_p=1.0)  # draws from distributions already tempered and filtered
 # A row that no token keeps completable backs out of the dead end: it takes back its last REWIND
 # tokens (twice as many at each further dead end) and writes them again, at most MAX_REWINDS times;
-# after that it is ended where it stands (and will not be valid). Every call counts: on 256 samples
-# of the 10-minute default, one rewind of 4 took validity from 0.81 to 0.86 at 0.474 -> 0.486 model
-# calls per token; two gave 0.89 at 0.503, past the 0.5 the default keeps to (docs/quality.md).
-REWIND = 4
-MAX_REWINDS = 1
+# after that it is ended where it stands (and will not be valid). Every call counts: on 1,000
+# samples of the 10-minute default (a draft head), one rewind of 4 gave valid 0.914 at 0.446 model
+# calls per token, three of 8, 16 and 32 tokens 0.978 at 0.484, four 0.991 at 0.492 (docs/quality.md).
+REWIND = 8
+MAX_REWINDS = 3
 
 
 def target_probs(logits: Tensor, config: SamplingConfig) -> Tensor:
@@ -66,7 +74,8 @@ def _call(model: Denoiser, x: Tensor, start: Tensor, drafted: Tensor) -> tuple[T
 
     Returns:
         (the causal states that predict positions start .. start + max(drafted), (r, M + 1, H);
-        the states of the windows that start at those positions, (r, M + 1, B, H)).
+        the states of the windows that start at those positions, (r, M + 1, B, H), or None for a
+        model with a draft head, which drafts once the call has drawn its token).
     """
     block_size, width, device = model.block_size, x.shape[1], x.device
     rows = torch.arange(len(x), device=device).unsqueeze(-1)
@@ -74,6 +83,11 @@ def _call(model: Denoiser, x: Tensor, start: Tensor, drafted: Tensor) -> tuple[T
     end = int((start + drafted).max())
     positions = torch.arange(end, device=device)
     content = (positions >= 1) & (positions < (start + drafted).unsqueeze(-1))
+    if model.has_draft_head:  # the encoder reads the sequence causally, without windows
+        frame = (positions == 0).expand(len(x), -1)
+        hidden = model.encode(x[:, :end], sampling_mask(content, frame, 1), None, positions.expand(len(x), -1))
+        predicting = (start.unsqueeze(-1) - 1 + torch.arange(windows, device=device)).clamp(max=end - 1)
+        return hidden[rows, predicting], None
     starts = start.unsqueeze(-1) + torch.arange(windows, device=device)
     slots = starts.unsqueeze(-1) + torch.arange(block_size, device=device)  # (r, W, B)
     in_window = (slots < width) & (starts <= (start + drafted).unsqueeze(-1)).unsqueeze(-1)
@@ -90,14 +104,18 @@ def _call_cached(
 ) -> tuple[Tensor, Tensor]:
     """``_call`` with the committed tokens' keys and values taken from ``cache``: the queries are
     the token committed last (at start - 1) and the draft after it, which join the cache, and the
-    windows. Every position before start - 1 was encoded by an earlier call with the token it now
-    holds (a draft accepted there), so only these positions are new."""
+    windows (drafted by the draft head instead, where the model has one). Every position before
+    start - 1 was encoded by an earlier call with the token it now holds (a draft accepted there),
+    so only these positions are new."""
     block_size, width, device = model.block_size, x.shape[1], x.device
     windows = int(drafted.max()) + 1
     offsets = torch.arange(windows, device=device)
     # Context queries at start - 1 .. start - 1 + max(drafted); a row with a shorter draft writes
     # its extra ones past its draft, where nothing reads them before they are overwritten.
     context = (start - 1).unsqueeze(-1) + offsets
+    if model.has_draft_head:  # only the context queries go through the encoder
+        ids = x.gather(1, context.clamp(max=width - 1))
+        return model.encode_incremental(cache, rows, ids, context, context + 1, torch.full_like(context, -1)), None
     starts = start.unsqueeze(-1) + offsets
     slots = starts.unsqueeze(-1) + torch.arange(block_size, device=device)  # (r, W, B)
     in_window = (slots < width) & (starts <= (start + drafted).unsqueeze(-1)).unsqueeze(-1)
@@ -222,7 +240,18 @@ class _SpeculativeDecoder:
             stale & ~self.ended[rows].unsqueeze(-1), self.model.tokenizer.mask_token_id, self.x[rows]
         )
         going = (~stuck).nonzero().squeeze(-1)
-        self._draft(rows[going], window_states[going, accepted[going]])
+        if window_states is None:  # the draft head reads the state before the token just drawn, and that token
+            window_states = self._head_window(rows[going], next_states[going, accepted[going]])
+            self._draft(rows[going], window_states)
+        else:
+            self._draft(rows[going], window_states[going, accepted[going]])
+
+    def _head_window(self, rows: Tensor, context: Tensor) -> Tensor:
+        """The draft head's states (r, B, H) of the window at each row's token just drawn: slot 0
+        holds that token, the others [MASK]; ``context`` is the causal state that predicted it."""
+        slots = torch.full((len(rows), self.model.block_size), self.model.tokenizer.mask_token_id, device=rows.device)
+        slots[:, 0] = self.x[rows, (self.position[rows] - 1).clamp(max=self.width - 1)]  # (rows past the end: unused)
+        return self.model.draft(context, slots)
 
     def _verify(self, rows: Tensor, start: Tensor, drafted: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
         """Accepts each row's drafts left to right against p, then draws one token from the residual

@@ -61,6 +61,11 @@ def migrate_hyperparameters(hparams: dict[str, Any]) -> bool:
         if diffusion.pop("order_skew"):
             raise ValueError("this checkpoint was trained with order_skew, which polydiff no longer supports")
         changed = True
+    # A model with a causal context from before draft heads drafted with the encoder's own windows.
+    options = diffusion if isinstance(diffusion, dict) else getattr(diffusion, "__dict__", {})
+    if options.get("causal_context") and "drafter" not in options:
+        options["drafter"] = "windows"
+        changed = True
     return changed
 
 

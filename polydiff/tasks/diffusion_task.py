@@ -36,7 +36,7 @@ from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.generate import generate
 from polydiff.sampling.guidance import GuidedDenoiser
 from polydiff.tasks.checkpoints import check_checkpoint, error_summary, migrated_checkpoint
-from polydiff.types import ConditionName, Kind, RepresentationName
+from polydiff.types import Kind, RepresentationName
 
 # Logit given to tokens the model must never predict ([MASK], [PAD], [CLS], [SEP]): far below
 # any real logit, yet finite in fp16 and bf16 so no NaN can arise from -inf arithmetic.
@@ -116,7 +116,8 @@ class DiffusionTask(LightningModule):
             the step, or is ``skip``ped (no update; counted in ``train/skipped_steps``).
         conditions: the properties the denoiser is conditioned on (``polydiff.chem.conditions``),
             embedded into every token; the CLI links them from the data module, which computes them for
-            every training sequence (and drops them at random, ``data.condition_dropout``).
+            every training sequence, or reads them from its CSV (and drops them at random,
+            ``data.condition_dropout``).
             Their statistics go into the checkpoint.
     """
 
@@ -135,7 +136,7 @@ class DiffusionTask(LightningModule):
         val_num_samples: int = 200,
         compile: bool = False,
         on_nonfinite_loss: Literal["stop", "skip"] = "stop",
-        conditions: list[ConditionName] | None = None,
+        conditions: list[str] | None = None,
     ) -> None:
         super().__init__()
         # Sampling settings stay out of the checkpoint: LightningCLI would let saved ones override the command line.
@@ -161,7 +162,10 @@ class DiffusionTask(LightningModule):
         # The model reads one column per numeric property and one per category (``condition_columns``).
         self.condition_columns = condition_columns(self.conditions)
         self._categorical = torch.from_numpy(categorical_columns(self.conditions))
-        bert_config = model_config.to_bert_config(self.vocab_size, self.pad_token_id, len(self.condition_columns))
+        head = diffusion_config.causal_context and diffusion_config.drafter == "head"
+        bert_config = model_config.to_bert_config(
+            self.vocab_size, self.pad_token_id, len(self.condition_columns), diffusion_config.block_size if head else 0
+        )
         self.model = BertDiffusionModel(bert_config)
 
         structural = [self.tokenizer.convert_tokens_to_ids(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")]
@@ -216,6 +220,15 @@ class DiffusionTask(LightningModule):
     def causal_context(self) -> bool:
         """Whether the clean context is encoded causally and predicts the next token (``DiffusionConfig``)."""
         return self.diffusion_process.config.causal_context
+
+    @property
+    def has_draft_head(self) -> bool:
+        """Whether a draft head, not the encoder, denoises its windows (``DiffusionConfig.drafter``)."""
+        return self.model.draft_head is not None
+
+    def draft(self, context: Tensor, slot_ids: Tensor) -> Tensor:
+        """The draft head's states of windows after ``context`` (``BertDiffusionModel.draft``)."""
+        return self.model.draft(context, slot_ids)
 
     @property
     def max_positions(self) -> int:
@@ -467,7 +480,32 @@ class DiffusionTask(LightningModule):
         one pass over [x_t ; x_0] (``polydiff.diffusion.blocks``); [SEP] is the last block's last token."""
         if block_size == 1:
             return self._next_token_cross_entropy(x0, attention_mask, condition)
+        if self.has_draft_head:
+            return self._head_bound(x0, attention_mask, generator, condition)
         return self._block_pass(x0, attention_mask, block_size, generator, condition)[:3]
+
+    def _head_bound(
+        self, x0: Tensor, attention_mask: Tensor, generator: torch.Generator | None, condition: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``masked_cross_entropy`` of a model with a draft head, over the blocks of one cut (from the
+        first content token on): each block's first token from the next-token prediction (weight 1,
+        always scored), the rest from the head's masked diffusion given it. Slot j of the returned
+        (batch, K B) tensors stands for content token j + 1."""
+        content, block_size = self.content(x0), self.block_size
+        first = content.long().argmax(-1, keepdim=True)
+        starts = first + block_size * torch.arange(-(-x0.shape[1] // block_size), device=x0.device)
+        weight, masked, masked_nll, next_nll = self._head_pass(x0, attention_mask, starts, 1.0, generator, condition)
+        slots = (first + torch.arange(masked.shape[1], device=x0.device)).clamp(max=x0.shape[1] - 1)
+        leading = content.gather(1, slots) & (torch.arange(masked.shape[1], device=x0.device) % block_size == 0)
+        leading &= first + torch.arange(masked.shape[1], device=x0.device) < x0.shape[1]
+        # next_nll is every content token's, in row-major order: pick the blocks' first tokens.
+        next_at = torch.zeros_like(content, dtype=next_nll.dtype)
+        next_at[:, 1:][content[:, 1:]] = next_nll
+        nll = torch.zeros(masked.shape, dtype=masked_nll.dtype, device=x0.device)
+        nll[masked] = masked_nll
+        nll[leading] = next_at.gather(1, slots)[leading]
+        scored = masked | leading
+        return torch.where(leading, 1.0, weight), scored, nll[scored]
 
     def _block_pass(
         self,
@@ -497,6 +535,21 @@ class DiffusionTask(LightningModule):
         next_nll = self._next_token_nll(clean, x0, content) if causal_context else None
         return weight, masked, masked_nll, next_nll
 
+    def _draft_windows(
+        self, x0: Tensor, attention_mask: Tensor, condition: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``_head_pass`` at ``noisy_blocks`` windows per sequence, each starting at a content token
+        drawn uniformly. Each is a block of the cut whose blocks start at its position modulo B, so
+        scaling w(t) by L / (B W) gives in expectation the block bound averaged over the B cuts (less
+        the partial blocks that those cuts begin the sequence with)."""
+        count, block_size = self.diffusion_process.config.noisy_blocks, self.block_size
+        content = self.content(x0)
+        lengths = content.sum(-1, keepdim=True)
+        first = content.long().argmax(-1, keepdim=True)
+        u = torch.rand(len(x0), count, device=x0.device)
+        starts = first + (u * lengths).long().clamp(max=lengths - 1)
+        return self._head_pass(x0, attention_mask, starts, lengths / (block_size * count), None, condition)
+
     def _window_pass(
         self, x0: Tensor, attention_mask: Tensor, generator: torch.Generator | None, condition: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -525,6 +578,48 @@ class DiffusionTask(LightningModule):
         blocks_per_window = (content.sum(-1, keepdim=True) + block_size - 1) / (block_size * count)
         weight = process.position_weights(t, valid) * blocks_per_window
         return weight, masked, masked_nll, self._next_token_nll(hidden[:, :width], x0, content)
+
+    def _head_pass(
+        self,
+        x0: Tensor,
+        attention_mask: Tensor,
+        starts: Tensor,
+        scale: Tensor | float,
+        generator: torch.Generator | None,
+        condition: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The pass of a model with a draft head (``polydiff.model.draft_head``): the encoder reads x_0
+        causally (N positions) and gives the next-token cross-entropy of every content token; the head
+        denoises the window of B tokens at each of ``starts`` (r, W) from the causal state before it:
+        slot 0, the token that state predicts, stays clean (the sampler drafts after the token it has
+        just drawn), slots 1 .. B - 1 are noised at the window's own t. Returns what ``_block_pass``
+        returns, for the windows' slots, with w(t) times ``scale``."""
+        process, block_size = self.diffusion_process, self.block_size
+        content = self.content(x0)
+        rows, width = x0.shape
+        hidden = self.model.encode(
+            x0, sampling_mask(content, attention_mask.bool() & ~content, 1), None, None, condition
+        )
+        slots = starts.unsqueeze(-1) + torch.arange(block_size, device=x0.device)  # (r, W, B)
+        inside = content.gather(1, slots.flatten(1).clamp(max=width - 1)) & (slots.flatten(1) < width)
+        noised = inside & (torch.arange(slots.numel() // rows, device=x0.device) % block_size > 0)
+        window_x0 = x0.gather(1, slots.flatten(1).clamp(max=width - 1))
+        count = starts.shape[1]
+        t = process.sample_time(rows * count, x0.device, generator).view(rows, count).repeat_interleave(block_size, 1)
+        x_t = process.q_sample(window_x0, t, noised, generator).masked_fill(~inside, self.mask_token_id)
+        masked = (x_t == self.mask_token_id) & noised
+        context = hidden.gather(1, (starts - 1).clamp(0, width - 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        states = self.model.draft(context, x_t.view(rows, count, block_size)).flatten(1, 2)
+        masked_nll = F.cross_entropy(self._draft_logits(states[masked]), window_x0[masked], reduction="none")
+        weight = process.position_weights(t, noised) * scale
+        return weight, masked, masked_nll, self._next_token_nll(hidden, x0, content)
+
+    def _draft_logits(self, states: Tensor) -> Tensor:
+        """``logits_from_hidden`` of the draft head's states, through the output projection without its
+        gradient: the draft loss trains the head alone."""
+        weights = {name: value.detach() for name, value in self.output_projection.named_parameters()}
+        logits = torch.func.functional_call(self.output_projection, weights, (states,)).float()
+        return logits.masked_fill(self._forbidden(), FORBIDDEN_LOGIT)
 
     def _next_token_nll(self, clean: Tensor, x0: Tensor, content: Tensor) -> Tensor:
         """-log p(x_0^{i+1} | x_0^{<=i}) of every content token, from the causal states ``clean`` of x_0."""
@@ -569,7 +664,10 @@ class DiffusionTask(LightningModule):
         condition = self.training_condition(batch)
         if config.causal_context:  # the same pass scores both: the clean half is encoded anyway
             x0 = batch["input_ids"]
-            weight, masked, masked_nll, next_nll = self._window_pass(x0, batch["attention_mask"], None, condition)
+            if self.has_draft_head:
+                weight, masked, masked_nll, next_nll = self._draft_windows(x0, batch["attention_mask"], condition)
+            else:
+                weight, masked, masked_nll, next_nll = self._window_pass(x0, batch["attention_mask"], None, condition)
             if config.loss_weighting == "flat":
                 return masked_nll.sum() / masked.sum().clamp(min=1) + next_nll.mean()
             return ((weight[masked] * masked_nll).sum() + next_nll.sum()) / self.content(x0).sum()

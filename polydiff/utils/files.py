@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 SUFFIXES = (".txt", ".smi", ".csv")
@@ -22,25 +22,63 @@ def iter_smiles(path: str | Path, smiles_column: str = "SMILES") -> Iterator[str
     Yields:
         The SMILES strings, in file order.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    suffix = path.suffixes[-2] if path.suffix == ".gz" and len(path.suffixes) > 1 else path.suffix
-    if suffix not in SUFFIXES:
-        raise ValueError(f"{path}: expected one of {', '.join(SUFFIXES)} (optionally .gz)")
+    for smiles, _ in iter_rows(path, smiles_column):
+        yield smiles
+
+
+def iter_rows(
+    path: str | Path, smiles_column: str = "SMILES", value_columns: Sequence[str] = ()
+) -> Iterator[tuple[str, list[str]]]:
+    """Streams each line's SMILES (as ``iter_smiles``) with the text of its ``value_columns``
+    (CSV files only; "" where a row leaves one empty).
+
+    Raises:
+        ValueError: for value columns of a file that is not a CSV, or columns it lacks.
+    """
+    path = _checked(path)
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
     # Undecodable bytes become lone surrogates rather than an exception: the line is then
     # skipped as "not UTF-8" (``polydiff.data.screening``) instead of ending the run.
     with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") as text:
-        if suffix == ".csv":
+        if _suffix(path) == ".csv":
             reader = csv.DictReader(text)
-            if smiles_column not in (reader.fieldnames or []):
-                raise ValueError(f"{path}: no column {smiles_column!r} (columns: {reader.fieldnames})")
+            _check_columns(path, reader.fieldnames or [], [smiles_column, *value_columns])
             for row in reader:
-                yield (row[smiles_column] or "").strip()
+                yield (row[smiles_column] or "").strip(), [(row[c] or "").strip() for c in value_columns]
+        elif value_columns:
+            raise ValueError(f"{path}: columns {', '.join(value_columns)} need a .csv file with a header")
         else:
             for line in text:
-                yield line.split(maxsplit=1)[0] if line.strip() else ""
+                yield (line.split(maxsplit=1)[0] if line.strip() else ""), []
+
+
+def csv_columns(path: str | Path) -> list[str]:
+    """The header of a CSV file (optionally gzipped); [] for a line file."""
+    path = _checked(path)
+    if _suffix(path) != ".csv":
+        return []
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") as text:
+        return next(csv.reader(text), [])
+
+
+def _checked(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    if _suffix(path) not in SUFFIXES:
+        raise ValueError(f"{path}: expected one of {', '.join(SUFFIXES)} (optionally .gz)")
+    return path
+
+
+def _suffix(path: Path) -> str:
+    return path.suffixes[-2] if path.suffix == ".gz" and len(path.suffixes) > 1 else path.suffix
+
+
+def _check_columns(path: Path, header: Sequence[str], wanted: Sequence[str]) -> None:
+    missing = [column for column in wanted if column not in header]
+    if missing:
+        raise ValueError(f"{path}: no column {missing[0]!r} (columns: {list(header)})")
 
 
 def read_smiles(path: str | Path, smiles_column: str = "SMILES", keep_empty: bool = False) -> list[str]:

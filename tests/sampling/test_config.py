@@ -11,9 +11,11 @@ from polydiff.tasks.diffusion_task import DiffusionTask
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=32)
 
 
-def tiny_task(block_size: int, representation: str = "smiles", causal_context: bool = False) -> DiffusionTask:
+def tiny_task(
+    block_size: int, representation: str = "smiles", causal_context: bool = False, drafter: str = "head"
+) -> DiffusionTask:
     torch.manual_seed(0)
-    config = DiffusionConfig(block_size=block_size, causal_context=causal_context)
+    config = DiffusionConfig(block_size=block_size, causal_context=causal_context, drafter=drafter)
     task = DiffusionTask(model_config=TINY, diffusion_config=config, representation=representation).eval()
     task.length_histogram[4:8] = 1
     return task
@@ -74,7 +76,11 @@ def test_speculative_decoding_is_the_default_of_a_causal_context_and_needs_one()
     for block_size, length in ((4, None), (0, None)):
         with pytest.raises(ValueError, match="strategy speculative: it decodes block models with a causal context"):
             generate(tiny_task(block_size), 2, SamplingConfig(strategy="speculative"), length=length, seed=0)
+    windows = tiny_task(4, causal_context=True, drafter="windows")
     with pytest.raises(ValueError, match="strategy speculative: it decodes block models with a causal context"):
+        generate(windows, 2, SamplingConfig(strategy="speculative"), length=6, seed=0)
+    # A draft head only drafts: at a fixed length its model writes one token per call, with no strategy to pick.
+    with pytest.raises(ValueError, match="strategy: at a fixed length, a draft head's model makes one model call"):
         generate(task, 2, SamplingConfig(strategy="speculative"), length=6, seed=0)
 
 

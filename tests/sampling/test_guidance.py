@@ -16,11 +16,10 @@ from polydiff.tasks.diffusion_task import DiffusionTask
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=40)
 
 
-@pytest.fixture(scope="module")
-def task() -> DiffusionTask:
+def conditioned_task(drafter: str = "windows") -> DiffusionTask:
     """An untrained B = 4 model with a causal context, conditioned on logP and QED."""
     torch.manual_seed(0)
-    config = DiffusionConfig(block_size=4, causal_context=True)
+    config = DiffusionConfig(block_size=4, causal_context=True, drafter=drafter)
     task = DiffusionTask(model_config=TINY, diffusion_config=config, conditions=["logp", "qed"]).eval()
     task.token_histogram[task.tokenizer.convert_tokens_to_ids(TOKENS)] = 1.0
     # mean, std, min, max of each property, as fit would store them
@@ -28,6 +27,11 @@ def task() -> DiffusionTask:
     with torch.no_grad():  # an untrained condition embedding is near zero: make it matter
         task.model.condition_embedding.mlp[-1].weight.mul_(50.0)
     return task
+
+
+@pytest.fixture(scope="module")
+def task() -> DiffusionTask:
+    return conditioned_task()
 
 
 def test_guided_logits_push_the_conditional_away_from_the_unconditional(task):
@@ -54,6 +58,21 @@ def test_guided_samples_are_the_same_with_and_without_the_cache_and_count_two_ev
     plain = generate(task.guided({"logp": 4.0, "qed": 0.9}, 0.0), 24, seed=3)
     assert (cached.nfe % 2 == 0).all() and cached.nfe.min() >= 2
     assert plain.sequences != cached.sequences  # guidance changes what is drawn
+
+
+def test_a_draft_head_drafts_both_halves_of_a_guided_call():
+    """The conditional and unconditional causal states each get their own drafts, side by side as
+    the head reads them; guided speculative decoding with the head draws the same with the cache."""
+    task = conditioned_task("head")
+    guided = task.guided({"logp": 4.0}, 1.5)
+    context, masks = torch.randn(3, 2, 64), torch.full((3, 2, 4), task.tokenizer.mask_token_id)
+    with torch.no_grad():
+        drafts = guided.draft(context, masks)
+        halves = [task.draft(half, masks) for half in context.chunk(2, -1)]
+    torch.testing.assert_close(drafts, torch.cat(halves, -1))
+    cached = generate(guided, 24, seed=3)
+    assert cached.sequences == generate(guided, 24, SamplingConfig(cache=False), seed=3).sequences
+    assert (cached.nfe % 2 == 0).all()
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,12 @@ def speculative_task() -> DiffusionTask:
 
 
 @pytest.fixture(scope="module")
+def draft_head_task() -> DiffusionTask:
+    bias = [3.0, 2.0, 1.0, 1.0, 1.0, 1.5, 3.0, 2.5, 1.0, 2.5, 1.0]
+    return causal_task(TOKENS, dict(zip(TOKENS, bias, strict=True)), drafter="head")
+
+
+@pytest.fixture(scope="module")
 def one_token_task() -> DiffusionTask:
     torch.manual_seed(0)
     task = DiffusionTask(model_config=TINY, diffusion_config=DiffusionConfig(block_size=1)).eval()
@@ -81,9 +87,10 @@ def test_incremental_states_equal_the_full_pass(speculative_task):
     torch.testing.assert_close(windows[valid], expected[:, length:][valid], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("drafter", ["windows", "head"])
 @pytest.mark.parametrize("syntax", [False, True])
-def test_speculative_decoding_draws_the_same_samples_with_the_cache(speculative_task, syntax):
-    task = speculative_task
+def test_speculative_decoding_draws_the_same_samples_with_the_cache(request, drafter, syntax):
+    task = request.getfixturevalue("speculative_task" if drafter == "windows" else "draft_head_task")
     decoded = []
     for cache in (False, True):
         config = SamplingConfig(syntax=syntax, cache=cache).for_model(task.block_size, True, True, True)

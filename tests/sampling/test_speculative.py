@@ -15,11 +15,12 @@ from polydiff.tasks.diffusion_task import DiffusionTask
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=40)
 
 
-def causal_task(tokens: list[str], bias: dict[str, float]) -> DiffusionTask:
+def causal_task(tokens: list[str], bias: dict[str, float], drafter: str = "windows") -> DiffusionTask:
     """An untrained B = 4 model with a causal context that writes only ``tokens``; ``bias`` makes its
-    head sure of some of them (its drafts and its next-token prediction still differ)."""
+    head sure of some of them (its drafts and its next-token prediction still differ). ``drafter``:
+    the encoder's own windows draft, or a draft head."""
     torch.manual_seed(0)
-    config = DiffusionConfig(block_size=4, causal_context=True)
+    config = DiffusionConfig(block_size=4, causal_context=True, drafter=drafter)
     task = DiffusionTask(model_config=TINY, diffusion_config=config).eval()
     task.token_histogram[task.tokenizer.convert_tokens_to_ids(tokens)] = 1.0
     with torch.no_grad():
@@ -46,12 +47,13 @@ def next_token_probs(task: DiffusionTask, prefix: list[int]) -> torch.Tensor:
     return logits.double().softmax(-1)
 
 
-def test_samples_follow_the_next_token_prediction_exactly():
+@pytest.mark.parametrize("drafter", ["windows", "head"])
+def test_samples_follow_the_next_token_prediction_exactly(drafter):
     """Whatever the drafts, a committed token has the next-token prediction's distribution
     (speculative sampling): the first two tokens of 4,000 samples against p(a) p(b | a), computed
     from the causal states alone. Drafts are accepted often enough for the test to mean something."""
     tokens = ["C", "O", "N", "[SEP]"]
-    task = causal_task(tokens, {"C": 1.0, "[SEP]": -1.0})
+    task = causal_task(tokens, {"C": 1.0, "[SEP]": -1.0}, drafter)
     ids = task.tokenizer.convert_tokens_to_ids(tokens)
     expected = {}
     first = next_token_probs(task, [])
