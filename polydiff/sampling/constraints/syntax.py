@@ -176,6 +176,11 @@ class SmilesSyntax:
                 then a token is allowed only if the end stays within reach (``_debt``), so that no
                 row runs out of positions with a ring or a parenthesis still open.
         """
+        return self.allowed_within(state, room)[1]
+
+    def allowed_within(self, state: SyntaxState, room: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(what the rules allow, what they allow within ``room``), each (R, V) bool: ``allowed``
+        with and without the length bound, from one pass."""
         kind, label, order, valence, is_star = self.by_class
         allowed = self.follows[state.previous][:, kind]
         anchor, need = state.anchor_left.unsqueeze(-1), state.bond.clamp_min(1).unsqueeze(-1)
@@ -216,9 +221,8 @@ class SmilesSyntax:
         )
         for token_kind, condition in conditions:
             allowed &= torch.where(kind == token_kind, condition, True)
-        if room is not None:
-            allowed &= self._debt(state, closing, open_count) <= room.unsqueeze(-1)
-        return allowed[:, self.token_class]
+        bounded = allowed if room is None else allowed & (self._debt(state, closing, open_count) <= room.unsqueeze(-1))
+        return allowed[:, self.token_class], bounded[:, self.token_class]
 
     def _debt(self, state: SyntaxState, closing: Tensor, open_count: Tensor) -> Tensor:
         """(R, classes): the fewest tokens each row needs after taking a token of each class before it
