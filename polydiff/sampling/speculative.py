@@ -34,8 +34,9 @@ it could continue: a model that wants to end with a ring still open is made to c
 far from where it opened, which gives the large rings MOSES's filters refuse. So a row treats two
 kinds of position as dead ends: those where no token keeps it completable, and those where the
 automaton refuses more than half of p's mass (``REFUSED_SHARE``: left alone, the model would more
-likely than not have broken the rules there). It backs out: it takes back its last few tokens and
-writes them again (``REWIND``), every call counted.
+likely than not have broken the rules there). It backs out: it takes back its last few tokens
+(``REWIND``) and, in the same call, draws the first of them again from the causal state it kept
+for that position, then writes on as before; every call is counted.
 """
 
 from __future__ import annotations
@@ -204,6 +205,7 @@ class _SpeculativeDecoder:
         self.rewinds = torch.zeros(len(x), dtype=torch.long, device=device)
         # Spare room past the last position for the padded context queries of ragged drafts.
         self.cache = model.new_cache(len(x), self.width + model.block_size) if config.cache else None
+        self.states: Tensor | None = None  # the causal state of every committed position (``_remember``)
 
     def _restricted(
         self, logits: Tensor, rows: Tensor, positions: Tensor, state: SyntaxState | None = None
@@ -235,34 +237,67 @@ class _SpeculativeDecoder:
         return target_probs(restricted, replace(self.config, top_p=1.0))
 
     def step(self, rows: Tensor) -> None:
-        """One model call for ``rows``: verifies their drafts, commits, and drafts again; a row at a
-        dead end (or where the automaton refuses most of p) backs out of it instead (``REWIND``)."""
+        """One model call for ``rows``: verifies their drafts, commits, and drafts again. A row at a
+        dead end (or where the rules refuse most of p) backs out of it (``REWIND``) and draws again
+        in the same call, from the causal state it remembers for the position it backed out to."""
         start, drafted = self.position[rows], self.drafted[rows]
         if self.cache is None:
             next_states, window_states = _call(self.model, self.x[rows], start, drafted)
         else:
             next_states, window_states = _call_cached(self.model, self.cache, rows, self.x[rows], start, drafted)
-        logits = self.head(next_states)
-        logits[(start == 1).nonzero().squeeze(-1).unsqueeze(-1), 0, self.first_tokens] = -math.inf
-        accepted, stuck = self._verify(rows, start, drafted, logits)
+        accepted, stuck = self._verify(rows, start, drafted, self._next_logits(next_states, start))
+        self._remember(rows, start, next_states, accepted)
         self.position[rows] = start + accepted + (~stuck).long()  # a dead end commits nothing there
-        backing = rows[stuck]
-        if len(backing):
-            self.position[backing] = (self.position[backing] - REWIND * 2 ** self.rewinds[backing]).clamp(min=1)
-            self.rewinds[backing] += 1
-            self.writer.rewind(backing, self.position[backing])
-            self.drafted[backing] = 0
+        index = torch.arange(len(rows), device=rows.device)
+        context = next_states[index, accepted]  # the state that predicted the token just drawn
+        rewound, backing = stuck.clone(), stuck.nonzero().squeeze(-1)
+        while len(backing):
+            context[backing], again = self._back_out(rows[backing])
+            backing = backing[again]
         # What is left of a draft past the token just drawn goes; the next draft takes its place.
         stale = torch.arange(self.width, device=self.x.device) >= self.position[rows].unsqueeze(-1)
         self.x[rows] = torch.where(
             stale & ~self.ended[rows].unsqueeze(-1), self.model.tokenizer.mask_token_id, self.x[rows]
         )
-        going = (~stuck).nonzero().squeeze(-1)
         if window_states is None:  # the draft head reads the state before the token just drawn, and that token
-            window_states = self._head_window(rows[going], next_states[going, accepted[going]])
-            self._draft(rows[going], window_states)
-        else:
-            self._draft(rows[going], window_states[going, accepted[going]])
+            self._draft(rows, self._head_window(rows, context))
+        else:  # the encoder's windows drafted at the positions of this call; a row that backed out has none
+            self.drafted[rows[rewound]] = 0
+            self._draft(rows[~rewound], window_states[index, accepted][~rewound])
+
+    def _next_logits(self, states: Tensor, start: Tensor) -> Tensor:
+        """The next-token logits (r, M + 1, V) from the causal states before positions start .. start + M;
+        no sample starts with a token that cannot start a SMILES."""
+        logits = self.head(states)
+        logits[(start == 1).nonzero().squeeze(-1).unsqueeze(-1), 0, self.first_tokens] = -math.inf
+        return logits
+
+    def _remember(self, rows: Tensor, start: Tensor, states: Tensor, accepted: Tensor) -> None:
+        """Keeps the causal states of the positions whose tokens are now committed (start - 1 and the
+        accepted drafts): a row that backs out to position P draws again from the state at P - 1."""
+        if self.states is None:
+            self.states = states.new_zeros(len(self.x), self.width, states.shape[-1])
+        offsets = torch.arange(states.shape[1], device=rows.device)
+        positions = start.unsqueeze(-1) - 1 + offsets
+        row, slot = ((offsets <= accepted.unsqueeze(-1)) & (positions < self.width)).nonzero(as_tuple=True)
+        self.states[rows[row], positions[row, slot]] = states[row, slot]
+
+    def _back_out(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Takes back the last ``REWIND`` tokens of ``rows`` (twice as many at each further rewind) and
+        draws the first of them again from the state remembered before it: no further model call.
+
+        Returns:
+            (the causal state that predicted each row's new token, (r, H); whether the row met a
+            dead end again, with a rewind left).
+        """
+        position = (self.position[rows] - REWIND * 2 ** self.rewinds[rows]).clamp(min=1)
+        self.rewinds[rows] += 1
+        self.writer.rewind(rows, position)
+        context = self.states[rows, position - 1]
+        logits = self._next_logits(context.unsqueeze(1), position)
+        _, stuck = self._verify(rows, position, torch.zeros_like(position), logits)
+        self.position[rows] = position + (~stuck).long()
+        return context, stuck
 
     def _head_window(self, rows: Tensor, context: Tensor) -> Tensor:
         """The draft head's states (r, B, H) of the window at each row's token just drawn: slot 0

@@ -481,16 +481,17 @@ class DiffusionTask(LightningModule):
         if block_size == 1:
             return self._next_token_cross_entropy(x0, attention_mask, condition)
         if self.has_draft_head:
-            return self._head_bound(x0, attention_mask, generator, condition)
+            return self._head_bound(x0, attention_mask, generator, condition)[:3]
         return self._block_pass(x0, attention_mask, block_size, generator, condition)[:3]
 
     def _head_bound(
         self, x0: Tensor, attention_mask: Tensor, generator: torch.Generator | None, condition: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``masked_cross_entropy`` of a model with a draft head, over the blocks of one cut (from the
         first content token on): each block's first token from the next-token prediction (weight 1,
         always scored), the rest from the head's masked diffusion given it. Slot j of the returned
-        (batch, K B) tensors stands for content token j + 1."""
+        (batch, K B) tensors stands for content token j + 1. Also returns the next-token
+        cross-entropy of every content token, which the same pass computes."""
         content, block_size = self.content(x0), self.block_size
         first = content.long().argmax(-1, keepdim=True)
         starts = first + block_size * torch.arange(-(-x0.shape[1] // block_size), device=x0.device)
@@ -505,7 +506,7 @@ class DiffusionTask(LightningModule):
         nll[masked] = masked_nll
         nll[leading] = next_at.gather(1, slots)[leading]
         scored = masked | leading
-        return torch.where(leading, 1.0, weight), scored, nll[scored]
+        return torch.where(leading, 1.0, weight), scored, nll[scored], next_nll
 
     def _block_pass(
         self,
@@ -652,7 +653,12 @@ class DiffusionTask(LightningModule):
             (nats per sequence, scored tokens per sequence: the maskable ones, and [SEP] for a
             block-diffusion model, which generates its end), both of shape (batch,).
         """
-        weight, masked, token_nll = self.masked_cross_entropy(batch, generator, condition)
+        return self._per_sequence(batch, *self.masked_cross_entropy(batch, generator, condition))
+
+    def _per_sequence(
+        self, batch: dict[str, Tensor], weight: Tensor, masked: Tensor, token_nll: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``negative_elbo`` from ``masked_cross_entropy``'s terms: their weighted sum per sequence."""
         row = masked.nonzero()[:, 0]
         nll = torch.zeros(masked.shape[0], device=masked.device).index_add_(0, row, weight[masked] * token_nll)
         return nll, self.content(batch["input_ids"]).sum(-1)
@@ -698,11 +704,17 @@ class DiffusionTask(LightningModule):
     def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, metric: MeanMetric, next_metric: MeanMetric) -> None:
         # A fixed generator per batch makes the bound's estimate comparable across epochs.
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        nll, tokens = self.negative_elbo(batch, generator)
+        x0, next_nll = batch["input_ids"], None
+        if self.has_draft_head:  # one causal pass gives the head's bound and the next-token NLL alike
+            weight, scored, token_nll, next_nll = self._head_bound(x0, batch["attention_mask"], generator)
+            nll, tokens = self._per_sequence(batch, weight, scored, token_nll)
+        else:
+            nll, tokens = self.negative_elbo(batch, generator)
         metric.update(nll.sum() / tokens.sum(), weight=tokens.sum())
         if self.causal_context:  # the clean stream alone is the causal model the sampler verifies with
-            _, content, next_nll = self._next_token_cross_entropy(batch["input_ids"], batch["attention_mask"])
-            next_metric.update(next_nll.mean(), weight=content.sum())
+            if next_nll is None:
+                next_nll = self._next_token_cross_entropy(x0, batch["attention_mask"])[2]
+            next_metric.update(next_nll.mean(), weight=next_nll.numel())
 
     def _log_bound(self, prefix: str, metric: MeanMetric, next_metric: MeanMetric) -> None:
         nll = metric.compute()
