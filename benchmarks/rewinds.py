@@ -1,12 +1,14 @@
-"""Validity against model calls as speculative decoding backs out of more dead ends.
+"""Validity and MOSES's filters against model calls as speculative decoding backs out of more dead ends.
 
     python benchmarks/rewinds.py --ckpt_path CKPT
 
 Samples ``--num_samples`` molecules (seed 0) from a checkpoint that decodes speculatively, once
-per (REWIND, MAX_REWINDS) setting of ``polydiff.sampling.speculative``: a row at a dead end takes
-back its last REWIND tokens, twice as many at each further one, at most MAX_REWINDS times. Prints
-JSON per setting: strict validity (RDKit parses the string as sampled), model calls per token
-([SEP] counted) and samples/s.
+per (REWIND, MAX_REWINDS, REFUSED_SHARE) setting of ``polydiff.sampling.speculative``: a row at a
+dead end, or where the SMILES rules refuse more than REFUSED_SHARE of p (1 never), takes back its
+last REWIND tokens, twice as many at each further one, at most MAX_REWINDS times. Prints JSON per
+setting: strict validity (RDKit parses the string as sampled), the share of valid molecules that
+pass MOSES's filters and that hold a ring of 8+ atoms, model calls per token ([SEP] counted) and
+samples/s.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 
 import polydiff
 import polydiff.sampling.speculative as speculative
-from polydiff.chem.molecules import parse, quiet_rdkit
+from polydiff.chem.molecules import MAX_FILTER_RING, parse, passes_filters, quiet_rdkit
 from polydiff.sampling import generate
 
 
@@ -24,18 +26,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument("--num_samples", type=int, default=1000)
-    parser.add_argument("--settings", nargs="+", default=["4,1", "8,2", "8,3", "8,4"], help="REWIND,MAX_REWINDS pairs")
+    parser.add_argument(
+        "--settings", nargs="+", default=["8,3,1", "8,2,0.5", "8,3,0.5"], help="REWIND,MAX_REWINDS,REFUSED_SHARE"
+    )
     args = parser.parse_args()
     quiet_rdkit()
     task = polydiff.load(args.ckpt_path, "cpu")
     results = []
     for setting in args.settings:
-        speculative.REWIND, speculative.MAX_REWINDS = map(int, setting.split(","))
+        rewind, max_rewinds, refused_share = setting.split(",")
+        speculative.REWIND, speculative.MAX_REWINDS = int(rewind), int(max_rewinds)
+        speculative.REFUSED_SHARE = float(refused_share)
         generation = generate(task, args.num_samples, seed=0)
-        valid = sum(parse(s) is not None for s in generation.sequences if s) / args.num_samples
+        molecules = [mol for mol in (parse(s) for s in generation.sequences if s) if mol is not None]
+        large_ring = [any(len(ring) >= MAX_FILTER_RING for ring in mol.GetRingInfo().AtomRings()) for mol in molecules]
         calls = generation.nfe.double().sum().item() / (generation.lengths + 1).double().sum().item()
         results.append(
-            {"rewind": speculative.REWIND, "max_rewinds": speculative.MAX_REWINDS, "valid": valid,
+            {"rewind": speculative.REWIND, "max_rewinds": speculative.MAX_REWINDS,
+             "refused_share": speculative.REFUSED_SHARE, "valid": len(molecules) / args.num_samples,
+             "filters": round(sum(map(passes_filters, molecules)) / max(len(molecules), 1), 4),
+             "large_ring": round(sum(large_ring) / max(len(molecules), 1), 4),
              "nfe_per_token": round(calls, 4), "samples_per_s": round(generation.samples_per_s, 1)}
         )  # fmt: skip
     print(json.dumps(results, indent=2))

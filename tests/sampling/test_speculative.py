@@ -115,6 +115,31 @@ def test_a_row_backs_out_where_the_rules_refuse_most_of_p(monkeypatch):
     assert all(max(refused_shares(task, smiles)[1:]) <= 0.5 + 1e-9 for smiles in strict)
 
 
+def test_a_row_backs_out_to_the_causal_states_of_its_committed_tokens(task, monkeypatch):
+    """A row that backs out draws again from the state it kept for the position before: after
+    decoding, the kept states of every row's committed tokens are those of a fresh causal pass over
+    them (the last token's state is computed only by a call after it)."""
+    decoders = []
+    setup = speculative._SpeculativeDecoder.__init__
+
+    def keep(self, *args, **kwargs):
+        setup(self, *args, **kwargs)
+        decoders.append(self)
+
+    monkeypatch.setattr(speculative._SpeculativeDecoder, "__init__", keep)
+    generate(task, 16, SamplingConfig(), seed=0)
+    decoder = decoders[0]
+    assert decoder.rewinds.sum() >= 8
+    for row in range(16):
+        end = int(decoder.position[row])
+        x = decoder.x[row : row + 1, :end]
+        content = torch.ones_like(x, dtype=torch.bool)
+        content[:, 0] = False
+        with torch.no_grad():
+            fresh = task.encode(x, sampling_mask(content, ~content, 1))[0, : end - 1]
+        torch.testing.assert_close(decoder.states[row, : end - 1], fresh, atol=1e-4, rtol=1e-4)
+
+
 def test_temperature_zero_is_the_greedy_path_of_the_next_token_prediction():
     tokens = ["C", "O", "N", "[SEP]"]
     task = causal_task(tokens, {"C": 1.0})
