@@ -34,7 +34,7 @@ from polydiff.sampling.generate import Generation, generate
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
 
-CONSTRAINT_METHODS = [(SmilesSyntax, "start"), (SmilesSyntax, "allowed"), (SmilesSyntax, "advance")]
+CONSTRAINT_METHODS = [(SmilesSyntax, "start"), (SmilesSyntax, "allowed_within"), (SmilesSyntax, "advance")]
 CONSTRAINT_METHODS += [(MoleculePrefix, "then"), (MoleculePrefix, "can_complete"), (Committer, "rewind")]
 
 

@@ -120,6 +120,7 @@ class ConditionCollator:
         self.collate, self.names, self.dropout = collate, list(names), dropout
         self.columns = len(condition_columns(self.names))
         self.data_columns = data_columns(self.names)
+        self.computed = torch.tensor([name not in self.data_columns for name in self.names], dtype=torch.bool)
         self.tokenizer = load_tokenizer(tokenizer_name)
         self.representation = get_representation(representation)
 
@@ -145,7 +146,10 @@ class ConditionCollator:
         values = torch.full((rows, self.columns), float("nan"))
         some = kept.any(-1).nonzero().squeeze(-1)
         if len(some):
-            smiles = self.smiles(batch["input_ids"][some])
+            # Only rows that keep a property RDKit computes are decoded back to SMILES.
+            computed = kept[some][:, self.computed].any(-1)
+            decoded = iter(self.smiles(batch["input_ids"][some[computed]]))
+            smiles = [next(decoded) if needed else "" for needed in computed.tolist()]
             read = None if given is None else {name: column[some.numpy()] for name, column in given.items()}
             values[some] = torch.from_numpy(property_values(smiles, self.names, kept[some].numpy(), read)).float()
         batch["conditions"] = values
