@@ -141,6 +141,8 @@ def main(args: list[str] | None = None) -> None:
         category=FutureWarning,
         module=r"(lightning\.pytorch|pytorch_lightning)\.utilities\._pytree",
     )
+    # Validation batches are collated in the main process on purpose (MoleculeDataModule's num_workers).
+    warnings.filterwarnings("ignore", message=r"The 'val_dataloader' does not have many workers")
     # Lightning advertises its cloud logger at every fit: an INFO record, not about the run. A module-level
     # function, so that calling main() again does not stack filters.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(hide_lightning_tips)

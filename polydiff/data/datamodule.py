@@ -52,7 +52,9 @@ class MoleculeDataModule(LightningDataModule):
         tokenizer_name: a local tokenizer path, or None for the bundled tokenizer of the representation.
         max_length: longest tokenized sequence, [CLS] and [SEP] included; longer ones are dropped.
         batch_size: sequences per batch (per device).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes for the training, test and predict batches. Validation
+            batches are collated in the main process: a worker kept for them would hold a process's
+            memory (~300 MB) for the whole run to collate a small held-out set now and then.
         val_size: lines held out for validation when ``val_file`` is None.
         seed: seed of the held-out split and of the training order.
         bucket_window: training batches drawn from a window of this many batches of similar
@@ -344,8 +346,11 @@ class MoleculeDataModule(LightningDataModule):
             data = data.sequences
         return self.pad if isinstance(data, CachedSequences) else self.collate
 
-    def _loader(self, data: Sequence, batch_sampler: Sampler | None = None, conditions: bool = False) -> DataLoader:
+    def _loader(
+        self, data: Sequence, batch_sampler: Sampler | None = None, conditions: bool = False, workers: int | None = None
+    ) -> DataLoader:
         trainer = self.trainer
+        workers = self.hparams.num_workers if workers is None else workers
         collate = self._collate_for(data)
         if conditions and self.hparams.conditions:
             name = self.hparams.tokenizer_name or self.hparams.representation
@@ -363,8 +368,8 @@ class MoleculeDataModule(LightningDataModule):
             batch_sampler=batch_sampler,
             sampler=sampler,
             collate_fn=collate,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             # Worker seeds from a generator of the loader's own, not torch's global one: starting
             # a loader then draws nothing from the stream that masks and drops out, so a resumed
             # run (which starts its loaders at other moments) draws the same noise.
@@ -392,7 +397,7 @@ class MoleculeDataModule(LightningDataModule):
         return self._loader(self._with_values(train), batches, conditions=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_smiles)
+        return self._loader(self.val_smiles, workers=0)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_smiles)

@@ -51,6 +51,30 @@ def reverse_step_probs(p_theta: Tensor, alpha_t: float, alpha_s: float, mask_tok
     return probs
 
 
+# Tokens ranked first for the nucleus. A sampler asks for a nucleus at every position of every row,
+# over a vocabulary of ~1,500 tokens of which a handful hold top_p; ranking only the first few is
+# several times cheaper than sorting them all, and rows whose nucleus reaches past them are sorted
+# in full, so the nucleus is the same.
+NUCLEUS_CANDIDATES = 32
+
+
+def outside_nucleus(log_p: Tensor, top_p: float) -> Tensor:
+    """(K, V) bool: the tokens outside the smallest set of most likely ones whose probability
+    reaches ``top_p`` (a token stays while those ranked above it hold less; the top one always
+    stays), from normalised log-probabilities ``log_p`` (K, V)."""
+    candidates = min(NUCLEUS_CANDIDATES, log_p.shape[-1])
+    ranked, order = log_p.topk(candidates, dim=-1)
+    p = ranked.exp()
+    drop_ranked = p.cumsum(-1) - p >= top_p
+    drop = torch.ones_like(log_p, dtype=torch.bool).scatter_(-1, order, drop_ranked)
+    longer = (~drop_ranked[:, -1]).nonzero().squeeze(-1)  # the nucleus may reach past the candidates
+    if len(longer):
+        ranked, order = log_p[longer].sort(dim=-1, descending=True)
+        p = ranked.exp()
+        drop[longer] = torch.zeros_like(drop[longer]).scatter_(-1, order, p.cumsum(-1) - p >= top_p)
+    return drop
+
+
 def log_probs(logits: Tensor, temperature: float = 1.0, top_p: float = 1.0) -> Tensor:
     """Log-probabilities in float64 after temperature and nucleus (top-p) filtering.
 
@@ -64,11 +88,7 @@ def log_probs(logits: Tensor, temperature: float = 1.0, top_p: float = 1.0) -> T
     """
     log_p = torch.log_softmax(logits.double() / temperature, dim=-1)
     if top_p < 1:
-        sorted_log_p, order = log_p.sort(dim=-1, descending=True)
-        # Keep a token if the tokens ranked above it hold less than top_p: the top one always stays.
-        mass_before = sorted_log_p.exp().cumsum(-1) - sorted_log_p.exp()
-        drop = torch.zeros_like(log_p, dtype=torch.bool).scatter_(-1, order, mass_before >= top_p)
-        log_p = torch.log_softmax(log_p.masked_fill(drop, -math.inf), dim=-1)
+        log_p = torch.log_softmax(log_p.masked_fill(outside_nucleus(log_p, top_p), -math.inf), dim=-1)
     return log_p
 
 
@@ -94,6 +114,22 @@ def draw_tokens(logits: Tensor, config: SamplingConfig, generator: torch.Generat
         log_p = log_probs(logits, config.temperature, config.top_p)
         tokens = (log_p + gumbel(log_p.shape, generator, log_p.device)).argmax(-1)
     return tokens, log_p.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def draw_from_probs(probs: Tensor, generator: torch.Generator) -> Tensor:
+    """One token per row of ``probs`` (K, V), which need not be normalised, by inverse transform
+    sampling: one uniform per row against the cumulative sums. Exact, like Gumbel-max, and for a
+    distribution at hand it takes a cumulative sum and a search instead of a logarithm, a
+    log-softmax and two logarithms of noise over the whole vocabulary. A token of probability 0 is
+    never drawn.
+
+    Returns:
+        (K,) token ids.
+    """
+    cumulative = probs.cumsum(-1)
+    u = torch.rand(len(probs), 1, dtype=probs.dtype, device=probs.device, generator=generator)
+    token = torch.searchsorted(cumulative, u * cumulative[:, -1:], right=True).squeeze(-1)
+    return token.clamp(max=probs.shape[-1] - 1)  # u * total rounding up to the total itself
 
 
 class _Batch:

@@ -55,7 +55,7 @@ from polydiff.sampling.blockwise import Committer, cannot_start, draw_completabl
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.syntax import SmilesSyntax, SyntaxState
 from polydiff.sampling.denoiser import Denoiser
-from polydiff.sampling.reverse import Head, draw_tokens, log_probs
+from polydiff.sampling.reverse import Head, draw_from_probs, draw_tokens, outside_nucleus
 
 _AS_GIVEN = SamplingConfig(temperature=1.0, top_p=1.0)  # draws from distributions already tempered and filtered
 # A row at a dead end backs out of it: it takes back its last REWIND tokens (twice as many at each
@@ -76,7 +76,12 @@ def target_probs(logits: Tensor, config: SamplingConfig) -> Tensor:
     all mass on the most likely token at temperature 0."""
     if config.temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).double()
-    return log_probs(logits, config.temperature, config.top_p).exp()
+    log_p = torch.log_softmax(logits.double() / config.temperature, dim=-1)
+    probs = log_p.exp()
+    if config.top_p == 1:
+        return probs
+    probs = probs.masked_fill(outside_nucleus(log_p, config.top_p), 0.0)
+    return probs / probs.sum(-1, keepdim=True)
 
 
 def _call(model: Denoiser, x: Tensor, start: Tensor, drafted: Tensor) -> tuple[Tensor, Tensor]:
@@ -373,7 +378,7 @@ class _SpeculativeDecoder:
             if not open_.any():
                 break
             q = target_probs(self._restricted(self.head(states[:, b + 1]), at, where, state)[0], self.config)
-            token = draw_tokens(q.log(), _AS_GIVEN, self.generator)[0]
+            token = draw_from_probs(q, self.generator)
             self.draft[at, b], self.draft_probs[at, b] = token, q
             self.drafted[at] += open_.long()
             self.x[at[open_], where[open_]] = token[open_]

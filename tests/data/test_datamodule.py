@@ -61,6 +61,15 @@ def test_files_and_length_histogram(smiles_files, tmp_path, monkeypatch, token_c
     assert torch.equal(histogram, torch.bincount(lengths, minlength=129).float())
 
 
+def test_validation_batches_are_collated_in_the_main_process(smiles_files):
+    files = {"train_file": str(smiles_files["train"]), "val_file": str(smiles_files["val"])}
+    dm = MoleculeDataModule(**files, batch_size=16, num_workers=1, token_cache=False)
+    dm.setup("fit")
+    # A persistent validation worker would hold a whole process's memory for the run.
+    assert (dm.train_dataloader().num_workers, dm.val_dataloader().num_workers) == (1, 0)
+    assert next(iter(dm.val_dataloader()))["input_ids"].shape[0] == 16
+
+
 def test_bundled_moses_with_held_out_validation():
     dm = MoleculeDataModule(val_size=500, seed=3, token_cache=False)
     dm.setup("fit")

@@ -7,7 +7,7 @@ from polydiff.diffusion import CosineSchedule, DiffusionConfig, LinearSchedule
 from polydiff.model.bert_diffusion import ModelConfig
 from polydiff.sampling import ReverseProcess, SamplingConfig
 from polydiff.sampling.generate import generate
-from polydiff.sampling.reverse import log_probs, reverse_step_probs
+from polydiff.sampling.reverse import draw_from_probs, log_probs, outside_nucleus, reverse_step_probs
 from polydiff.tasks.diffusion_task import DiffusionTask
 
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, max_position_embeddings=64)
@@ -274,3 +274,23 @@ def test_no_token_the_training_data_lacked_is_drawn(block_size):
     task.token_histogram[seen] = 1.0  # an untrained model draws from all 1,467 tokens otherwise
     sequences = generate(task, 16, length=6, seed=0).sequences
     assert all(set(task.tokenizer.tokenize(s)) <= {"C", "O", "(", ")"} for s in sequences)
+
+
+def test_inverse_transform_draws_follow_the_probabilities_and_never_a_zero():
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2], [2.0, 0.0, 0.0, 0.0, 6.0]], dtype=torch.float64)
+    draws = torch.stack([draw_from_probs(probs, torch.Generator().manual_seed(seed)) for seed in range(4000)])
+    for row, p in enumerate(probs):
+        frequencies = torch.bincount(draws[:, row], minlength=5).double() / len(draws)
+        # 4,000 draws: a frequency's standard deviation is at most 0.008; 0.03 is ~4 of them.
+        torch.testing.assert_close(frequencies, p / p.sum(), atol=0.03, rtol=0)
+        assert frequencies[p == 0].sum() == 0
+
+
+def test_the_nucleus_from_the_first_candidates_is_the_nucleus_of_a_full_sort():
+    generator = torch.Generator().manual_seed(0)
+    for scale in (0.3, 3.0, 10.0):  # flat distributions reach past the candidates, peaked ones do not
+        log_p = torch.log_softmax(torch.randn(64, 300, generator=generator, dtype=torch.float64) * scale, -1)
+        ranked, order = log_p.sort(-1, descending=True)
+        p = ranked.exp()
+        expected = torch.zeros_like(log_p, dtype=torch.bool).scatter_(-1, order, p.cumsum(-1) - p >= 0.9)
+        assert torch.equal(outside_nucleus(log_p, 0.9), expected)
