@@ -58,20 +58,24 @@ def reverse_step_probs(p_theta: Tensor, alpha_t: float, alpha_s: float, mask_tok
 NUCLEUS_CANDIDATES = 32
 
 
+def _past_nucleus(ranked: Tensor, top_p: float) -> Tensor:
+    """For log-probabilities ranked from the most likely down: whether the ones ranked above each
+    already hold ``top_p`` (the top one never does)."""
+    p = ranked.exp()
+    return p.cumsum(-1) - p >= top_p
+
+
 def outside_nucleus(log_p: Tensor, top_p: float) -> Tensor:
     """(K, V) bool: the tokens outside the smallest set of most likely ones whose probability
     reaches ``top_p`` (a token stays while those ranked above it hold less; the top one always
     stays), from normalised log-probabilities ``log_p`` (K, V)."""
-    candidates = min(NUCLEUS_CANDIDATES, log_p.shape[-1])
-    ranked, order = log_p.topk(candidates, dim=-1)
-    p = ranked.exp()
-    drop_ranked = p.cumsum(-1) - p >= top_p
+    ranked, order = log_p.topk(min(NUCLEUS_CANDIDATES, log_p.shape[-1]), dim=-1)
+    drop_ranked = _past_nucleus(ranked, top_p)
     drop = torch.ones_like(log_p, dtype=torch.bool).scatter_(-1, order, drop_ranked)
     longer = (~drop_ranked[:, -1]).nonzero().squeeze(-1)  # the nucleus may reach past the candidates
     if len(longer):
         ranked, order = log_p[longer].sort(dim=-1, descending=True)
-        p = ranked.exp()
-        drop[longer] = torch.zeros_like(drop[longer]).scatter_(-1, order, p.cumsum(-1) - p >= top_p)
+        drop[longer] = torch.zeros_like(drop[longer]).scatter_(-1, order, _past_nucleus(ranked, top_p))
     return drop
 
 
