@@ -81,13 +81,22 @@ class PolydiffCLI(LightningCLI):
         # error), and the hyperparameters of an older checkpoint are brought up to date.
         checkpoint = self._resolve_subcommand_checkpoint()
         hparams = dict((checkpoint or {}).get("hyper_parameters") or {})
-        migrate_hyperparameters(hparams)
+        migrate_hyperparameters(hparams, (checkpoint or {}).get("state_dict"))
         hparams.pop("_instantiator", None)
         if hparams:
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
     def before_instantiate_classes(self) -> None:
-        self._resolve_subcommand_checkpoint()  # Lightning 2.5 has no _parse_ckpt_path
+        checkpoint = self._resolve_subcommand_checkpoint()  # Lightning 2.5 has no _parse_ckpt_path
+        if checkpoint is None:
+            return
+        # A checkpoint trained on the wide SMILES vocabulary (before ``smiles`` became the common
+        # one) needs its data tokenized the same way; a tokenizer the user names is left alone.
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        migrate_hyperparameters(hparams, checkpoint.get("state_dict"))
+        config = self.config[self.config.subcommand]
+        if hparams.get("tokenizer_name") and config.data.tokenizer_name is None:
+            config.data.tokenizer_name = config.model.tokenizer_name = hparams["tokenizer_name"]
 
     def _resolve_subcommand_checkpoint(self) -> dict | None:
         subcommand = self.config.get("subcommand")

@@ -127,6 +127,22 @@ def test_checkpoints_with_earlier_option_names_still_load(checkpoint, tmp_path, 
         polydiff.load(older, device="cpu")
 
 
+def test_checkpoints_of_the_wide_smiles_vocabulary_still_load(tmp_path_factory, fit_tiny, capsys):
+    # Before ``smiles`` became the common vocabulary, its 1,467 tokens were the default: such a
+    # checkpoint says tokenizer_name None and has 1,467 embeddings.
+    root = tmp_path_factory.mktemp("fit_wide")
+    wide = fit_tiny(root, "--data.tokenizer_name", "smiles_full")
+    state = torch.load(wide, map_location="cpu", weights_only=True)
+    assert state["state_dict"]["model.bert.embeddings.word_embeddings.weight"].shape[0] == 1467
+    state["hyper_parameters"]["tokenizer_name"] = None
+    older = root / "older.ckpt"
+    torch.save(state, older)
+    task = polydiff.load(older, device="cpu")
+    assert len(task.tokenizer) == 1467 and len(task.sample(4, seed=0)) == 4
+    main(["validate", "-c", BASE, "-c", TINY, "--ckpt_path", str(older), "--trainer.default_root_dir", str(root)])
+    assert "val/nll" in capsys.readouterr().out
+
+
 def test_load_gives_an_eval_task_that_samples(checkpoint):
     task = polydiff.load(checkpoint, device="cpu")
     assert not task.training and task.device == torch.device("cpu")

@@ -1,8 +1,13 @@
-"""Offline tokenizers: the bundled atom-level SMILES tokenizer and local tokenizer folders.
+"""Offline tokenizers: the bundled atom-level SMILES tokenizers and local tokenizer folders.
 
 The bundled ``smiles`` tokenizer splits SMILES/PSMILES into chemically meaningful tokens
 (bracket atoms such as ``[nH]`` or ``[C@@H]`` stay whole, ``Cl`` and ``Br`` are one token, ring
-closures ``%nn`` are one token) and maps them word-level onto a fixed vocabulary. The bundled
+closures ``%nn`` are one token) and maps them word-level onto a fixed vocabulary of the tokens
+organic chemistry writes (126; MOSES itself uses 24 of them). Its size matters: every sampling
+step works over the whole vocabulary at every position, and the logits over it are the largest
+tensors of a training step. ``smiles_full`` keeps the wider vocabulary (1,467 tokens: every
+bracket atom of 40 elements with each hydrogen count, charge and chirality) for corpora that
+need rare atoms, and for checkpoints trained on it. The bundled
 ``selfies`` tokenizer maps each SELFIES symbol (``[C]``, ``[=Branch1]``, ...) onto a small
 vocabulary. Nothing here touches the network: a name is ``smiles``, ``selfies`` (the bundled
 files) or a local path.
@@ -26,6 +31,21 @@ SMILES_REGEX = r"\[[^\]]+\]|Br|Cl|%\d{2}|[BCNOPSFI]|[bcnops]|[()=#\-+\\/:~@?>*$.
 ORGANIC_ATOMS = ("B", "C", "N", "O", "P", "S", "F", "Cl", "Br", "I", "b", "c", "n", "o", "p", "s")
 BONDS_AND_SYMBOLS = ("-", "=", "#", "$", ":", "/", "\\", "(", ")", ".", "*", "~", "@", "?", ">", "+")
 RING_CLOSURES = tuple(str(d) for d in range(10)) + tuple(f"%{n}" for n in range(10, 100))
+# Writers reuse ring numbers once a ring closes, so even macrocycles and cages rarely hold more
+# than a dozen rings open at once.
+COMMON_RING_CLOSURES = RING_CLOSURES[:20]
+
+# The bracket atoms that drug-like and polymer corpora use: stereocentres, the usual charged
+# forms (salts, nitro groups, ammonium), aromatic NH, isotopes of labelled compounds and
+# attachment points. A line with any other atom is skipped as "unknown token" and counted.
+COMMON_BRACKET_ATOMS = (
+    "[nH]", "[C@H]", "[C@@H]", "[C@]", "[C@@]", "[H]", "[N+]", "[O-]", "[n+]", "[N-]", "[O+]", "[n-]",
+    "[NH+]", "[NH2+]", "[NH3+]", "[nH+]", "[NH-]", "[C-]", "[CH-]", "[CH2-]", "[c-]", "[C+]", "[S+]", "[S-]",
+    "[s+]", "[o+]", "[P+]", "[S@]", "[S@@]", "[S@+]", "[S@@+]", "[N@]", "[N@@]", "[N@+]", "[N@@+]", "[N@H+]",
+    "[N@@H+]", "[P@]", "[P@@]", "[Si]", "[SiH]", "[SiH2]", "[Se]", "[se]", "[SeH]", "[B]", "[B-]", "[BH-]",
+    "[BH3-]", "[Na+]", "[K+]", "[Li+]", "[Mg+2]", "[Ca+2]", "[Zn+2]", "[Cl-]", "[Br-]", "[I-]", "[2H]", "[3H]",
+    "[11C]", "[13C]", "[14C]", "[18F]", "[123I]", "[125I]", "[*]", "[*:1]", "[*:2]",
+)  # fmt: skip
 
 # Bracket atoms: every combination of these parts that is chemically plausible enough to
 # appear in drug-like or polymer corpora. Rarer ones still tokenize, as [UNK].
@@ -89,10 +109,11 @@ def _bracket_atoms() -> list[str]:
     return atoms
 
 
-def smiles_vocabulary() -> list[str]:
-    """The bundled vocabulary: special tokens first, then atoms, symbols and ring closures."""
+def smiles_vocabulary(full: bool = False) -> list[str]:
+    """A bundled vocabulary: special tokens first, then atoms, symbols, ring closures and bracket
+    atoms; the common ones (``smiles``) or every plausible one (``smiles_full``)."""
     vocab = list(SPECIAL_TOKENS) + list(ORGANIC_ATOMS) + list(BONDS_AND_SYMBOLS)
-    vocab += list(RING_CLOSURES) + _bracket_atoms()
+    vocab += list(RING_CLOSURES) + _bracket_atoms() if full else list(COMMON_RING_CLOSURES + COMMON_BRACKET_ATOMS)
     return list(dict.fromkeys(vocab))  # keep first occurrence, drop duplicates
 
 
@@ -135,9 +156,10 @@ def _word_level_tokenizer(vocabulary: list[str], regex: str) -> Tokenizer:
     return tokenizer
 
 
-def build_smiles_tokenizer() -> Tokenizer:
-    """Builds the bundled atom-level tokenizer from code (``bundled/tokenizer.json`` is its output)."""
-    return _word_level_tokenizer(smiles_vocabulary(), SMILES_REGEX)
+def build_smiles_tokenizer(full: bool = False) -> Tokenizer:
+    """Builds a bundled atom-level tokenizer from code (``bundled/tokenizer.json`` is its output,
+    ``bundled/tokenizer_full.json`` with ``full``)."""
+    return _word_level_tokenizer(smiles_vocabulary(full), SMILES_REGEX)
 
 
 def build_selfies_tokenizer() -> Tokenizer:
@@ -148,6 +170,7 @@ def build_selfies_tokenizer() -> Tokenizer:
 BUNDLED_TOKENIZERS = {
     "smiles": "tokenizer.json",
     "kekule_smiles": "tokenizer.json",
+    "smiles_full": "tokenizer_full.json",
     "selfies": "selfies_tokenizer.json",
 }
 
@@ -160,9 +183,9 @@ def load_tokenizer(name: str = "smiles") -> PreTrainedTokenizerFast:
     """Loads a tokenizer without the network.
 
     Args:
-        name: ``smiles``, ``kekule_smiles`` (the SMILES tokenizer) or ``selfies`` for a bundled
-            tokenizer, or a local path to a ``tokenizer.json`` file or to a folder saved with
-            ``save_pretrained``.
+        name: ``smiles``, ``kekule_smiles`` (the SMILES tokenizer), ``smiles_full`` (its wide
+            vocabulary) or ``selfies`` for a bundled tokenizer, or a local path to a
+            ``tokenizer.json`` file or to a folder saved with ``save_pretrained``.
 
     Returns:
         A fast tokenizer with [PAD], [UNK], [CLS], [SEP] and [MASK] set.
@@ -176,8 +199,8 @@ def load_tokenizer(name: str = "smiles") -> PreTrainedTokenizerFast:
         path = Path(name).expanduser()
         if not path.exists():
             raise FileNotFoundError(
-                f"tokenizer {name!r} is not available offline: use 'smiles' or 'selfies' (bundled) or the path "
-                "of a local tokenizer.json or tokenizer folder"
+                f"tokenizer {name!r} is not available offline: use 'smiles', 'smiles_full' or 'selfies' (bundled) "
+                "or the path of a local tokenizer.json or tokenizer folder"
             )
     if path.is_dir():
         if not (path / "tokenizer.json").exists():

@@ -413,6 +413,9 @@ def decode_next_tokens(
             calls[rows] += 1
         if syntax is not None:
             state = syntax.advance(state, x[:, p])
+            # A template's fixed tokens are part of the molecule the ring check judges.
+            for row in (~draw & (x[:, p] != pad) & (x[:, p] != sep)).nonzero().flatten().tolist():
+                prefixes[row] = prefixes[row].then(syntax.tokens[int(x[row, p])])
         if free_length:
             x = pad_after_end(x, sep, pad)
         if on_step is not None:

@@ -15,6 +15,10 @@ import torch
 
 # Options renamed since checkpoints were first written: old name -> new name.
 RENAMED_OPTIONS = {"sample_every_n_epochs": "sample_every_n_validations"}
+# The bundled SMILES tokenizer had 1,467 tokens before it kept only the common ones; a SMILES
+# checkpoint with that many embeddings was trained on what is now ``smiles_full``.
+FULL_SMILES_VOCABULARY_SIZE = 1467
+WORD_EMBEDDINGS = "model.bert.embeddings.word_embeddings.weight"
 
 
 def check_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -42,8 +46,9 @@ def check_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def migrate_hyperparameters(hparams: dict[str, Any]) -> bool:
-    """Rewrites, in place, a checkpoint's hyperparameters written under earlier option names.
+def migrate_hyperparameters(hparams: dict[str, Any], state_dict: dict[str, Any] | None = None) -> bool:
+    """Rewrites, in place, a checkpoint's hyperparameters written under earlier option names or
+    defaults (``state_dict``, the checkpoint's weights, tells which bundled tokenizer it used).
 
     Returns:
         Whether anything changed.
@@ -66,12 +71,21 @@ def migrate_hyperparameters(hparams: dict[str, Any]) -> bool:
     if options.get("causal_context") and "drafter" not in options:
         options["drafter"] = "windows"
         changed = True
+    embeddings = (state_dict or {}).get(WORD_EMBEDDINGS)
+    if (
+        hparams.get("tokenizer_name") is None
+        and hparams.get("representation", "smiles") in ("smiles", "kekule_smiles")
+        and embeddings is not None
+        and embeddings.shape[0] == FULL_SMILES_VOCABULARY_SIZE
+    ):
+        hparams["tokenizer_name"] = "smiles_full"
+        changed = True
     return changed
 
 
 def migrated_checkpoint(checkpoint: dict[str, Any]) -> io.BytesIO | None:
     """The checkpoint with up-to-date hyperparameters, as a file in memory; None when it needs no change."""
-    if not migrate_hyperparameters(checkpoint.get("hyper_parameters") or {}):
+    if not migrate_hyperparameters(checkpoint.get("hyper_parameters") or {}, checkpoint.get("state_dict")):
         return None
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)

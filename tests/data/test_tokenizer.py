@@ -9,9 +9,22 @@ def tokenizer():
     return load_tokenizer("smiles")
 
 
-def test_bundled_file_is_what_the_code_builds():
-    bundled = Tokenizer.from_file(str(bundled_tokenizer_path()))
-    assert bundled.to_str() == build_smiles_tokenizer().to_str()
+@pytest.mark.parametrize("name", ["smiles", "smiles_full"])
+def test_bundled_files_are_what_the_code_builds(name):
+    bundled = Tokenizer.from_file(str(bundled_tokenizer_path(name)))
+    assert bundled.to_str() == build_smiles_tokenizer(full=name == "smiles_full").to_str()
+
+
+def test_the_common_vocabulary_is_small_and_the_wide_one_keeps_rare_atoms(tokenizer):
+    wide = load_tokenizer("smiles_full")
+    assert len(tokenizer) == 126 and len(wide) == 1467
+    # The common tokens keep their ids in the wide vocabulary up to the ring closures.
+    assert [wide.convert_tokens_to_ids(t) for t in ("C", "c", "(", "9", "%19")] == tokenizer.convert_tokens_to_ids(
+        ["C", "c", "(", "9", "%19"]
+    )
+    rare = "C[Pt+2]C%45CC%45"
+    assert tokenizer.unk_token_id in tokenizer(rare)["input_ids"]
+    assert wide.decode(wide(rare)["input_ids"], skip_special_tokens=True) == rare
 
 
 def test_special_tokens_come_first(tokenizer):

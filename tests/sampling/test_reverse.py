@@ -240,7 +240,10 @@ def test_a_block_model_chooses_its_lengths_and_each_call_sees_a_prefix(block_tas
     generation = generate(block_task, 16, SamplingConfig(strategy="confidence"), seed=0)  # the reverse process
     lengths = generation.lengths
     assert len(set(lengths.tolist())) > 4
-    assert min(widths) == 3 and max(widths) == min(TINY.max_position_embeddings, int(lengths.max()) + 3)
+    # Blocks of 2 from position 1: the longest row's [SEP], at position L + 1, is in the block that
+    # ends the prefix at width 2 * (L // 2) + 3.
+    longest = int(lengths.max())
+    assert min(widths) == 3 and max(widths) == min(TINY.max_position_embeddings, 2 * (longest // 2) + 3)
     assert widths == sorted(widths)  # the prefix grows block by block, and stops with the longest row
     # A block of 2 takes at most 2 calls; a row is called only until its block with [SEP].
     assert (generation.nfe <= 2 * (lengths // 2 + 1)).all()
@@ -271,7 +274,7 @@ def test_no_token_the_training_data_lacked_is_drawn(block_size):
     task = DiffusionTask(model_config=TINY, diffusion_config=DiffusionConfig(block_size=block_size)).eval()
     task.length_histogram[5:10] = 1
     seen = task.tokenizer.convert_tokens_to_ids(["C", "O", "(", ")", "[SEP]"])
-    task.token_histogram[seen] = 1.0  # an untrained model draws from all 1,467 tokens otherwise
+    task.token_histogram[seen] = 1.0  # an untrained model draws from all 126 tokens otherwise
     sequences = generate(task, 16, length=6, seed=0).sequences
     assert all(set(task.tokenizer.tokenize(s)) <= {"C", "O", "(", ")"} for s in sequences)
 

@@ -185,6 +185,7 @@ class SmilesSyntax:
         allowed = self.follows[state.previous][:, kind]
         anchor, need = state.anchor_left.unsqueeze(-1), state.bond.clamp_min(1).unsqueeze(-1)
         balanced = (state.depth == 0).unsqueeze(-1)
+        branch_start = state.branch_start.unsqueeze(-1)
         first_atom = (state.previous == START).unsqueeze(-1)
         closing = state.open_rings[:, label]
         ring_need = torch.where(closing, torch.maximum(need, state.ring_bond[:, label]), need)
@@ -212,8 +213,9 @@ class SmilesSyntax:
             (BOND, anchor >= order),
             # No ring closed at the atom that opened it; a ring bond takes a bond from the anchor. A
             # double or triple bond written at the closure must be the one the ring was opened
-            # with: the opening atom's valence counted only that (RDKit writes neither form).
-            (RING, ~state.opened_here[:, label] & (anchor >= ring_need) & ~ring_stuck & ~ring_mismatch),
+            # with: the opening atom's valence counted only that (RDKit writes neither form). A
+            # branch starts with an atom, after its bond if it has one: C(-1 is no SMILES.
+            (RING, ~state.opened_here[:, label] & (anchor >= ring_need) & ~ring_stuck & ~ring_mismatch & ~branch_start),
             (OPEN, (anchor >= 1) & (state.depth < MAX_DEPTH).unsqueeze(-1)),
             (CLOSE, ~balanced & ~close_stuck),
             (DOT, balanced & ~rings_open),

@@ -94,19 +94,26 @@ def test_the_answer_a_prefix_inherits_is_the_answer_a_search_gives(moses_sample)
     rows = [TOKENIZER.tokenize(smiles)[: 8 + i % 20] for i, smiles in enumerate(moses_sample[:200])]
     state = syntax.start(len(rows), "cpu")
     prefixes = [MoleculePrefix()] * len(rows)
+    ended = [False] * len(rows)
     inherited = 0
     for step in range(60):
         allowed = syntax.allowed(state)
         candidates = torch.multinomial(allowed.float() + 1e-9, 6, generator=generator)
         tokens = []
         for row, prefix in enumerate(prefixes):
+            if ended[row]:  # no token follows [SEP]: the row stays as it is
+                tokens.append(TOKENIZER.sep_token_id)
+                continue
             for token in [VOCABULARY[c] for c in candidates[row].tolist()]:
                 child = prefix.then(token)
                 inherited += "_completable" in child.__dict__
                 assert child.can_complete() == child._search(), (prefix.atoms, token)
             written = rows[row][step] if step < len(rows[row]) else None
             tokens.append(TOKENIZER.convert_tokens_to_ids(written) if written else candidates[row, 0].item())
-        tokens = torch.tensor(tokens)
-        state = syntax.advance(state, tokens)
-        prefixes = [prefix.then(VOCABULARY[token]) for prefix, token in zip(prefixes, tokens.tolist(), strict=True)]
+        state = syntax.advance(state, torch.tensor(tokens))
+        prefixes = [
+            prefix if done else prefix.then(VOCABULARY[token])
+            for prefix, token, done in zip(prefixes, tokens, ended, strict=True)
+        ]
+        ended = [done or token == TOKENIZER.sep_token_id for done, token in zip(ended, tokens, strict=True)]
     assert inherited > 1000  # the shortcut is taken, and so tested
