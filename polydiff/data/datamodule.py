@@ -19,7 +19,7 @@ from polydiff.data.packed_lines import PackedLines
 from polydiff.data.polymers import PolymerCorpus, corpus_files
 from polydiff.data.screening import OnBadLine, summary
 from polydiff.data.token_cache import CachedSequences, TokenCache, WithValues, token_cache
-from polydiff.data.tokenizer import load_tokenizer
+from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
 from polydiff.types import Kind, RepresentationName
 from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import csv_columns, iter_smiles, read_smiles
@@ -226,6 +226,9 @@ class MoleculeDataModule(LightningDataModule):
         message = f"data: {split} {info['source']}: {info['kept']:,} of {info['lines']:,} lines kept"
         if cache.dropped:
             message += f"; skipped {summary(cache.dropped, info['examples'])}"
+        hint = unknown_token_hint(self.hparams.tokenizer_name or self.hparams.representation)
+        if cache.dropped.get("unknown token") and hint:
+            message += f" ({hint})"
         rank_zero_info(message)  # once per run, on the console and in the log
         return CachedSequences(cache, np.arange(len(cache)))
 

@@ -38,7 +38,7 @@ import torch
 from polydiff.chem.molecules import quiet_rdkit
 from polydiff.data.batching import MoleculeCollator
 from polydiff.data.screening import REASONS, OnBadLine, screen, summary
-from polydiff.data.tokenizer import load_tokenizer
+from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
 from polydiff.utils.cache import cache_dir, file_digest
 from polydiff.utils.files import iter_rows
 from polydiff.utils.parallel import default_jobs, progress_bars
@@ -229,14 +229,16 @@ def token_cache(
     cached = TokenCache(folder)
     if cached.dropped and on_bad_line == "error":  # built before under on_bad_line: skip
         reason = next(r for r in REASONS if r in cached.dropped)
-        _bad_line(path, reason, *cached.info["examples"][reason])
+        _bad_line(path, reason, *cached.info["examples"][reason], tokenizer_name)
     if not len(cached):
         raise ValueError(f"{path}: no usable line ({summary(cached.dropped, cached.info['examples']) or 'empty file'})")
     return cached
 
 
-def _bad_line(path: Path, reason: str, line_number: int, text: str) -> None:
+def _bad_line(path: Path, reason: str, line_number: int, text: str, tokenizer_name: str) -> None:
     hint = "data.on_bad_line: skip leaves such lines out"
+    if reason == "unknown token" and unknown_token_hint(tokenizer_name):
+        hint = f"{unknown_token_hint(tokenizer_name)}; {hint}"
     raise ValueError(f"{path}, line {line_number}: {reason}: {text[:60]!r} ({hint})")
 
 
@@ -285,7 +287,7 @@ def _build(
                         examples.setdefault(reason, (index + 1 + header, text))
                     if examples and on_bad_line == "error":
                         reason, (line_number, text) = min(examples.items(), key=lambda item: item[1][0])
-                        _bad_line(path, reason, line_number, text)
+                        _bad_line(path, reason, line_number, text, encoding[0])
                     flat.astype(dtype).tofile(ids)
                     lengths.append(chunk_lengths)
                     values.append(chunk_values)

@@ -175,6 +175,14 @@ BUNDLED_TOKENIZERS = {
 }
 
 
+def unknown_token_hint(name: str) -> str:
+    """What to do about lines with a token the tokenizer ``name`` lacks ("" when polydiff has no
+    wider bundled vocabulary to offer)."""
+    if name not in ("smiles", "kekule_smiles"):
+        return ""
+    return "the common SMILES vocabulary lacks an atom of theirs: data.tokenizer_name smiles_full has 1,467 tokens"
+
+
 def bundled_tokenizer_path(name: str = "smiles") -> Path:
     return Path(str(resources.files("polydiff.data") / "bundled" / BUNDLED_TOKENIZERS[name]))
 

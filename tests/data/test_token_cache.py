@@ -77,3 +77,12 @@ def test_datamodule_on_a_cache_holds_out_the_same_validation_lines(corpus):
     reference = cached.novelty_reference()
     assert all(line in reference for line in lines.train_smiles)
     assert cached.length_histogram().sum() == kept - 30
+
+
+def test_an_atom_outside_the_common_vocabulary_points_to_the_wide_one(tmp_path):
+    path = tmp_path / "platinum.smi"
+    path.write_text("CCO\nC[Pt+2]C\nc1ccccc1\n")
+    with pytest.raises(ValueError, match=r"line 2: unknown token: .*data.tokenizer_name smiles_full"):
+        token_cache(path, "smiles", 64, "smiles", on_bad_line="error", n_jobs=1)
+    assert token_cache(path, "smiles", 64, "smiles", n_jobs=1).dropped == {"unknown token": 1}
+    assert len(token_cache(path, "smiles_full", 64, "smiles", n_jobs=1)) == 3
