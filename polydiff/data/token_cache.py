@@ -237,8 +237,9 @@ def token_cache(
 
 def _bad_line(path: Path, reason: str, line_number: int, text: str, tokenizer_name: str) -> None:
     hint = "data.on_bad_line: skip leaves such lines out"
-    if reason == "unknown token" and unknown_token_hint(tokenizer_name):
-        hint = f"{unknown_token_hint(tokenizer_name)}; {hint}"
+    wider = unknown_token_hint(tokenizer_name) if reason == "unknown token" else ""
+    if wider:
+        hint = f"{wider}; {hint}"
     raise ValueError(f"{path}, line {line_number}: {reason}: {text[:60]!r} ({hint})")
 
 

@@ -113,7 +113,7 @@ def smiles_vocabulary(full: bool = False) -> list[str]:
     """A bundled vocabulary: special tokens first, then atoms, symbols, ring closures and bracket
     atoms; the common ones (``smiles``) or every plausible one (``smiles_full``)."""
     vocab = list(SPECIAL_TOKENS) + list(ORGANIC_ATOMS) + list(BONDS_AND_SYMBOLS)
-    vocab += list(RING_CLOSURES) + _bracket_atoms() if full else list(COMMON_RING_CLOSURES + COMMON_BRACKET_ATOMS)
+    vocab += (list(RING_CLOSURES) + _bracket_atoms()) if full else list(COMMON_RING_CLOSURES + COMMON_BRACKET_ATOMS)
     return list(dict.fromkeys(vocab))  # keep first occurrence, drop duplicates
 
 
