@@ -59,15 +59,18 @@ from polydiff.sampling.reverse import Head, draw_from_probs, draw_tokens, outsid
 
 _AS_GIVEN = SamplingConfig(temperature=1.0, top_p=1.0)  # draws from distributions already tempered and filtered
 # A row at a dead end backs out of it: it takes back its last REWIND tokens (twice as many at each
-# further dead end) and writes them again, at most MAX_REWINDS times; after that it is ended where
-# no token keeps it completable (and will not be valid), and restricted where the automaton refuses
-# most of p. Every call counts. On 1,000 samples of E28, a 10-minute default (seed 0): dead ends
-# only, three rewinds of 8, 16, 32 tokens, each spending a call: valid 0.978, Filters 0.869 (9% of
-# molecules with a ring of 8+ atoms) at 0.484 model calls per token; REFUSED_SHARE 0.5 and two
-# rewinds, drawing again in the same call: valid 0.961, Filters 0.925 (4%) at 0.481. On a weaker
-# checkpoint (E29, 820 steps) the same gave valid 0.937 at 0.498 (docs/quality.md).
+# further one) and writes them again, at most MAX_REWINDS times (from the fifth, a row of 128
+# tokens is taken back to its start); after that it is ended there and will not be valid. Where the
+# automaton refuses most of p it backs out too, while it has rewound fewer than REFUSED_REWINDS
+# times, and is restricted after. Every call counts. On 1,000 samples of E28, a 10-minute default
+# (seed 0): dead ends only, three rewinds of 8, 16, 32 tokens, each spending a call: valid 0.978,
+# Filters 0.869 (9% of molecules with a ring of 8+ atoms) at 0.484 model calls per token;
+# REFUSED_SHARE 0.5 and two rewinds, drawing again in the same call: valid 0.961, Filters 0.925
+# (4%) at 0.481. The polymer recipe's long units meet dead ends that 8 and 16 tokens do not undo:
+# two rewinds left 25% of them invalid, eight 1% (docs/design.md).
 REWIND = 8
-MAX_REWINDS = 2
+MAX_REWINDS = 8
+REFUSED_REWINDS = 2
 REFUSED_SHARE = 0.5
 
 
@@ -231,11 +234,11 @@ class _SpeculativeDecoder:
 
     def _mostly_refused(self, logits: Tensor, by_rules: Tensor | None, rows: Tensor) -> Tensor:
         """(r,) bool: the rules alone (the length bound aside) refuse more than ``REFUSED_SHARE`` of p,
-        a dead end in all but name, and the row has a rewind left."""
+        a dead end in all but name, and the row has rewound fewer than ``REFUSED_REWINDS`` times."""
         if by_rules is None:
             return torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
         kept = target_probs(logits, self.config).masked_fill(~by_rules, 0.0).sum(-1)
-        return (kept < 1 - REFUSED_SHARE) & (self.rewinds[rows] < MAX_REWINDS)
+        return (kept < 1 - REFUSED_SHARE) & (self.rewinds[rows] < REFUSED_REWINDS)
 
     def _untruncated(self, logits: Tensor, rows: Tensor, positions: Tensor, index: Tensor) -> Tensor:
         """p of ``rows[index]`` without the nucleus cut: the whole tempered distribution the automaton allows."""

@@ -24,14 +24,26 @@ a search (``_keeps_completable``).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
-from polydiff.sampling.constraints.syntax import ATOM, BOND, CLOSE, DOT, END, OPEN, RING, classify_token
+from polydiff.sampling.constraints.syntax import (
+    ATOM,
+    BOND,
+    BOND_ORDERS,
+    CLOSE,
+    DOT,
+    END,
+    OPEN,
+    RING,
+    classify_token,
+)
 
 AROMATIC_BOND = ("", ":")  # an unwritten bond between two aromatic atoms is aromatic
 MULTIPLE_BONDS = ("=", "#", "$")
 REQUIRED, FREE, EXCLUDED = range(3)  # must take a ring double bond, may, may not
 MAX_SEARCH = 10_000  # matching attempts before an aromatic system is given the benefit of the doubt
+MAX_UNDECIDED = 3  # aromatic atoms whose next bond is tried both ways (2^3 cases at most)
 
 
 def is_aromatic(atom: str) -> bool:
@@ -88,6 +100,8 @@ class MoleculePrefix:
         """
         if child.broken or (self.anchor is not None and is_aromatic(self.atoms[self.anchor])):
             return False
+        if child.anchor is not None and child.anchor not in child.free_atoms():
+            return False  # a full anchor (C=O) ends the way through it
         if kind == ATOM:
             return not is_aromatic(token)
         if kind == RING:  # closing it bonds the anchor to the atom that opened it: that one too
@@ -123,9 +137,21 @@ class MoleculePrefix:
         return self
 
     def free_atoms(self) -> set[int]:
-        """Atoms that may still gain bonds."""
-        free = {*self.branch_points, *(atom for _, atom, _ in self.open_rings)}
-        return free if self.anchor is None else free | {self.anchor}
+        """Atoms that may still gain bonds: those with an open ring label, and the anchor and branch
+        points if a bond is on its way to them or their valence has room for one (``C=O``'s O has
+        none, nor has a bonded ``*``: nothing more can go through them)."""
+        candidates = {*self.branch_points} if self.anchor is None else {*self.branch_points, self.anchor}
+        ringed = {atom for _, atom, _ in self.open_rings}
+        return ringed | {atom for atom in candidates - ringed if self._coming_bonds(atom) or self._has_room(atom)}
+
+    def _has_room(self, atom: int) -> bool:
+        """Whether ``atom`` may take one more bond: its valence (as the automaton counts it, a bond
+        between aromatic atoms as 1, a bracket atom's from RDKit) is not used up, and an aromatic c or n has fewer than three."""
+        token = self.atoms[atom]
+        written = [symbol for i, j, symbol in self.bonds if atom in (i, j)]
+        if token in ("c", "n") and len(written) >= 3:
+            return False
+        return sum(BOND_ORDERS.get(symbol, 1) for symbol in written) < classify_token(token)[1]
 
     def can_complete(self) -> bool:
         """Whether some continuation makes every aromatic atom a ring atom with a Kekulé structure."""
@@ -141,16 +167,35 @@ class MoleculePrefix:
         if not aromatic:
             return True
         free = self.free_atoms()
-        ring_bonds = _ring_bonds(len(self.atoms), self.bonds, free)
         incident: dict[int, list[int]] = {i: [] for i in aromatic}
         for k, (i, j, _) in enumerate(self.bonds):
             for atom in (i, j):
                 if atom in incident:
                     incident[atom].append(k)
+        # An aromatic atom that may gain a bond but need not (no bond is on its way) is tried both
+        # ways: staying as it is keeps it off any ring it is not on yet, and makes a two-bonded n
+        # pyridine-type; gaining one may close a ring through it, and makes that n pyrrole-type.
+        # Judged at once, each answer would pass on the other's terms (``c3cccc(C)n3`` inside an
+        # open branch with rings left to close).
+        undecided = [i for i in aromatic if i in free and not self._coming_bonds(i)]
+        if len(undecided) > MAX_UNDECIDED:  # beyond a few, judged at once: the benefit of the doubt
+            return self._kekulizable(aromatic, incident, free, set())
+        return any(
+            self._kekulizable(aromatic, incident, free - set(staying), set(undecided) - set(staying))
+            for size in range(len(undecided) + 1)
+            for staying in itertools.combinations(undecided, size)
+        )
+
+    def _kekulizable(
+        self, aromatic: list[int], incident: dict[int, list[int]], free: set[int], gaining: set[int]
+    ) -> bool:
+        """Whether every final aromatic atom lies on a ring and the matching exists, when the atoms in
+        ``free`` may gain bonds and those in ``gaining`` will."""
+        ring_bonds = _ring_bonds(len(self.atoms), self.bonds, free)
         # Final aromatic atoms must lie on a ring.
         if any(i not in free and not any(k in ring_bonds for k in incident[i]) for i in aromatic):
             return False
-        role = {i: self._role(i, incident[i], free) for i in aromatic}
+        role = {i: self._role(i, incident[i], free, gaining) for i in aromatic}
         if None in role.values():
             return False
         neighbours: dict[int, list[int]] = {i: [] for i in aromatic if role[i] != EXCLUDED}
@@ -160,13 +205,17 @@ class MoleculePrefix:
                 neighbours[j].append(i)
         return _covering_matching_exists(neighbours, [i for i in neighbours if role[i] == REQUIRED])
 
-    def _role(self, atom: int, incident: list[int], free: set[int]) -> int | None:
+    def _role(self, atom: int, incident: list[int], free: set[int], gaining: set[int]) -> int | None:
         """Whether an aromatic atom needs a double bond inside its aromatic system; None if it has
-        more bonds than any aromatic atom of its kind may have."""
+        more bonds than any aromatic atom of its kind may have. Atoms in ``free`` may gain bonds,
+        those in ``gaining`` will."""
         token, written = self.atoms[atom], [self.bonds[k][2] for k in incident]
         coming = self._coming_bonds(atom)
         degree = len(written) + len(coming)
-        if token in ("o", "s", "[nH]") or any(symbol in MULTIPLE_BONDS for symbol in written + coming):
+        multiple = any(symbol in MULTIPLE_BONDS for symbol in written + coming)
+        if token in ("o", "s", "[nH]") and degree > 2 and not (token == "s" and multiple):
+            return None  # a furan O, thiophene S or pyrrole NH has no room for a substituent
+        if token in ("o", "s", "[nH]") or multiple:
             return EXCLUDED  # no double bond in the ring, or one written already (c=O, c1=cc=cc=c1)
         if token in ("c", "[cH]"):
             if degree > 3:
@@ -178,7 +227,7 @@ class MoleculePrefix:
         if token == "n":
             if degree > 3:
                 return None
-            if degree == 3:
+            if degree == 3 or (degree == 2 and atom in gaining):
                 return EXCLUDED  # a substituted or bridgehead pyrrole-type n
             return FREE if atom in free else REQUIRED  # pyridine n, unless it gains a third bond
         return FREE  # charged and rarer aromatic atoms: not judged

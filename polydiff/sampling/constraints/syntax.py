@@ -8,7 +8,8 @@ allows. This is grammar-constrained decoding (as in SD-VAE, Dai et al., ICLR 201
 constrained decoding of language models). Ring labels do not span a ``.``, so no token may leave
 a ring open with no atom left to close it (``C1CC#N``). Whether the lowercase atoms can be
 kekulized needs the molecular graph, not this state: ``polydiff.sampling.constraints.kekulization`` checks it.
-Bracket atoms are not counted.
+A bracket atom may have as many bonds as RDKit lets it have, its charge and hydrogens counted
+(``[N+]`` four, ``[O-]`` one, ``[nH]`` two); metal ions and ``[*]`` are not limited.
 
 A polymer repeat unit (PSMILES) has exactly two attachment points, each an ``*`` on one single
 bond. With ``stars=2`` the automaton holds samples to that as it holds them to valence: a third
@@ -23,12 +24,16 @@ the labels opened at the current atom (``C11`` would bond an atom to itself).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from rdkit import Chem
 from torch import Tensor
 from transformers import PreTrainedTokenizerFast
+
+from polydiff.chem.molecules import quiet_rdkit
 
 # Token kinds. START is the state before the first token; it allows what a dot allows.
 ATOM, BOND, RING, OPEN, CLOSE, DOT, END, NEVER = range(8)
@@ -40,7 +45,7 @@ NO_ANCHOR = 99  # the bonds "left" before the first atom of a fragment: nothing 
 BOND_ORDERS = {"-": 1, "=": 2, "#": 3, "$": 4, ":": 1, "/": 1, "\\": 1, "~": 1}
 # Most bonds an atom of the organic subset may have, counting a bond between two aromatic atoms
 # as 1 (so c, with two ring bonds, keeps 2 for a substituent or an exocyclic =O). Bracket atoms
-# state their own hydrogens and charge; they are not limited here.
+# state their own hydrogens and charge (``bracket_valence``).
 VALENCES = {
     "B": 3, "C": 4, "N": 3, "O": 2, "P": 5, "S": 6, "F": 1, "Cl": 1, "Br": 1, "I": 1,
     "b": 3, "c": 4, "n": 3, "o": 2, "p": 3, "s": 4, "*": 1,
@@ -67,6 +72,26 @@ def is_star(token: str) -> bool:
     return token == "*" or (token.startswith("[") and token[1:].lstrip("0123456789").startswith("*"))
 
 
+@functools.cache
+def bracket_valence(token: str) -> int:
+    """The most bonds (bond orders, a bond between aromatic atoms as 1) RDKit accepts on a bracket
+    atom, its charge and hydrogens as written: the atom (an aromatic one in its aliphatic form)
+    with as many methyl groups as it takes before RDKit refuses it. UNLIMITED where RDKit sets no
+    bound below it (metal ions) or does not parse the atom alone, and for ``[*]``."""
+    inner = token[1:-1]
+    element = inner.lstrip("0123456789")
+    if is_star(token) or not element[:1].isalpha():
+        return UNLIMITED
+    isotope, symbol = inner[: len(inner) - len(element)], element[:2] if element[1:2].islower() else element[:1]
+    atom = f"[{isotope}{symbol.capitalize()}{element[len(symbol):]}]"  # c, n, se: aromatic
+    quiet_rdkit()
+    accepted = [bonds for bonds in range(UNLIMITED) if Chem.MolFromSmiles(atom + "(C)" * bonds) is not None]
+    if not accepted or accepted[-1] == UNLIMITED - 1:
+        return UNLIMITED
+    return accepted[-1]
+
+
+@functools.cache
 def classify_token(token: str) -> tuple[int, int]:
     """(kind, ring label / bond order / valence, as the kind has one, else 0) of a vocabulary entry."""
     if token == "[SEP]":
@@ -76,7 +101,7 @@ def classify_token(token: str) -> tuple[int, int]:
     if token in VALENCES:
         return ATOM, VALENCES[token]
     if token.startswith("[") and token.endswith("]"):
-        return ATOM, UNLIMITED
+        return ATOM, bracket_valence(token)
     if token.isdigit() and len(token) == 1:
         return RING, int(token)
     if token.startswith("%") and token[1:].isdigit():

@@ -51,6 +51,12 @@ def test_no_prefix_of_a_moses_molecule_or_polymer_is_refused(moses_sample):
         ("Cc1ccccc1=O", "Cc1ccccc1="),  # a benzene carbon cannot take an exocyclic double bond
         ("c1ccc(C)(C)cc1", "c1ccc(C)(C)"),  # four bonds on an aromatic carbon
         ("CCc1nc(-c2cc(N)nnc2SC)o1", "CCc1nc(-c2cc(N)nnc2SC)o1"),  # a four-membered oxazole
+        ("Cc1nc(-c=O)ccc1", "Cc1nc(-c=O"),  # the O is full: the c can reach a ring through nothing
+        ("Cc1nnc(C)s1C", "Cc1nnc(C)s1C"),  # a thiophene S with a substituent
+        ("Co1cccc1", "Co1"),  # the O would need a third bond to go on
+        # With rings 1 and 2 open, the n that closes ring 3 must bond again (to stay on a ring, the
+        # c(=O) needs a path through it): a pyrrole-type n, which leaves five c to pair.
+        ("CC(Cn1nc(C)c2c(=O)c3cccc(OC)n3)C", "CC(Cn1nc(C)c2c(=O)c3cccc(OC)n3"),
         # The last atom may still take =O (O=c1cccc1 and Cn1ccccc1=O are valid), so only the end
         # settles these:
         ("c1cccc1", "c1cccc1[SEP]"),
@@ -66,7 +72,10 @@ def test_an_unkekulizable_aromatic_system_is_refused_where_it_becomes_certain(sm
 
 @pytest.mark.parametrize(
     "smiles",
-    ["c1ccc2ccccn12", "O=c1cccc[nH]1", "Cn1cccc1", "c1ccccc1c1ccccc1", "c1ccc[n+](C)c1", "O=c1cccc1", "Cn1ccccc1=O"],
+    [
+        *("c1ccc2ccccn12", "O=c1cccc[nH]1", "Cn1cccc1", "c1ccccc1c1ccccc1", "c1ccc[n+](C)c1", "O=c1cccc1"),
+        *("Cn1ccccc1=O", "O=s1cccc1", "CC(c3cccc(C)n3)C"),
+    ],
 )
 def test_valid_aromatic_systems_pass(smiles):
     assert Chem.MolFromSmiles(smiles) is not None

@@ -74,6 +74,11 @@ def test_every_moses_molecule_and_polymer_is_accepted(moses_sample):
         ("C1CC#N", False),
         ("C1CC(C)(C)(C)", False),
         ("C1CC(C#N)(C)(C)", False),
+        # Bracket atoms as RDKit counts their charge and hydrogens.
+        ("C[O-]C", False),
+        ("C[N+](C)(C)(C)C", False),
+        ("C[nH]1cccc1", False),
+        ("C[NH3+]C", False),
     ],
 )
 def test_malformed_smiles_are_refused(smiles, end):
