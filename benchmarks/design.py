@@ -51,7 +51,7 @@ from polydiff.chem.fragments import keeps_fragments
 from polydiff.chem.molecules import canonical, canonical_sample, parse, quiet_rdkit
 from polydiff.chem.polymer_classes import polymer_class
 from polydiff.data.files import bundled_moses_path
-from polydiff.sampling.generate import generate
+from polydiff.sampling.generate import Generation, generate
 from polydiff.tasks.inference import load
 from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import read_smiles
@@ -60,6 +60,11 @@ TARGETS = [("logp", 1.0), ("logp", 3.0), ("logp", 5.0), ("qed", 0.9), ("mw", 250
 TOLERANCE = {"logp": 0.5, "qed": 0.05, "mw": 25.0}
 SCALES = [0.0, 1.0, 2.0, 4.0]
 CLASS_SCALES = [0.0, 1.0, 3.0]
+
+
+def _nfe_per_token(result: Generation) -> float:
+    """Model calls per generated token, [SEP] counted (a guided call counts two)."""
+    return float(result.nfe.float().sum() / (result.lengths.float() + 1).sum())
 
 
 def _fraction(count: int, total: int) -> float:
@@ -102,7 +107,7 @@ def guidance(args: argparse.Namespace, train: DigestSet) -> dict:
                 break
             result = generate(model, args.num_samples, batch_size=args.batch_size, seed=args.seed)
             scores = guidance_scores(result.sequences, target, train)
-            scores["nfe_per_token"] = float(result.nfe.float().sum() / (result.lengths.float() + 1).sum())
+            scores["nfe_per_token"] = _nfe_per_token(result)
             row[f"w={scale:g}"] = scores
             print(f"guidance {target[0]}={target[1]:g} w={scale:g}: {scores}", flush=True)
         report["rows"].append(row)
@@ -202,7 +207,7 @@ def fragments(args: argparse.Namespace) -> dict:
                 task, args.fragment_samples, batch_size=args.batch_size, seed=args.seed, fragments=request
             )
             scores = fragment_scores(result.sequences, request)
-            scores["nfe_per_token"] = float(result.nfe.float().sum() / (result.lengths.float() + 1).sum())
+            scores["nfe_per_token"] = _nfe_per_token(result)
             scores["seconds"] = time.perf_counter() - start
             rows.append({"fragments": request, **scores})
             print(f"fragments {name} {request}: {scores}", flush=True)
@@ -233,8 +238,11 @@ def polymer_classes(args: argparse.Namespace) -> dict:
     columns = [k for k, column in enumerate(task.condition_columns) if column.startswith("class=")]
     trained_on = {task.condition_columns[k][len("class=") :]: task.condition_statistics[3, k].item() for k in columns}
     report: dict = {"checkpoint": args.polymer_ckpt_path, "num_samples": args.num_samples, "trained_on": trained_on}
-    unconditional = task.sample(args.num_samples, seed=args.seed, batch_size=args.batch_size)
-    report["unconditional"] = class_scores(unconditional, None)
+    unconditional = generate(task, args.num_samples, batch_size=args.batch_size, seed=args.seed)
+    report["unconditional"] = {
+        **class_scores(unconditional.sequences, None),
+        "nfe_per_token": _nfe_per_token(unconditional),
+    }
     report["rows"] = []
     for name, count in trained_on.items():
         row: dict = {"class": name, "training_units": count}
@@ -245,7 +253,7 @@ def polymer_classes(args: argparse.Namespace) -> dict:
                 row["refused"] = str(error)
                 break
             result = generate(model, args.num_samples, batch_size=args.batch_size, seed=args.seed)
-            row[f"w={scale:g}"] = class_scores(result.sequences, name)
+            row[f"w={scale:g}"] = {**class_scores(result.sequences, name), "nfe_per_token": _nfe_per_token(result)}
             print(f"class {name} w={scale:g}: {row[f'w={scale:g}']}", flush=True)
         report["rows"].append(row)
     return report
@@ -294,18 +302,20 @@ def markdown(report: dict) -> str:
             f"Polymer classes ({polymers['num_samples']} samples per row; in class and unique among the "
             "polymer-valid; unconditional: the share of the class in samples without a condition)",
             "",
-            "| class | training units | w | polymer valid | in class | unique |",
-            "|---|---|---|---|---|---|",
+            "| class | training units | w | polymer valid | in class | unique | NFE/token |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in polymers["rows"]:
             label = f"| {row['class']} | {row['training_units']:,.0f} |"
             share = free["shares"].get(row["class"], 0.0)
-            lines.append(f"{label} unconditional | {free['polymer_valid']:.3f} | {share:.3f} | {free['unique']:.3f} |")
+            cells = (free["polymer_valid"], share, free["unique"], free["nfe_per_token"])
+            lines.append(f"{label} unconditional | {' | '.join(f'{cell:.3f}' for cell in cells)} |")
             for key in (key for key in row if key.startswith("w=")):
-                numbers = " | ".join(f"{row[key][name]:.3f}" for name in ("polymer_valid", "in_class", "unique"))
+                names = ("polymer_valid", "in_class", "unique", "nfe_per_token")
+                numbers = " | ".join(f"{row[key][name]:.3f}" for name in names)
                 lines.append(f"{label} {key[2:]} | {numbers} |")
             if "refused" in row:
-                lines.append(f"{label} refused | {row['refused']} | | |")
+                lines.append(f"{label} refused | {row['refused']} | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,12 +8,14 @@ ring bonds that covers every atom needing a double bond. Most invalid samples of
 fail here ("Can't kekulize"): a five-membered ring of ``c``, a pyrrole ``n`` without its H.
 
 Left to right, an atom stops gaining bonds once the string moves past it. Only the atom being
-extended, the atoms with an open branch and those with an open ring label can still gain one
-(they are "free"); every other atom is final. ``MoleculePrefix.can_complete`` asks whether some
-continuation could satisfy RDKit: each final aromatic atom lies on a ring (or on a ring that a
-future bond through the free atoms could close), and the matching exists with the free atoms
-matched or not, as their later bonds may decide. A token that makes it false can never be
-repaired, so a sampler may refuse it, as ``smiles_syntax`` refuses an unbalanced parenthesis.
+extended and the atoms with an open branch, while their valence has room, and those with an open
+ring label can still gain one (they are "free"); every other atom is final.
+``MoleculePrefix.can_complete`` asks whether some continuation could satisfy RDKit: each final
+aromatic atom lies on a ring (or on a ring that a future bond through the free atoms could close),
+and the matching exists with the free atoms matched or not, as their later bonds may decide; a
+free aromatic atom that need not bond again is tried both as final and as bonding again. A token
+that makes it false can never be repaired, so a sampler may refuse it, as ``smiles_syntax``
+refuses an unbalanced parenthesis.
 The test is conservative: it refuses only what no continuation can fix. Bracket atoms other than
 ``[nH]`` and ``[cH]`` may take a ring double bond or not (charges and hydrogens are not judged).
 
@@ -100,7 +102,7 @@ class MoleculePrefix:
         """
         if child.broken or (self.anchor is not None and is_aromatic(self.atoms[self.anchor])):
             return False
-        if child.anchor is not None and child.anchor not in child.free_atoms():
+        if child.anchor is not None and not child._can_gain(child.anchor):
             return False  # a full anchor (C=O) ends the way through it
         if kind == ATOM:
             return not is_aromatic(token)
@@ -142,11 +144,16 @@ class MoleculePrefix:
         none, nor has a bonded ``*``: nothing more can go through them)."""
         candidates = {*self.branch_points} if self.anchor is None else {*self.branch_points, self.anchor}
         ringed = {atom for _, atom, _ in self.open_rings}
-        return ringed | {atom for atom in candidates - ringed if self._coming_bonds(atom) or self._has_room(atom)}
+        return ringed | {atom for atom in candidates - ringed if self._can_gain(atom)}
+
+    def _can_gain(self, atom: int) -> bool:
+        """Whether the anchor or a branch point ``atom`` is free (``free_atoms``)."""
+        return any(at == atom for _, at, _ in self.open_rings) or bool(self._coming_bonds(atom)) or self._has_room(atom)
 
     def _has_room(self, atom: int) -> bool:
         """Whether ``atom`` may take one more bond: its valence (as the automaton counts it, a bond
-        between aromatic atoms as 1, a bracket atom's from RDKit) is not used up, and an aromatic c or n has fewer than three."""
+        between aromatic atoms as 1, a bracket atom's from RDKit) is not used up, and an aromatic
+        c or n has fewer than three."""
         token = self.atoms[atom]
         written = [symbol for i, j, symbol in self.bonds if atom in (i, j)]
         if token in ("c", "n") and len(written) >= 3:

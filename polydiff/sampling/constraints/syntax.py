@@ -83,7 +83,7 @@ def bracket_valence(token: str) -> int:
     if is_star(token) or not element[:1].isalpha():
         return UNLIMITED
     isotope, symbol = inner[: len(inner) - len(element)], element[:2] if element[1:2].islower() else element[:1]
-    atom = f"[{isotope}{symbol.capitalize()}{element[len(symbol):]}]"  # c, n, se: aromatic
+    atom = f"[{isotope}{symbol.capitalize()}{element[len(symbol) :]}]"  # c, n, se: aromatic
     quiet_rdkit()
     accepted = [bonds for bonds in range(UNLIMITED) if Chem.MolFromSmiles(atom + "(C)" * bonds) is not None]
     if not accepted or accepted[-1] == UNLIMITED - 1:
