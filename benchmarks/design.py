@@ -216,16 +216,21 @@ def fragments(args: argparse.Namespace) -> dict:
     return report
 
 
-def class_scores(samples: list[str], wanted: str | None) -> dict:
-    """polymer_valid, the in-class fraction and unique fraction of the polymer-valid, and the class shares."""
+def class_scores(result: Generation, wanted: str | None) -> dict:
+    """polymer_valid, the in-class fraction and unique fraction of the polymer-valid, the class
+    shares, and model calls per token."""
     units = []
-    for sample in samples:
+    for sample in result.sequences:
         unit, is_unit = canonical_sample(sample, polymer=True)
         if is_unit:
             units.append(unit)
     classes = [polymer_class(parse(unit)) for unit in units]
     shares = {name: _fraction(classes.count(name), len(classes)) for name in sorted(set(classes), key=str)}
-    scores = {"polymer_valid": _fraction(len(units), len(samples)), "unique": _fraction(len(set(units)), len(units))}
+    scores = {
+        "polymer_valid": _fraction(len(units), len(result.sequences)),
+        "unique": _fraction(len(set(units)), len(units)),
+        "nfe_per_token": _nfe_per_token(result),
+    }
     if wanted is not None:
         scores["in_class"] = _fraction(classes.count(wanted), len(units))
     return {**scores, "shares": {str(name): share for name, share in shares.items()}}
@@ -239,10 +244,7 @@ def polymer_classes(args: argparse.Namespace) -> dict:
     trained_on = {task.condition_columns[k][len("class=") :]: task.condition_statistics[3, k].item() for k in columns}
     report: dict = {"checkpoint": args.polymer_ckpt_path, "num_samples": args.num_samples, "trained_on": trained_on}
     unconditional = generate(task, args.num_samples, batch_size=args.batch_size, seed=args.seed)
-    report["unconditional"] = {
-        **class_scores(unconditional.sequences, None),
-        "nfe_per_token": _nfe_per_token(unconditional),
-    }
+    report["unconditional"] = class_scores(unconditional, None)
     report["rows"] = []
     for name, count in trained_on.items():
         row: dict = {"class": name, "training_units": count}
@@ -253,7 +255,7 @@ def polymer_classes(args: argparse.Namespace) -> dict:
                 row["refused"] = str(error)
                 break
             result = generate(model, args.num_samples, batch_size=args.batch_size, seed=args.seed)
-            row[f"w={scale:g}"] = {**class_scores(result.sequences, name), "nfe_per_token": _nfe_per_token(result)}
+            row[f"w={scale:g}"] = class_scores(result, name)
             print(f"class {name} w={scale:g}: {row[f'w={scale:g}']}", flush=True)
         report["rows"].append(row)
     return report

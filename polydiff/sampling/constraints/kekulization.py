@@ -144,7 +144,7 @@ class MoleculePrefix:
         none, nor has a bonded ``*``: nothing more can go through them)."""
         candidates = {*self.branch_points} if self.anchor is None else {*self.branch_points, self.anchor}
         ringed = {atom for _, atom, _ in self.open_rings}
-        return ringed | {atom for atom in candidates - ringed if self._can_gain(atom)}
+        return ringed | {atom for atom in candidates if self._can_gain(atom)}
 
     def _can_gain(self, atom: int) -> bool:
         """Whether the anchor or a branch point ``atom`` is free (``free_atoms``)."""
