@@ -10,7 +10,13 @@ molecules, and every 4th of which checks their novelty), and samples every
 loader workers) from ``/proc``. Prints JSON: the peak of the sum over processes of the
 proportional set size (PSS: shared pages split between the processes that map them, so memory
 the workers share with the main process counts once), the same for the resident set size (RSS,
-which counts shared pages in every process), and each process's own peak. Linux only.
+which counts shared pages in every process), each process's own peak, and the optimizer steps
+trained (a memory setting that slows the steps trains fewer in the recipe's time budget). The
+run inherits the environment, so an allocator can be tried without changing polydiff:
+
+    LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 python benchmarks/memory.py
+
+Linux only.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 
 def children(pid: int) -> list[int]:
@@ -46,6 +54,13 @@ def memory_mb(pid: int) -> tuple[float, float] | None:
     except (OSError, ValueError):
         return None
     return int(fields["Pss"].split()[0]) / 1024, int(fields["Rss"].split()[0]) / 1024
+
+
+def _steps_trained(root: Path) -> int | None:
+    """The optimizer steps of the run's newest last.ckpt under ``root`` (None if it wrote none):
+    an allocator that saves memory but slows the steps shows here as fewer steps in the budget."""
+    checkpoints = sorted(root.rglob("last.ckpt"), key=lambda path: path.stat().st_mtime)
+    return torch.load(checkpoints[-1], map_location="cpu", weights_only=True)["global_step"] if checkpoints else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                 per_process[pid] = max(per_process.get(pid, 0.0), pss)
             time.sleep(args.interval)
         error = process.stderr.read()
+        steps = _steps_trained(Path(root))
     if process.returncode:
         sys.exit(f"polydiff fit failed ({process.returncode}):\n{error[-2000:]}")
     main_pid = process.pid
@@ -84,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({
         "command": " ".join(command[1:]),
         "seconds": round(time.perf_counter() - start, 1),
+        "steps": steps,
         "peak_pss_mb": round(peak_pss),
         "peak_rss_mb": round(peak_rss),
         "main_process_peak_pss_mb": round(per_process.get(main_pid, 0.0)),

@@ -1,0 +1,33 @@
+"""benchmarks/memory.py: the peak memory of a real fit in a subprocess, and the steps it trained."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def memory_benchmark():
+    spec = importlib.util.spec_from_file_location("memory_benchmark", ROOT / "benchmarks" / "memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reports_the_peak_over_processes_and_the_steps_trained(smiles_files, capsys):
+    data = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    # tiny.yaml's own max_steps would override --max_steps, which comes before it: set it after.
+    memory_benchmark().main(["--", "-c", str(TINY), *data, "--trainer.max_steps", "5"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["steps"] == 5  # read from the run's own last.ckpt
+    # torch, Lightning, transformers and RDKit alone take hundreds of MB; the sum is at least the main process.
+    assert report["peak_pss_mb"] >= report["main_process_peak_pss_mb"] > 200
+    assert report["peak_rss_mb"] >= report["peak_pss_mb"]
+
+
+def test_a_failed_fit_stops_with_its_error():
+    with pytest.raises(SystemExit, match="polydiff fit failed"):
+        memory_benchmark().main(["--", "--data.train_file", "/no/such/file.smi"])
