@@ -147,8 +147,9 @@ class MoleculePrefix:
         return ringed | {atom for atom in candidates if self._can_gain(atom)}
 
     def _can_gain(self, atom: int) -> bool:
-        """Whether the anchor or a branch point ``atom`` is free (``free_atoms``)."""
-        return any(at == atom for _, at, _ in self.open_rings) or bool(self._coming_bonds(atom)) or self._has_room(atom)
+        """Whether the anchor or a branch point ``atom`` is free (``free_atoms``): a bond is on its
+        way to it (an open ring label among them) or its valence has room."""
+        return bool(self._coming_bonds(atom)) or self._has_room(atom)
 
     def _has_room(self, atom: int) -> bool:
         """Whether ``atom`` may take one more bond: its valence (as the automaton counts it, a bond
