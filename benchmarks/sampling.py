@@ -5,8 +5,9 @@
 A block model (one that ends its own sequences, the default recipe) is measured with its default
 decoding: samples/s (generation only: after loading and a warm-up), NFE and tokens per sequence
 ([SEP] counted), the share of the generation's time spent in the SMILES constraints (the
-automaton and the kekulization check, timed where they are called), and the same run without
-the key/value cache (its samples/s, the cache's speed-up, and whether the samples are identical).
+automaton, the kekulization check and the rewinds, timed where they are called; in all and by
+part), and the same run without the key/value cache (its samples/s, the cache's speed-up, and
+whether the samples are identical).
 ``--device cuda --precision bf16`` runs it on a GPU under bfloat16 autocast.
 
 A whole-sequence model is measured per (strategy, steps, cache): NFE per sequence and samples/s;
@@ -34,18 +35,28 @@ from polydiff.sampling.generate import Generation, generate
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
 
-CONSTRAINT_METHODS = [(SmilesSyntax, "start"), (SmilesSyntax, "allowed_within"), (SmilesSyntax, "advance")]
-CONSTRAINT_METHODS += [(MoleculePrefix, "then"), (MoleculePrefix, "can_complete"), (Committer, "rewind")]
+# The constraints' methods, by the part of them they belong to.
+CONSTRAINT_METHODS = {
+    "automaton": [(SmilesSyntax, "start"), (SmilesSyntax, "allowed_within"), (SmilesSyntax, "advance")],
+    "kekulization": [(MoleculePrefix, "then"), (MoleculePrefix, "can_complete")],
+    "rewind": [(Committer, "rewind")],
+}
 
 
 @contextlib.contextmanager
-def timed_constraints(device: torch.device) -> Iterator[list[float]]:
-    """Adds the wall time of every call of the constraint methods to the yielded one-item list
-    (synchronising a GPU around each, so that the time is theirs). Nested calls count once."""
-    spent, depth, originals = [0.0], [0], [(owner, name, getattr(owner, name)) for owner, name in CONSTRAINT_METHODS]
+def timed_constraints(device: torch.device) -> Iterator[dict[str, float]]:
+    """Adds the wall time of every call of the constraint methods to the yielded dict, by part
+    (synchronising a GPU around each, so that the time is theirs). Nested calls count once, in the
+    outermost call's part."""
+    spent, depth = dict.fromkeys(CONSTRAINT_METHODS, 0.0), [0]
+    originals = [
+        (part, owner, name, getattr(owner, name))
+        for part, methods in CONSTRAINT_METHODS.items()
+        for owner, name in methods
+    ]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def timed(method):
+    def timed(part, method):
         def wrapper(*args, **kwargs):
             if depth[0]:
                 return method(*args, **kwargs)
@@ -56,17 +67,17 @@ def timed_constraints(device: torch.device) -> Iterator[list[float]]:
                 return method(*args, **kwargs)
             finally:
                 sync()
-                spent[0] += time.perf_counter() - start
+                spent[part] += time.perf_counter() - start
                 depth[0] -= 1
 
         return wrapper
 
-    for owner, name, method in originals:
-        setattr(owner, name, timed(method))
+    for part, owner, name, method in originals:
+        setattr(owner, name, timed(part, method))
     try:
         yield spent
     finally:
-        for owner, name, method in originals:
+        for _, owner, name, method in originals:
             setattr(owner, name, method)
 
 
@@ -96,7 +107,8 @@ def default_decoding(task: DiffusionTask, args: argparse.Namespace) -> dict:
         "nfe_per_sequence": round(result.nfe.float().mean().item(), 2),
         "tokens_per_sequence": round(tokens.mean().item(), 2),
         "nfe_per_token": round(result.nfe.sum().item() / tokens.sum().item(), 3),
-        "constraint_share": round(spent[0] / result.seconds, 3),
+        "constraint_share": round(sum(spent.values()) / result.seconds, 3),
+        "constraint_share_by_part": {part: round(seconds / result.seconds, 3) for part, seconds in spent.items()},
         "uncached_samples_per_s": round(uncached.samples_per_s, 2),
         "cache_speedup": round(uncached.seconds / result.seconds, 2),
         "cache_identical": uncached.sequences == result.sequences,

@@ -37,6 +37,9 @@ def test_a_block_model_reports_its_default_decoding(checkpoint, capsys, monkeypa
         report["nfe_per_sequence"] / report["tokens_per_sequence"], abs=0.01
     )
     assert 0 < report["constraint_share"] < 1  # SMILES: the automaton and the kekulization check ran
+    parts = report["constraint_share_by_part"]
+    assert parts["automaton"] > 0 and parts["kekulization"] > 0
+    assert sum(parts.values()) == pytest.approx(report["constraint_share"], abs=0.002)  # three roundings
     assert report["cache_identical"] and report["uncached_samples_per_s"] > 0
     # The timing wrappers are gone afterwards.
     assert benchmark.SmilesSyntax.allowed.__name__ == "allowed"

@@ -21,13 +21,18 @@ The test is conservative: it refuses only what no continuation can fix. Bracket 
 
 A sampler asks this of every row at every token, so a prefix keeps its answer and the prefixes it
 was extended to, and an extension that touches no aromatic atom inherits its parent's yes without
-a search (``_keeps_completable``).
+a search (``_keeps_completable``). The ring structure is carried from token to token as well: each
+atom's parent in the depth-first tree that SMILES writes, and the bonds on a cycle, which grow as
+rings close; a search finds the bonds that later atoms may still put on a ring by walking up the
+tree from the free atoms (``_ring_bonds``), not by a bridge search over the whole graph.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 
 from polydiff.sampling.constraints.syntax import (
     ATOM,
@@ -48,6 +53,7 @@ MAX_SEARCH = 10_000  # matching attempts before an aromatic system is given the 
 MAX_UNDECIDED = 3  # aromatic atoms whose next bond is tried both ways (2^3 cases at most)
 
 
+@functools.cache
 def is_aromatic(atom: str) -> bool:
     """``c``, ``n``, ``[nH]``, ``[se]``, ... ; ``*`` and uppercase atoms are not."""
     element = atom.strip("[]").lstrip("0123456789")
@@ -64,6 +70,10 @@ class MoleculePrefix:
     branch_points: the atom each open parenthesis branches from. open_rings: (label, atom, bond
     symbol) for each open ring label. bond: a pending bond symbol. broken: the prefix wrote a bond
     twice (``CC1C1``), which no continuation repairs.
+    aromatic: the indices of the aromatic atoms. parents: for each atom, (the atom it hangs from,
+    the bond's index) in a spanning forest of the bonds, None for a tree's root; an atom hangs from
+    the atom it was written after (SMILES writes a depth-first tree). cyclic: the bonds on a cycle
+    of the written graph, which only grows as ring bonds close.
     """
 
     atoms: tuple[str, ...] = ()
@@ -73,6 +83,9 @@ class MoleculePrefix:
     open_rings: tuple[tuple[int, int, str], ...] = ()
     bond: str = ""
     broken: bool = False
+    aromatic: tuple[int, ...] = ()
+    parents: tuple[tuple[int, int] | None, ...] = ()
+    cyclic: frozenset[int] = frozenset()
 
     def then(self, token: str) -> MoleculePrefix:
         """The prefix after one more token; assumes well-formed SMILES (``smiles_syntax`` sees to it).
@@ -110,32 +123,55 @@ class MoleculePrefix:
             return all(not is_aromatic(self.atoms[atom]) for label, atom, _ in self.open_rings if label == value)
         return kind in (BOND, OPEN)
 
+    def _with(self, **changes: object) -> MoleculePrefix:
+        """This prefix with ``changes`` (fields only: not the memos), built without
+        ``dataclasses.replace``, whose checks cost more than the rest of a token."""
+        child = object.__new__(MoleculePrefix)
+        child.__dict__.update({name: self.__dict__[name] for name in _FIELDS}, **changes)
+        return child
+
     def _extended(self, token: str, kind: int, value: int) -> MoleculePrefix:
         if kind == ATOM:
             new = len(self.atoms)
-            bonds = self.bonds if self.anchor is None else (*self.bonds, (self.anchor, new, self.bond))
-            return replace(self, atoms=(*self.atoms, token), bonds=bonds, anchor=new, bond="")
+            if self.anchor is None:
+                bonds, parent = self.bonds, None
+            else:
+                bonds, parent = (*self.bonds, (self.anchor, new, self.bond)), (self.anchor, len(self.bonds))
+            return self._with(
+                atoms=(*self.atoms, token),
+                bonds=bonds,
+                anchor=new,
+                bond="",
+                aromatic=(*self.aromatic, new) if is_aromatic(token) else self.aromatic,
+                parents=(*self.parents, parent),
+            )
         if kind == BOND:
-            return replace(self, bond=token)
+            return self._with(bond=token)
         if kind == RING:
             opened = [ring for ring in self.open_rings if ring[0] == value]
             if not opened:
-                return replace(self, open_rings=(*self.open_rings, (value, self.anchor, self.bond)), bond="")
-            (_, start, symbol), anchor = opened[0], self.anchor
+                return self._with(open_rings=(*self.open_rings, (value, self.anchor, self.bond)), bond="")
+            (_, start, symbol), anchor, closing = opened[0], self.anchor, len(self.bonds)
             duplicate = any({i, j} == {start, anchor} for i, j, _ in self.bonds)
-            return replace(
-                self,
+            path = _tree_path(self.parents, start, anchor)
+            if path is None:  # a ring bond across a dot (C1.C1) joins two trees: it is a tree bond
+                parents, cyclic = _hung(self.parents, anchor, start, closing), self.cyclic
+            else:
+                parents, cyclic = self.parents, self.cyclic.union(path, (closing,))
+            return self._with(
                 bonds=(*self.bonds, (start, anchor, self.bond or symbol)),
                 open_rings=tuple(ring for ring in self.open_rings if ring[0] != value),
                 bond="",
                 broken=self.broken or duplicate,
+                parents=parents,
+                cyclic=cyclic,
             )
         if kind == OPEN:
-            return replace(self, branch_points=(*self.branch_points, self.anchor))
+            return self._with(branch_points=(*self.branch_points, self.anchor))
         if kind == CLOSE:
-            return replace(self, anchor=self.branch_points[-1], branch_points=self.branch_points[:-1])
+            return self._with(anchor=self.branch_points[-1], branch_points=self.branch_points[:-1])
         if kind in (DOT, END):
-            return replace(self, anchor=None)
+            return self._with(anchor=None)
         return self
 
     def free_atoms(self) -> set[int]:
@@ -171,74 +207,77 @@ class MoleculePrefix:
     def _search(self) -> bool:
         if self.broken:
             return False
-        aromatic = [i for i, atom in enumerate(self.atoms) if is_aromatic(atom)]
-        if not aromatic:
+        if not self.aromatic:
             return True
         free = self.free_atoms()
-        incident: dict[int, list[int]] = {i: [] for i in aromatic}
+        coming = {atom: self._coming_bonds(atom) for atom in free}  # an atom that is not free has none
+        incident: dict[int, list[int]] = {i: [] for i in self.aromatic}
         for k, (i, j, _) in enumerate(self.bonds):
-            for atom in (i, j):
-                if atom in incident:
-                    incident[atom].append(k)
+            if i in incident:
+                incident[i].append(k)
+            if j in incident:
+                incident[j].append(k)
         # An aromatic atom that may gain a bond but need not (no bond is on its way) is tried both
         # ways: staying as it is keeps it off any ring it is not on yet, and makes a two-bonded n
         # pyridine-type; gaining one may close a ring through it, and makes that n pyrrole-type.
         # Judged at once, each answer would pass on the other's terms (``c3cccc(C)n3`` inside an
         # open branch with rings left to close).
-        undecided = [i for i in aromatic if i in free and not self._coming_bonds(i)]
+        undecided = [i for i in self.aromatic if i in free and not coming[i]]
         if len(undecided) > MAX_UNDECIDED:  # beyond a few, judged at once: the benefit of the doubt
-            return self._kekulizable(aromatic, incident, free, set())
+            return self._kekulizable(incident, coming, free, set())
         return any(
-            self._kekulizable(aromatic, incident, free - set(staying), set(undecided) - set(staying))
+            self._kekulizable(incident, coming, free - set(staying), set(undecided) - set(staying))
             for size in range(len(undecided) + 1)
             for staying in itertools.combinations(undecided, size)
         )
 
     def _kekulizable(
-        self, aromatic: list[int], incident: dict[int, list[int]], free: set[int], gaining: set[int]
+        self, incident: dict[int, list[int]], coming: dict[int, list[str]], free: set[int], gaining: set[int]
     ) -> bool:
         """Whether every final aromatic atom lies on a ring and the matching exists, when the atoms in
-        ``free`` may gain bonds and those in ``gaining`` will."""
-        ring_bonds = _ring_bonds(len(self.atoms), self.bonds, free)
-        # Final aromatic atoms must lie on a ring.
-        if any(i not in free and not any(k in ring_bonds for k in incident[i]) for i in aromatic):
-            return False
-        role = {i: self._role(i, incident[i], free, gaining) for i in aromatic}
-        if None in role.values():
-            return False
-        neighbours: dict[int, list[int]] = {i: [] for i in aromatic if role[i] != EXCLUDED}
-        for k, (i, j, symbol) in enumerate(self.bonds):
-            if k in ring_bonds and symbol in AROMATIC_BOND and i in neighbours and j in neighbours:
-                neighbours[i].append(j)
-                neighbours[j].append(i)
-        return _covering_matching_exists(neighbours, [i for i in neighbours if role[i] == REQUIRED])
+        ``free`` may gain bonds (``coming``: those they will) and those in ``gaining`` will gain one."""
+        ring_bonds = self._ring_bonds(free)
+        role: dict[int, int] = {}
+        for i, bonds in incident.items():
+            if i not in free and ring_bonds.isdisjoint(bonds):
+                return False  # a final aromatic atom off every ring
+            role_i = _role(self.atoms[i], [self.bonds[k][2] for k in bonds], coming.get(i, []), i in free, i in gaining)
+            if role_i is None:
+                return False
+            if role_i != EXCLUDED:
+                role[i] = role_i
+        neighbours = {i: [] for i in role}  # along aromatic ring bonds, in the order the bonds were written
+        for i in role:
+            for k in incident[i]:
+                a, b, symbol = self.bonds[k]
+                other = b if a == i else a
+                if symbol in AROMATIC_BOND and other in role and k in ring_bonds:
+                    neighbours[i].append(other)
+        return _covering_matching_exists(neighbours, [i for i in role if role[i] == REQUIRED])
 
-    def _role(self, atom: int, incident: list[int], free: set[int], gaining: set[int]) -> int | None:
-        """Whether an aromatic atom needs a double bond inside its aromatic system; None if it has
-        more bonds than any aromatic atom of its kind may have. Atoms in ``free`` may gain bonds,
-        those in ``gaining`` will."""
-        token, written = self.atoms[atom], [self.bonds[k][2] for k in incident]
-        coming = self._coming_bonds(atom)
-        degree = len(written) + len(coming)
-        multiple = any(symbol in MULTIPLE_BONDS for symbol in written + coming)
-        if token in ("o", "s", "[nH]") and degree > 2 and not (token == "s" and multiple):
-            return None  # a furan O, thiophene S or pyrrole NH has no room for a substituent
-        if token in ("o", "s", "[nH]") or multiple:
-            return EXCLUDED  # no double bond in the ring, or one written already (c=O, c1=cc=cc=c1)
-        if token in ("c", "[cH]"):
-            if degree > 3:
-                return None
-            # With three bonds a carbon has room for nothing but a double bond along one of them:
-            # one it has, unless a bond still to come may be aromatic.
-            full = atom not in free or (degree == 3 and not any(symbol in AROMATIC_BOND for symbol in coming))
-            return REQUIRED if full else FREE
-        if token == "n":
-            if degree > 3:
-                return None
-            if degree == 3 or (degree == 2 and atom in gaining):
-                return EXCLUDED  # a substituted or bridgehead pyrrole-type n
-            return FREE if atom in free else REQUIRED  # pyridine n, unless it gains a third bond
-        return FREE  # charged and rarer aromatic atoms: not judged
+    def _ring_bonds(self, free: set[int]) -> set[int]:
+        """Indices of the bonds that lie on a ring, now or once later atoms join two free atoms.
+
+        A bond off every cycle of the written graph is a bridge of the spanning forest: it lies on a
+        cycle that later tokens can close when the atoms below it in its tree and those above it
+        each include a free atom (a path through future atoms then joins the two sides).
+        """
+        ring = set(self.cyclic)
+        if len(free) < 2:
+            return ring
+        below: dict[int, int] = {}  # tree bond -> free atoms below it
+        walks = []  # (root, the bonds from a free atom up to it)
+        for atom in free:
+            walk = []
+            while (up := self.parents[atom]) is not None:
+                atom, bond = up
+                below[bond] = below.get(bond, 0) + 1
+                walk.append(bond)
+            walks.append((atom, walk))
+        in_tree = collections.Counter(root for root, _ in walks)
+        for root, walk in walks:
+            ring.update(bond for bond in walk if below[bond] < in_tree[root])
+        return ring
 
     def _coming_bonds(self, atom: int) -> list[str]:
         """The symbols of the bonds an atom is sure to gain ("" where none is written yet)."""
@@ -252,59 +291,84 @@ class MoleculePrefix:
         return coming
 
 
-def _ring_bonds(num_atoms: int, bonds: tuple[tuple[int, int, str], ...], free: set[int]) -> set[int]:
-    """Indices of the bonds that lie on a ring, now or once later atoms join two free atoms.
+_FIELDS = tuple(field.name for field in fields(MoleculePrefix))
 
-    To the bond graph add one "future" node, bonded to every free atom: a bond that is no bridge
-    of that graph lies on a cycle that the prefix has, or that later tokens can close.
-    """
-    future = num_atoms
-    adjacency: list[list[tuple[int, int]]] = [[] for _ in range(num_atoms + 1)]
-    for k, (i, j, _) in enumerate(bonds):
-        adjacency[i].append((j, k))
-        adjacency[j].append((i, k))
-    for n, atom in enumerate(free):
-        adjacency[atom].append((future, len(bonds) + n))
-        adjacency[future].append((atom, len(bonds) + n))
-    # Tarjan's bridge search, iterative: a bond is a bridge when nothing below it in the
-    # depth-first tree reaches back above it.
-    order, low = [-1] * (num_atoms + 1), [0] * (num_atoms + 1)
-    bridges: set[int] = set()
-    counter = 0
-    for root in range(num_atoms + 1):
-        if order[root] >= 0:
-            continue
-        order[root] = low[root] = counter
-        counter += 1
-        stack = [(root, -1, iter(adjacency[root]))]
-        while stack:
-            atom, via, edges = stack[-1]
-            for other, k in edges:
-                if k == via:
-                    continue
-                if order[other] < 0:
-                    order[other] = low[other] = counter
-                    counter += 1
-                    stack.append((other, k, iter(adjacency[other])))
-                    break
-                low[atom] = min(low[atom], order[other])
-            else:
-                stack.pop()
-                if stack:
-                    parent = stack[-1][0]
-                    low[parent] = min(low[parent], low[atom])
-                    if low[atom] > order[parent]:
-                        bridges.add(via)
-    return {k for k in range(len(bonds)) if k not in bridges}
+
+def _role(token: str, written: list[str], coming: list[str], free: bool, gaining: bool) -> int | None:
+    """Whether an aromatic atom needs a double bond inside its aromatic system; None if it has more
+    bonds than any aromatic atom of its kind may have. ``written``, ``coming``: the symbols of its
+    bonds and of those it is sure to gain; ``free``: it may gain more, ``gaining``: it will."""
+    degree = len(written) + len(coming)
+    multiple = any(symbol in MULTIPLE_BONDS for symbol in written) or any(symbol in MULTIPLE_BONDS for symbol in coming)
+    if token in ("o", "s", "[nH]") and degree > 2 and not (token == "s" and multiple):
+        return None  # a furan O, thiophene S or pyrrole NH has no room for a substituent
+    if token in ("o", "s", "[nH]") or multiple:
+        return EXCLUDED  # no double bond in the ring, or one written already (c=O, c1=cc=cc=c1)
+    if token in ("c", "[cH]"):
+        if degree > 3:
+            return None
+        # With three bonds a carbon has room for nothing but a double bond along one of them:
+        # one it has, unless a bond still to come may be aromatic.
+        full = not free or (degree == 3 and not any(symbol in AROMATIC_BOND for symbol in coming))
+        return REQUIRED if full else FREE
+    if token == "n":
+        if degree > 3:
+            return None
+        if degree == 3 or (degree == 2 and gaining):
+            return EXCLUDED  # a substituted or bridgehead pyrrole-type n
+        return FREE if free else REQUIRED  # pyridine n, unless it gains a third bond
+    return FREE  # charged and rarer aromatic atoms: not judged
+
+
+def _tree_path(parents: tuple[tuple[int, int] | None, ...], a: int, b: int) -> list[int] | None:
+    """The bonds on the path between atoms ``a`` and ``b`` in the spanning forest ``parents``
+    (``MoleculePrefix.parents``); None when they lie in different trees."""
+    ancestors, climbed = {a: 0}, []  # each ancestor of a -> the bonds climbed to reach it
+    atom = a
+    while (up := parents[atom]) is not None:
+        atom, bond = up
+        climbed.append(bond)
+        ancestors[atom] = len(climbed)
+    path, atom = [], b
+    while atom not in ancestors:
+        up = parents[atom]
+        if up is None:
+            return None
+        atom, bond = up
+        path.append(bond)
+    return climbed[: ancestors[atom]] + path
+
+
+def _hung(
+    parents: tuple[tuple[int, int] | None, ...], atom: int, parent: int, bond: int
+) -> tuple[tuple[int, int] | None, ...]:
+    """``parents`` with ``atom``'s tree re-rooted at ``atom`` and hung from ``parent`` by ``bond``."""
+    hung, up = list(parents), (parent, bond)
+    while True:  # up the old tree, each atom now hangs from the one below it
+        up, hung[atom] = hung[atom], up
+        if up is None:
+            return tuple(hung)
+        up, atom = (atom, up[1]), up[0]
 
 
 def _covering_matching_exists(neighbours: dict[int, list[int]], required: list[int]) -> bool:
     """Whether a matching in the graph covers every required atom (the others may stay unmatched).
 
-    Depth-first: the unmatched required atom with the fewest options picks a partner first.
-    Aromatic systems of drug-like molecules are small; a search longer than MAX_SEARCH answers yes.
+    Most systems are matched by each required atom taking the first partner left to it, so that is
+    tried first. Then depth-first: the unmatched required atom with the fewest options picks a
+    partner first. Aromatic systems of drug-like molecules are small; a search longer than
+    MAX_SEARCH answers yes.
     """
     matched: set[int] = set()
+    for atom in required:
+        if atom not in matched:
+            partner = next((other for other in neighbours[atom] if other not in matched), None)
+            if partner is None:
+                break
+            matched.update((atom, partner))
+    else:
+        return True
+    matched.clear()
     attempts = 0
 
     def search() -> bool:
