@@ -212,6 +212,10 @@ class _SpeculativeDecoder:
         draft_length, vocabulary = model.block_size - 1, len(model.tokenizer)
         self.draft = torch.zeros(len(x), draft_length, dtype=torch.long, device=device)
         self.draft_probs = torch.zeros(len(x), draft_length, vocabulary, dtype=torch.float64, device=device)
+        # What the automaton allowed at each drafted position (by the rules, and within the length
+        # bound): verifying a draft meets the same prefixes again, so it reads them here.
+        self.draft_by_rules = torch.zeros(len(x), draft_length, vocabulary, dtype=torch.bool, device=device)
+        self.draft_allowed = torch.zeros_like(self.draft_by_rules)
         self.drafted = torch.zeros(len(x), dtype=torch.long, device=device)
         self.first_tokens = torch.tensor(cannot_start(model), device=device)
         self.rewinds = torch.zeros(len(x), dtype=torch.long, device=device)
@@ -220,16 +224,23 @@ class _SpeculativeDecoder:
         self.states: Tensor | None = None  # the causal state of every committed position (``_remember``)
 
     def _restricted(
-        self, logits: Tensor, rows: Tensor, positions: Tensor, state: SyntaxState | None = None
+        self,
+        logits: Tensor,
+        rows: Tensor,
+        positions: Tensor,
+        state: SyntaxState | None = None,
+        masks: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``logits`` without what the automaton refuses at ``positions`` after each row's prefix (or
-        after ``state``); whether it refuses everything: a dead end, where only [SEP] is left (and
-        the row would not be valid); and what the rules alone allow, the length bound aside (None
-        without the automaton)."""
+        after ``state``; or as ``masks`` say, its answers there computed before); whether it refuses
+        everything: a dead end, where only [SEP] is left (and the row would not be valid); and what
+        the rules alone allow, the length bound aside (None without the automaton)."""
         if self.writer.syntax is None:
             return logits, torch.zeros(len(logits), dtype=torch.bool, device=logits.device), None
-        state = state if state is not None else self.writer.state_of(rows)
-        by_rules, allowed = self.writer.syntax.allowed_within(state, self.width - 1 - positions)
+        if masks is None:
+            state = state if state is not None else self.writer.state_of(rows)
+            masks = self.writer.syntax.allowed_within(state, self.width - 1 - positions)
+        by_rules, allowed = masks
         restricted = logits.masked_fill(~allowed, -math.inf)
         empty = torch.isinf(restricted).all(-1)
         restricted[empty, self.sep] = 0.0
@@ -334,7 +345,9 @@ class _SpeculativeDecoder:
             if len(here) == 0:
                 break
             at = rows[here]
-            restricted, blocked, by_rules = self._restricted(logits[here, i], at, start[here] + i)
+            # Where every row verifies its draft, its prefix is the one the draft was drawn after.
+            masks = (self.draft_by_rules[at, i], self.draft_allowed[at, i]) if (i < drafted[here]).all() else None
+            restricted, blocked, by_rules = self._restricted(logits[here, i], at, start[here] + i, masks=masks)
             refused = self._mostly_refused(logits[here, i], by_rules, at)
             if refused.any():  # commit nothing from here: back out
                 stuck[here[refused]], going[here[refused]] = True, False
@@ -383,7 +396,11 @@ class _SpeculativeDecoder:
             open_ &= where < self.width
             if not open_.any():
                 break
-            q = target_probs(self._restricted(self.head(states[:, b + 1]), at, where, state)[0], self.config)
+            masks = None
+            if state is not None:
+                masks = self.writer.syntax.allowed_within(state, self.width - 1 - where)
+                self.draft_by_rules[at, b], self.draft_allowed[at, b] = masks
+            q = target_probs(self._restricted(self.head(states[:, b + 1]), at, where, masks=masks)[0], self.config)
             token = draw_from_probs(q, self.generator)
             self.draft[at, b], self.draft_probs[at, b] = token, q
             self.drafted[at] += open_.long()
