@@ -46,8 +46,8 @@ from polydiff.sampling.constraints.syntax import (
     classify_token,
 )
 
-AROMATIC_BOND = ("", ":")  # an unwritten bond between two aromatic atoms is aromatic
-MULTIPLE_BONDS = ("=", "#", "$")
+AROMATIC_BOND = frozenset(("", ":"))  # an unwritten bond between two aromatic atoms is aromatic
+MULTIPLE_BONDS = frozenset(("=", "#", "$"))
 REQUIRED, FREE, EXCLUDED = range(3)  # must take a ring double bond, may, may not
 MAX_SEARCH = 10_000  # matching attempts before an aromatic system is given the benefit of the doubt
 MAX_UNDECIDED = 3  # aromatic atoms whose next bond is tried both ways (2^3 cases at most)
@@ -299,7 +299,7 @@ def _role(token: str, written: list[str], coming: list[str], free: bool, gaining
     bonds than any aromatic atom of its kind may have. ``written``, ``coming``: the symbols of its
     bonds and of those it is sure to gain; ``free``: it may gain more, ``gaining``: it will."""
     degree = len(written) + len(coming)
-    multiple = any(symbol in MULTIPLE_BONDS for symbol in written) or any(symbol in MULTIPLE_BONDS for symbol in coming)
+    multiple = not (MULTIPLE_BONDS.isdisjoint(written) and MULTIPLE_BONDS.isdisjoint(coming))
     if token in ("o", "s", "[nH]") and degree > 2 and not (token == "s" and multiple):
         return None  # a furan O, thiophene S or pyrrole NH has no room for a substituent
     if token in ("o", "s", "[nH]") or multiple:
@@ -309,7 +309,7 @@ def _role(token: str, written: list[str], coming: list[str], free: bool, gaining
             return None
         # With three bonds a carbon has room for nothing but a double bond along one of them:
         # one it has, unless a bond still to come may be aromatic.
-        full = not free or (degree == 3 and not any(symbol in AROMATIC_BOND for symbol in coming))
+        full = not free or (degree == 3 and AROMATIC_BOND.isdisjoint(coming))
         return REQUIRED if full else FREE
     if token == "n":
         if degree > 3:
