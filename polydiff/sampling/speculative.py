@@ -53,7 +53,7 @@ from polydiff.diffusion.blocks import sampling_mask, window_mask
 from polydiff.model.kv_cache import KeyValueCache
 from polydiff.sampling.blockwise import Committer, cannot_start, draw_completable, pad_after_end
 from polydiff.sampling.config import SamplingConfig
-from polydiff.sampling.constraints.syntax import SmilesSyntax, SyntaxState
+from polydiff.sampling.constraints.syntax import SmilesSyntax
 from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.reverse import Head, draw_from_probs, draw_tokens, outside_nucleus
 
@@ -224,22 +224,16 @@ class _SpeculativeDecoder:
         self.states: Tensor | None = None  # the causal state of every committed position (``_remember``)
 
     def _restricted(
-        self,
-        logits: Tensor,
-        rows: Tensor,
-        positions: Tensor,
-        state: SyntaxState | None = None,
-        masks: tuple[Tensor, Tensor] | None = None,
+        self, logits: Tensor, rows: Tensor, positions: Tensor, masks: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``logits`` without what the automaton refuses at ``positions`` after each row's prefix (or
-        after ``state``; or as ``masks`` say, its answers there computed before); whether it refuses
+        what ``masks`` say it refuses there: its two answers, asked before); whether it refuses
         everything: a dead end, where only [SEP] is left (and the row would not be valid); and what
         the rules alone allow, the length bound aside (None without the automaton)."""
         if self.writer.syntax is None:
             return logits, torch.zeros(len(logits), dtype=torch.bool, device=logits.device), None
         if masks is None:
-            state = state if state is not None else self.writer.state_of(rows)
-            masks = self.writer.syntax.allowed_within(state, self.width - 1 - positions)
+            masks = self.writer.syntax.allowed_within(self.writer.state_of(rows), self.width - 1 - positions)
         by_rules, allowed = masks
         restricted = logits.masked_fill(~allowed, -math.inf)
         empty = torch.isinf(restricted).all(-1)
