@@ -3,13 +3,14 @@
     python benchmarks/design.py --ckpt_path runs/conditioned/lightning_logs/version_0/checkpoints/best.ckpt
 
 Guidance (a checkpoint trained with ``data.conditions``, ``recipes/conditions.yaml``): for each
-target (logP 1, 3, 5; QED 0.9; MW 250, 450) and guidance scale w in {0, 1, 2, 4}, ``--num_samples``
-molecules; valid (strict: the string as sampled), unique and novel (against the bundled MOSES
-training set) among the valid, the mean absolute error of the valid ones to the target, and the
-fraction of all samples within the tolerance (logP 0.5, QED 0.05, MW 25; an invalid sample
-misses). The same checkpoint sampled without a condition gives the unconditional row, scored
-against every target. A target outside what the checkpoint was trained on is refused by polydiff
-and reported as such.
+target (logP 1, 3, 5; QED 0.9; MW 250, 450) and guidance scale w in {0, 1, 2, 4}, with steering
+(its default width, ``polydiff.sampling.steering``) and without, ``--num_samples`` molecules:
+valid (strict: the string as sampled), unique and novel (against the bundled MOSES training set)
+among the valid, the mean absolute error of the valid ones to the target, the fraction of all
+samples within the tolerance (logP 0.5, QED 0.05, MW 25; an invalid sample misses), and model
+calls per token. The same checkpoint sampled without a condition gives the unconditional row,
+scored against every target. A target outside what the checkpoint was trained on is refused by
+polydiff and reported as such.
 
 Fragments (``--fragment_ckpt_path``, default the same checkpoint): cases cut from MOSES test
 molecules with a fixed seed, ``--cases`` per task: extend a motif (one cut bond with 5 or more
@@ -21,7 +22,7 @@ molecules with QED >= 0.6 and SA <= 4, over all samples) and diversity (mean pai
 distance of the valid ones' Morgan fingerprints), averaged over the cases.
 
 Polymer classes (``--polymer_ckpt_path``, a checkpoint of ``recipes/data/polymers.yaml``, which
-conditions on the class): for each class the checkpoint offers and w in {0, 1, 3},
+conditions on the class): for each class the checkpoint offers and w in {0, 0.5, 1, 3},
 ``--num_samples`` units asked for with ``--condition class=NAME``; polymer-valid (two ``*``,
 each single-bonded, the string as sampled), the fraction of the polymer-valid ones in the
 requested class (read off the backbone, ``polydiff.chem.polymer_classes``) and unique among them,
@@ -59,7 +60,8 @@ from polydiff.utils.files import read_smiles
 TARGETS = [("logp", 1.0), ("logp", 3.0), ("logp", 5.0), ("qed", 0.9), ("mw", 250.0), ("mw", 450.0)]
 TOLERANCE = {"logp": 0.5, "qed": 0.05, "mw": 25.0}
 SCALES = [0.0, 1.0, 2.0, 4.0]
-CLASS_SCALES = [0.0, 1.0, 3.0]
+CLASS_SCALES = [0.0, 0.5, 1.0, 3.0]
+STEERING = {"steered": None, "unsteered": 0.0}  # the default width where it applies; none
 
 
 def _nfe_per_token(result: Generation) -> float:
@@ -92,24 +94,26 @@ def guidance(args: argparse.Namespace, train: DigestSet) -> dict:
     if not task.conditions:
         return {"skipped": f"{args.ckpt_path} was trained without conditions"}
     report: dict = {"checkpoint": args.ckpt_path, "num_samples": args.num_samples, "rows": []}
-    unconditional = task.sample(args.num_samples, seed=args.seed, batch_size=args.batch_size)
+    free = generate(task, args.num_samples, batch_size=args.batch_size, seed=args.seed)
     for target in TARGETS:
         row = {
             "property": target[0],
             "target": target[1],
-            "unconditional": guidance_scores(unconditional, target, train),
+            "unconditional": {**guidance_scores(free.sequences, target, train), "nfe_per_token": _nfe_per_token(free)},
         }
-        for scale in SCALES:
+        for scale, (name, width) in itertools.product(SCALES, STEERING.items()):
             try:
-                model = task.guided({target[0]: target[1]}, scale)
+                model = task.guided({target[0]: target[1]}, scale, width)
             except ValueError as error:
                 row["refused"] = str(error)
                 break
+            if width is None and model.steering is None:
+                continue  # nothing to steer with: the unsteered row is the one
             result = generate(model, args.num_samples, batch_size=args.batch_size, seed=args.seed)
             scores = guidance_scores(result.sequences, target, train)
             scores["nfe_per_token"] = _nfe_per_token(result)
-            row[f"w={scale:g}"] = scores
-            print(f"guidance {target[0]}={target[1]:g} w={scale:g}: {scores}", flush=True)
+            row[f"w={scale:g} {name}"] = scores
+            print(f"guidance {target[0]}={target[1]:g} w={scale:g} {name}: {scores}", flush=True)
         report["rows"].append(row)
     return report
 
@@ -269,18 +273,19 @@ def markdown(report: dict) -> str:
             f"Guidance ({guided['num_samples']} samples per row; MAE over the valid samples, "
             "within: fraction of all samples)",
             "",
-            "| target | w | valid | unique | novelty | MAE | within |",
-            "|---|---|---|---|---|---|---|",
+            "| target | w | steering | valid | unique | novelty | MAE | within | NFE/token |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for row in guided["rows"]:
             label = f"{row['property']} = {row['target']:g}"
-            cells = [("unconditional", row["unconditional"])]
-            cells += [(key[2:], row[key]) for key in row if key.startswith("w=")]
-            for w, s in cells:
-                numbers = " | ".join(f"{s[key]:.3f}" for key in ("valid", "unique", "novelty", "mae", "within"))
-                lines.append(f"| {label} | {w} | {numbers} |")
+            cells = [("unconditional", "", row["unconditional"])]
+            cells += [(*key[2:].split(" "), row[key]) for key in row if key.startswith("w=")]
+            for w, steering, s in cells:
+                keys = ("valid", "unique", "novelty", "mae", "within", "nfe_per_token")
+                numbers = " | ".join(f"{s[key]:.3f}" if key in s else "" for key in keys)
+                lines.append(f"| {label} | {w} | {steering} | {numbers} |")
             if "refused" in row:
-                lines.append(f"| {label} | refused | {row['refused']} | | | | |")
+                lines.append(f"| {label} | refused | | {row['refused']} | | | | | |")
         lines.append("")
     frags = report.get("fragments", {})
     if frags:

@@ -53,6 +53,8 @@ def test_guided_sampling_counts_two_evaluations_per_call(conditioned, tmp_path, 
         (["--condition", "mw=450"], "mw=450 lies outside what this checkpoint was trained on"),
         (["--condition", "logp"], "name=value pairs"),
         (["--guidance_scale", "2"], "needs a condition"),
+        (["--steering", "0.5"], "needs a condition"),
+        (["--condition", "logp=2.5", "--steering", "0.5", "--length", "20"], "only speculative decoding"),
         (["--fragments", "c1ccccc1"], "one fragment with [*] attachment points"),
     ],
 )
@@ -62,6 +64,18 @@ def test_a_bad_design_request_is_one_clear_error(conditioned, tmp_path, capsys, 
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("polydiff sample: error:") and message in err[0]
+
+
+def test_steered_samples_are_those_of_the_conditional_model_refused_and_written_again(conditioned, tmp_path, capsys):
+    """The tiny fit has a trained property head: a narrow target refuses rows, which back out of
+    their ends and write on; their judgements (a pass each, at w = 0) are counted."""
+    assert polydiff.load(conditioned, "cpu").property_head is not None
+    outputs = {}
+    for width in ("0", "0.05"):
+        out = sample(capsys, conditioned, tmp_path / f"{width}.smi", "--condition", "logp=2.5", "--steering", width)
+        outputs[width] = (tmp_path / f"{width}.smi").read_text().splitlines()
+        assert len(outputs[width]) == 16 and "NFE per sequence" in out
+    assert outputs["0"] != outputs["0.05"]
 
 
 def test_fragment_constrained_samples_keep_their_fragments(conditioned, tmp_path, capsys):

@@ -103,7 +103,9 @@ class ConditionCollator:
     no property at all (the unconditional model), the others a random non-empty subset: each
     property with probability 1/2, and one drawn at random where that left none (so any subset
     can be asked for at sampling, and a single property is seen by every other sequence). Only the properties kept are
-    computed: RDKit's QED alone takes ~2 ms a molecule.
+    computed (RDKit's QED alone takes ~2 ms a molecule), and every property of the sequences that
+    keep none: ``properties``, (B, columns), NaN in the other rows, is what the model's property
+    head learns to predict from the unconditional model's states (``polydiff.model.property_head``).
 
     Args:
         collate: the collator whose batches get conditions.
@@ -143,16 +145,17 @@ class ConditionCollator:
             none = ~kept.any(-1)  # a sequence that keeps no property keeps one drawn at random
             kept[none, torch.randint(width, (int(none.sum()),))] = True
             kept &= torch.rand(rows, 1) >= self.dropout
+        unconditioned = ~kept.any(-1)
+        # One RDKit pass: the kept properties of the conditioned rows, every property of the others.
+        wanted = kept | unconditioned.unsqueeze(-1)
         values = torch.full((rows, self.columns), float("nan"))
-        some = kept.any(-1).nonzero().squeeze(-1)
-        if len(some):
-            # Only rows that keep a property RDKit computes are decoded back to SMILES.
-            computed = kept[some][:, self.computed].any(-1)
-            decoded = iter(self.smiles(batch["input_ids"][some[computed]]))
-            smiles = [next(decoded) if needed else "" for needed in computed.tolist()]
-            read = None if given is None else {name: column[some.numpy()] for name, column in given.items()}
-            values[some] = torch.from_numpy(property_values(smiles, self.names, kept[some].numpy(), read)).float()
-        batch["conditions"] = values
+        # Only rows that want a property RDKit computes are decoded back to SMILES.
+        computed = wanted[:, self.computed].any(-1)
+        decoded = iter(self.smiles(batch["input_ids"][computed]))
+        smiles = [next(decoded) if needed else "" for needed in computed.tolist()]
+        values[:] = torch.from_numpy(property_values(smiles, self.names, wanted.numpy(), given)).float()
+        batch["conditions"] = values.masked_fill(unconditioned.unsqueeze(-1), float("nan"))
+        batch["properties"] = values.masked_fill(~unconditioned.unsqueeze(-1), float("nan"))
         return batch
 
 

@@ -157,7 +157,7 @@ def _decode(
     if config.strategy is None:  # one token per call: one-token blocks, or a draft head's model at a fixed length
         return decode_next_tokens(model, head, x, config, generator, on_step, free_length, syntax)
     if config.strategy == "speculative":
-        return decode_speculative(model, head, x, config, generator, on_step, syntax)
+        return decode_speculative(model, head, x, config, generator, on_step, syntax, getattr(model, "steering", None))
     if config.strategy == "prefix":
         return decode_prefix(model, head, x, config, generator, on_step, syntax)
     if block_size and free_length:
@@ -166,6 +166,18 @@ def _decode(
         content = (x != pad) & (x != cls)
         return decode_blocks(process, x, content, cls, block_size, model.causal_context, generator, on_step)
     return process.sample(x, (x != pad).long(), generator, on_step)
+
+
+def _check_steering(model: Denoiser, config: SamplingConfig, fragments: bool) -> None:
+    """Refuses steering asked for (``polydiff.sampling.steering``) where the decoder cannot steer:
+    only speculative decoding, which writes whole molecules left to right, takes back the ends of
+    the rows it refuses. Where it was not asked for, the other decoders go without it."""
+    steering = getattr(model, "steering", None)
+    if steering is not None and steering.required and (config.strategy != "speculative" or fragments):
+        raise ValueError(
+            "steering: only speculative decoding of whole molecules steers its rows "
+            "(a draft-head model writing without a template, fixed length or fragments)"
+        )
 
 
 def _check_fragment_request(
@@ -232,6 +244,7 @@ def generate(
     config = config.for_model(
         block_size, free_length, model.representation.is_smiles, model.causal_context, model.has_draft_head
     )
+    _check_steering(model, config, fragments is not None)
     if free_length and model.length_histogram.any():
         # A model that ends its own sequences writes none longer than the longest it was trained on:
         # it has never seen one, and such runaway strings were most of what it got wrong.

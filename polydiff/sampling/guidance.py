@@ -21,8 +21,10 @@ import math
 import torch
 from torch import Tensor
 
+from polydiff.diffusion.blocks import sampling_mask
 from polydiff.model.kv_cache import KeyValueCache
 from polydiff.sampling.denoiser import Denoiser
+from polydiff.sampling.steering import Steering
 
 
 def parse_condition(text: str) -> dict[str, float | str]:
@@ -58,12 +60,16 @@ class GuidedDenoiser:
         model: a model trained with conditions (``DiffusionTask`` with ``conditions``).
         condition: (K,) normalised targets, NaN for properties left free (``DiffusionTask.condition_vector``).
         scale: w >= 0; 0 samples p(x | c) alone.
+        steering: judges each finished row by the property head and takes back the ends of those
+            far from the targets (``polydiff.sampling.steering``), or None.
     """
 
-    def __init__(self, model: Denoiser, condition: Tensor, scale: float = 0.0) -> None:
+    def __init__(
+        self, model: Denoiser, condition: Tensor, scale: float = 0.0, steering: Steering | None = None
+    ) -> None:
         if scale < 0 or not math.isfinite(scale):
             raise ValueError(f"guidance_scale must be >= 0, got {scale}")
-        self.model, self.condition, self.scale = model, condition, scale
+        self.model, self.condition, self.scale, self.steering = model, condition, scale, steering
 
     def __getattr__(self, name: str):
         # Everything else (tokenizer, block size, histograms, ...) is the wrapped model's.
@@ -127,6 +133,19 @@ class GuidedDenoiser:
             condition=self._conditions(len(rows) // self.evaluations_per_call),
         )
         return self._paired(hidden)
+
+    def unconditional(self, hidden: Tensor) -> Tensor:
+        """The unconditional model's half of paired states (guided calls only)."""
+        return hidden.chunk(2, -1)[1]
+
+    def unconditional_states(self, x: Tensor, last: Tensor) -> Tensor:
+        """(r, H) the unconditional model's causal state at position ``last`` (r,) of each row of x,
+        from a pass of its own over [CLS] and the tokens up to it: one more network evaluation."""
+        end = int(last.max()) + 1
+        positions = torch.arange(end, device=x.device).expand(len(x), -1)
+        content = (positions >= 1) & (positions <= last.unsqueeze(-1))
+        hidden = self.model.encode(x[:, :end], sampling_mask(content, positions == 0, 1), None, positions)
+        return hidden[torch.arange(len(x), device=x.device), last]
 
     def draft(self, context: Tensor, slot_ids: Tensor) -> Tensor:
         """The draft head's window states after paired causal states (``_paired``), paired likewise."""

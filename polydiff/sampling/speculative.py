@@ -36,7 +36,9 @@ kinds of position as dead ends: those where no token keeps it completable, and t
 automaton refuses more than half of p's mass (``REFUSED_SHARE``: left alone, the model would more
 likely than not have broken the rules there). It backs out: it takes back its last few tokens
 (``REWIND``) and, in the same call, draws the first of them again from the causal state it kept
-for that position, then writes on as before; every call is counted.
+for that position, then writes on as before; every call is counted. A guided model that steers
+(``polydiff.sampling.steering``) backs a finished row out of its end the same way when its
+molecule misses the target.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.syntax import SmilesSyntax
 from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.reverse import Head, draw_from_probs, draw_tokens, outside_nucleus
+from polydiff.sampling.steering import Steering
 
 _AS_GIVEN = SamplingConfig(temperature=1.0, top_p=1.0)  # draws from distributions already tempered and filtered
 # A row at a dead end backs out of it: it takes back its last REWIND tokens (twice as many at each
@@ -75,6 +78,10 @@ REWIND = 8
 MAX_REWINDS = 8
 REFUSED_REWINDS = 4
 REFUSED_SHARE = 0.5
+# Steering takes a finished row back while it has rewound fewer than this, leaving the other
+# rewinds for the dead ends its new tail may meet (docs/design.md: at 8, a tenth of the rows
+# steered toward logP 5 ran out of them and ended invalid).
+STEERING_REWINDS = 4
 
 
 def target_probs(logits: Tensor, config: SamplingConfig) -> Tensor:
@@ -223,6 +230,12 @@ class _SpeculativeDecoder:
         self.cache = model.new_cache(len(x), self.width + model.block_size) if config.cache else None
         self.states: Tensor | None = None  # the causal state of every committed position (``_remember``)
 
+    def latest_states(self, rows: Tensor) -> Tensor:
+        """(r, H) the causal state of each row's last encoded position: it has read every committed
+        token but the one drawn last, which the next call would encode (of a row that has ended,
+        every token of its molecule)."""
+        return self.states[rows, (self.position[rows] - 2).clamp(min=0)]
+
     def _restricted(
         self, logits: Tensor, rows: Tensor, positions: Tensor, masks: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -267,20 +280,41 @@ class _SpeculativeDecoder:
         self.position[rows] = start + accepted + (~stuck).long()  # a dead end commits nothing there
         index = torch.arange(len(rows), device=rows.device)
         context = next_states[index, accepted]  # the state that predicted the token just drawn
-        rewound, backing = stuck.clone(), stuck.nonzero().squeeze(-1)
+        self._back_out_of(rows, stuck, context)
+        self._clear_stale(rows)
+        if window_states is None:  # the draft head reads the state before the token just drawn, and that token
+            self._draft(rows, self._head_window(rows, context))
+        else:  # the encoder's windows drafted at the positions of this call; a row that backed out has none
+            self.drafted[rows[stuck]] = 0
+            self._draft(rows[~stuck], window_states[index, accepted][~stuck])
+
+    def reopen(self, rows: Tensor) -> None:
+        """Takes back the end of ``rows``, finished rows whose molecules steering refused
+        (``polydiff.sampling.steering``): each backs out of it as out of a dead end, and drafts
+        again; no model call."""
+        self.ended[rows] = False
+        context = self.states.new_zeros(len(rows), self.states.shape[-1])
+        self._back_out_of(rows, torch.ones(len(rows), dtype=torch.bool, device=rows.device), context)
+        self._clear_stale(rows)
+        if self.model.has_draft_head:
+            self._draft(rows, self._head_window(rows, context))
+        else:  # the encoder drafts in the next call's windows
+            self.drafted[rows] = 0
+
+    def _back_out_of(self, rows: Tensor, backing: Tensor, context: Tensor) -> None:
+        """Backs the ``backing`` (r,) bool of ``rows`` out (``_back_out``), again while they meet a dead
+        end, and writes the state that predicted each one's new token into its row of ``context``."""
+        backing = backing.nonzero().squeeze(-1)
         while len(backing):
             context[backing], again = self._back_out(rows[backing])
             backing = backing[again]
-        # What is left of a draft past the token just drawn goes; the next draft takes its place.
+
+    def _clear_stale(self, rows: Tensor) -> None:
+        """What is left of a draft past the token just drawn goes; the next draft takes its place."""
         stale = torch.arange(self.width, device=self.x.device) >= self.position[rows].unsqueeze(-1)
         self.x[rows] = torch.where(
             stale & ~self.ended[rows].unsqueeze(-1), self.model.tokenizer.mask_token_id, self.x[rows]
         )
-        if window_states is None:  # the draft head reads the state before the token just drawn, and that token
-            self._draft(rows, self._head_window(rows, context))
-        else:  # the encoder's windows drafted at the positions of this call; a row that backed out has none
-            self.drafted[rows[rewound]] = 0
-            self._draft(rows[~rewound], window_states[index, accepted][~rewound])
 
     def _next_logits(self, states: Tensor, start: Tensor) -> Tensor:
         """The next-token logits (r, M + 1, V) from the causal states before positions start .. start + M;
@@ -413,6 +447,7 @@ def decode_speculative(
     generator: torch.Generator,
     on_step: Callable[[], None] | None,
     syntax: SmilesSyntax | None,
+    steering: Steering | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Decodes x = [CLS] + [MASK]s until every row has committed [SEP] or filled the model's positions.
 
@@ -423,6 +458,8 @@ def decode_speculative(
         config: temperature and top_p, for p and q alike; ``cache`` keeps the committed tokens'
             keys and values (``polydiff.model.kv_cache``) rather than re-encode the prefix every call.
         syntax: the SMILES automaton, with which the kekulization check runs; None for neither.
+        steering: takes back the end of rows whose finished molecules miss a guided model's
+            targets (``polydiff.sampling.steering``; ``model`` is then a guided ``GuidedDenoiser``).
 
     Returns:
         (the tokens, pads after each row's [SEP]; the model calls per row).
@@ -435,6 +472,17 @@ def decode_speculative(
             break
         decoder.step(rows)
         calls[rows] += 1
+        finished = rows[decoder.ended[rows]] if steering is not None else rows[:0]
+        while len(finished):  # a row that writes [SEP] again as it backs out is judged again
+            if model.guided:  # the guided call computed the unconditional states
+                states = model.unconditional(decoder.latest_states(finished))
+            else:  # a pass of their own, counted
+                last = (decoder.position[finished] - 2).clamp(min=0)
+                states = model.unconditional_states(decoder.x[finished], last)
+                calls[finished] += 1
+            refused = finished[steering.rejected(states, generator) & (decoder.rewinds[finished] < STEERING_REWINDS)]
+            decoder.reopen(refused)
+            finished = refused[decoder.ended[refused]]
         if on_step is not None:
             on_step()
     return pad_after_end(x, model.tokenizer.sep_token_id, model.tokenizer.pad_token_id), calls

@@ -31,10 +31,12 @@ from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
 from polydiff.diffusion.schedules import CosineSchedule, DiffusionSchedule
 from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
 from polydiff.model.kv_cache import KeyValueCache
+from polydiff.model.property_head import PropertyHead
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.generate import generate
 from polydiff.sampling.guidance import GuidedDenoiser
+from polydiff.sampling.steering import DEFAULT_WIDTH, Steering
 from polydiff.tasks.checkpoints import check_checkpoint, error_summary, migrated_checkpoint
 from polydiff.types import Kind, RepresentationName
 
@@ -167,6 +169,10 @@ class DiffusionTask(LightningModule):
             self.vocab_size, self.pad_token_id, len(self.condition_columns), diffusion_config.block_size if head else 0
         )
         self.model = BertDiffusionModel(bert_config)
+        # A draft head's model with conditions also learns what a prefix's molecule will be (steering).
+        self.property_head = (
+            PropertyHead(bert_config.hidden_size, len(self.condition_columns)) if head and self.conditions else None
+        )
 
         structural = [self.tokenizer.convert_tokens_to_ids(t) for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]")]
         self.register_buffer("structural_ids", torch.tensor(structural), persistent=False)
@@ -195,6 +201,7 @@ class DiffusionTask(LightningModule):
         self.skipped_steps = 0
         self._validation_runs = 0
         self._training_set: set[str] | None = None  # for novelty, built on first use
+        self._property_head_trained = True  # false for a checkpoint written before the head existed
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs) -> DiffusionTask:
@@ -324,29 +331,70 @@ class DiffusionTask(LightningModule):
             )
         return columns
 
-    def guided(self, condition: Mapping[str, float | str] | None = None, guidance_scale: float = 0.0) -> Denoiser:
+    def guided(
+        self,
+        condition: Mapping[str, float | str] | None = None,
+        guidance_scale: float = 0.0,
+        steering: float | None = None,
+    ) -> Denoiser:
         """The denoiser that samples toward property targets (``polydiff.sampling.guidance``): this
         model given ``condition`` (e.g. ``{"logp": 3.0}``; properties not named are free), with
         classifier-free guidance of scale ``guidance_scale``; without a condition, this model.
 
+        Args:
+            condition: the targets.
+            guidance_scale: w >= 0.
+            steering: the width tau, in standard deviations of each property, of the target that
+                guided rows are steered toward by the property head (``polydiff.sampling.steering``);
+                0 steers none; None: ``DEFAULT_WIDTH`` where it can (numeric targets, a checkpoint
+                with a trained property head, speculative decoding), none elsewhere.
+
         Raises:
-            ValueError: for a guidance scale without a condition, or a condition ``condition_vector`` refuses.
+            ValueError: for a guidance scale without a condition, a condition ``condition_vector``
+                refuses, or a steering width where steering cannot work.
         """
         if condition is None:
             if guidance_scale:
                 raise ValueError("guidance_scale needs a condition to guide toward (--condition)")
+            if steering:
+                raise ValueError("steering needs a condition to steer toward (--condition)")
             return self
-        return GuidedDenoiser(self, self.condition_vector(condition), guidance_scale)
+        vector = self.condition_vector(condition)
+        return GuidedDenoiser(self, vector, guidance_scale, self._steering(vector, steering))
+
+    def _steering(self, vector: Tensor, width: float | None) -> Steering | None:
+        """``guided``'s steering toward the numeric targets of ``vector``, or None; refuses a width
+        asked for where steering cannot work."""
+        if width == 0:
+            return None
+        numeric = (~vector.isnan() & ~self._categorical.to(vector.device)).nonzero().squeeze(-1)
+        reasons = []
+        if self.property_head is None:
+            reasons.append("the checkpoint has no property head (a draft-head model fitted with data.conditions)")
+        elif not self._property_head_trained:
+            reasons.append("the checkpoint was written before its property head was trained: fit it again")
+        if not len(numeric):
+            reasons.append("it steers toward numeric properties, and none is asked for")
+        if reasons:
+            if width is None:
+                return None
+            raise ValueError(f"steering: {'; '.join(reasons)}")
+        required = width is not None
+        return Steering(self.property_head, numeric, vector[numeric], width or DEFAULT_WIDTH, required)
 
     def training_condition(self, batch: dict[str, Tensor]) -> Tensor | None:
         """The normalised conditions of a training batch, (batch, K), NaN where the data module left
         a property out (``ConditionCollator``); None for a model without conditions."""
         if not self.conditions:
             return None
+        return self._normalised(batch["conditions"])
+
+    def _normalised(self, values: Tensor) -> Tensor:
+        """Condition columns (batch, K) in the model's units: standardised with the training statistics."""
         mean, std = self.condition_statistics[0], self.condition_statistics[1]
         if not (std > 0).all():
             raise ValueError("conditions are read against statistics the data module computes at setup: fit with it")
-        values = batch["conditions"].to(mean)
+        values = values.to(mean)
         return torch.where(self._categorical.to(values.device), values, (values - mean) / std)
 
     @property
@@ -405,6 +453,11 @@ class DiffusionTask(LightningModule):
         checkpoint.get("state_dict", {}).setdefault("token_histogram", torch.zeros(self.vocab_size))
         # Nor did they know conditions (a model without them keeps an empty table).
         checkpoint.get("state_dict", {}).setdefault("condition_statistics", torch.zeros(4, len(self.condition_columns)))
+        state = checkpoint.get("state_dict", {})
+        if self.property_head is not None and not any(key.startswith("property_head.") for key in state):
+            # Nor a property head: it keeps its initial weights, and does not steer (``_steering``).
+            state.update({f"property_head.{k}": v for k, v in self.property_head.state_dict().items()})
+            self._property_head_trained = False
         if self._trainer is not None and self.trainer.state.fn == "fit":
             # Set when the first batch starts, after the data loaders (which draw worker seeds) exist.
             self._rng_states_to_restore = checkpoint.get("rng_states")
@@ -495,7 +548,7 @@ class DiffusionTask(LightningModule):
         content, block_size = self.content(x0), self.block_size
         first = content.long().argmax(-1, keepdim=True)
         starts = first + block_size * torch.arange(-(-x0.shape[1] // block_size), device=x0.device)
-        weight, masked, masked_nll, next_nll = self._head_pass(x0, attention_mask, starts, 1.0, generator, condition)
+        weight, masked, masked_nll, next_nll, _ = self._head_pass(x0, attention_mask, starts, 1.0, generator, condition)
         slots = (first + torch.arange(masked.shape[1], device=x0.device)).clamp(max=x0.shape[1] - 1)
         leading = content.gather(1, slots) & (torch.arange(masked.shape[1], device=x0.device) % block_size == 0)
         leading &= first + torch.arange(masked.shape[1], device=x0.device) < x0.shape[1]
@@ -538,7 +591,7 @@ class DiffusionTask(LightningModule):
 
     def _draft_windows(
         self, x0: Tensor, attention_mask: Tensor, condition: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``_head_pass`` at ``noisy_blocks`` windows per sequence, each starting at a content token
         drawn uniformly. Each is a block of the cut whose blocks start at its position modulo B, so
         scaling w(t) by L / (B W) gives in expectation the block bound averaged over the B cuts (less
@@ -588,13 +641,13 @@ class DiffusionTask(LightningModule):
         scale: Tensor | float,
         generator: torch.Generator | None,
         condition: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The pass of a model with a draft head (``polydiff.model.draft_head``): the encoder reads x_0
         causally (N positions) and gives the next-token cross-entropy of every content token; the head
         denoises the window of B tokens at each of ``starts`` (r, W) from the causal state before it:
         slot 0, the token that state predicts, stays clean (the sampler drafts after the token it has
         just drawn), slots 1 .. B - 1 are noised at the window's own t. Returns what ``_block_pass``
-        returns, for the windows' slots, with w(t) times ``scale``."""
+        returns, for the windows' slots, with w(t) times ``scale``, and the causal states (r, N, H)."""
         process, block_size = self.diffusion_process, self.block_size
         content = self.content(x0)
         rows, width = x0.shape
@@ -613,7 +666,7 @@ class DiffusionTask(LightningModule):
         states = self.model.draft(context, x_t.view(rows, count, block_size)).flatten(1, 2)
         masked_nll = F.cross_entropy(self._draft_logits(states[masked]), window_x0[masked], reduction="none")
         weight = process.position_weights(t, noised) * scale
-        return weight, masked, masked_nll, self._next_token_nll(hidden, x0, content)
+        return weight, masked, masked_nll, self._next_token_nll(hidden, x0, content), hidden
 
     def _draft_logits(self, states: Tensor) -> Tensor:
         """``logits_from_hidden`` of the draft head's states, through the output projection without its
@@ -669,19 +722,32 @@ class DiffusionTask(LightningModule):
         config = self.diffusion_process.config
         condition = self.training_condition(batch)
         if config.causal_context:  # the same pass scores both: the clean half is encoded anyway
-            x0 = batch["input_ids"]
+            x0, mask, property_nll = batch["input_ids"], batch["attention_mask"], 0.0
             if self.has_draft_head:
-                weight, masked, masked_nll, next_nll = self._draft_windows(x0, batch["attention_mask"], condition)
+                weight, masked, masked_nll, next_nll, states = self._draft_windows(x0, mask, condition)
+                if self.property_head is not None:
+                    property_nll = self._property_nll(x0, states, batch["properties"])
             else:
-                weight, masked, masked_nll, next_nll = self._window_pass(x0, batch["attention_mask"], None, condition)
+                weight, masked, masked_nll, next_nll = self._window_pass(x0, mask, None, condition)
             if config.loss_weighting == "flat":
-                return masked_nll.sum() / masked.sum().clamp(min=1) + next_nll.mean()
-            return ((weight[masked] * masked_nll).sum() + next_nll.sum()) / self.content(x0).sum()
+                return masked_nll.sum() / masked.sum().clamp(min=1) + next_nll.mean() + property_nll
+            return ((weight[masked] * masked_nll).sum() + next_nll.sum()) / self.content(x0).sum() + property_nll
         if config.loss_weighting == "flat":
             _, masked, token_nll = self.masked_cross_entropy(batch, None, condition)
             return token_nll.sum() / masked.sum().clamp(min=1)
         nll, tokens = self.negative_elbo(batch, None, condition)
         return nll.sum() / tokens.sum()
+
+    def _property_nll(self, x0: Tensor, states: Tensor, properties: Tensor) -> Tensor:
+        """The property head's loss (``PropertyHead.nll``) at [CLS] and every content position of the
+        sequences given no condition, whose causal ``states`` are the unconditional model's."""
+        read = self.content(x0)
+        read[:, 0] = True
+        targets = self._normalised(properties).unsqueeze(1).expand(-1, x0.shape[1], -1)
+        nll = self.property_head.nll(states[read], targets[read])
+        if self._trainer is not None:
+            self.log("train/property_nll", nll, batch_size=len(x0))
+        return nll
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         loss = self.training_loss(batch)
@@ -779,6 +845,7 @@ class DiffusionTask(LightningModule):
         progress: bool = False,
         condition: Mapping[str, float | str] | None = None,
         guidance_scale: float = 0.0,
+        steering: float | None = None,
         fragments: str | None = None,
     ) -> list[str]:
         """Generates sequences (``polydiff.sampling.generate``), in eval mode.
@@ -797,6 +864,8 @@ class DiffusionTask(LightningModule):
                 free); None samples unconditionally.
             guidance_scale: classifier-free guidance toward ``condition`` (``guided``); 0 samples
                 the conditional model alone.
+            steering: the width of the target the rows are steered toward (``guided``); 0 steers
+                none, None where it can.
             fragments: fragments with ``[*]`` attachment points that every sample keeps
                 (``polydiff.sampling.fragments``), e.g. ``[*]C(=O)O.[*]N1CCCC1``.
 
@@ -807,7 +876,7 @@ class DiffusionTask(LightningModule):
         was_training = self.training
         self.eval()  # no dropout while sampling, e.g. when called during validation
         try:
-            model = self.guided(condition, guidance_scale)
+            model = self.guided(condition, guidance_scale, steering)
             return generate(
                 model, num_samples, config, length, prompts, batch_size, seed, progress, fragments
             ).sequences

@@ -38,3 +38,14 @@ def test_a_lone_class_condition_is_one_hot_and_seen_whenever_conditions_are():
     assert known.float().mean().item() == pytest.approx(0.8, abs=TOLERANCE)
     assert (values[known].argmax(-1) == POLYMER_CLASSES.index("polyamide")).all()
     assert (values[known].sum(-1) == 1).all()
+
+
+def test_the_sequences_given_no_condition_carry_every_property_for_the_property_head():
+    torch.manual_seed(0)
+    batch = collator(["logp", "mw"], 0.5)(["CCO"] * 200)
+    unconditioned = batch["conditions"].isnan().all(-1)
+    assert 0 < unconditioned.sum() < 200
+    assert not batch["properties"][unconditioned].isnan().any()
+    assert batch["properties"][~unconditioned].isnan().all()
+    weights = batch["properties"][unconditioned, 1]
+    assert weights.tolist() == pytest.approx([46.069] * len(weights), abs=1e-3)  # ethanol's g/mol

@@ -1,0 +1,129 @@
+"""Steering toward property targets: the property head, and finished rows it refuses taken back."""
+
+import math
+
+import pytest
+import torch
+from test_guidance import conditioned_task  # a sibling module: pytest puts this folder on the path
+
+from polydiff.model.property_head import ENCODER_GRADIENT, PropertyHead
+from polydiff.sampling import SamplingConfig, generate
+from polydiff.sampling.steering import Steering
+
+
+def test_acceptance_is_the_unnormalised_gaussian_of_the_target_widened_by_the_heads_uncertainty():
+    """a(x) = exp(-(mu - c)^2 / (2 (tau^2 + s^2))), multiplied over the targeted columns: 1 on target."""
+    head = PropertyHead(8, 2)
+    steering = Steering(head, torch.tensor([1]), torch.tensor([0.5]), 0.3, required=True)
+    states = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mean, log_variance = head(states)
+        total = 0.09 + log_variance[:, 1].double().exp()
+        expected = torch.exp(-0.5 * (mean[:, 1].double() - 0.5) ** 2 / total)
+        torch.testing.assert_close(steering.acceptance(states), expected)
+        on_target = Steering(head, torch.tensor([1]), mean[:1, 1].double(), 0.3, required=True)
+        assert on_target.acceptance(states[:1]).item() == pytest.approx(1.0)
+
+
+def test_rows_are_refused_at_the_rate_the_acceptance_gives():
+    """Over 20,000 draws of one state, the refused share is 1 - a within four binomial deviations."""
+    head = PropertyHead(8, 1)
+    states = torch.randn(1, 8, generator=torch.Generator().manual_seed(2)).expand(20_000, -1)
+    with torch.no_grad():
+        mean = head(states[:1])[0][0, 0].double()
+        steering = Steering(head, torch.tensor([0]), (mean + 0.4).unsqueeze(0), 0.25, required=True)
+        keep = steering.acceptance(states[:1]).item()
+        refused = steering.rejected(states, torch.Generator().manual_seed(0)).double().mean().item()
+    assert 0.05 < keep < 0.95  # a rate that could be missed either way
+    assert refused == pytest.approx(1 - keep, abs=4 * math.sqrt(keep * (1 - keep) / 20_000))
+
+
+def test_the_property_head_loss_is_the_gaussian_nll_of_the_known_values():
+    head = PropertyHead(8, 2)
+    states = torch.randn(3, 8, generator=torch.Generator().manual_seed(1))
+    properties = torch.tensor([[1.0, math.nan], [math.nan, math.nan], [0.0, -2.0]])
+    with torch.no_grad():
+        mean, log_variance = head(states)
+        known = ~properties.isnan()
+        error = (properties[known] - mean[known]) ** 2
+        expected = (0.5 * (log_variance[known] + error / log_variance[known].exp())).mean()
+        assert head.nll(states, properties).item() == pytest.approx(expected.item(), rel=1e-6)
+        assert head.nll(states, torch.full((3, 2), math.nan)).item() == 0.0
+
+
+def test_the_encoder_gets_a_fixed_share_of_the_property_heads_gradient():
+    head = PropertyHead(8, 1)
+    properties = torch.tensor([[0.5], [-1.0], [2.0]])
+    states = torch.randn(3, 8, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    head.nll(states, properties).backward()
+    reference = states.detach().clone().requires_grad_(True)
+    mean, log_variance = head(reference)
+    (0.5 * (log_variance + (properties - mean) ** 2 / log_variance.exp())).mean().backward()
+    torch.testing.assert_close(states.grad, ENCODER_GRADIENT * reference.grad)
+    assert ENCODER_GRADIENT < 1
+
+
+@pytest.fixture(scope="module")
+def sharp_task():
+    """A tiny draft-head model whose property head is sure of itself: it refuses most rows."""
+    task = conditioned_task("head")
+    with torch.no_grad():
+        task.property_head.mlp[-1].bias[2:] = -8.0  # log variances
+    return task
+
+
+def test_steered_rows_take_back_their_ends_and_write_on_from_their_own_prefixes(sharp_task):
+    """A refused row backs out of its [SEP] from the states and cache it kept: decoding with the
+    cache and without it (re-encoding its prefix) draws the same samples, at more model calls,
+    every one counted."""
+    steered = sharp_task.guided({"logp": 4.0}, 1.5, steering=0.1)
+    cached = generate(steered, 24, seed=3)
+    assert cached.sequences == generate(steered, 24, SamplingConfig(cache=False), seed=3).sequences
+    guided = generate(sharp_task.guided({"logp": 4.0}, 1.5, steering=0), 24, seed=3)
+    assert cached.sequences != guided.sequences  # rows were refused and written again
+    assert cached.nfe.sum() > guided.nfe.sum()
+
+
+def test_without_guidance_steering_reads_the_finished_rows_in_a_pass_of_its_own(sharp_task):
+    """At w = 0 no call computes the unconditional states: each judgement costs one evaluation."""
+    steered = generate(sharp_task.guided({"logp": 4.0}, 0.0, steering=0.1), 24, seed=3)
+    plain = generate(sharp_task.guided({"logp": 4.0}, 0.0, steering=0), 24, seed=3)
+    assert steered.sequences != plain.sequences
+    assert steered.nfe.sum() >= plain.nfe.sum() + 24  # at least one judgement per row
+    uncached = generate(sharp_task.guided({"logp": 4.0}, 0.0, steering=0.1), 24, SamplingConfig(cache=False), seed=3)
+    assert steered.sequences == uncached.sequences
+
+
+def test_a_condition_steers_by_default_where_it_can(sharp_task):
+    default = generate(sharp_task.guided({"logp": 4.0}, 1.5), 24, seed=3).sequences
+    assert default == generate(sharp_task.guided({"logp": 4.0}, 1.5, steering=0.25), 24, seed=3).sequences
+    assert sharp_task.guided({"logp": 4.0}, 0.0).steering is not None
+
+
+def test_steering_without_a_condition_is_refused(sharp_task):
+    with pytest.raises(ValueError, match="needs a condition"):
+        sharp_task.guided(None, 0.0, steering=0.5)
+
+
+def test_steering_needs_a_property_head():
+    with pytest.raises(ValueError, match="no property head"):
+        conditioned_task("windows").guided({"logp": 4.0}, 1.0, steering=0.5)
+
+
+def test_steering_is_refused_where_the_decoder_cannot_steer(sharp_task):
+    steered = sharp_task.guided({"logp": 4.0}, 1.0, steering=0.5)
+    with pytest.raises(ValueError, match="only speculative decoding"):
+        generate(steered, 4, length=5, seed=0)
+    # asked for nothing, a fixed length samples with guidance alone
+    assert len(generate(sharp_task.guided({"logp": 4.0}, 1.0), 4, length=5, seed=0).sequences) == 4
+
+
+def test_a_checkpoint_from_before_the_property_head_loads_and_refuses_to_steer():
+    task = conditioned_task("head")
+    state = {k: v for k, v in task.state_dict().items() if not k.startswith("property_head.")}
+    checkpoint = {"state_dict": state}
+    task.on_load_checkpoint(checkpoint)
+    task.load_state_dict(checkpoint["state_dict"])  # strict: the head's keys were filled in
+    assert task.guided({"logp": 4.0}, 1.0).steering is None
+    with pytest.raises(ValueError, match="before its property head was trained"):
+        task.guided({"logp": 4.0}, 1.0, steering=0.5)
