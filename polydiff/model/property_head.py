@@ -12,7 +12,7 @@ the property of the molecule written. Guided sampling judges its finished rows b
 The encoder gets ``ENCODER_GRADIENT`` of the head's gradient. In full, it cost the next-token
 prediction 0.05 nats at 500 steps of the conditions recipe (val/next_nll 0.836 against 0.784
 without the head, same seed); none (a probe on frozen states) left the head knowing little (R^2 of
-logP at the last token 0.06); 0.3 cost 0.005 nats and kept the head's logP (R^2 0.59 against 0.58
+logP at the last token 0.11); 0.3 cost 0.005 nats and kept the head's logP (R^2 0.56 against 0.53
 in full; docs/design.md).
 """
 

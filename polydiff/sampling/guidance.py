@@ -21,7 +21,6 @@ import math
 import torch
 from torch import Tensor
 
-from polydiff.diffusion.blocks import sampling_mask
 from polydiff.model.kv_cache import KeyValueCache
 from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.steering import Steering
@@ -137,15 +136,6 @@ class GuidedDenoiser:
     def unconditional(self, hidden: Tensor) -> Tensor:
         """The unconditional model's half of paired states (guided calls only)."""
         return hidden.chunk(2, -1)[1]
-
-    def unconditional_states(self, x: Tensor, last: Tensor) -> Tensor:
-        """(r, H) the unconditional model's causal state at position ``last`` (r,) of each row of x,
-        from a pass of its own over [CLS] and the tokens up to it: one more network evaluation."""
-        end = int(last.max()) + 1
-        positions = torch.arange(end, device=x.device).expand(len(x), -1)
-        content = (positions >= 1) & (positions <= last.unsqueeze(-1))
-        hidden = self.model.encode(x[:, :end], sampling_mask(content, positions == 0, 1), None, positions)
-        return hidden[torch.arange(len(x), device=x.device), last]
 
     def draft(self, context: Tensor, slot_ids: Tensor) -> Tensor:
         """The draft head's window states after paired causal states (``_paired``), paired likewise."""

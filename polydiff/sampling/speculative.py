@@ -230,11 +230,11 @@ class _SpeculativeDecoder:
         self.cache = model.new_cache(len(x), self.width + model.block_size) if config.cache else None
         self.states: Tensor | None = None  # the causal state of every committed position (``_remember``)
 
-    def latest_states(self, rows: Tensor) -> Tensor:
-        """(r, H) the causal state of each row's last encoded position: it has read every committed
-        token but the one drawn last, which the next call would encode (of a row that has ended,
-        every token of its molecule)."""
-        return self.states[rows, (self.position[rows] - 2).clamp(min=0)]
+    def last_encoded(self, rows: Tensor) -> Tensor:
+        """(r,) each row's last encoded position: its causal state has read every committed token but
+        the one drawn last, which the next call would encode (of a row that has ended, every token
+        of its molecule)."""
+        return (self.position[rows] - 2).clamp(min=0)
 
     def _restricted(
         self, logits: Tensor, rows: Tensor, positions: Tensor, masks: tuple[Tensor, Tensor] | None = None
@@ -474,11 +474,11 @@ def decode_speculative(
         calls[rows] += 1
         finished = rows[decoder.ended[rows]] if steering is not None else rows[:0]
         while len(finished):  # a row that writes [SEP] again as it backs out is judged again
+            last = decoder.last_encoded(finished)
             if model.guided:  # the guided call computed the unconditional states
-                states = model.unconditional(decoder.latest_states(finished))
-            else:  # a pass of their own, counted
-                last = (decoder.position[finished] - 2).clamp(min=0)
-                states = model.unconditional_states(decoder.x[finished], last)
+                states = model.unconditional(decoder.states[finished, last])
+            else:  # a pass of the unconditional model of their own, counted
+                states = _call(model.model, decoder.x[finished], last + 1, torch.zeros_like(last))[0][:, 0]
                 calls[finished] += 1
             refused = finished[steering.rejected(states, generator) & (decoder.rewinds[finished] < STEERING_REWINDS)]
             decoder.reopen(refused)
