@@ -31,7 +31,7 @@ def gradients(task: DiffusionTask, loss: torch.Tensor) -> dict[str, bool]:
 
 def test_the_draft_loss_trains_the_head_alone_and_the_next_token_loss_the_encoder(task):
     batch = batch_of(task, MOLECULES)
-    _, masked, masked_nll, next_nll = task._draft_windows(batch["input_ids"], batch["attention_mask"])
+    _, masked, masked_nll, next_nll, _ = task._draft_windows(batch["input_ids"], batch["attention_mask"])
     assert masked.any() and masked_nll.shape == (int(masked.sum()),)
     assert not masked.view(len(MOLECULES), 3, 4)[..., 0].any()  # slot 0, the token just drawn, is given
     draft = gradients(task, masked_nll.sum())
