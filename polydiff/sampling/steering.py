@@ -59,5 +59,8 @@ class Steering:
 
     def rejected(self, states: Tensor, generator: torch.Generator) -> Tensor:
         """(r,) bool: the finished rows not kept, each with probability 1 - a(x)."""
+        keep = self.acceptance(states)
+        if bool((keep >= 1).all()):  # nothing to refuse: no draw, the sampler's stream stays as it was
+            return torch.zeros(len(states), dtype=torch.bool, device=states.device)
         u = torch.rand(len(states), dtype=torch.float64, device=states.device, generator=generator)
-        return u >= self.acceptance(states)
+        return u >= keep
