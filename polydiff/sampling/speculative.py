@@ -292,6 +292,8 @@ class _SpeculativeDecoder:
         """Takes back the end of ``rows``, finished rows whose molecules steering refused
         (``polydiff.sampling.steering``): each backs out of it as out of a dead end, and drafts
         again; no model call."""
+        if len(rows) == 0:  # most calls: every row that ended was kept
+            return
         self.ended[rows] = False
         context = self.states.new_zeros(len(rows), self.states.shape[-1])
         self._back_out_of(rows, torch.ones(len(rows), dtype=torch.bool, device=rows.device), context)
