@@ -11,10 +11,11 @@ loader workers) from ``/proc``. Prints JSON: the peak of the sum over processes 
 proportional set size (PSS: shared pages split between the processes that map them, so memory
 the workers share with the main process counts once), the same for the resident set size (RSS,
 which counts shared pages in every process), each process's own peak, and the optimizer steps
-trained (a memory setting that slows the steps trains fewer in the recipe's time budget). The
-run inherits the environment, so an allocator can be tried without changing polydiff:
+trained (a memory setting that slows the steps trains fewer in the recipe's time budget) and
+the allocator the fit ran with. The run inherits the environment: ``polydiff`` runs under
+jemalloc where the system has it (``polydiff.utils.allocator``), and glibc's malloc is measured with
 
-    LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 python benchmarks/memory.py
+    POLYDIFF_ALLOCATOR=system python benchmarks/memory.py
 
 Linux only.
 """
@@ -56,6 +57,14 @@ def memory_mb(pid: int) -> tuple[float, float] | None:
     return int(fields["Pss"].split()[0]) / 1024, int(fields["Rss"].split()[0]) / 1024
 
 
+def allocator(pid: int) -> str | None:
+    """``jemalloc`` or ``system``: what the process ``pid`` allocates with (None once it has gone)."""
+    try:
+        return "jemalloc" if "libjemalloc" in Path(f"/proc/{pid}/maps").read_text() else "system"
+    except OSError:
+        return None
+
+
 def _steps_trained(root: Path) -> int | None:
     """The optimizer steps of the run's newest last.ckpt under ``root`` (None if it wrote none):
     an allocator that saves memory but slows the steps shows here as fewer steps in the budget."""
@@ -83,7 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         peak_pss = peak_rss = 0.0
         per_process: dict[int, float] = {}
+        used = None
         while process.poll() is None:
+            if used is None and time.perf_counter() - start > 2:  # past the start (and its run again under jemalloc)
+                used = allocator(process.pid)
             readings = {pid: memory_mb(pid) for pid in [process.pid, *children(process.pid)]}
             readings = {pid: reading for pid, reading in readings.items() if reading is not None}
             peak_pss = max(peak_pss, sum(pss for pss, _ in readings.values()))
@@ -101,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(command[1:]),
         "seconds": round(time.perf_counter() - start, 1),
         "steps": steps,
+        "allocator": used,
         "peak_pss_mb": round(peak_pss),
         "peak_rss_mb": round(peak_rss),
         "main_process_peak_pss_mb": round(per_process.get(main_pid, 0.0)),

@@ -43,7 +43,9 @@ def head_scores(ckpt_path: str, num_molecules: int, batch_size: int = 500) -> di
         content = task.content(x)
         free = torch.full((len(x), len(task.condition_columns)), math.nan)
         states = task.model.encode(x, sampling_mask(content, mask.bool() & ~content, 1), None, None, free)
-        head_mean, log_variance = task.property_head(states)
+        read = content.clone()
+        read[:, 0] = True  # [CLS], then the molecule's tokens
+        head_mean, log_variance = task.property_head(states, read)
         molecule = content.sum(-1) - 1  # tokens before [SEP]
         rows = torch.arange(len(x))
         for point in POINTS:

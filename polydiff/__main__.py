@@ -5,12 +5,15 @@ This module imports nothing heavy, so the process can be set up before torch loa
 
 import os
 
+from polydiff.utils.allocator import run_under_jemalloc
+
 
 def main() -> None:
     # OpenMP threads that sleep rather than spin while they wait. torch's default (spinning)
     # made every step several times slower on a 2-core machine with any other load on it;
     # libgomp reads this once, when torch is imported. A value the user set is kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    run_under_jemalloc()  # returns here where it does not run the command again under jemalloc
     from polydiff.cli import main as cli_main
 
     cli_main()

@@ -78,10 +78,11 @@ REWIND = 8
 MAX_REWINDS = 8
 REFUSED_REWINDS = 4
 REFUSED_SHARE = 0.5
-# Steering takes a finished row back while it has rewound fewer than this, leaving the other
-# rewinds for the dead ends its new tail may meet (docs/design.md: at 8, a tenth of the rows
-# steered toward logP 5 ran out of them and ended invalid).
-STEERING_REWINDS = 4
+# Steering takes a finished row back at most this many times: 8, 16, 32 and 64 tokens, then from
+# its start, as a dead end. It has a count of its own, so a row it took back keeps every rewind of
+# its dead ends (sharing them, a tenth of the rows steered toward logP 5 ran out and ended
+# invalid; docs/design.md).
+STEERING_REWINDS = 8
 
 
 def target_probs(logits: Tensor, config: SamplingConfig) -> Tensor:
@@ -225,7 +226,8 @@ class _SpeculativeDecoder:
         self.draft_allowed = torch.zeros_like(self.draft_by_rules)
         self.drafted = torch.zeros(len(x), dtype=torch.long, device=device)
         self.first_tokens = torch.tensor(cannot_start(model), device=device)
-        self.rewinds = torch.zeros(len(x), dtype=torch.long, device=device)
+        self.rewinds = torch.zeros(len(x), dtype=torch.long, device=device)  # backings-out of dead ends
+        self.steered = torch.zeros(len(x), dtype=torch.long, device=device)  # ends steering took back
         # Spare room past the last position for the padded context queries of ragged drafts.
         self.cache = model.new_cache(len(x), self.width + model.block_size) if config.cache else None
         self.states: Tensor | None = None  # the causal state of every committed position (``_remember``)
@@ -296,20 +298,22 @@ class _SpeculativeDecoder:
             return
         self.ended[rows] = False
         context = self.states.new_zeros(len(rows), self.states.shape[-1])
-        self._back_out_of(rows, torch.ones(len(rows), dtype=torch.bool, device=rows.device), context)
+        self._back_out_of(rows, torch.ones(len(rows), dtype=torch.bool, device=rows.device), context, self.steered)
         self._clear_stale(rows)
         if self.model.has_draft_head:
             self._draft(rows, self._head_window(rows, context))
         else:  # the encoder drafts in the next call's windows
             self.drafted[rows] = 0
 
-    def _back_out_of(self, rows: Tensor, backing: Tensor, context: Tensor) -> None:
+    def _back_out_of(self, rows: Tensor, backing: Tensor, context: Tensor, count: Tensor | None = None) -> None:
         """Backs the ``backing`` (r,) bool of ``rows`` out (``_back_out``), again while they meet a dead
-        end, and writes the state that predicted each one's new token into its row of ``context``."""
+        end, and writes the state that predicted each one's new token into its row of ``context``.
+        ``count`` (default: the dead ends', ``rewinds``) counts the first backing-out of each and sizes it."""
         backing = backing.nonzero().squeeze(-1)
+        count = self.rewinds if count is None else count
         while len(backing):
-            context[backing], again = self._back_out(rows[backing])
-            backing = backing[again]
+            context[backing], again = self._back_out(rows[backing], count)
+            backing, count = backing[again], self.rewinds
 
     def _clear_stale(self, rows: Tensor) -> None:
         """What is left of a draft past the token just drawn goes; the next draft takes its place."""
@@ -335,16 +339,17 @@ class _SpeculativeDecoder:
         row, slot = ((offsets <= accepted.unsqueeze(-1)) & (positions < self.width)).nonzero(as_tuple=True)
         self.states[rows[row], positions[row, slot]] = states[row, slot]
 
-    def _back_out(self, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """Takes back the last ``REWIND`` tokens of ``rows`` (twice as many at each further rewind) and
-        draws the first of them again from the state remembered before it: no further model call.
+    def _back_out(self, rows: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+        """Takes back the last ``REWIND`` tokens of ``rows`` (twice as many for each backing-out
+        ``count`` (R,) has counted, which counts this one) and draws the first of them again from the
+        state remembered before it: no further model call.
 
         Returns:
             (the causal state that predicted each row's new token, (r, H); whether the row met a
             dead end again, with a rewind left).
         """
-        position = (self.position[rows] - REWIND * 2 ** self.rewinds[rows]).clamp(min=1)
-        self.rewinds[rows] += 1
+        position = (self.position[rows] - REWIND * 2 ** count[rows]).clamp(min=1)
+        count[rows] += 1
         self.writer.rewind(rows, position)
         context = self.states[rows, position - 1]
         logits = self._next_logits(context.unsqueeze(1), position)
@@ -477,12 +482,13 @@ def decode_speculative(
         finished = rows[decoder.ended[rows]] if steering is not None else rows[:0]
         while len(finished):  # a row that writes [SEP] again as it backs out is judged again
             last = decoder.last_encoded(finished)
-            if model.guided:  # the guided call computed the unconditional states
-                states = model.unconditional(decoder.states[finished, last])
-            else:  # a pass of the unconditional model of their own, counted
-                states = _call(model.model, decoder.x[finished], last + 1, torch.zeros_like(last))[0][:, 0]
+            if model.guided:  # the guided calls computed the unconditional states
+                states = model.unconditional(decoder.states[finished, : int(last.max()) + 1])
+            else:  # a pass of the unconditional model of their own (positions 0 .. last), counted
+                states = _call(model.model, decoder.x[finished], torch.ones_like(last), last)[0]
                 calls[finished] += 1
-            refused = finished[steering.rejected(states, generator) & (decoder.rewinds[finished] < STEERING_REWINDS)]
+            rejected = steering.rejected(states, last, generator)
+            refused = finished[rejected & (decoder.steered[finished] < STEERING_REWINDS)]
             decoder.reopen(refused)
             finished = refused[decoder.ended[refused]]
         if on_step is not None:

@@ -454,10 +454,13 @@ class DiffusionTask(LightningModule):
         # Nor did they know conditions (a model without them keeps an empty table).
         checkpoint.get("state_dict", {}).setdefault("condition_statistics", torch.zeros(4, len(self.condition_columns)))
         state = checkpoint.get("state_dict", {})
-        if self.property_head is not None and not any(key.startswith("property_head.") for key in state):
-            # Nor a property head: it keeps its initial weights, and does not steer (``_steering``).
-            state.update({f"property_head.{k}": v for k, v in self.property_head.state_dict().items()})
-            self._property_head_trained = False
+        if self.property_head is not None:
+            head = {f"property_head.{k}": v for k, v in self.property_head.state_dict().items()}
+            if not any(key.startswith("property_head.mlp.") for key in state):
+                # Nor a property head: it keeps its initial weights, and does not steer (``_steering``).
+                self._property_head_trained = False
+            # A head written before the sum over the prefix reads as it did: those shares start at 0.
+            state.update({k: v for k, v in head.items() if k not in state})
         if self._trainer is not None and self.trainer.state.fn == "fit":
             # Set when the first batch starts, after the data loaders (which draw worker seeds) exist.
             self._rng_states_to_restore = checkpoint.get("rng_states")
@@ -743,8 +746,7 @@ class DiffusionTask(LightningModule):
         sequences given no condition, whose causal ``states`` are the unconditional model's."""
         read = self.content(x0)
         read[:, 0] = True
-        targets = self._normalised(properties).unsqueeze(1).expand(-1, x0.shape[1], -1)
-        nll = self.property_head.nll(states[read], targets[read])
+        nll = self.property_head.nll(states, read, self._normalised(properties))
         if self._trainer is not None:
             self.log("train/property_nll", nll, batch_size=len(x0))
         return nll

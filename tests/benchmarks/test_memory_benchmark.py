@@ -1,5 +1,6 @@
 """benchmarks/memory.py: the peak memory of a real fit in a subprocess, and the steps it trained."""
 
+import ctypes.util
 import importlib.util
 import json
 from pathlib import Path
@@ -27,6 +28,7 @@ def test_reports_the_peak_over_processes_and_the_steps_trained(smiles_files, cap
     # torch, Lightning, transformers and RDKit alone take hundreds of MB; the sum is at least the main process.
     assert report["peak_pss_mb"] >= report["main_process_peak_pss_mb"] > 200
     assert report["peak_rss_mb"] >= report["peak_pss_mb"]
+    assert report["allocator"] == ("jemalloc" if ctypes.util.find_library("jemalloc") else "system")
 
 
 def test_a_failed_fit_stops_with_its_error():

@@ -10,6 +10,7 @@ from polydiff.chem.molecules import parse
 from polydiff.diffusion import DiffusionConfig
 from polydiff.model.bert_diffusion import ModelConfig
 from polydiff.sampling import SamplingConfig, generate
+from polydiff.sampling import fragments as fragment_decoding
 from polydiff.tasks.diffusion_task import DiffusionTask
 
 ALIPHATIC = ["C", "N", "O", "(", ")", "1", "2", "=", "[SEP]"]
@@ -39,11 +40,15 @@ def test_every_sample_keeps_to_the_rules_and_every_ended_one_keeps_its_fragments
             assert parse(sample).GetNumHeavyAtoms() >= fixed + len(template.holes)
     assert valid >= 36  # an untrained model, aliphatic tokens: most rows end as molecules
     assert len(set(result.sequences)) >= 24  # the holes are sampled, not fixed
-    # Only the free tokens cost model calls: one each, plus what 4 rewinds of 4, 8, 16 and 32 tokens
-    # write again (and the call that found each dead end, and the last one).
+    # Only the free tokens cost model calls: one each, plus what the rewinds write again (4, 8, 16,
+    # ... tokens, never more than the row's positions) and the call that found each dead end, and
+    # the last one.
     fixed_tokens = sum(len(piece) for piece in template.pieces)  # here every character is one token
+    width = task.max_positions
+    rewritten = sum(min(fragment_decoding.REWIND * 2**k, width) for k in range(fragment_decoding.MAX_REWINDS))
     complete = torch.tensor([parse(sample) is not None for sample in result.sequences])
-    assert (result.nfe[complete] <= result.lengths[complete] + 1 - fixed_tokens + 60 + 4 + 1).all()
+    bound = result.lengths[complete] + 1 - fixed_tokens + rewritten + fragment_decoding.MAX_REWINDS + 1
+    assert (result.nfe[complete] <= bound).all()
 
 
 def test_a_hole_inside_a_ring_touches_none_of_the_fragments_open_ring_labels(task):

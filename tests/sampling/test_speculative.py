@@ -116,10 +116,9 @@ def test_a_row_backs_out_where_the_rules_refuse_most_of_p(monkeypatch):
     assert all(max(refused_shares(task, smiles)[1:]) <= 0.5 + 1e-9 for smiles in strict)
 
 
-def test_a_row_backs_out_to_the_causal_states_of_its_committed_tokens(task, monkeypatch):
-    """A row that backs out draws again from the state it kept for the position before: after
-    decoding, the kept states of every row's committed tokens are those of a fresh causal pass over
-    them (the last token's state is computed only by a call after it)."""
+def kept_decoders(monkeypatch) -> list:
+    """The speculative decoders that ``generate`` makes from now on (one per batch), kept for a look
+    at their state after decoding."""
     decoders = []
     setup = speculative._SpeculativeDecoder.__init__
 
@@ -128,6 +127,14 @@ def test_a_row_backs_out_to_the_causal_states_of_its_committed_tokens(task, monk
         decoders.append(self)
 
     monkeypatch.setattr(speculative._SpeculativeDecoder, "__init__", keep)
+    return decoders
+
+
+def test_a_row_backs_out_to_the_causal_states_of_its_committed_tokens(task, monkeypatch):
+    """A row that backs out draws again from the state it kept for the position before: after
+    decoding, the kept states of every row's committed tokens are those of a fresh causal pass over
+    them (the last token's state is computed only by a call after it)."""
+    decoders = kept_decoders(monkeypatch)
     generate(task, 16, SamplingConfig(), seed=0)
     decoder = decoders[0]
     assert decoder.rewinds.sum() >= 8
