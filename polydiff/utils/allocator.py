@@ -21,16 +21,16 @@ from __future__ import annotations
 import ctypes.util
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 CHOICE = "POLYDIFF_ALLOCATOR"
 CHOICES = ("jemalloc", "system")
 KEEP_PAGES = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 
 
-def jemalloc_environment(environ: Mapping[str, str], library: str | None) -> dict[str, str] | None:
-    """The environment to run again in, under jemalloc (``library``, or None where the system has
-    none), or None to run on as this process is.
+def jemalloc_environment(environ: Mapping[str, str], find: Callable[[], str | None]) -> dict[str, str] | None:
+    """The environment to run again in, under jemalloc (``find()``: the library, or None where the
+    system has none; asked only when needed), or None to run on as this process is.
 
     Raises:
         SystemExit: for a choice other than ``CHOICES``, or jemalloc asked for and not found.
@@ -38,10 +38,13 @@ def jemalloc_environment(environ: Mapping[str, str], library: str | None) -> dic
     choice = environ.get(CHOICE)
     if choice not in (None, *CHOICES):
         raise SystemExit(f"{CHOICE}={choice!r}: choose one of {', '.join(CHOICES)}")
-    if choice == "jemalloc" and library is None:
-        raise SystemExit(f"{CHOICE}=jemalloc, but this system has no libjemalloc (Debian and Ubuntu: libjemalloc2)")
-    if choice == "system" or library is None or environ.get("LD_PRELOAD"):
+    if choice == "system" or environ.get("LD_PRELOAD"):
         return None  # an LD_PRELOAD already set is the user's, or ours from the run before this one
+    library = find()
+    if library is None and choice == "jemalloc":
+        raise SystemExit(f"{CHOICE}=jemalloc, but this system has no libjemalloc (Debian and Ubuntu: libjemalloc2)")
+    if library is None:
+        return None
     return {**environ, "LD_PRELOAD": library, "MALLOC_CONF": environ.get("MALLOC_CONF", KEEP_PAGES)}
 
 
@@ -49,7 +52,7 @@ def run_under_jemalloc() -> None:
     """Runs this process's command line again under jemalloc (``jemalloc_environment``), or returns."""
     if not sys.platform.startswith("linux"):
         return
-    environment = jemalloc_environment(os.environ, ctypes.util.find_library("jemalloc"))
+    environment = jemalloc_environment(os.environ, lambda: ctypes.util.find_library("jemalloc"))
     if environment is not None:
         sys.stdout.flush()
         os.execve(sys.executable, sys.orig_argv, environment)
