@@ -204,7 +204,7 @@ class BertDiffusionModel(BertPreTrainedModel):
 
     def new_cache(self, rows: int, length: int) -> KeyValueCache:
         """An empty key/value cache for ``encode_incremental``: ``rows`` rows of ``length`` positions."""
-        return KeyValueCache(rows, length, self.config.num_hidden_layers)
+        return KeyValueCache(rows, length, self.config.num_hidden_layers, self.config.num_attention_heads)
 
     def encode_incremental(
         self,

@@ -183,7 +183,21 @@ class Committer:
     def __init__(self, x: Tensor, syntax: SmilesSyntax | None) -> None:
         self.x, self.syntax = x, syntax
         self.state = syntax.start(len(x), x.device) if syntax is not None else None
-        self.prefixes = [MoleculePrefix()] * len(x)
+        # Rows share their prefixes' objects, and with them the kekulization answers (``then``).
+        self.root, self.restarted = MoleculePrefix(), 0
+        self.prefixes = [self.root] * len(x)
+
+    def restart(self, rows: Tensor) -> None:
+        """``rows`` start new sequences: their constraint state becomes the empty prefix's. After
+        as many restarts as there are rows, a new root: the prefixes of sequences long ended go."""
+        self.restarted += len(rows)
+        if self.restarted >= len(self.x):
+            self.root, self.restarted = MoleculePrefix(), 0
+        for row in rows.tolist():
+            self.prefixes[row] = self.root
+        if self.syntax is not None:
+            for name, value in vars(self.syntax.start(len(rows), self.x.device)).items():
+                getattr(self.state, name)[rows] = value
 
     def state_of(self, rows: Tensor) -> SyntaxState:
         """The automaton state of ``rows`` alone (with constraints)."""
@@ -223,7 +237,7 @@ class Committer:
         for name, value in vars(state).items():
             getattr(self.state, name)[rows] = value
         for row, end in zip(rows.tolist(), positions.tolist(), strict=True):
-            prefix = MoleculePrefix()
+            prefix = self.root  # the objects of the first pass, with their answers
             for token in self.x[row, 1:end].tolist():
                 prefix = prefix.then(self.syntax.tokens[token])
             self.prefixes[row] = prefix

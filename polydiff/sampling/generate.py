@@ -125,10 +125,11 @@ class _BatchProgress:
     def __init__(self, advance: Callable[[int], None] | None, share: int) -> None:
         self.advance, self.share, self.taken = advance, share, 0
 
-    def step(self) -> None:
-        if self.advance is not None and self.taken < self.share:
-            self.taken += 1
-            self.advance(1)
+    def step(self, steps: int = 1) -> None:
+        steps = min(steps, self.share - self.taken)
+        if self.advance is not None and steps > 0:
+            self.taken += steps
+            self.advance(steps)
 
     def finish(self) -> None:
         if self.advance is not None:
@@ -146,10 +147,12 @@ def _decode(
     free_length: bool,
     syntax: SmilesSyntax | None,
     plan: FragmentPlan | None,
+    samples: int,
 ) -> tuple[Tensor, Tensor]:
     """Runs the decoder that fits the model on one batch: around fixed fragments, left to right
     (B = 1), block by block (B > 1; until the model ends, by verified or prefix drafts or the
-    reverse process, or at a fixed length) or the whole sequence at once (no blocks)."""
+    reverse process, or at a fixed length) or the whole sequence at once (no blocks). The
+    speculative decoder writes ``samples`` sequences through the rows of x; the others, one each."""
     block_size, tokenizer = model.block_size, model.tokenizer
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
     if plan is not None:
@@ -157,7 +160,8 @@ def _decode(
     if config.strategy is None:  # one token per call: one-token blocks, or a draft head's model at a fixed length
         return decode_next_tokens(model, head, x, config, generator, on_step, free_length, syntax)
     if config.strategy == "speculative":
-        return decode_speculative(model, head, x, config, generator, on_step, syntax, getattr(model, "steering", None))
+        steering = getattr(model, "steering", None)
+        return decode_speculative(model, head, x, config, generator, on_step, syntax, steering, samples)
     if config.strategy == "prefix":
         return decode_prefix(model, head, x, config, generator, on_step, syntax)
     if block_size and free_length:
@@ -291,14 +295,20 @@ def generate(
         process = ReverseProcess(
             model.encode, head, model.schedule, tokenizer.mask_token_id, config, model.time_conditioned
         )
-    # Sort by length so that a batch holds similar lengths: little compute goes to pads.
-    batches = [batch for batch in torch.argsort(sizes, stable=True).split(batch_size) if len(batch)]
+    # Sort by length so that a batch holds similar lengths: little compute goes to pads. The
+    # speculative decoder takes every sample in one batch of ``batch_size`` rows, each row starting
+    # the next sample as soon as its own ends.
+    stream = config.strategy == "speculative"
+    order = torch.argsort(sizes, stable=True)
+    batches = [batch for batch in order.split(len(order) if stream else batch_size) if len(batch)]
     sequences: list[str] = [""] * len(sizes)
     nfe = torch.zeros(len(sizes), dtype=torch.long)
     lengths = sizes.cpu().clone()
     frame = torch.tensor([tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id], device=device)
     # Steps of the bar per batch: at most what its decoder can take; a batch that ends early fills its share.
-    if config.strategy in (None, "speculative", "prefix"):
+    if stream:  # its steps are counted in samples written
+        shares = [len(batch) for batch in batches]
+    elif config.strategy in (None, "prefix"):
         shares = [width - 1 if free_length else int(sizes[batch].max()) + 1 for batch in batches]
     elif free_length:
         shares = [-(-(width - 1) // block_size) * config.steps] * len(batches)
@@ -310,11 +320,13 @@ def generate(
             bar = _BatchProgress(advance, share)
             rows = batch.tolist()
             if free_length:  # [CLS], then [MASK]s to the last position: the model ends each row
-                x = torch.full((len(batch), width), tokenizer.mask_token_id, device=device)
+                x = torch.full((min(len(batch), batch_size), width), tokenizer.mask_token_id, device=device)
                 x[:, 0] = tokenizer.cls_token_id
             else:
                 x = _initial_batch(model, sizes[batch], None if templates is None else [templates[i] for i in rows])
-            x, calls = _decode(model, head, process, x, config, generator, bar.step, free_length, syntax, plan)
+            x, calls = _decode(
+                model, head, process, x, config, generator, bar.step, free_length, syntax, plan, len(batch)
+            )
             if free_length:
                 lengths[batch.cpu()] = (~torch.isin(x, frame)).sum(-1).cpu()
             texts = tokenizer.batch_decode(x.tolist(), skip_special_tokens=True)

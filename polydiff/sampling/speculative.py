@@ -232,6 +232,15 @@ class _SpeculativeDecoder:
         self.cache = model.new_cache(len(x), self.width + model.block_size) if config.cache else None
         self.states: Tensor | None = None  # the causal state of every committed position (``_remember``)
 
+    def restart(self, rows: Tensor, initial: Tensor) -> None:
+        """``rows``, whose sequences have ended, start new ones from ``initial`` (r, N): nothing of
+        the old ones is read again (a call writes the keys, values and states of every position
+        before any later call reads them)."""
+        self.x[rows] = initial
+        self.position[rows], self.ended[rows], self.drafted[rows] = 1, False, 0
+        self.rewinds[rows], self.steered[rows] = 0, 0
+        self.writer.restart(rows)
+
     def last_encoded(self, rows: Tensor) -> Tensor:
         """(r,) each row's last encoded position: its causal state has read every committed token but
         the one drawn last, which the next call would encode (of a row that has ended, every token
@@ -254,6 +263,22 @@ class _SpeculativeDecoder:
         empty = torch.isinf(restricted).all(-1)
         restricted[empty, self.sep] = 0.0
         return restricted, empty, by_rules
+
+    def _automaton_at(self, rows: Tensor, i: int, verifying: Tensor, positions: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The automaton's two answers (``_restricted``) at slot ``i`` of each row's draft, at
+        ``positions``: a row that verifies its draft there meets the prefix the draft was drawn
+        after, and reads what drafting kept; the others (a row that started anew or backed out has
+        no draft) ask the automaton. None where it asks for every row."""
+        if self.writer.syntax is None or i >= self.draft.shape[1] or not verifying.any():
+            return None
+        by_rules, allowed = self.draft_by_rules[rows, i], self.draft_allowed[rows, i]
+        fresh = (~verifying).nonzero().squeeze(-1)
+        if len(fresh):
+            state = self.writer.state_of(rows[fresh])
+            by_rules[fresh], allowed[fresh] = self.writer.syntax.allowed_within(
+                state, self.width - 1 - positions[fresh]
+            )
+        return by_rules, allowed
 
     def _mostly_refused(self, logits: Tensor, by_rules: Tensor | None, rows: Tensor) -> Tensor:
         """(r,) bool: the rules alone (the length bound aside) refuse more than ``REFUSED_SHARE`` of p,
@@ -380,8 +405,7 @@ class _SpeculativeDecoder:
             if len(here) == 0:
                 break
             at = rows[here]
-            # Where every row verifies its draft, its prefix is the one the draft was drawn after.
-            masks = (self.draft_by_rules[at, i], self.draft_allowed[at, i]) if (i < drafted[here]).all() else None
+            masks = self._automaton_at(at, i, i < drafted[here], start[here] + i)
             restricted, blocked, by_rules = self._restricted(logits[here, i], at, start[here] + i, masks=masks)
             refused = self._mostly_refused(logits[here, i], by_rules, at)
             if refused.any():  # commit nothing from here: back out
@@ -452,9 +476,10 @@ def decode_speculative(
     x: Tensor,
     config: SamplingConfig,
     generator: torch.Generator,
-    on_step: Callable[[], None] | None,
+    on_step: Callable[[int], None] | None,
     syntax: SmilesSyntax | None,
     steering: Steering | None = None,
+    samples: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Decodes x = [CLS] + [MASK]s until every row has committed [SEP] or filled the model's positions.
 
@@ -464,15 +489,28 @@ def decode_speculative(
         x: (R, N) [CLS], then [MASK]s to the last position.
         config: temperature and top_p, for p and q alike; ``cache`` keeps the committed tokens'
             keys and values (``polydiff.model.kv_cache``) rather than re-encode the prefix every call.
+        on_step: called after every model call with the number of sequences that ended in it.
         syntax: the SMILES automaton, with which the kekulization check runs; None for neither.
         steering: takes back the end of rows whose finished molecules miss a guided model's
             targets (``polydiff.sampling.steering``; ``model`` is then a guided ``GuidedDenoiser``).
+        samples: sequences to write (at least R; default R). A row whose sequence ends starts the
+            next one in the same call, from its row of x as given, while any are left (continuous
+            batching): the calls of a batch do not wait for its slowest rows, which took two thirds
+            of them.
 
     Returns:
-        (the tokens, pads after each row's [SEP]; the model calls per row).
+        (the tokens of each sequence, in the order started (row i of x writes sequence i first),
+        pads after its [SEP]; the model calls of each).
     """
+    samples = len(x) if samples is None else samples
+    if samples < len(x):
+        raise ValueError(f"samples ({samples}) must be at least the rows of x ({len(x)})")
+    initial = x.clone() if samples > len(x) else x
     decoder = _SpeculativeDecoder(model, head, x, config, generator, syntax)
     calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    sequence = torch.arange(len(x), device=x.device)  # the sequence each row is writing
+    written, written_calls = x.new_empty(samples, x.shape[1]), calls.new_zeros(samples)
+    started = len(x)
     while True:
         rows = (~decoder.ended & (decoder.position < decoder.width)).nonzero().squeeze(-1)
         if len(rows) == 0:
@@ -491,6 +529,14 @@ def decode_speculative(
             refused = finished[rejected & (decoder.steered[finished] < STEERING_REWINDS)]
             decoder.reopen(refused)
             finished = refused[decoder.ended[refused]]
+        done = rows[decoder.ended[rows] | (decoder.position[rows] >= decoder.width)]
+        written[sequence[done]], written_calls[sequence[done]] = x[done], calls[done]
+        fresh = done[: samples - started]
+        if len(fresh):
+            sequence[fresh] = started + torch.arange(len(fresh), device=x.device)
+            started += len(fresh)
+            decoder.restart(fresh, initial[fresh])
+            calls[fresh] = 0
         if on_step is not None:
-            on_step()
-    return pad_after_end(x, model.tokenizer.sep_token_id, model.tokenizer.pad_token_id), calls
+            on_step(len(done))
+    return pad_after_end(written, model.tokenizer.sep_token_id, model.tokenizer.pad_token_id), written_calls

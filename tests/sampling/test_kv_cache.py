@@ -89,18 +89,24 @@ def test_incremental_states_equal_the_full_pass(speculative_task):
 
 @pytest.mark.parametrize("drafter", ["windows", "head"])
 @pytest.mark.parametrize("syntax", [False, True])
-def test_speculative_decoding_draws_the_same_samples_with_the_cache(request, drafter, syntax):
+@pytest.mark.parametrize("rows", [48, 12])
+def test_speculative_decoding_draws_the_same_samples_with_the_cache(request, drafter, syntax, rows):
+    """48 sequences in 48 rows, and in 12, each row starting a new sequence when its own ends: the
+    cache's keys and values of an ended sequence are never read for the next one in its row."""
     task = request.getfixturevalue("speculative_task" if drafter == "windows" else "draft_head_task")
     decoded = []
     for cache in (False, True):
         config = SamplingConfig(syntax=syntax, cache=cache).for_model(task.block_size, True, True, True)
         rules = SmilesSyntax(task.tokenizer, torch.device("cpu")) if syntax else None
         generator = torch.Generator().manual_seed(0)
-        decoded.append(decode_speculative(task, head_of(task), free_batch(task, 48), config, generator, None, rules))
+        x = free_batch(task, rows)
+        decoded.append(decode_speculative(task, head_of(task), x, config, generator, None, rules, samples=48))
     (uncached, uncached_calls), (cached, cached_calls) = decoded
+    assert cached.shape[0] == 48
     assert torch.equal(cached, uncached)
     assert torch.equal(cached_calls, uncached_calls)
     assert (cached_calls < (cached != task.tokenizer.pad_token_id).sum(-1) - 1).any()  # drafts were accepted
+    assert not (cached == task.tokenizer.mask_token_id).any()  # every sequence was written to its end
 
 
 @pytest.mark.parametrize("templates", [False, True])

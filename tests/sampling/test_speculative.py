@@ -138,7 +138,20 @@ def test_a_row_backs_out_to_the_causal_states_of_its_committed_tokens(task, monk
     generate(task, 16, SamplingConfig(), seed=0)
     decoder = decoders[0]
     assert decoder.rewinds.sum() >= 8
-    for row in range(16):
+    assert_kept_states_are_causal(task, decoder)
+
+
+def test_a_row_that_starts_a_new_sequence_keeps_that_sequences_states(task, monkeypatch):
+    """48 samples through 8 rows: the states kept for each row's last sequence are its own."""
+    decoders = kept_decoders(monkeypatch)
+    generation = generate(task, 48, SamplingConfig(), batch_size=8, seed=0)
+    assert len(decoders) == 1 and len(decoders[0].x) == 8
+    assert len(generation.sequences) == 48 and (generation.nfe > 0).all()
+    assert_kept_states_are_causal(task, decoders[0])
+
+
+def assert_kept_states_are_causal(task: DiffusionTask, decoder) -> None:
+    for row in range(len(decoder.x)):
         end = int(decoder.position[row])
         x = decoder.x[row : row + 1, :end]
         content = torch.ones_like(x, dtype=torch.bool)
