@@ -14,7 +14,8 @@
 Prints one JSON object (also written to ``DIR/summary.json``): the recipe, budget, steps,
 tokens seen, val/nll and MOSES metrics of each model, and the speed of each generator measured
 the same way: ``samples_per_s`` over the generation alone (no process start or checkpoint load),
-the same number of samples at the same ``--batch_size``, on the CPU with the same threads. For
+the same number of samples at the same ``--batch_size``, on the CPU with the same threads and
+allocator (jemalloc where the system has it, as ``polydiff`` runs itself). For
 the diffusion model also its NFE and tokens per sequence, as ``polydiff sample`` prints them.
 Arguments it does not know are passed to ``polydiff fit``
 (``--model.diffusion_config.loss_weighting flat``); ``--sample_options`` is passed to
@@ -34,6 +35,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from polydiff.utils.allocator import run_under_jemalloc
 
 POLYDIFF = [sys.executable, "-m", "polydiff"]
 BASE = Path(__file__).parents[1] / "recipes" / "base.yaml"
@@ -165,4 +168,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see docs/conventions.md: threads
+    # The CharRNN samples in this process: under the allocator ``polydiff sample`` runs under.
+    run_under_jemalloc()
     main()

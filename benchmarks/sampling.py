@@ -34,6 +34,7 @@ from polydiff.sampling.constraints.syntax import SmilesSyntax
 from polydiff.sampling.generate import Generation, generate
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
+from polydiff.utils.allocator import run_under_jemalloc
 
 # The constraints' methods, by the part of them they belong to.
 CONSTRAINT_METHODS = {
@@ -186,4 +187,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    run_under_jemalloc()  # as ``polydiff sample`` runs (the command line's run only, not a test's)
     main()

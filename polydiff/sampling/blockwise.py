@@ -164,14 +164,6 @@ def draw_completable(
     return tokens, after
 
 
-def _where_rows(keep: Tensor, new: SyntaxState, old: SyntaxState) -> SyntaxState:
-    """The automaton state of ``new`` in the rows where ``keep`` is true, of ``old`` elsewhere."""
-    values = {}
-    for name, value in vars(new).items():
-        values[name] = torch.where(keep.view(-1, *[1] * (value.dim() - 1)), value, getattr(old, name))
-    return SyntaxState(**values)
-
-
 class Committer:
     """Writes tokens into x one position at a time per row, holding them to the constraints when given.
 
@@ -196,12 +188,11 @@ class Committer:
         for row in rows.tolist():
             self.prefixes[row] = self.root
         if self.syntax is not None:
-            for name, value in vars(self.syntax.start(len(rows), self.x.device)).items():
-                getattr(self.state, name)[rows] = value
+            self.state[rows] = self.syntax.start(len(rows), self.x.device)
 
     def state_of(self, rows: Tensor) -> SyntaxState:
         """The automaton state of ``rows`` alone (with constraints)."""
-        return SyntaxState(**{name: value[rows] for name, value in vars(self.state).items()})
+        return self.state[rows]
 
     def allowed(self, rows: Tensor, positions: Tensor) -> Tensor | None:
         """(r, V) bool, what each of ``rows`` may take next at ``positions`` by the automaton (the end
@@ -232,10 +223,9 @@ class Committer:
             return
         state = self.syntax.start(len(rows), self.x.device)
         for position in range(1, int(positions.max())):
-            before = position < positions
-            state = _where_rows(before, self.syntax.advance(state, self.x[rows, position]), state)
-        for name, value in vars(state).items():
-            getattr(self.state, name)[rows] = value
+            going = (position < positions).nonzero().squeeze(-1)
+            state[going] = self.syntax.advance(state[going], self.x[rows[going], position])
+        self.state[rows] = state
         for row, end in zip(rows.tolist(), positions.tolist(), strict=True):
             prefix = self.root  # the objects of the first pass, with their answers
             for token in self.x[row, 1:end].tolist():
@@ -247,13 +237,7 @@ class Committer:
         self.x[rows, positions] = tokens
         if self.syntax is None:
             return
-        every = torch.zeros(
-            len(self.x), dtype=torch.long, device=self.x.device
-        )  # rows not in ``rows`` keep their state
-        every[rows] = tokens
-        keep = torch.zeros(len(self.x), dtype=torch.bool, device=self.x.device)
-        keep[rows] = True
-        self.state = _where_rows(keep, self.syntax.advance(self.state, every), self.state)
+        self.state[rows] = self.syntax.advance(self.state[rows], tokens)
         for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
             self.prefixes[row] = self.prefixes[row].then(self.syntax.tokens[token])
 

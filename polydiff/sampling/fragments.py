@@ -89,7 +89,7 @@ class FragmentPlan:
         state = self.syntax.start(1, device)
         for token in self.runs[0]:
             state = self.syntax.advance(state, torch.tensor([token], device=device))
-        taken = set(state.open_rings[0].nonzero().flatten().tolist())
+        taken = set(state.fields.open_rings[0].nonzero().flatten().tolist())
         table = self.syntax.by_token
         labels = sorted({int(table.label[t]) for t in suffix if int(table.kind[t]) == RING})
         free = iter(label for label in range(1, NUM_LABELS) if label not in taken)
@@ -190,8 +190,8 @@ class _FragmentDecoder:
             self._write(rows, run + ([self.plan.sep] if k + 1 == len(runs) else []))
             rows = rows[~self.ended[rows]]
             self.stage[rows] = 2 * k + 1
-            self.hole_depth[rows] = self.writer.state.depth[rows]
-            self.hole_rings[rows] = self.writer.state.open_rings[rows]
+            fields = self.writer.state_of(rows).fields
+            self.hole_depth[rows], self.hole_rings[rows] = fields.depth, fields.open_rings
             self.hole_atoms[rows] = 0
             self.hole_start[rows] = self.position[rows]
 
@@ -204,9 +204,10 @@ class _FragmentDecoder:
         allowed &= self.kind != DOT
         allowed &= ~((self.hole_atoms[rows] == 0).unsqueeze(-1) & self.cannot_open)
         closing = torch.tensor(self.plan.closing, device=rows.device)[hole]
-        may_close = (self.hole_atoms[rows] > 0) & (state.open_rings == self.hole_rings[rows]).all(-1)
+        fields = state.fields
+        may_close = (self.hole_atoms[rows] > 0) & (fields.open_rings == self.hole_rings[rows]).all(-1)
         # ")" closes the hole only at the depth it started; deeper, it closes the model's own branch.
-        at_start = (state.depth == self.hole_depth[rows]) | (closing == self.plan.sep)
+        at_start = (fields.depth == self.hole_depth[rows]) | (closing == self.plan.sep)
         index = torch.arange(len(rows), device=rows.device)
         allowed[index, closing] &= may_close | ~at_start
         return allowed
@@ -233,8 +234,7 @@ class _FragmentDecoder:
         links = torch.tensor([bool(suffix) for suffix in self.plan.suffixes], device=rows.device)[hole]
         if not links.any():
             return torch.zeros_like(links)
-        picked = SyntaxState(**{name: value[index] for name, value in vars(state).items()})
-        after = self.syntax.advance(picked, tokens)
+        after = self.syntax.advance(state[index], tokens).fields
         writes = (self.kind[tokens] == ATOM) | (self.kind[tokens] == RING)
         return links & writes & (after.depth == self.hole_depth[rows]) & (after.anchor_left < 1)
 
@@ -263,12 +263,13 @@ class _FragmentDecoder:
         self.encoded[rows] = start
         hole = self.stage[rows] // 2
         state = self.writer.state_of(rows)
+        depth = state.fields.depth
         closing = torch.tensor(self.plan.closing, device=rows.device)[hole]
         logits = self.head(hidden)
         # Where the model would end the molecule, a branch hole's substituent ends: the mass of
         # [SEP] goes to the ")" that closes the hole (the automaton refuses [SEP] inside a branch).
         index = torch.arange(len(rows), device=rows.device)
-        at_start = (state.depth == self.hole_depth[rows]) & (closing != self.plan.sep)
+        at_start = (depth == self.hole_depth[rows]) & (closing != self.plan.sep)
         merged = torch.logaddexp(logits[index, closing], logits[:, self.plan.sep])
         logits[index, closing] = torch.where(at_start, merged, logits[index, closing])
         logits = logits.masked_fill(~self._allowed(rows, hole, state), -math.inf)
@@ -290,7 +291,7 @@ class _FragmentDecoder:
             for i, token, prefix, saturates in zip(pending.tolist(), again.tolist(), after, saturating, strict=True):
                 drawn[i] = prefix
                 closes = token == int(closing[i]) and (
-                    int(closing[i]) == self.plan.sep or int(state.depth[i]) == int(self.hole_depth[rows[i]])
+                    int(closing[i]) == self.plan.sep or int(depth[i]) == int(self.hole_depth[rows[i]])
                 )
                 if prefix is not None and (saturates or (closes and not self._closes(int(rows[i]), int(hole[i])))):
                     logits[i, token] = -math.inf
@@ -299,7 +300,7 @@ class _FragmentDecoder:
         dead = torch.tensor([prefix is None for prefix in drawn], dtype=torch.bool, device=rows.device)
         self._back_out(rows[dead & (self.rewinds[rows] < MAX_REWINDS)])
         self._end(rows[dead & (self.rewinds[rows] >= MAX_REWINDS)])
-        is_closing = (tokens == closing) & ((closing == self.plan.sep) | (state.depth == self.hole_depth[rows])) & ~dead
+        is_closing = (tokens == closing) & ((closing == self.plan.sep) | (depth == self.hole_depth[rows])) & ~dead
         for k in range(len(self.plan.holes)):
             done = rows[is_closing & (hole == k)]
             if len(done):

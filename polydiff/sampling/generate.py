@@ -6,7 +6,9 @@ training length histogram kept in the checkpoint. A fixed ``length`` or a templa
 sets L for either kind (a block model is then kept from ending early). A template is a string in
 the model's representation (SMILES, or SELFIES symbols) whose ``[MASK]`` tokens are generated
 while every other token stays in place. Sequences are batched by length, so little compute goes
-to pads, and returned in the order they were drawn.
+to pads, and returned in the order they were drawn. The speculative decoder (the default of a
+model that ends its own sequences) runs one batch of ``batch_size`` rows instead, each row starting
+the next sequence as soon as its own ends.
 """
 
 from __future__ import annotations

@@ -19,13 +19,15 @@ single, and a bracketed ``[*]``, whose bonds are not counted, is refused.
 The state of a row: the kind of its last token; the bonds its "anchor" (the atom the next bond
 attaches to) has left; a pending bond symbol; the open parentheses, with the bonds left on the
 atom each one branches from; the open ring labels, with the bond symbol each was opened with; and
-the labels opened at the current atom (``C11`` would bond an atom to itself).
+the labels opened at the current atom (``C11`` would bond an atom to itself). Rows hold their
+state by id (``SyntaxState``): each state the automaton meets is computed from its fields once,
+with its answers over the vocabulary, and then looked up (``state_table``).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -34,6 +36,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerFast
 
 from polydiff.chem.molecules import quiet_rdkit
+from polydiff.sampling.constraints.state_table import StateTable
 
 # Token kinds. START is the state before the first token; it allows what a dot allows.
 ATOM, BOND, RING, OPEN, CLOSE, DOT, END, NEVER = range(8)
@@ -130,8 +133,8 @@ def _table(entries: list[tuple[int, int, bool]], device: torch.device | str) -> 
 
 
 @dataclass
-class SyntaxState:
-    """Where each row's SMILES prefix stands (R rows)."""
+class SyntaxFields:
+    """The fields of the automaton's state, for R rows (``SyntaxState`` holds states by id)."""
 
     previous: Tensor  # (R,) kind of the last token
     anchor_left: Tensor  # (R,) bonds the anchor atom may still take
@@ -143,6 +146,29 @@ class SyntaxState:
     ring_bond: Tensor  # (R, NUM_LABELS) order of the bond symbol a ring was opened with, 0 for none
     opened_here: Tensor  # (R, NUM_LABELS) bool: opened at the current atom
     stars: Tensor  # (R,) ``*`` atoms written
+
+
+@dataclass
+class SyntaxState:
+    """Where each row's SMILES prefix stands (R rows): the id of its state in the automaton's table
+    of the states it has met (``StateTable``)."""
+
+    ids: Tensor  # (R,)
+    table: StateTable = field(repr=False)
+
+    def __getitem__(self, rows: Tensor) -> SyntaxState:
+        return SyntaxState(self.ids[rows], self.table)
+
+    def __setitem__(self, rows: Tensor, other: SyntaxState) -> None:
+        self.ids[rows] = other.ids
+
+    def where(self, keep: Tensor, other: SyntaxState) -> SyntaxState:
+        """This state in the rows where ``keep`` (R,) is true, ``other``'s elsewhere."""
+        return SyntaxState(torch.where(keep, self.ids, other.ids), self.table)
+
+    @property
+    def fields(self) -> SyntaxFields:
+        return SyntaxFields(**self.table.fields(self.ids))
 
 
 class SmilesSyntax:
@@ -175,11 +201,24 @@ class SmilesSyntax:
         self.by_class = _table(classes, device)
         self.token_class = torch.tensor([classes.index(key) for key in classified], device=device)
         self.follows = _FOLLOWS.to(device)
+        # The automaton works field-wise (``_advance``, ``_answers``) for each state it meets the
+        # first time; after that its answers and transitions are looked up by the state's id.
+        self.table = StateTable(
+            vars(self._start_fields(1, device)),
+            lambda fields, tokens: vars(self._advance(SyntaxFields(**fields), tokens)),
+            lambda fields: self._answers(SyntaxFields(**fields)),
+            len(self.tokens),
+            device,
+        )
 
-    def start(self, rows: int, device: torch.device) -> SyntaxState:
+    def start(self, rows: int, device: torch.device | str) -> SyntaxState:
+        """The state before the first token, for ``rows`` rows."""
+        return SyntaxState(torch.full((rows,), self.table.start_id, dtype=torch.long, device=device), self.table)
+
+    def _start_fields(self, rows: int, device: torch.device | str) -> SyntaxFields:
         zeros = torch.zeros(rows, dtype=torch.long, device=device)
         labels = torch.zeros(rows, NUM_LABELS, dtype=torch.long, device=device)
-        return SyntaxState(
+        return SyntaxFields(
             previous=zeros + START,
             anchor_left=zeros + NO_ANCHOR,
             bond=zeros,
@@ -205,7 +244,17 @@ class SmilesSyntax:
 
     def allowed_within(self, state: SyntaxState, room: Tensor | None) -> tuple[Tensor, Tensor]:
         """(what the rules allow, what they allow within ``room``), each (R, V) bool: ``allowed``
-        with and without the length bound, from one pass."""
+        with and without the length bound, from one lookup."""
+        by_rules, debt = self.table.answer(state.ids)
+        return by_rules, by_rules if room is None else by_rules & (debt <= room.unsqueeze(-1))
+
+    def advance(self, state: SyntaxState, tokens: Tensor) -> SyntaxState:
+        """The state after each row takes its token, (R,)."""
+        return SyntaxState(self.table.step(state.ids, tokens), self.table)
+
+    def _answers(self, state: SyntaxFields) -> tuple[Tensor, Tensor]:
+        """(what the rules allow, (R, V) bool; the fewest tokens each row needs after each token
+        before it may end, (R, V)), from the state's fields."""
         kind, label, order, valence, is_star = self.by_class
         allowed = self.follows[state.previous][:, kind]
         anchor, need = state.anchor_left.unsqueeze(-1), state.bond.clamp_min(1).unsqueeze(-1)
@@ -248,10 +297,10 @@ class SmilesSyntax:
         )
         for token_kind, condition in conditions:
             allowed &= torch.where(kind == token_kind, condition, True)
-        bounded = allowed if room is None else allowed & (self._debt(state, closing, open_count) <= room.unsqueeze(-1))
-        return allowed[:, self.token_class], bounded[:, self.token_class]
+        debt = self._debt(state, closing, open_count).to(torch.int16)  # kept per state: a few tokens at most
+        return allowed[:, self.token_class], debt[:, self.token_class]
 
-    def _debt(self, state: SyntaxState, closing: Tensor, open_count: Tensor) -> Tensor:
+    def _debt(self, state: SyntaxFields, closing: Tensor, open_count: Tensor) -> Tensor:
         """(R, classes): the fewest tokens each row needs after taking a token of each class before it
         may end, [SEP] included: a token per open ring label and per open parenthesis, an atom for
         a pending bond (unless a ring closure takes it) or an empty branch. A lower bound: valence
@@ -271,8 +320,8 @@ class SmilesSyntax:
             debt = torch.where(kind == token_kind, value, debt)
         return debt
 
-    def advance(self, state: SyntaxState, tokens: Tensor) -> SyntaxState:
-        """The state after each row takes its token, (R,)."""
+    def _advance(self, state: SyntaxFields, tokens: Tensor) -> SyntaxFields:
+        """The fields after each row takes its token, (R,)."""
         kind, label = self.by_token.kind[tokens], self.by_token.label[tokens]
         rows = torch.arange(len(tokens), device=tokens.device)
         need = state.bond.clamp_min(1)
@@ -301,7 +350,7 @@ class SmilesSyntax:
         opening = ring & ~state.open_rings
         ring_bond = torch.where(opening, state.bond.unsqueeze(-1), state.ring_bond)
         opened_here = torch.where(is_atom.unsqueeze(-1), False, state.opened_here) | opening
-        return SyntaxState(
+        return SyntaxFields(
             previous=kind,
             anchor_left=anchor_left,
             bond=torch.where(kind == BOND, self.by_token.order[tokens], 0),

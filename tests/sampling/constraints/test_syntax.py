@@ -142,3 +142,26 @@ def test_a_one_token_block_smiles_model_writes_only_parsable_strings():
     assert all(p for p, e in zip(parsed, ended, strict=True) if e)
     # Without the automaton many do not parse (unclosed rings and branches).
     assert sum(Chem.MolFromSmiles(s, sanitize=False) is not None for s in free.sequences) < 48
+
+
+def test_the_state_table_answers_as_the_field_wise_automaton(moses_sample):
+    """Looked up by state id, the answers and the next states are those the automaton computes from
+    the fields, at every prefix of the molecules: across the table's growth (a fresh automaton
+    starts with room for 256 states, and these strings meet more) and for rows that share states."""
+    syntax = SmilesSyntax(TOKENIZER)
+    ids = [TOKENIZER(s, add_special_tokens=False)["input_ids"] + [SEP] for s in moses_sample]
+    tokens = torch.nn.utils.rnn.pad_sequence([torch.tensor(row) for row in ids], batch_first=True, padding_value=SEP)
+    lengths = torch.tensor([len(row) for row in ids])
+    state, fields = syntax.start(len(ids), "cpu"), syntax._start_fields(len(ids), "cpu")
+    room = torch.randint(0, 40, (len(ids),), generator=torch.Generator().manual_seed(0))
+    for position in range(tokens.shape[1]):
+        live = position < lengths
+        by_rules, debt = syntax._answers(fields)
+        looked_up = syntax.allowed_within(state, room)
+        assert torch.equal(looked_up[0][live], by_rules[live])
+        assert torch.equal(looked_up[1][live], (by_rules & (debt <= room.unsqueeze(-1)))[live])
+        for name, value in vars(state.fields).items():
+            assert torch.equal(value[live], getattr(fields, name)[live]), name
+        state, fields = syntax.advance(state, tokens[:, position]), syntax._advance(fields, tokens[:, position])
+    assert syntax.table.size > 256
+    assert syntax.table.size < tokens.numel() / 4  # prefixes share states: the point of the table
