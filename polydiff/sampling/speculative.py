@@ -495,8 +495,8 @@ def decode_speculative(
             targets (``polydiff.sampling.steering``; ``model`` is then a guided ``GuidedDenoiser``).
         samples: sequences to write (at least R; default R). A row whose sequence ends starts the
             next one in the same call, from its row of x as given, while any are left (continuous
-            batching): the calls of a batch do not wait for its slowest rows, which took two thirds
-            of them.
+            batching): the calls do not wait for a batch's slowest rows (in fixed batches of 256,
+            three calls in five held 16 rows or fewer).
 
     Returns:
         (the tokens of each sequence, in the order started (row i of x writes sequence i first),
