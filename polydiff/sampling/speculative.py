@@ -55,7 +55,7 @@ from polydiff.diffusion.blocks import sampling_mask, window_mask
 from polydiff.model.kv_cache import KeyValueCache
 from polydiff.sampling.blockwise import Committer, cannot_start, draw_completable, pad_after_end
 from polydiff.sampling.config import SamplingConfig
-from polydiff.sampling.constraints.syntax import SmilesSyntax
+from polydiff.sampling.constraints.syntax import SmilesSyntax, SyntaxState
 from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.reverse import Head, draw_from_probs, draw_tokens, outside_nucleus
 from polydiff.sampling.steering import Steering
@@ -220,10 +220,6 @@ class _SpeculativeDecoder:
         draft_length, vocabulary = model.block_size - 1, len(model.tokenizer)
         self.draft = torch.zeros(len(x), draft_length, dtype=torch.long, device=device)
         self.draft_probs = torch.zeros(len(x), draft_length, vocabulary, dtype=torch.float64, device=device)
-        # What the automaton allowed at each drafted position (by the rules, and within the length
-        # bound): verifying a draft meets the same prefixes again, so it reads them here.
-        self.draft_by_rules = torch.zeros(len(x), draft_length, vocabulary, dtype=torch.bool, device=device)
-        self.draft_allowed = torch.zeros_like(self.draft_by_rules)
         self.drafted = torch.zeros(len(x), dtype=torch.long, device=device)
         self.first_tokens = torch.tensor(cannot_start(model), device=device)
         self.rewinds = torch.zeros(len(x), dtype=torch.long, device=device)  # backings-out of dead ends
@@ -248,37 +244,20 @@ class _SpeculativeDecoder:
         return (self.position[rows] - 2).clamp(min=0)
 
     def _restricted(
-        self, logits: Tensor, rows: Tensor, positions: Tensor, masks: tuple[Tensor, Tensor] | None = None
+        self, logits: Tensor, rows: Tensor, positions: Tensor, state: SyntaxState | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``logits`` without what the automaton refuses at ``positions`` after each row's prefix (or
-        what ``masks`` say it refuses there: its two answers, asked before); whether it refuses
-        everything: a dead end, where only [SEP] is left (and the row would not be valid); and what
-        the rules alone allow, the length bound aside (None without the automaton)."""
+        """``logits`` without what the automaton refuses at ``positions`` after each row's prefix
+        (its committed one, or ``state``: a draft's); whether it refuses everything: a dead end,
+        where only [SEP] is left (and the row would not be valid); and what the rules alone allow,
+        the length bound aside (None without the automaton)."""
         if self.writer.syntax is None:
             return logits, torch.zeros(len(logits), dtype=torch.bool, device=logits.device), None
-        if masks is None:
-            masks = self.writer.syntax.allowed_within(self.writer.state_of(rows), self.width - 1 - positions)
-        by_rules, allowed = masks
+        state = self.writer.state_of(rows) if state is None else state
+        by_rules, allowed = self.writer.syntax.allowed_within(state, self.width - 1 - positions)
         restricted = logits.masked_fill(~allowed, -math.inf)
         empty = torch.isinf(restricted).all(-1)
         restricted[empty, self.sep] = 0.0
         return restricted, empty, by_rules
-
-    def _automaton_at(self, rows: Tensor, i: int, verifying: Tensor, positions: Tensor) -> tuple[Tensor, Tensor] | None:
-        """The automaton's two answers (``_restricted``) at slot ``i`` of each row's draft, at
-        ``positions``: a row that verifies its draft there meets the prefix the draft was drawn
-        after, and reads what drafting kept; the others (a row that started anew or backed out has
-        no draft) ask the automaton. None where it asks for every row."""
-        if self.writer.syntax is None or i >= self.draft.shape[1] or not verifying.any():
-            return None
-        by_rules, allowed = self.draft_by_rules[rows, i], self.draft_allowed[rows, i]
-        fresh = (~verifying).nonzero().squeeze(-1)
-        if len(fresh):
-            state = self.writer.state_of(rows[fresh])
-            by_rules[fresh], allowed[fresh] = self.writer.syntax.allowed_within(
-                state, self.width - 1 - positions[fresh]
-            )
-        return by_rules, allowed
 
     def _mostly_refused(self, logits: Tensor, by_rules: Tensor | None, rows: Tensor) -> Tensor:
         """(r,) bool: the rules alone (the length bound aside) refuse more than ``REFUSED_SHARE`` of p,
@@ -405,8 +384,7 @@ class _SpeculativeDecoder:
             if len(here) == 0:
                 break
             at = rows[here]
-            masks = self._automaton_at(at, i, i < drafted[here], start[here] + i)
-            restricted, blocked, by_rules = self._restricted(logits[here, i], at, start[here] + i, masks=masks)
+            restricted, blocked, by_rules = self._restricted(logits[here, i], at, start[here] + i)
             refused = self._mostly_refused(logits[here, i], by_rules, at)
             if refused.any():  # commit nothing from here: back out
                 stuck[here[refused]], going[here[refused]] = True, False
@@ -455,11 +433,7 @@ class _SpeculativeDecoder:
             open_ &= where < self.width
             if not open_.any():
                 break
-            masks = None
-            if state is not None:
-                masks = self.writer.syntax.allowed_within(state, self.width - 1 - where)
-                self.draft_by_rules[at, b], self.draft_allowed[at, b] = masks
-            q = target_probs(self._restricted(self.head(states[:, b + 1]), at, where, masks=masks)[0], self.config)
+            q = target_probs(self._restricted(self.head(states[:, b + 1]), at, where, state)[0], self.config)
             token = draw_from_probs(q, self.generator)
             self.draft[at, b], self.draft_probs[at, b] = token, q
             self.drafted[at] += open_.long()

@@ -162,10 +162,6 @@ class SyntaxState:
     def __setitem__(self, rows: Tensor, other: SyntaxState) -> None:
         self.ids[rows] = other.ids
 
-    def where(self, keep: Tensor, other: SyntaxState) -> SyntaxState:
-        """This state in the rows where ``keep`` (R,) is true, ``other``'s elsewhere."""
-        return SyntaxState(torch.where(keep, self.ids, other.ids), self.table)
-
     @property
     def fields(self) -> SyntaxFields:
         return SyntaxFields(**self.table.fields(self.ids))
