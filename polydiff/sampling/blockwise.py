@@ -124,14 +124,18 @@ def _draft_states(model: Denoiser, x: Tensor, positions: Tensor) -> Tensor:
     return hidden[rows, positions]
 
 
+Draw = Callable[[Tensor], Tensor]  # logits (K, V) -> one token per row, (K,)
+
+
+def drawn_by(config: SamplingConfig, generator: torch.Generator) -> Draw:
+    """Draws from logits tempered and filtered by ``config`` (``draw_tokens``)."""
+    return lambda logits: draw_tokens(logits, config, generator)[0]
+
+
 def draw_completable(
-    logits: Tensor,
-    prefixes: list[MoleculePrefix],
-    vocabulary: Sequence[str],
-    config: SamplingConfig,
-    generator: torch.Generator,
+    logits: Tensor, prefixes: list[MoleculePrefix], vocabulary: Sequence[str], draw: Draw
 ) -> tuple[Tensor, list[MoleculePrefix | None]]:
-    """Draws one token per row, refusing tokens after which no SMILES could be kekulized.
+    """Draws one token per row (``draw``), refusing tokens after which no SMILES could be kekulized.
 
     A refused token is removed from its row's distribution and the row draws again: a draw from
     the distribution restricted to the tokens that keep the molecule completable. A row with no
@@ -141,7 +145,7 @@ def draw_completable(
     Returns:
         (the tokens, (R,); the rows' prefixes with them).
     """
-    tokens = draw_tokens(logits, config, generator)[0]
+    tokens = draw(logits)
     after: list[MoleculePrefix | None] = [p.then(vocabulary[t]) for p, t in zip(prefixes, tokens.tolist(), strict=True)]
     for row in torch.isinf(logits).all(-1).nonzero().flatten().tolist():  # the automaton left nothing
         after[row] = None
@@ -154,7 +158,7 @@ def draw_completable(
             after[row] = None
         pending = index[~exhausted].tolist()
         if pending:
-            tokens[pending] = draw_tokens(logits[pending], config, generator)[0]
+            tokens[pending] = draw(logits[pending])
         refused = []
         for row, token in zip(pending, tokens[pending].tolist(), strict=True):
             after[row] = prefixes[row].then(vocabulary[token])
@@ -303,7 +307,7 @@ def decode_prefix(
         else:
             drawing = [writer.prefixes[row] for row in rows.tolist()]
             tokens, drawn = draw_completable(
-                first.masked_fill(~allowed, -math.inf), drawing, syntax.tokens, config, generator
+                first.masked_fill(~allowed, -math.inf), drawing, syntax.tokens, drawn_by(config, generator)
             )
             dead = torch.tensor([prefix is None for prefix in drawn], dtype=torch.bool, device=device)
             tokens[dead] = sep  # no valid molecule can come of it: end it, not write on
@@ -403,7 +407,7 @@ def decode_next_tokens(
                 room = torch.full((len(x),), x.shape[1] - 1 - p, device=x.device)
                 logits = logits.masked_fill(~syntax.allowed(state, room)[rows], -math.inf)
                 drawing = [prefixes[row] for row in rows.tolist()]
-                x[rows, p], drawn = draw_completable(logits, drawing, syntax.tokens, config, generator)
+                x[rows, p], drawn = draw_completable(logits, drawing, syntax.tokens, drawn_by(config, generator))
                 for row, prefix in zip(rows.tolist(), drawn, strict=True):
                     if prefix is None:  # no valid molecule can come of it: end it, not write on
                         x[row, p], prefix = sep, MoleculePrefix()

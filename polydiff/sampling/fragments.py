@@ -35,7 +35,7 @@ from torch import Tensor
 from transformers import PreTrainedTokenizerFast
 
 from polydiff.chem.fragments import FragmentTemplate
-from polydiff.sampling.blockwise import Committer, draw_completable, encode_up_to, pad_after_end
+from polydiff.sampling.blockwise import Committer, draw_completable, drawn_by, encode_up_to, pad_after_end
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.kekulization import MoleculePrefix
 from polydiff.sampling.constraints.syntax import ATOM, BOND, DOT, NUM_LABELS, RING, SmilesSyntax, SyntaxState
@@ -282,8 +282,7 @@ class _FragmentDecoder:
                 logits[pending],
                 [prefixes[i] for i in pending.tolist()],
                 self.syntax.tokens,
-                self.config,
-                self.generator,
+                drawn_by(self.config, self.generator),
             )
             tokens[pending] = again
             saturating = self._saturates(rows[pending], hole[pending], pending, state, again).tolist()

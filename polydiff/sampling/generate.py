@@ -150,11 +150,13 @@ def _decode(
     syntax: SmilesSyntax | None,
     plan: FragmentPlan | None,
     samples: int,
+    drawable: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """Runs the decoder that fits the model on one batch: around fixed fragments, left to right
     (B = 1), block by block (B > 1; until the model ends, by verified or prefix drafts or the
     reverse process, or at a fixed length) or the whole sequence at once (no blocks). The
-    speculative decoder writes ``samples`` sequences through the rows of x; the others, one each."""
+    speculative decoder writes ``samples`` sequences through the rows of x, drawing from the tokens
+    ``drawable`` (V,) bool alone; the others, one each."""
     block_size, tokenizer = model.block_size, model.tokenizer
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
     if plan is not None:
@@ -163,7 +165,8 @@ def _decode(
         return decode_next_tokens(model, head, x, config, generator, on_step, free_length, syntax)
     if config.strategy == "speculative":
         steering = getattr(model, "steering", None)
-        return decode_speculative(model, head, x, config, generator, on_step, syntax, steering, samples)
+        vocabulary = drawable.nonzero().squeeze(-1)
+        return decode_speculative(model, head, x, config, generator, on_step, syntax, steering, samples, vocabulary)
     if config.strategy == "prefix":
         return decode_prefix(model, head, x, config, generator, on_step, syntax)
     if block_size and free_length:
@@ -290,6 +293,10 @@ def generate(
         logits = model.logits_from_hidden(hidden, allow_end=free_length)
         return logits if unseen is None else logits.masked_fill(unseen, -math.inf)
 
+    # The tokens the head gives any probability (a forbidden one's logit is so low that its
+    # probability rounds to 0): the speculative decoder's distributions span these alone.
+    drawable = ~model.forbidden(free_length) if unseen is None else ~(model.forbidden(free_length) | unseen)
+
     if block_size:  # each block runs its own reverse process: at most one step per token
         config = replace(config, steps=min(config.steps, block_size))
     process = None  # one-token blocks and prefix decoding draw their tokens without it
@@ -327,7 +334,7 @@ def generate(
             else:
                 x = _initial_batch(model, sizes[batch], None if templates is None else [templates[i] for i in rows])
             x, calls = _decode(
-                model, head, process, x, config, generator, bar.step, free_length, syntax, plan, len(batch)
+                model, head, process, x, config, generator, bar.step, free_length, syntax, plan, len(batch), drawable
             )
             if free_length:
                 lengths[batch.cpu()] = (~torch.isin(x, frame)).sum(-1).cpu()

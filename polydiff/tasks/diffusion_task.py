@@ -403,7 +403,7 @@ class DiffusionTask(LightningModule):
         needs no length, ``polydiff.diffusion.blocks``); otherwise the length is drawn first."""
         return self.block_size > 0
 
-    def _forbidden(self, allow_end: bool = True) -> Tensor:
+    def forbidden(self, allow_end: bool = True) -> Tensor:
         """(V,) bool, the tokens not predicted: [MASK], [PAD], [CLS], and [SEP] unless the model
         generates its end and ``allow_end``."""
         if not (self.generates_end and allow_end):
@@ -476,13 +476,13 @@ class DiffusionTask(LightningModule):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:
         """Logits of p_theta(x_0 | x_t), with the tokens it may never predict forbidden (SUBS)."""
         logits = self.model(input_ids, attention_mask, t)
-        return logits.masked_fill(self._forbidden(), FORBIDDEN_LOGIT)
+        return logits.masked_fill(self.forbidden(), FORBIDDEN_LOGIT)
 
     def logits_from_hidden(self, hidden: Tensor, allow_end: bool = True) -> Tensor:
         """The head on final hidden states (any leading shape), with forbidden tokens masked, in float32;
         ``allow_end=False`` also forbids [SEP] (a sampler that has fixed the length)."""
         logits = self.output_projection(hidden).float()
-        return logits.masked_fill(self._forbidden(allow_end), FORBIDDEN_LOGIT)
+        return logits.masked_fill(self.forbidden(allow_end), FORBIDDEN_LOGIT)
 
     def maskable(self, input_ids: Tensor) -> Tensor:
         """Positions the forward process may mask: everything but pads, [CLS], [SEP], [MASK]."""
@@ -676,7 +676,7 @@ class DiffusionTask(LightningModule):
         gradient: the draft loss trains the head alone."""
         weights = {name: value.detach() for name, value in self.output_projection.named_parameters()}
         logits = torch.func.functional_call(self.output_projection, weights, (states,)).float()
-        return logits.masked_fill(self._forbidden(), FORBIDDEN_LOGIT)
+        return logits.masked_fill(self.forbidden(), FORBIDDEN_LOGIT)
 
     def _next_token_nll(self, clean: Tensor, x0: Tensor, content: Tensor) -> Tensor:
         """-log p(x_0^{i+1} | x_0^{<=i}) of every content token, from the causal states ``clean`` of x_0."""

@@ -74,6 +74,30 @@ def test_samples_follow_the_next_token_prediction_exactly(drafter):
     assert generation.nfe.sum() < 0.8 * (generation.lengths + 1).sum()
 
 
+@pytest.mark.parametrize("syntax", [False, True])
+def test_the_tokens_the_distributions_span_change_no_sample(task, syntax):
+    """Distributions over the tokens the head may give mass (11 of the vocabulary here) and over the
+    whole vocabulary, where the others have probability 0, draw the same samples under one seed."""
+    config = SamplingConfig(syntax=syntax).for_model(task.block_size, True, True, True)
+    rules = SmilesSyntax(task.tokenizer, torch.device("cpu")) if syntax else None
+    drawable = (task.token_histogram > 0).nonzero().squeeze(-1)
+    decoded = []
+    for vocabulary in (None, drawable):
+        x = torch.full((16, task.max_positions), task.tokenizer.mask_token_id)
+        x[:, 0] = task.tokenizer.cls_token_id
+        head = lambda hidden: task.logits_from_hidden(hidden).masked_fill(task.token_histogram == 0, -math.inf)  # noqa: E731
+        generator = torch.Generator().manual_seed(0)
+        decoded.append(
+            speculative.decode_speculative(
+                task, head, x, config, generator, None, rules, samples=32, vocabulary=vocabulary
+            )
+        )
+    (everything, everything_calls), (drawn, drawn_calls) = decoded
+    assert len(drawable) == len(TOKENS) < len(task.tokenizer)
+    assert torch.equal(everything, drawn)
+    assert torch.equal(everything_calls, drawn_calls)
+
+
 def test_every_committed_prefix_keeps_to_the_rules(task):
     generation = generate(task, 48, SamplingConfig(), seed=0)
     replayed = [replay(task, smiles) for smiles in generation.sequences]

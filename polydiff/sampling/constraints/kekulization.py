@@ -23,16 +23,18 @@ A sampler asks this of every row at every token, so a prefix keeps its answer an
 was extended to, and an extension that touches no aromatic atom inherits its parent's yes without
 a search (``_keeps_completable``). The ring structure is carried from token to token as well: each
 atom's parent in the depth-first tree that SMILES writes, and the bonds on a cycle, which grow as
-rings close; a search finds the bonds that later atoms may still put on a ring by walking up the
-tree from the free atoms (``_ring_bonds``), not by a bridge search over the whole graph.
+rings close, with each atom's bonds and its depth in that tree; a search finds the bonds that later
+atoms may still put on a ring by letting the free atoms climb the tree until they meet
+(``_ring_bonds``), not by a bridge search over the whole graph.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
+import heapq
 import itertools
-from dataclasses import dataclass, fields
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from polydiff.sampling.constraints.syntax import (
     ATOM,
@@ -74,6 +76,9 @@ class MoleculePrefix:
     the bond's index) in a spanning forest of the bonds, None for a tree's root; an atom hangs from
     the atom it was written after (SMILES writes a depth-first tree). cyclic: the bonds on a cycle
     of the written graph, which only grows as ring bonds close.
+    incident: for each atom, the indices of its bonds in the order written; symbols: their symbols.
+    places: each atom's (depth in the spanning forest, its tree's root). (Carried so that a search
+    reads them without a scan.)
     """
 
     atoms: tuple[str, ...] = ()
@@ -86,6 +91,9 @@ class MoleculePrefix:
     aromatic: tuple[int, ...] = ()
     parents: tuple[tuple[int, int] | None, ...] = ()
     cyclic: frozenset[int] = frozenset()
+    incident: tuple[tuple[int, ...], ...] = ()
+    symbols: tuple[tuple[str, ...], ...] = ()
+    places: tuple[tuple[int, int], ...] = ()
 
     def then(self, token: str) -> MoleculePrefix:
         """The prefix after one more token; assumes well-formed SMILES (``smiles_syntax`` sees to it).
@@ -127,24 +135,27 @@ class MoleculePrefix:
         """This prefix with ``changes`` (fields only: not the memos), built without
         ``dataclasses.replace``, whose checks cost more than the rest of a token."""
         child = object.__new__(MoleculePrefix)
-        child.__dict__.update({name: self.__dict__[name] for name in _FIELDS}, **changes)
+        state = child.__dict__
+        state.update(self.__dict__)
+        for memo in _MEMOS:
+            state.pop(memo, None)
+        state.update(changes)
         return child
 
     def _extended(self, token: str, kind: int, value: int) -> MoleculePrefix:
         if kind == ATOM:
             new = len(self.atoms)
-            if self.anchor is None:
-                bonds, parent = self.bonds, None
-            else:
-                bonds, parent = (*self.bonds, (self.anchor, new, self.bond)), (self.anchor, len(self.bonds))
-            return self._with(
+            grown = self._with(
                 atoms=(*self.atoms, token),
-                bonds=bonds,
                 anchor=new,
                 bond="",
                 aromatic=(*self.aromatic, new) if is_aromatic(token) else self.aromatic,
-                parents=(*self.parents, parent),
+                parents=(*self.parents, None if self.anchor is None else (self.anchor, len(self.bonds))),
+                places=(*self.places, (0, new) if self.anchor is None else _below(self.places[self.anchor])),
+                incident=(*self.incident, ()),
+                symbols=(*self.symbols, ()),
             )
+            return grown if self.anchor is None else grown._bonded(self.anchor, new, self.bond)
         if kind == BOND:
             return self._with(bond=token)
         if kind == RING:
@@ -156,22 +167,36 @@ class MoleculePrefix:
             path = _tree_path(self.parents, start, anchor)
             if path is None:  # a ring bond across a dot (C1.C1) joins two trees: it is a tree bond
                 parents, cyclic = _hung(self.parents, anchor, start, closing), self.cyclic
+                places = _places(parents)
             else:
                 parents, cyclic = self.parents, self.cyclic.union(path, (closing,))
+                places = self.places
             return self._with(
-                bonds=(*self.bonds, (start, anchor, self.bond or symbol)),
                 open_rings=tuple(ring for ring in self.open_rings if ring[0] != value),
                 bond="",
                 broken=self.broken or duplicate,
                 parents=parents,
                 cyclic=cyclic,
-            )
+                places=places,
+            )._bonded(start, anchor, self.bond or symbol)
         if kind == OPEN:
             return self._with(branch_points=(*self.branch_points, self.anchor))
         if kind == CLOSE:
             return self._with(anchor=self.branch_points[-1], branch_points=self.branch_points[:-1])
         if kind in (DOT, END):
             return self._with(anchor=None)
+        return self
+
+    def _bonded(self, i: int, j: int, symbol: str) -> MoleculePrefix:
+        """This prefix, changed in place (a child not yet handed out), with the bond i-j written."""
+        k = len(self.bonds)
+        incident, symbols = list(self.incident), list(self.symbols)
+        for atom in (i, j):
+            incident[atom] += (k,)
+            symbols[atom] += (symbol,)
+        state = self.__dict__
+        state["bonds"] = (*self.bonds, (i, j, symbol))
+        state["incident"], state["symbols"] = tuple(incident), tuple(symbols)
         return self
 
     def free_atoms(self) -> set[int]:
@@ -192,10 +217,10 @@ class MoleculePrefix:
         between aromatic atoms as 1, a bracket atom's from RDKit) is not used up, and an aromatic
         c or n has fewer than three."""
         token = self.atoms[atom]
-        written = [symbol for i, j, symbol in self.bonds if atom in (i, j)]
+        written = self.symbols[atom]
         if token in ("c", "n") and len(written) >= 3:
             return False
-        return sum(BOND_ORDERS.get(symbol, 1) for symbol in written) < classify_token(token)[1]
+        return sum([BOND_ORDERS.get(symbol, 1) for symbol in written]) < classify_token(token)[1]
 
     def can_complete(self) -> bool:
         """Whether some continuation makes every aromatic atom a ring atom with a Kekulé structure."""
@@ -211,12 +236,6 @@ class MoleculePrefix:
             return True
         free = self.free_atoms()
         coming = {atom: self._coming_bonds(atom) for atom in free}  # an atom that is not free has none
-        incident: dict[int, list[int]] = {i: [] for i in self.aromatic}
-        for k, (i, j, _) in enumerate(self.bonds):
-            if i in incident:
-                incident[i].append(k)
-            if j in incident:
-                incident[j].append(k)
         # An aromatic atom that may gain a bond but need not (no bond is on its way) is tried both
         # ways: staying as it is keeps it off any ring it is not on yet, and makes a two-bonded n
         # pyridine-type; gaining one may close a ring through it, and makes that n pyrrole-type.
@@ -224,36 +243,38 @@ class MoleculePrefix:
         # open branch with rings left to close).
         undecided = [i for i in self.aromatic if i in free and not coming[i]]
         if len(undecided) > MAX_UNDECIDED:  # beyond a few, judged at once: the benefit of the doubt
-            return self._kekulizable(incident, coming, free, set())
+            return self._kekulizable(coming, free, ())
         return any(
-            self._kekulizable(incident, coming, free - set(staying), set(undecided) - set(staying))
+            self._kekulizable(coming, free.difference(staying), [i for i in undecided if i not in staying])
             for size in range(len(undecided) + 1)
             for staying in itertools.combinations(undecided, size)
         )
 
-    def _kekulizable(
-        self, incident: dict[int, list[int]], coming: dict[int, list[str]], free: set[int], gaining: set[int]
-    ) -> bool:
+    def _kekulizable(self, coming: dict[int, list[str]], free: set[int], gaining: Collection[int]) -> bool:
         """Whether every final aromatic atom lies on a ring and the matching exists, when the atoms in
         ``free`` may gain bonds (``coming``: those they will) and those in ``gaining`` will gain one."""
         ring_bonds = self._ring_bonds(free)
         role: dict[int, int] = {}
-        for i, bonds in incident.items():
-            if i not in free and ring_bonds.isdisjoint(bonds):
+        for i in self.aromatic:
+            if i in free:
+                role_i = _role(self.atoms[i], self.symbols[i], coming[i], True, i in gaining)
+            elif ring_bonds.isdisjoint(self.incident[i]):
                 return False  # a final aromatic atom off every ring
-            role_i = _role(self.atoms[i], [self.bonds[k][2] for k in bonds], coming.get(i, []), i in free, i in gaining)
+            else:
+                role_i = _final_role(self.atoms[i], self.symbols[i])
             if role_i is None:
                 return False
             if role_i != EXCLUDED:
                 role[i] = role_i
-        neighbours = {i: [] for i in role}  # along aromatic ring bonds, in the order the bonds were written
-        for i in role:
-            for k in incident[i]:
-                a, b, symbol = self.bonds[k]
-                other = b if a == i else a
-                if symbol in AROMATIC_BOND and other in role and k in ring_bonds:
-                    neighbours[i].append(other)
-        return _covering_matching_exists(neighbours, [i for i in role if role[i] == REQUIRED])
+        neighbours: dict[int, list[int]] = {i: [] for i in role}  # along aromatic ring bonds, as written
+        for i, others in neighbours.items():
+            for k, symbol in zip(self.incident[i], self.symbols[i], strict=True):
+                if symbol in AROMATIC_BOND and k in ring_bonds:
+                    a, b, _ = self.bonds[k]
+                    other = b if a == i else a
+                    if other in role:
+                        others.append(other)
+        return _covering_matching_exists(neighbours, [i for i, role_i in role.items() if role_i == REQUIRED])
 
     def _ring_bonds(self, free: set[int]) -> set[int]:
         """Indices of the bonds that lie on a ring, now or once later atoms join two free atoms.
@@ -265,18 +286,27 @@ class MoleculePrefix:
         ring = set(self.cyclic)
         if len(free) < 2:
             return ring
-        below: dict[int, int] = {}  # tree bond -> free atoms below it
-        walks = []  # (root, the bonds from a free atom up to it)
+        in_tree: dict[int, int] = {}  # root -> free atoms in its tree
         for atom in free:
-            walk = []
-            while (up := self.parents[atom]) is not None:
-                atom, bond = up
-                below[bond] = below.get(bond, 0) + 1
-                walk.append(bond)
-            walks.append((atom, walk))
-        in_tree = collections.Counter(root for root, _ in walks)
-        for root, walk in walks:
-            ring.update(bond for bond in walk if below[bond] < in_tree[root])
+            root = self.places[atom][1]
+            in_tree[root] = in_tree.get(root, 0) + 1
+        # The free atoms climb their trees, deepest first, and merge where they meet: every bond
+        # climbed before all of a tree's free atoms have met has free atoms on both sides.
+        gathered = dict.fromkeys(free, 1)  # atom -> free atoms that have climbed to it
+        climbing = [(-self.places[atom][0], atom) for atom in free]
+        heapq.heapify(climbing)
+        while climbing:
+            atom = heapq.heappop(climbing)[1]
+            count = gathered.pop(atom)
+            if count == in_tree[self.places[atom][1]]:
+                continue
+            parent, bond = self.parents[atom]
+            ring.add(bond)
+            if parent in gathered:
+                gathered[parent] += count
+            else:
+                gathered[parent] = count
+                heapq.heappush(climbing, (-self.places[parent][0], parent))
         return ring
 
     def _coming_bonds(self, atom: int) -> list[str]:
@@ -291,10 +321,16 @@ class MoleculePrefix:
         return coming
 
 
-_FIELDS = tuple(field.name for field in fields(MoleculePrefix))
+_MEMOS = ("_children", "_completable")  # what ``then`` and ``can_complete`` keep in an instance
 
 
-def _role(token: str, written: list[str], coming: list[str], free: bool, gaining: bool) -> int | None:
+@functools.cache
+def _final_role(token: str, written: tuple[str, ...]) -> int | None:
+    """``_role`` of an atom that gains no more bonds: it depends on its token and bonds alone."""
+    return _role(token, written, [], False, False)
+
+
+def _role(token: str, written: Sequence[str], coming: list[str], free: bool, gaining: bool) -> int | None:
     """Whether an aromatic atom needs a double bond inside its aromatic system; None if it has more
     bonds than any aromatic atom of its kind may have. ``written``, ``coming``: the symbols of its
     bonds and of those it is sure to gain; ``free``: it may gain more, ``gaining``: it will."""
@@ -349,6 +385,27 @@ def _hung(
         if up is None:
             return tuple(hung)
         up, atom = (atom, up[1]), up[0]
+
+
+def _below(place: tuple[int, int]) -> tuple[int, int]:
+    """The place (depth, root) of an atom hung from one at ``place``."""
+    return place[0] + 1, place[1]
+
+
+def _places(parents: tuple[tuple[int, int] | None, ...]) -> tuple[tuple[int, int], ...]:
+    """Each atom's (depth, root) in the spanning forest ``parents``."""
+    places: list[tuple[int, int] | None] = [None] * len(parents)
+    for atom in range(len(parents)):
+        path = []
+        while places[atom] is None and parents[atom] is not None:
+            path.append(atom)
+            atom = parents[atom][0]
+        if places[atom] is None:  # a root
+            places[atom] = (0, atom)
+        for below in reversed(path):
+            places[below] = _below(places[atom])
+            atom = below
+    return tuple(places)
 
 
 def _covering_matching_exists(neighbours: dict[int, list[int]], required: list[int]) -> bool:

@@ -3,21 +3,23 @@ state alone (its answers over the vocabulary, and the state after each token) is
 then read from tables.
 
 The SMILES automaton (``syntax.py``) computes its rows' next states and allowed tokens with ~60
-tensor operations over their fields (parentheses, ring labels, valence), whatever the number of
+array operations over their fields (parentheses, ring labels, valence), whatever the number of
 rows, so at a sampler's batch sizes it costs the operations' overhead, not their arithmetic. Its
 rows meet few distinct states, however: 1,500 over the 69,401 token-boundary prefixes of 2,000
 sampled MOSES molecules. With the states interned, a step is one lookup per row; a state or a
-transition not met before is computed field-wise, for the rows that meet it, and kept.
+transition not met before is computed field-wise (in numpy, on the CPU), for the rows that meet
+it, and kept. The answers and transitions live where the rows' state ids do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
-Fields = dict[str, Tensor]  # a state's fields, each (m, ...) for m states
+Fields = dict[str, np.ndarray]  # a state's fields, each (m, ...) for m states
 
 
 class StateTable:
@@ -26,7 +28,7 @@ class StateTable:
     Args:
         start: the fields of the start state (one row).
         advance: (fields of m states, tokens (m,)) -> the fields of the states after them.
-        answers: fields of m states -> the answers kept per state, each (m, V).
+        answers: fields of m states -> the answers kept per state, each (m, V), numpy.
         vocabulary_size: V.
         device: where the tables live.
     """
@@ -35,7 +37,7 @@ class StateTable:
         self,
         start: Fields,
         advance: Callable[[Fields, Tensor], Fields],
-        answers: Callable[[Fields], tuple[Tensor, ...]],
+        answers: Callable[[Fields], tuple[np.ndarray, ...]],
         vocabulary_size: int,
         device: torch.device | str,
     ) -> None:
@@ -50,6 +52,7 @@ class StateTable:
 
     def fields(self, ids: Tensor) -> Fields:
         """The fields of the states ``ids`` (r,)."""
+        ids = ids.cpu().numpy()
         return {name: value[ids] for name, value in self.store.items()}
 
     def answer(self, ids: Tensor) -> tuple[Tensor, ...]:
@@ -62,7 +65,7 @@ class StateTable:
         unknown = (following < 0).nonzero().squeeze(-1)
         if len(unknown):
             before, taken = ids[unknown], tokens[unknown]
-            after = self.intern(self._advance(self.fields(before), taken))
+            after = self.intern(self._advance(self.fields(before), taken.cpu().numpy()))
             self.following[before, taken] = after
             following[unknown] = after
         return following
@@ -71,7 +74,7 @@ class StateTable:
         """(m,) the ids of m states, given by their fields; states not met before are added, with
         their answers."""
         rows = len(next(iter(fields.values())))
-        keys = torch.cat([value.reshape(rows, -1).to(torch.int16) for value in fields.values()], 1).cpu().numpy()
+        keys = np.concatenate([value.reshape(rows, -1).astype(np.int16) for value in fields.values()], 1)
         ids, new = [], []
         for row in range(rows):
             key = keys[row].tobytes()
@@ -87,7 +90,7 @@ class StateTable:
     def _add(self, fields: Fields) -> None:
         """Appends new states (their ids follow the last one's) and computes their answers."""
         added = len(next(iter(fields.values())))
-        answers = self._answers(fields)
+        answers = tuple(torch.from_numpy(answer).to(self.device) for answer in self._answers(fields))
         end = self.size + added
         if end > len(self.following):
             self._grow(max(2 * len(self.following), end, 256), fields, answers)
@@ -106,7 +109,13 @@ class StateTable:
                 new[: self.size] = old[: self.size]
             return new
 
-        self.store = {name: grown(self.store.get(name), value) for name, value in fields.items()}
+        def grown_field(old: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+            new = np.zeros((capacity, *like.shape[1:]), dtype=like.dtype)
+            if old is not None:
+                new[: self.size] = old[: self.size]
+            return new
+
+        self.store = {name: grown_field(self.store.get(name), value) for name, value in fields.items()}
         self.answers = tuple(
             grown(self.answers[k] if self.answers else None, answer) for k, answer in enumerate(answers)
         )

@@ -30,6 +30,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from rdkit import Chem
 from torch import Tensor
@@ -114,38 +115,45 @@ def classify_token(token: str) -> tuple[int, int]:
     return {"(": OPEN, ")": CLOSE, ".": DOT}.get(token, NEVER), 0
 
 
+Array = Tensor | np.ndarray
+
+
 class TokenTable(NamedTuple):
     """What the automaton reads of each token (or token class): its kind, ring label, bond order,
-    valence (0 where the kind has none), and whether it is a counted ``*``."""
+    valence (0 where the kind has none), and whether it is a counted ``*``. Tensors on the
+    sampler's device, or numpy arrays for the automaton's own arithmetic."""
 
-    kind: Tensor
-    label: Tensor
-    order: Tensor
-    valence: Tensor
-    is_star: Tensor
+    kind: Array
+    label: Array
+    order: Array
+    valence: Array
+    is_star: Array
 
 
-def _table(entries: list[tuple[int, int, bool]], device: torch.device | str) -> TokenTable:
-    kind, value, star = (torch.tensor(column, device=device) for column in zip(*entries, strict=True))
+def _table(entries: list[tuple[int, int, bool]]) -> TokenTable:
+    """The table of ``entries`` (kind, value, is a counted ``*``), as numpy arrays."""
+    kind, value, star = (np.array(column, dtype=np.int64) for column in zip(*entries, strict=True))
     where = {RING: "label", BOND: "order", ATOM: "valence"}
-    columns = {name: torch.where(kind == token_kind, value, 0) for token_kind, name in where.items()}
-    return TokenTable(kind=kind, is_star=star.bool(), **columns)
+    columns = {name: np.where(kind == token_kind, value, 0) for token_kind, name in where.items()}
+    return TokenTable(kind=kind, is_star=star.astype(bool), **columns)
 
 
 @dataclass
 class SyntaxFields:
-    """The fields of the automaton's state, for R rows (``SyntaxState`` holds states by id)."""
+    """The fields of the automaton's state, for R rows (``SyntaxState`` holds states by id): numpy
+    arrays where the automaton computes with them, tensors where a sampler reads them
+    (``SyntaxState.fields``)."""
 
-    previous: Tensor  # (R,) kind of the last token
-    anchor_left: Tensor  # (R,) bonds the anchor atom may still take
-    bond: Tensor  # (R,) order of a pending bond symbol, 0 for none
-    branch_start: Tensor  # (R,) bool: an open parenthesis that has no atom yet
-    depth: Tensor  # (R,) open parentheses
-    branch_left: Tensor  # (R, MAX_DEPTH) bonds left on the atom each open parenthesis branches from
-    open_rings: Tensor  # (R, NUM_LABELS) bool
-    ring_bond: Tensor  # (R, NUM_LABELS) order of the bond symbol a ring was opened with, 0 for none
-    opened_here: Tensor  # (R, NUM_LABELS) bool: opened at the current atom
-    stars: Tensor  # (R,) ``*`` atoms written
+    previous: Array  # (R,) kind of the last token
+    anchor_left: Array  # (R,) bonds the anchor atom may still take
+    bond: Array  # (R,) order of a pending bond symbol, 0 for none
+    branch_start: Array  # (R,) bool: an open parenthesis that has no atom yet
+    depth: Array  # (R,) open parentheses
+    branch_left: Array  # (R, MAX_DEPTH) bonds left on the atom each open parenthesis branches from
+    open_rings: Array  # (R, NUM_LABELS) bool
+    ring_bond: Array  # (R, NUM_LABELS) order of the bond symbol a ring was opened with, 0 for none
+    opened_here: Array  # (R, NUM_LABELS) bool: opened at the current atom
+    stars: Array  # (R,) ``*`` atoms written
 
 
 @dataclass
@@ -164,7 +172,9 @@ class SyntaxState:
 
     @property
     def fields(self) -> SyntaxFields:
-        return SyntaxFields(**self.table.fields(self.ids))
+        """The rows' fields, as tensors where their ids are."""
+        fields = self.table.fields(self.ids)
+        return SyntaxFields(**{name: torch.from_numpy(value).to(self.ids.device) for name, value in fields.items()})
 
 
 class SmilesSyntax:
@@ -190,17 +200,19 @@ class SmilesSyntax:
             if star and value != 1:  # [*]: its bonds are not counted
                 kind, value, star = NEVER, 0, False
             classified.append((kind, value, star))
-        self.by_token = _table(classified, device)  # for ``advance``
-        # Whether a token may come next depends on it only through its class: ``allowed`` decides
-        # for each of the ~120 distinct classes and spreads that over the ~1,500 tokens.
+        # The automaton computes a state it meets the first time field-wise (``_advance``,
+        # ``_answers``) in numpy: a few states at a time, where a tensor operation's overhead would
+        # be most of its cost. After that, its answers and transitions are looked up by its id.
+        self._by_token = _table(classified)
+        self.by_token = TokenTable(*(torch.from_numpy(column).to(device) for column in self._by_token))
+        # Whether a token may come next depends on it only through its class: ``_answers`` decides
+        # for each of the few dozen distinct classes and spreads that over the vocabulary.
         classes = sorted(set(classified))
-        self.by_class = _table(classes, device)
-        self.token_class = torch.tensor([classes.index(key) for key in classified], device=device)
-        self.follows = _FOLLOWS.to(device)
-        # The automaton works field-wise (``_advance``, ``_answers``) for each state it meets the
-        # first time; after that its answers and transitions are looked up by the state's id.
+        self._by_class = _table(classes)
+        self._token_class = np.array([classes.index(key) for key in classified], dtype=np.int64)
+        self._follows = _FOLLOWS.numpy()
         self.table = StateTable(
-            vars(self._start_fields(1, device)),
+            vars(self._start_fields(1)),
             lambda fields, tokens: vars(self._advance(SyntaxFields(**fields), tokens)),
             lambda fields: self._answers(SyntaxFields(**fields)),
             len(self.tokens),
@@ -211,19 +223,19 @@ class SmilesSyntax:
         """The state before the first token, for ``rows`` rows."""
         return SyntaxState(torch.full((rows,), self.table.start_id, dtype=torch.long, device=device), self.table)
 
-    def _start_fields(self, rows: int, device: torch.device | str) -> SyntaxFields:
-        zeros = torch.zeros(rows, dtype=torch.long, device=device)
-        labels = torch.zeros(rows, NUM_LABELS, dtype=torch.long, device=device)
+    def _start_fields(self, rows: int) -> SyntaxFields:
+        zeros = np.zeros(rows, dtype=np.int64)
+        labels = np.zeros((rows, NUM_LABELS), dtype=np.int64)
         return SyntaxFields(
             previous=zeros + START,
             anchor_left=zeros + NO_ANCHOR,
             bond=zeros,
-            branch_start=zeros.bool(),
+            branch_start=zeros.astype(bool),
             depth=zeros,
-            branch_left=torch.zeros(rows, MAX_DEPTH, dtype=torch.long, device=device),
-            open_rings=labels.bool(),
+            branch_left=np.zeros((rows, MAX_DEPTH), dtype=np.int64),
+            open_rings=labels.astype(bool),
             ring_bond=labels,
-            opened_here=labels.bool(),
+            opened_here=labels.astype(bool),
             stars=zeros,
         )
 
@@ -248,34 +260,34 @@ class SmilesSyntax:
         """The state after each row takes its token, (R,)."""
         return SyntaxState(self.table.step(state.ids, tokens), self.table)
 
-    def _answers(self, state: SyntaxFields) -> tuple[Tensor, Tensor]:
+    def _answers(self, state: SyntaxFields) -> tuple[np.ndarray, np.ndarray]:
         """(what the rules allow, (R, V) bool; the fewest tokens each row needs after each token
         before it may end, (R, V)), from the state's fields."""
-        kind, label, order, valence, is_star = self.by_class
-        allowed = self.follows[state.previous][:, kind]
-        anchor, need = state.anchor_left.unsqueeze(-1), state.bond.clamp_min(1).unsqueeze(-1)
-        balanced = (state.depth == 0).unsqueeze(-1)
-        branch_start = state.branch_start.unsqueeze(-1)
-        first_atom = (state.previous == START).unsqueeze(-1)
+        kind, label, order, valence, is_star = self._by_class
+        allowed = self._follows[state.previous][:, kind]
+        anchor, need = state.anchor_left[:, None], np.maximum(state.bond, 1)[:, None]
+        balanced = (state.depth == 0)[:, None]
+        branch_start = state.branch_start[:, None]
+        first_atom = (state.previous == START)[:, None]
         closing = state.open_rings[:, label]
-        ring_need = torch.where(closing, torch.maximum(need, state.ring_bond[:, label]), need)
+        ring_need = np.where(closing, np.maximum(need, state.ring_bond[:, label]), need)
         ring_mismatch = closing & (need > 1) & (state.ring_bond[:, label] != need)
         # Ring labels do not span a '.', so no token may leave the anchor and every atom an open
         # branch leaves without a bond while a ring is open: nothing could close it.
-        open_count = state.open_rings.sum(-1, keepdim=True)
-        rings_open, rings_open_after_ring = open_count > 0, torch.where(closing, open_count - 1, open_count + 1) > 0
-        level = torch.arange(MAX_DEPTH, device=kind.device)
-        top = (state.depth - 1).clamp_min(0).unsqueeze(-1)
-        top_left = torch.where(state.depth.unsqueeze(-1) > 0, state.branch_left.gather(1, top), 0)
-        below_top_full = ((state.branch_left == 0) | (level >= top)).all(-1, keepdim=True)
-        top_left_after_atom = top_left - torch.where(state.branch_start.unsqueeze(-1), need, 0)
+        open_count = state.open_rings.sum(-1, keepdims=True)
+        rings_open, rings_open_after_ring = open_count > 0, np.where(closing, open_count - 1, open_count + 1) > 0
+        level = np.arange(MAX_DEPTH)
+        top = np.maximum(state.depth - 1, 0)[:, None]
+        top_left = np.where(state.depth[:, None] > 0, np.take_along_axis(state.branch_left, top, 1), 0)
+        below_top_full = ((state.branch_left == 0) | (level >= top)).all(-1, keepdims=True)
+        top_left_after_atom = top_left - np.where(branch_start, need, 0)
         atom_stuck = (valence == need) & below_top_full & (top_left_after_atom == 0) & rings_open
         ring_stuck = (anchor == ring_need) & below_top_full & (top_left == 0) & rings_open_after_ring
         close_stuck = (top_left == 0) & below_top_full & rings_open
         atom_ok = first_atom | ((anchor >= need) & (valence >= need) & ~atom_stuck)
         can_end = balanced & ~rings_open
         if self.stars is not None:
-            written = state.stars.unsqueeze(-1)
+            written = state.stars[:, None]
             atom_ok = atom_ok & (~is_star | (written < self.stars))
             can_end = can_end & (written == self.stars)
         conditions = (
@@ -286,75 +298,74 @@ class SmilesSyntax:
             # with: the opening atom's valence counted only that (RDKit writes neither form). A
             # branch starts with an atom, after its bond if it has one: C(-1 is no SMILES.
             (RING, ~state.opened_here[:, label] & (anchor >= ring_need) & ~ring_stuck & ~ring_mismatch & ~branch_start),
-            (OPEN, (anchor >= 1) & (state.depth < MAX_DEPTH).unsqueeze(-1)),
+            (OPEN, (anchor >= 1) & (state.depth < MAX_DEPTH)[:, None]),
             (CLOSE, ~balanced & ~close_stuck),
             (DOT, balanced & ~rings_open),
             (END, can_end),
         )
         for token_kind, condition in conditions:
-            allowed &= torch.where(kind == token_kind, condition, True)
-        debt = self._debt(state, closing, open_count).to(torch.int16)  # kept per state: a few tokens at most
-        return allowed[:, self.token_class], debt[:, self.token_class]
+            allowed = allowed & np.where(kind == token_kind, condition, True)
+        debt = self._debt(state, closing, open_count).astype(np.int16)  # kept per state: a few tokens at most
+        return allowed[:, self._token_class], debt[:, self._token_class]
 
-    def _debt(self, state: SyntaxFields, closing: Tensor, open_count: Tensor) -> Tensor:
+    def _debt(self, state: SyntaxFields, closing: np.ndarray, open_count: np.ndarray) -> np.ndarray:
         """(R, classes): the fewest tokens each row needs after taking a token of each class before it
         may end, [SEP] included: a token per open ring label and per open parenthesis, an atom for
         a pending bond (unless a ring closure takes it) or an empty branch. A lower bound: valence
         may ask for more."""
-        kind = self.by_class.kind
-        after_atom = open_count + state.depth.unsqueeze(-1) + 1  # close each ring and branch, then end
+        kind = self._by_class.kind
+        after_atom = open_count + state.depth[:, None] + 1  # close each ring and branch, then end
         debts = (
             (ATOM, after_atom),
-            (BOND, after_atom + (open_count == 0).long()),
-            (RING, after_atom + torch.where(closing, -1, 1)),
+            (BOND, after_atom + (open_count == 0)),
+            (RING, after_atom + np.where(closing, -1, 1)),
             (OPEN, after_atom + 2),  # an atom in the branch and its ")"
             (CLOSE, after_atom - 1),
             (DOT, after_atom + 1),
         )
-        debt = torch.zeros_like(closing, dtype=torch.long)
+        debt = np.zeros(closing.shape, dtype=np.int64)
         for token_kind, value in debts:
-            debt = torch.where(kind == token_kind, value, debt)
+            debt = np.where(kind == token_kind, value, debt)
         return debt
 
-    def _advance(self, state: SyntaxFields, tokens: Tensor) -> SyntaxFields:
+    def _advance(self, state: SyntaxFields, tokens: np.ndarray) -> SyntaxFields:
         """The fields after each row takes its token, (R,)."""
-        kind, label = self.by_token.kind[tokens], self.by_token.label[tokens]
-        rows = torch.arange(len(tokens), device=tokens.device)
-        need = state.bond.clamp_min(1)
+        kind, label = self._by_token.kind[tokens], self._by_token.label[tokens]
+        rows = np.arange(len(tokens))
+        need = np.maximum(state.bond, 1)
         is_atom, is_ring = kind == ATOM, kind == RING
         is_open, is_close = kind == OPEN, kind == CLOSE
 
         # An atom bonds to the anchor (unless it starts a fragment) and becomes the anchor; the
         # first atom of a branch takes its bond from the atom the branch leaves.
         bonded = is_atom & (state.previous != START)
-        top = (state.depth - 1).clamp_min(0)
-        branch_left = state.branch_left.clone()
-        branch_left[rows, top] -= torch.where(bonded & state.branch_start, need, 0)
+        top = np.maximum(state.depth - 1, 0)
+        branch_left = state.branch_left.copy()
+        branch_left[rows, top] -= np.where(bonded & state.branch_start, need, 0)
         # A ring closure takes a bond from the anchor, of the order either end declared.
         closing = is_ring & state.open_rings[rows, label]
-        ring_order = torch.where(closing, torch.maximum(need, state.ring_bond[rows, label]), need)
-        anchor_left = torch.where(is_ring, state.anchor_left - ring_order, state.anchor_left)
-        anchor_left = torch.where(is_atom, self.by_token.valence[tokens] - torch.where(bonded, need, 0), anchor_left)
-        depth = state.depth + is_open.long() - is_close.long()
-        branch_left[rows, state.depth.clamp_max(MAX_DEPTH - 1)] = torch.where(
-            is_open, state.anchor_left, branch_left[rows, state.depth.clamp_max(MAX_DEPTH - 1)]
-        )
-        anchor_left = torch.where(is_close, branch_left[rows, depth.clamp(0, MAX_DEPTH - 1)], anchor_left)
-        anchor_left = torch.where(kind == DOT, NO_ANCHOR, anchor_left)
+        ring_order = np.where(closing, np.maximum(need, state.ring_bond[rows, label]), need)
+        anchor_left = np.where(is_ring, state.anchor_left - ring_order, state.anchor_left)
+        anchor_left = np.where(is_atom, self._by_token.valence[tokens] - np.where(bonded, need, 0), anchor_left)
+        depth = state.depth + is_open - is_close
+        level = np.minimum(state.depth, MAX_DEPTH - 1)
+        branch_left[rows, level] = np.where(is_open, state.anchor_left, branch_left[rows, level])
+        anchor_left = np.where(is_close, branch_left[rows, np.clip(depth, 0, MAX_DEPTH - 1)], anchor_left)
+        anchor_left = np.where(kind == DOT, NO_ANCHOR, anchor_left)
 
-        ring = is_ring.unsqueeze(-1) & (torch.arange(NUM_LABELS, device=tokens.device) == label.unsqueeze(-1))
+        ring = is_ring[:, None] & (np.arange(NUM_LABELS) == label[:, None])
         opening = ring & ~state.open_rings
-        ring_bond = torch.where(opening, state.bond.unsqueeze(-1), state.ring_bond)
-        opened_here = torch.where(is_atom.unsqueeze(-1), False, state.opened_here) | opening
+        ring_bond = np.where(opening, state.bond[:, None], state.ring_bond)
+        opened_here = np.where(is_atom[:, None], False, state.opened_here) | opening
         return SyntaxFields(
             previous=kind,
             anchor_left=anchor_left,
-            bond=torch.where(kind == BOND, self.by_token.order[tokens], 0),
-            branch_start=torch.where(is_open, True, state.branch_start & ~is_atom & ~is_close),
+            bond=np.where(kind == BOND, self._by_token.order[tokens], 0),
+            branch_start=np.where(is_open, True, state.branch_start & ~is_atom & ~is_close),
             depth=depth,
             branch_left=branch_left,
             open_rings=state.open_rings ^ ring,
             ring_bond=ring_bond,
             opened_here=opened_here,
-            stars=state.stars + self.by_token.is_star[tokens].long(),
+            stars=state.stars + self._by_token.is_star[tokens],
         )

@@ -10,7 +10,7 @@ from rdkit import Chem
 from polydiff.chem.molecules import quiet_rdkit
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.sampling import SamplingConfig
-from polydiff.sampling.blockwise import draw_completable
+from polydiff.sampling.blockwise import draw_completable, drawn_by
 from polydiff.sampling.constraints.kekulization import MoleculePrefix
 
 TOKENIZER = load_tokenizer("smiles")
@@ -95,7 +95,9 @@ def test_a_refused_draw_is_drawn_again_from_the_tokens_left():
     logits[:, c] = 10.0  # "C" after "Cc" leaves the c on no ring
     logits[0, ring] = 0.0  # row 0 may open a ring instead; row 1 has nothing else
     prefixes = [prefix_of("Cc"), prefix_of("Cc")]
-    tokens, after = draw_completable(logits, prefixes, VOCABULARY, SamplingConfig(), torch.Generator().manual_seed(0))
+    tokens, after = draw_completable(
+        logits, prefixes, VOCABULARY, drawn_by(SamplingConfig(), torch.Generator().manual_seed(0))
+    )
     assert tokens[0] == ring and after[0] == prefix_of("Cc1")
     assert after[1] is None  # no token can keep row 1 valid (the sampler ends it)
 

@@ -152,16 +152,17 @@ def test_the_state_table_answers_as_the_field_wise_automaton(moses_sample):
     ids = [TOKENIZER(s, add_special_tokens=False)["input_ids"] + [SEP] for s in moses_sample]
     tokens = torch.nn.utils.rnn.pad_sequence([torch.tensor(row) for row in ids], batch_first=True, padding_value=SEP)
     lengths = torch.tensor([len(row) for row in ids])
-    state, fields = syntax.start(len(ids), "cpu"), syntax._start_fields(len(ids), "cpu")
+    state, fields = syntax.start(len(ids), "cpu"), syntax._start_fields(len(ids))
     room = torch.randint(0, 40, (len(ids),), generator=torch.Generator().manual_seed(0))
     for position in range(tokens.shape[1]):
         live = position < lengths
-        by_rules, debt = syntax._answers(fields)
+        by_rules, debt = (torch.from_numpy(answer) for answer in syntax._answers(fields))
         looked_up = syntax.allowed_within(state, room)
         assert torch.equal(looked_up[0][live], by_rules[live])
         assert torch.equal(looked_up[1][live], (by_rules & (debt <= room.unsqueeze(-1)))[live])
         for name, value in vars(state.fields).items():
-            assert torch.equal(value[live], getattr(fields, name)[live]), name
-        state, fields = syntax.advance(state, tokens[:, position]), syntax._advance(fields, tokens[:, position])
+            assert torch.equal(value[live], torch.from_numpy(getattr(fields, name))[live]), name
+        state = syntax.advance(state, tokens[:, position])
+        fields = syntax._advance(fields, tokens[:, position].numpy())
     assert syntax.table.size > 256
     assert syntax.table.size < tokens.numel() / 4  # prefixes share states: the point of the table
