@@ -27,7 +27,7 @@ class StateTable:
 
     Args:
         start: the fields of the start state (one row).
-        advance: (fields of m states, tokens (m,)) -> the fields of the states after them.
+        advance: (fields of m states, their tokens (m,)) -> the fields of the states after them, numpy.
         answers: fields of m states -> the answers kept per state, each (m, V), numpy.
         vocabulary_size: V.
         device: where the tables live.
@@ -36,7 +36,7 @@ class StateTable:
     def __init__(
         self,
         start: Fields,
-        advance: Callable[[Fields, Tensor], Fields],
+        advance: Callable[[Fields, np.ndarray], Fields],
         answers: Callable[[Fields], tuple[np.ndarray, ...]],
         vocabulary_size: int,
         device: torch.device | str,
