@@ -38,7 +38,16 @@ from polydiff.chem.fragments import FragmentTemplate
 from polydiff.sampling.blockwise import Committer, draw_completable, drawn_by, encode_up_to, pad_after_end
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.kekulization import MoleculePrefix
-from polydiff.sampling.constraints.syntax import ATOM, BOND, DOT, NUM_LABELS, RING, SmilesSyntax, SyntaxState
+from polydiff.sampling.constraints.syntax import (
+    ATOM,
+    BOND,
+    DOT,
+    NUM_LABELS,
+    RING,
+    SmilesSyntax,
+    SyntaxFields,
+    SyntaxState,
+)
 from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.reverse import Head
 
@@ -195,16 +204,15 @@ class _FragmentDecoder:
             self.hole_atoms[rows] = 0
             self.hole_start[rows] = self.position[rows]
 
-    def _allowed(self, rows: Tensor, hole: Tensor, state: SyntaxState) -> Tensor:
+    def _allowed(self, rows: Tensor, hole: Tensor, state: SyntaxState, fields: SyntaxFields) -> Tensor:
         """(r, V) what each row in a hole may write next: the automaton's answer (leaving room for
-        the fixed tokens after the hole) under the hole's own rules."""
+        the fixed tokens after the hole) under the hole's own rules; ``fields``: the state's."""
         room = self.width - 1 - self.position[rows] - self.after_hole[hole]
         allowed = self.syntax.allowed(state, room)
         allowed &= ~(self.is_ring & self.hole_rings[rows][:, self.label])  # the fragment's own open rings
         allowed &= self.kind != DOT
         allowed &= ~((self.hole_atoms[rows] == 0).unsqueeze(-1) & self.cannot_open)
         closing = torch.tensor(self.plan.closing, device=rows.device)[hole]
-        fields = state.fields
         may_close = (self.hole_atoms[rows] > 0) & (fields.open_rings == self.hole_rings[rows]).all(-1)
         # ")" closes the hole only at the depth it started; deeper, it closes the model's own branch.
         at_start = (fields.depth == self.hole_depth[rows]) | (closing == self.plan.sep)
@@ -263,7 +271,8 @@ class _FragmentDecoder:
         self.encoded[rows] = start
         hole = self.stage[rows] // 2
         state = self.writer.state_of(rows)
-        depth = state.fields.depth
+        fields = state.fields
+        depth = fields.depth
         closing = torch.tensor(self.plan.closing, device=rows.device)[hole]
         logits = self.head(hidden)
         # Where the model would end the molecule, a branch hole's substituent ends: the mass of
@@ -272,7 +281,7 @@ class _FragmentDecoder:
         at_start = (depth == self.hole_depth[rows]) & (closing != self.plan.sep)
         merged = torch.logaddexp(logits[index, closing], logits[:, self.plan.sep])
         logits[index, closing] = torch.where(at_start, merged, logits[index, closing])
-        logits = logits.masked_fill(~self._allowed(rows, hole, state), -math.inf)
+        logits = logits.masked_fill(~self._allowed(rows, hole, state, fields), -math.inf)
         prefixes = [self.writer.prefixes[row] for row in rows.tolist()]
         pending = torch.arange(len(rows), device=rows.device)
         tokens = torch.zeros_like(rows)

@@ -150,13 +150,13 @@ def _decode(
     syntax: SmilesSyntax | None,
     plan: FragmentPlan | None,
     samples: int,
-    drawable: Tensor,
+    vocabulary: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """Runs the decoder that fits the model on one batch: around fixed fragments, left to right
     (B = 1), block by block (B > 1; until the model ends, by verified or prefix drafts or the
     reverse process, or at a fixed length) or the whole sequence at once (no blocks). The
     speculative decoder writes ``samples`` sequences through the rows of x, drawing from the tokens
-    ``drawable`` (V,) bool alone; the others, one each."""
+    ``vocabulary`` (their ids) alone; the others, one each."""
     block_size, tokenizer = model.block_size, model.tokenizer
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
     if plan is not None:
@@ -165,7 +165,6 @@ def _decode(
         return decode_next_tokens(model, head, x, config, generator, on_step, free_length, syntax)
     if config.strategy == "speculative":
         steering = getattr(model, "steering", None)
-        vocabulary = drawable.nonzero().squeeze(-1)
         return decode_speculative(model, head, x, config, generator, on_step, syntax, steering, samples, vocabulary)
     if config.strategy == "prefix":
         return decode_prefix(model, head, x, config, generator, on_step, syntax)
@@ -295,7 +294,8 @@ def generate(
 
     # The tokens the head gives any probability (a forbidden one's logit is so low that its
     # probability rounds to 0): the speculative decoder's distributions span these alone.
-    drawable = ~model.forbidden(free_length) if unseen is None else ~(model.forbidden(free_length) | unseen)
+    never = model.forbidden(free_length) if unseen is None else model.forbidden(free_length) | unseen
+    vocabulary = (~never).nonzero().squeeze(-1)
 
     if block_size:  # each block runs its own reverse process: at most one step per token
         config = replace(config, steps=min(config.steps, block_size))
@@ -334,7 +334,7 @@ def generate(
             else:
                 x = _initial_batch(model, sizes[batch], None if templates is None else [templates[i] for i in rows])
             x, calls = _decode(
-                model, head, process, x, config, generator, bar.step, free_length, syntax, plan, len(batch), drawable
+                model, head, process, x, config, generator, bar.step, free_length, syntax, plan, len(batch), vocabulary
             )
             if free_length:
                 lengths[batch.cpu()] = (~torch.isin(x, frame)).sum(-1).cpu()
