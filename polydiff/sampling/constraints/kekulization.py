@@ -102,7 +102,9 @@ class MoleculePrefix:
         computed once for a drawn token and the prefix it is committed to.
         """
         # A frozen dataclass: memos go into the instance dict directly, as functools.cached_property's do.
-        children = self.__dict__.setdefault("_children", {})
+        children = self.__dict__.get("_children")
+        if children is None:
+            children = self.__dict__["_children"] = {}
         child = children.get(token)
         if child is None:
             kind, value = classify_token(token)
@@ -123,7 +125,7 @@ class MoleculePrefix:
         """
         if child.broken or (self.anchor is not None and is_aromatic(self.atoms[self.anchor])):
             return False
-        if child.anchor is not None and not child._can_gain(child.anchor):
+        if child.anchor is not None and not child._anchor_is_free():
             return False  # a full anchor (C=O) ends the way through it
         if kind == ATOM:
             return not is_aromatic(token)
@@ -203,24 +205,45 @@ class MoleculePrefix:
         """Atoms that may still gain bonds: those with an open ring label, and the anchor and branch
         points if a bond is on its way to them or their valence has room for one (``C=O``'s O has
         none, nor has a bonded ``*``: nothing more can go through them)."""
-        candidates = {*self.branch_points} if self.anchor is None else {*self.branch_points, self.anchor}
-        ringed = {atom for _, atom, _ in self.open_rings}
-        return ringed | {atom for atom in candidates if self._can_gain(atom)}
+        return set(self._coming())
 
-    def _can_gain(self, atom: int) -> bool:
-        """Whether the anchor or a branch point ``atom`` is free (``free_atoms``): a bond is on its
-        way to it (an open ring label among them) or its valence has room."""
-        return bool(self._coming_bonds(atom)) or self._has_room(atom)
+    def _coming(self) -> dict[int, list[str]]:
+        """Each free atom (``free_atoms``) and the symbols of the bonds it is sure to gain ("" where
+        none is written yet), in one pass over the open ring labels."""
+        coming: dict[int, list[str]] = {}
+        for _, atom, bond in self.open_rings:
+            coming.setdefault(atom, []).append(bond)
+        anchor = self.anchor
+        for atom in self.branch_points:
+            if atom != anchor and atom not in coming and self._has_room(atom):
+                coming[atom] = []
+        if anchor is not None:
+            to_anchor = coming.setdefault(anchor, [])
+            to_anchor += self._coming_to_anchor()
+            if not to_anchor and not self._has_room(anchor):
+                del coming[anchor]
+        return coming
+
+    def _coming_to_anchor(self) -> list[str]:
+        """The bond the anchor is sure to gain besides those of its open ring labels, if any."""
+        if self.bond or self.branch_points[-1:] == (self.anchor,):  # "=" or "(" just written: one bond
+            return [self.bond]
+        if self.open_rings and not self.branch_points:
+            return [""]  # outside every branch an open ring is closed through the anchor
+        return []
+
+    def _anchor_is_free(self) -> bool:
+        """Whether the anchor is free (``free_atoms``): a bond is on its way to it or it has room."""
+        anchor = self.anchor
+        return (
+            bool(self._coming_to_anchor())
+            or any(atom == anchor for _, atom, _ in self.open_rings)
+            or self._has_room(anchor)
+        )
 
     def _has_room(self, atom: int) -> bool:
-        """Whether ``atom`` may take one more bond: its valence (as the automaton counts it, a bond
-        between aromatic atoms as 1, a bracket atom's from RDKit) is not used up, and an aromatic
-        c or n has fewer than three."""
-        token = self.atoms[atom]
-        written = self.symbols[atom]
-        if token in ("c", "n") and len(written) >= 3:
-            return False
-        return sum([BOND_ORDERS.get(symbol, 1) for symbol in written]) < classify_token(token)[1]
+        """Whether ``atom`` may take one more bond (``_room``)."""
+        return _room(self.atoms[atom], self.symbols[atom])
 
     def can_complete(self) -> bool:
         """Whether some continuation makes every aromatic atom a ring atom with a Kekulé structure."""
@@ -234,8 +257,8 @@ class MoleculePrefix:
             return False
         if not self.aromatic:
             return True
-        free = self.free_atoms()
-        coming = {atom: self._coming_bonds(atom) for atom in free}  # an atom that is not free has none
+        coming = self._coming()  # an atom that is not free has none
+        free = set(coming)
         # An aromatic atom that may gain a bond but need not (no bond is on its way) is tried both
         # ways: staying as it is keeps it off any ring it is not on yet, and makes a two-bonded n
         # pyridine-type; gaining one may close a ring through it, and makes that n pyrrole-type.
@@ -254,23 +277,25 @@ class MoleculePrefix:
         """Whether every final aromatic atom lies on a ring and the matching exists, when the atoms in
         ``free`` may gain bonds (``coming``: those they will) and those in ``gaining`` will gain one."""
         ring_bonds = self._ring_bonds(free)
+        atoms, symbols, incident, bonds = self.atoms, self.symbols, self.incident, self.bonds
         role: dict[int, int] = {}
         for i in self.aromatic:
             if i in free:
-                role_i = _role(self.atoms[i], self.symbols[i], coming[i], True, i in gaining)
-            elif ring_bonds.isdisjoint(self.incident[i]):
+                role_i = _role(atoms[i], symbols[i], coming[i], True, i in gaining)
+            elif ring_bonds.isdisjoint(incident[i]):
                 return False  # a final aromatic atom off every ring
             else:
-                role_i = _final_role(self.atoms[i], self.symbols[i])
+                role_i = _final_role(atoms[i], symbols[i])
             if role_i is None:
                 return False
             if role_i != EXCLUDED:
                 role[i] = role_i
-        neighbours: dict[int, list[int]] = {i: [] for i in role}  # along aromatic ring bonds, as written
-        for i, others in neighbours.items():
-            for k, symbol in zip(self.incident[i], self.symbols[i], strict=True):
+        neighbours: dict[int, list[int]] = {}  # along aromatic ring bonds, as written
+        for i in role:
+            others = neighbours[i] = []
+            for k, symbol in zip(incident[i], symbols[i], strict=True):
                 if symbol in AROMATIC_BOND and k in ring_bonds:
-                    a, b, _ = self.bonds[k]
+                    a, b, _ = bonds[k]
                     other = b if a == i else a
                     if other in role:
                         others.append(other)
@@ -309,19 +334,18 @@ class MoleculePrefix:
                 heapq.heappush(climbing, (-self.places[parent][0], parent))
         return ring
 
-    def _coming_bonds(self, atom: int) -> list[str]:
-        """The symbols of the bonds an atom is sure to gain ("" where none is written yet)."""
-        coming = [bond for _, at, bond in self.open_rings if at == atom]
-        if atom != self.anchor:
-            return coming
-        if self.bond or self.branch_points[-1:] == (atom,):  # "=" or "(" just written: one bond
-            return [*coming, self.bond]
-        if self.open_rings and not self.branch_points:
-            return [*coming, ""]  # outside every branch an open ring is closed through the anchor
-        return coming
-
 
 _MEMOS = ("_children", "_completable")  # what ``then`` and ``can_complete`` keep in an instance
+
+
+@functools.cache
+def _room(token: str, written: tuple[str, ...]) -> bool:
+    """Whether an atom ``token`` with bonds ``written`` may take one more: its valence (as the
+    automaton counts it, a bond between aromatic atoms as 1, a bracket atom's from RDKit) is not
+    used up, and an aromatic c or n has fewer than three."""
+    if token in ("c", "n") and len(written) >= 3:
+        return False
+    return sum([BOND_ORDERS.get(symbol, 1) for symbol in written]) < classify_token(token)[1]
 
 
 @functools.cache
@@ -418,11 +442,15 @@ def _covering_matching_exists(neighbours: dict[int, list[int]], required: list[i
     """
     matched: set[int] = set()
     for atom in required:
-        if atom not in matched:
-            partner = next((other for other in neighbours[atom] if other not in matched), None)
-            if partner is None:
+        if atom in matched:
+            continue
+        for other in neighbours[atom]:
+            if other not in matched:
+                matched.add(atom)
+                matched.add(other)
                 break
-            matched.update((atom, partner))
+        else:
+            break  # no partner left to it: search
     else:
         return True
     matched.clear()
