@@ -13,6 +13,7 @@ the next sequence as soon as its own ends.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -207,6 +208,22 @@ def _check_fragment_request(
         )
 
 
+@contextmanager
+def _older_objects_frozen() -> Iterator[None]:
+    """Keeps the objects that exist before decoding (the model, the loaded modules) out of the
+    garbage collector's way while it runs. Decoding allocates many short-lived containers, which in
+    a fresh process set off a full collection over everything loaded: 0.3 s of 1,000 samples'
+    5.5 s (docs/quality.md). Objects someone else froze stay frozen."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def generate(
     model: Denoiser,
     num_samples: int,
@@ -324,7 +341,7 @@ def generate(
     else:
         blocks = [-(-(int(sizes[batch].max()) + 1) // block_size) if block_size else 1 for batch in batches]
         shares = [count * config.steps for count in blocks]
-    with _progress_bar(progress, sum(shares)) as advance:
+    with _progress_bar(progress, sum(shares)) as advance, _older_objects_frozen():
         for batch, share in zip(batches, shares, strict=True):
             bar = _BatchProgress(advance, share)
             rows = batch.tolist()

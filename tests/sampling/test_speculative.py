@@ -1,5 +1,6 @@
 """Speculative decoding: the block denoiser drafts, the next-token prediction verifies, in one call."""
 
+import gc
 import math
 
 import pytest
@@ -105,6 +106,31 @@ def test_every_committed_prefix_keeps_to_the_rules(task):
     ended = torch.tensor([end for _, end in replayed])
     assert ended.sum() >= 8
     assert generation.nfe[ended].sum() < (generation.lengths[ended] + 1).sum()
+
+
+def test_decoding_keeps_older_objects_from_the_collector_and_hands_them_back(task):
+    """The objects that exist before decoding are frozen (``gc.freeze``) while it runs, so its
+    collections skip them, and unfrozen after; what the caller froze stays frozen."""
+    seen: list[int] = []
+
+    def note(phase: str, info: dict) -> None:
+        seen.append(gc.get_freeze_count())
+
+    assert gc.get_freeze_count() == 0
+    gc.callbacks.append(note)
+    try:
+        generate(task, 16, SamplingConfig(), seed=0)
+    finally:
+        gc.callbacks.remove(note)
+    assert seen and min(seen) > 0  # collections ran during decoding, with the older objects frozen
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        generate(task, 4, SamplingConfig(), seed=0)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_without_constraints_the_same_model_breaks_the_rules(task):
