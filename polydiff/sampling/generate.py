@@ -31,6 +31,7 @@ from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.fragments import FragmentPlan, decode_fragments
 from polydiff.sampling.reverse import ReverseProcess
 from polydiff.sampling.speculative import decode_speculative
+from polydiff.sampling.threads import calls_on_torch_threads, one_thread_between_calls
 
 
 @dataclass
@@ -275,6 +276,7 @@ def generate(
         # it has never seen one, and such runaway strings were most of what it got wrong.
         width = min(width, int(model.length_histogram.nonzero().max()) + 2)
     device = model.device
+    model = calls_on_torch_threads(model)  # the decoder's own operations run on one thread
     generator = torch.Generator(device=device)
     seed = generator.seed() if seed is None else generator.manual_seed(seed).initial_seed()
     start = time.perf_counter()
@@ -341,7 +343,7 @@ def generate(
     else:
         blocks = [-(-(int(sizes[batch].max()) + 1) // block_size) if block_size else 1 for batch in batches]
         shares = [count * config.steps for count in blocks]
-    with _progress_bar(progress, sum(shares)) as advance, _older_objects_frozen():
+    with _progress_bar(progress, sum(shares)) as advance, _older_objects_frozen(), one_thread_between_calls(device):
         for batch, share in zip(batches, shares, strict=True):
             bar = _BatchProgress(advance, share)
             rows = batch.tolist()

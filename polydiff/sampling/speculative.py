@@ -267,8 +267,7 @@ class _SpeculativeDecoder:
         if self.writer.syntax is None:
             return logits, torch.zeros(len(logits), dtype=torch.bool, device=logits.device), None
         state = self.writer.state_of(rows) if state is None else state
-        by_rules, allowed = self.writer.syntax.allowed_within(state, self.width - 1 - positions)
-        by_rules, allowed = by_rules[:, self.vocabulary], allowed[:, self.vocabulary]
+        by_rules, allowed = self.writer.syntax.allowed_within(state, self.width - 1 - positions, self.vocabulary)
         restricted = logits.masked_fill(~allowed, -math.inf)
         empty = torch.isinf(restricted).all(-1)
         restricted[empty, self.sep] = 0.0

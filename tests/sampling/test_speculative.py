@@ -133,6 +133,35 @@ def test_decoding_keeps_older_objects_from_the_collector_and_hands_them_back(tas
         gc.unfreeze()
 
 
+def test_decoding_runs_its_own_operations_on_one_thread_and_lends_the_model_torchs(task, monkeypatch):
+    """On the CPU the model's calls run on torch's threads and the decoder's own operations (here
+    the automaton's) on one; torch has its threads back afterwards, and no sample changes."""
+    threads = {"model": set(), "automaton": set()}
+    encode_incremental, allowed_within = task.encode_incremental, SmilesSyntax.allowed_within
+
+    def model_call(*args, **kwargs):
+        threads["model"].add(torch.get_num_threads())
+        return encode_incremental(*args, **kwargs)
+
+    def automaton(*args, **kwargs):
+        threads["automaton"].add(torch.get_num_threads())
+        return allowed_within(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = generate(task, 16, SamplingConfig(), seed=0)
+        torch.set_num_threads(2)
+        monkeypatch.setattr(task, "encode_incremental", model_call)
+        monkeypatch.setattr(SmilesSyntax, "allowed_within", automaton)
+        shared = generate(task, 16, SamplingConfig(), seed=0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert threads == {"model": {2}, "automaton": {1}}
+    assert shared.sequences == alone.sequences
+
+
 def test_without_constraints_the_same_model_breaks_the_rules(task):
     free = generate(task, 48, SamplingConfig(syntax=False), seed=0)
     assert sum(not replay(task, smiles)[0] for smiles in free.sequences) >= 24

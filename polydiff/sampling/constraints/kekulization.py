@@ -77,8 +77,9 @@ class MoleculePrefix:
     the atom it was written after (SMILES writes a depth-first tree). cyclic: the bonds on a cycle
     of the written graph, which only grows as ring bonds close.
     incident: for each atom, the indices of its bonds in the order written; symbols: their symbols.
-    places: each atom's (depth in the spanning forest, its tree's root). (Carried so that a search
-    reads them without a scan.)
+    links: for each atom, (bond index, other atom) of its aromatic bonds (unwritten or ``:``) to
+    aromatic atoms, the edges a Kekulé matching may use. places: each atom's (depth in the
+    spanning forest, its tree's root). (Carried so that a search reads them without a scan.)
     """
 
     atoms: tuple[str, ...] = ()
@@ -93,6 +94,7 @@ class MoleculePrefix:
     cyclic: frozenset[int] = frozenset()
     incident: tuple[tuple[int, ...], ...] = ()
     symbols: tuple[tuple[str, ...], ...] = ()
+    links: tuple[tuple[tuple[int, int], ...], ...] = ()
     places: tuple[tuple[int, int], ...] = ()
 
     def then(self, token: str) -> MoleculePrefix:
@@ -156,6 +158,7 @@ class MoleculePrefix:
                 places=(*self.places, (0, new) if self.anchor is None else _below(self.places[self.anchor])),
                 incident=(*self.incident, ()),
                 symbols=(*self.symbols, ()),
+                links=(*self.links, ()),
             )
             return grown if self.anchor is None else grown._bonded(self.anchor, new, self.bond)
         if kind == BOND:
@@ -199,6 +202,11 @@ class MoleculePrefix:
         state = self.__dict__
         state["bonds"] = (*self.bonds, (i, j, symbol))
         state["incident"], state["symbols"] = tuple(incident), tuple(symbols)
+        if symbol in AROMATIC_BOND and is_aromatic(self.atoms[i]) and is_aromatic(self.atoms[j]):
+            links = list(self.links)
+            links[i] += ((k, j),)
+            links[j] += ((k, i),)
+            state["links"] = tuple(links)
         return self
 
     def free_atoms(self) -> set[int]:
@@ -277,7 +285,7 @@ class MoleculePrefix:
         """Whether every final aromatic atom lies on a ring and the matching exists, when the atoms in
         ``free`` may gain bonds (``coming``: those they will) and those in ``gaining`` will gain one."""
         ring_bonds = self._ring_bonds(free)
-        atoms, symbols, incident, bonds = self.atoms, self.symbols, self.incident, self.bonds
+        atoms, symbols, incident = self.atoms, self.symbols, self.incident
         role: dict[int, int] = {}
         for i in self.aromatic:
             if i in free:
@@ -290,15 +298,8 @@ class MoleculePrefix:
                 return False
             if role_i != EXCLUDED:
                 role[i] = role_i
-        neighbours: dict[int, list[int]] = {}  # along aromatic ring bonds, as written
-        for i in role:
-            others = neighbours[i] = []
-            for k, symbol in zip(incident[i], symbols[i], strict=True):
-                if symbol in AROMATIC_BOND and k in ring_bonds:
-                    a, b, _ = bonds[k]
-                    other = b if a == i else a
-                    if other in role:
-                        others.append(other)
+        links = self.links  # along aromatic ring bonds, as written
+        neighbours = {i: [other for k, other in links[i] if other in role and k in ring_bonds] for i in role}
         return _covering_matching_exists(neighbours, [i for i, role_i in role.items() if role_i == REQUIRED])
 
     def _ring_bonds(self, free: set[int]) -> set[int]:
@@ -311,27 +312,30 @@ class MoleculePrefix:
         ring = set(self.cyclic)
         if len(free) < 2:
             return ring
+        places, parents = self.places, self.parents
         in_tree: dict[int, int] = {}  # root -> free atoms in its tree
         for atom in free:
-            root = self.places[atom][1]
+            root = places[atom][1]
             in_tree[root] = in_tree.get(root, 0) + 1
         # The free atoms climb their trees, deepest first, and merge where they meet: every bond
-        # climbed before all of a tree's free atoms have met has free atoms on both sides.
+        # climbed before all of a tree's free atoms have met has free atoms on both sides. The heap
+        # holds -(depth * n + atom), one int per atom (cheaper to compare than a tuple).
+        n = len(self.atoms)
         gathered = dict.fromkeys(free, 1)  # atom -> free atoms that have climbed to it
-        climbing = [(-self.places[atom][0], atom) for atom in free]
+        climbing = [-(places[atom][0] * n + atom) for atom in free]
         heapq.heapify(climbing)
         while climbing:
-            atom = heapq.heappop(climbing)[1]
+            atom = -heapq.heappop(climbing) % n
             count = gathered.pop(atom)
-            if count == in_tree[self.places[atom][1]]:
+            if count == in_tree[places[atom][1]]:
                 continue
-            parent, bond = self.parents[atom]
+            parent, bond = parents[atom]
             ring.add(bond)
             if parent in gathered:
                 gathered[parent] += count
             else:
                 gathered[parent] = count
-                heapq.heappush(climbing, (-self.places[parent][0], parent))
+                heapq.heappush(climbing, -(places[parent][0] * n + parent))
         return ring
 
 

@@ -250,10 +250,13 @@ class SmilesSyntax:
         """
         return self.allowed_within(state, room)[1]
 
-    def allowed_within(self, state: SyntaxState, room: Tensor | None) -> tuple[Tensor, Tensor]:
+    def allowed_within(
+        self, state: SyntaxState, room: Tensor | None, columns: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(what the rules allow, what they allow within ``room``), each (R, V) bool: ``allowed``
-        with and without the length bound, from one lookup."""
-        by_rules, debt = self.table.answer(state.ids)
+        with and without the length bound, from one lookup; (R, len(columns)) over the token ids
+        ``columns`` alone, when given (a sampler that may draw only those)."""
+        by_rules, debt = self.table.answer(state.ids, columns)
         return by_rules, by_rules if room is None else by_rules & (debt <= room.unsqueeze(-1))
 
     def advance(self, state: SyntaxState, tokens: Tensor) -> SyntaxState:

@@ -154,12 +154,15 @@ def test_the_state_table_answers_as_the_field_wise_automaton(moses_sample):
     lengths = torch.tensor([len(row) for row in ids])
     state, fields = syntax.start(len(ids), "cpu"), syntax._start_fields(len(ids))
     room = torch.randint(0, 40, (len(ids),), generator=torch.Generator().manual_seed(0))
+    columns = torch.tensor([SEP, *TOKENIZER.convert_tokens_to_ids(["c", "C", "(", ")", "1", "="])])
     for position in range(tokens.shape[1]):
         live = position < lengths
         by_rules, debt = (torch.from_numpy(answer) for answer in syntax._answers(fields))
         looked_up = syntax.allowed_within(state, room)
         assert torch.equal(looked_up[0][live], by_rules[live])
         assert torch.equal(looked_up[1][live], (by_rules & (debt <= room.unsqueeze(-1)))[live])
+        for whole, narrowed in zip(looked_up, syntax.allowed_within(state, room, columns), strict=True):
+            assert torch.equal(narrowed, whole[:, columns])  # the answers for some tokens alone
         for name, value in vars(state.fields).items():
             assert torch.equal(value[live], torch.from_numpy(getattr(fields, name))[live]), name
         state = syntax.advance(state, tokens[:, position])
