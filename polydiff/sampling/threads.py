@@ -52,23 +52,25 @@ class ModelWithThreads:
         return self._call(self._model.logits_from_hidden, *args, **kwargs)
 
 
+def _shares_threads(device: torch.device) -> bool:
+    """Whether torch runs on more than one of its threads here (only on the CPU)."""
+    return device.type == "cpu" and torch.get_num_threads() > 1
+
+
 def calls_on_torch_threads(model: Denoiser) -> Denoiser:
     """``model`` whose calls use torch's threads as they are now, on a CPU with more than one
     (``one_thread_between_calls``); elsewhere ``model`` itself."""
-    threads = torch.get_num_threads()
-    if model.device.type != "cpu" or threads == 1:
-        return model
-    return ModelWithThreads(model, threads)
+    return ModelWithThreads(model, torch.get_num_threads()) if _shares_threads(model.device) else model
 
 
 @contextmanager
 def one_thread_between_calls(device: torch.device) -> Iterator[None]:
     """On the CPU, torch runs on one thread inside the block (the calls of a model from
     ``calls_on_torch_threads`` take their own), and on as many as before after it."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
+    if not _shares_threads(device):
         yield
         return
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
