@@ -2,8 +2,9 @@
 
 Between two model calls a decoder runs hundreds of small tensor operations: gathers of its rows'
 states, distributions over a few dozen tokens, the automaton's answers. torch hands any of them
-past a size (32,768 elements for most, 2,048 for ``exp`` and ``log``) to its OpenMP threads, and those
-threads sleep between operations, as the ``polydiff`` command runs them (docs/conventions.md).
+past a size (32,768 elements for most, 2,048 for ``exp`` and ``log``) to its OpenMP threads, and
+those threads sleep between operations, as the ``polydiff`` command runs them
+(docs/conventions.md).
 Waking them took ~60 us per operation on a 2-core VM, ten times the operation itself (a (256, 126)
 gather: 62 us on two threads, 5 us on one), so decoding runs its own operations on one thread
 and lends the model its threads for each call, where matrix products share the work
