@@ -3,7 +3,7 @@
 import pytest
 import torch
 from test_blockwise import replay  # sibling modules: pytest puts this folder on the path
-from test_speculative import causal_task
+from test_speculative import causal_task, cycles_left
 
 from polydiff.chem.fragments import fragment_template, keeps_fragments
 from polydiff.chem.molecules import parse
@@ -49,6 +49,22 @@ def test_every_sample_keeps_to_the_rules_and_every_ended_one_keeps_its_fragments
     complete = torch.tensor([parse(sample) is not None for sample in result.sequences])
     bound = result.lengths[complete] + 1 - fixed_tokens + rewritten + fragment_decoding.MAX_REWINDS + 1
     assert (result.nfe[complete] <= bound).all()
+
+
+def test_more_samples_than_a_batch_holds_are_written_a_batch_at_a_time(task):
+    """A model whose own decoding streams its samples through one batch (speculative) still writes
+    fragments batch by batch: every sample is written, with its fragments, and a call per token."""
+    request_ = "[*]C1CCOCC1"
+    result = generate(task, 10, fragments=request_, batch_size=4, seed=1)
+    assert len(result.sequences) == len(result.nfe) == len(result.lengths) == 10
+    head = fragment_template(request_).pieces[0]
+    assert all(sample.startswith(head) for sample in result.sequences if sample)
+    assert sum(parse(sample) is not None for sample in result.sequences) >= 7
+    assert (result.nfe > 0).all()
+    # Decoding pauses the garbage collector: nothing it leaves for it grows with the batches.
+    assert cycles_left(task, 12, fragments=request_, batch_size=4) <= cycles_left(
+        task, 4, fragments=request_, batch_size=4
+    )
 
 
 def test_a_hole_inside_a_ring_touches_none_of_the_fragments_open_ring_labels(task):

@@ -108,29 +108,34 @@ def test_every_committed_prefix_keeps_to_the_rules(task):
     assert generation.nfe[ended].sum() < (generation.lengths[ended] + 1).sum()
 
 
-def test_decoding_keeps_older_objects_from_the_collector_and_hands_them_back(task):
-    """The objects that exist before decoding are frozen (``gc.freeze``) while it runs, so its
-    collections skip them, and unfrozen after; what the caller froze stays frozen."""
-    seen: list[int] = []
-
-    def note(phase: str, info: dict) -> None:
-        seen.append(gc.get_freeze_count())
-
-    assert gc.get_freeze_count() == 0
-    gc.callbacks.append(note)
+def cycles_left(task: DiffusionTask, samples: int, **options) -> int:
+    """The objects in reference cycles that ``generate`` leaves (freed by the collector alone)."""
+    gc.collect()
+    gc.disable()
     try:
-        generate(task, 16, SamplingConfig(), seed=0)
+        generate(task, samples, seed=0, **options)
+        assert not gc.isenabled()
     finally:
-        gc.callbacks.remove(note)
-    assert seen and min(seen) > 0  # collections ran during decoding, with the older objects frozen
-    assert gc.get_freeze_count() == 0
-    gc.freeze()
-    try:
-        frozen = gc.get_freeze_count()
-        generate(task, 4, SamplingConfig(), seed=0)
-        assert gc.get_freeze_count() == frozen
-    finally:
-        gc.unfreeze()
+        gc.enable()
+    return gc.collect()
+
+
+def test_decoding_pauses_the_collector_and_leaves_no_cycles_that_grow_with_the_samples(task, monkeypatch):
+    """Python's cyclic garbage collector rests while decoding runs and is on again after (one the
+    caller turned off stays off); what decoding leaves for it does not grow with the samples, so
+    nothing piles up while it rests."""
+    enabled, allowed_within = [], SmilesSyntax.allowed_within
+
+    def automaton(*args, **kwargs):
+        enabled.append(gc.isenabled())
+        return allowed_within(*args, **kwargs)
+
+    monkeypatch.setattr(SmilesSyntax, "allowed_within", automaton)
+    generate(task, 16, SamplingConfig(), seed=0)
+    assert enabled and not any(enabled)
+    assert gc.isenabled()
+    monkeypatch.undo()
+    assert cycles_left(task, 128) <= cycles_left(task, 8)
 
 
 def test_decoding_runs_its_own_operations_on_one_thread_and_lends_the_model_torchs(task, monkeypatch):

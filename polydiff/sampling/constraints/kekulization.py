@@ -110,7 +110,10 @@ class MoleculePrefix:
         child = children.get(token)
         if child is None:
             kind, value = classify_token(token)
-            child = children[token] = self._extended(token, kind, value)
+            child = self._extended(token, kind, value)
+            if child is self:  # a token that writes nothing (a pad); kept among its children, a reference cycle
+                return self
+            children[token] = child
             if self.__dict__.get("_completable") and self._keeps_completable(token, kind, value, child):
                 child.__dict__["_completable"] = True
         return child
@@ -440,9 +443,8 @@ def _covering_matching_exists(neighbours: dict[int, list[int]], required: list[i
     """Whether a matching in the graph covers every required atom (the others may stay unmatched).
 
     Most systems are matched by each required atom taking the first partner left to it, so that is
-    tried first. Then depth-first: the unmatched required atom with the fewest options picks a
-    partner first. Aromatic systems of drug-like molecules are small; a search longer than
-    MAX_SEARCH answers yes.
+    tried first; then a depth-first search (``_matched_from``). Aromatic systems of drug-like
+    molecules are small; a search longer than MAX_SEARCH answers yes.
     """
     matched: set[int] = set()
     for atom in required:
@@ -458,32 +460,36 @@ def _covering_matching_exists(neighbours: dict[int, list[int]], required: list[i
     else:
         return True
     matched.clear()
-    attempts = 0
+    return _matched_from(neighbours, required, matched, [0])
 
-    def search() -> bool:
-        nonlocal attempts
-        attempts += 1
-        if attempts > MAX_SEARCH:
-            return True
-        best: tuple[int, list[int]] | None = None
-        for atom in required:
-            if atom in matched:
-                continue
-            options = [other for other in neighbours[atom] if other not in matched]
-            if not options:
-                return False
-            if best is None or len(options) < len(best[1]):
-                best = (atom, options)
-        if best is None:
-            return True
-        atom, options = best
-        matched.add(atom)
-        for other in options:
-            matched.add(other)
-            if search():
-                return True
-            matched.discard(other)
-        matched.discard(atom)
-        return False
 
-    return search()
+def _matched_from(
+    neighbours: dict[int, list[int]], required: list[int], matched: set[int], attempts: list[int]
+) -> bool:
+    """Whether the required atoms left out of ``matched`` can be matched, depth-first: the one with
+    the fewest options picks a partner first; yes once ``attempts`` (one count, shared by the
+    calls) passes MAX_SEARCH. A function of the module, not a closure: a recursive closure is a
+    reference cycle, which only the garbage collector frees, and ``generate`` pauses it."""
+    attempts[0] += 1
+    if attempts[0] > MAX_SEARCH:
+        return True
+    best: tuple[int, list[int]] | None = None
+    for atom in required:
+        if atom in matched:
+            continue
+        options = [other for other in neighbours[atom] if other not in matched]
+        if not options:
+            return False
+        if best is None or len(options) < len(best[1]):
+            best = (atom, options)
+    if best is None:
+        return True
+    atom, options = best
+    matched.add(atom)
+    for other in options:
+        matched.add(other)
+        if _matched_from(neighbours, required, matched, attempts):
+            return True
+        matched.discard(other)
+    matched.discard(atom)
+    return False
