@@ -215,7 +215,7 @@ def _collector_paused() -> Iterator[None]:
 
     Decoding allocates many containers that live a while (the kekulization check keeps a graph per
     prefix), and they set off collections over everything alive: ~0.35 s of a 5.8 s generation of
-    1,000 samples, with the loaded model and libraries frozen out of them (docs/quality.md). It
+    1,000 samples even with the loaded model and libraries frozen (``gc.freeze``; docs/quality.md). It
     makes almost no reference cycles, and none that grow with the samples (``tests/sampling``), so
     reference counting frees its memory as it goes and nothing piles up while the collector rests.
     A collector someone else turned off stays off."""

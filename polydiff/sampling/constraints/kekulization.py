@@ -111,7 +111,7 @@ class MoleculePrefix:
         if child is None:
             kind, value = classify_token(token)
             child = self._extended(token, kind, value)
-            if child is self:  # a token that writes nothing (a pad); kept among its children, a reference cycle
+            if child is self:  # a pad writes nothing; not memoised: a prefix among its own children is a cycle
                 return self
             children[token] = child
             if self.__dict__.get("_completable") and self._keeps_completable(token, kind, value, child):
