@@ -16,7 +16,9 @@ tokens seen, val/nll and MOSES metrics of each model, and the speed of each gene
 the same way: ``samples_per_s`` over the generation alone (no process start or checkpoint load),
 the same number of samples at the same ``--batch_size``, on the CPU with the same threads and
 allocator (jemalloc where the system has it, as ``polydiff`` runs itself). For
-the diffusion model also its NFE and tokens per sequence, as ``polydiff sample`` prints them.
+the diffusion model also its NFE and tokens per sequence, as ``polydiff sample`` prints them; for
+the CharRNN the FLOPs of its generation per sample (``polydiff.utils.flops``; the diffusion
+model's are in ``benchmarks/sampling.py``'s report on the same checkpoint).
 Arguments it does not know are passed to ``polydiff fit``
 (``--model.diffusion_config.loss_weighting flat``); ``--sample_options`` is passed to
 ``polydiff sample`` (``"--temperature 0.8"``).
@@ -116,6 +118,7 @@ def char_rnn(args: argparse.Namespace, out: Path) -> dict:
     from polydiff.baselines.char_rnn import CharRNN, CharVocabulary, sample_char_rnn, train_char_rnn
     from polydiff.data.files import bundled_moses_path
     from polydiff.utils.files import read_smiles
+    from polydiff.utils.flops import counted_flops
 
     out.mkdir(parents=True, exist_ok=True)
     train_file = recipe_value(args.config, "data", "train_file")
@@ -128,6 +131,10 @@ def char_rnn(args: argparse.Namespace, out: Path) -> dict:
     start = time.perf_counter()
     samples = sample_char_rnn(model, vocabulary, args.num_samples, batch_size=args.batch_size, seed=args.seed)
     sample_seconds = time.perf_counter() - start
+    # Its arithmetic, counted on the same generation run again (counting slows it).
+    _, flops = counted_flops(
+        lambda: sample_char_rnn(model, vocabulary, args.num_samples, batch_size=args.batch_size, seed=args.seed)
+    )
     (out / "samples.smi").write_text("".join(s + "\n" for s in samples))
     return {
         "steps": stats.steps,
@@ -136,6 +143,7 @@ def char_rnn(args: argparse.Namespace, out: Path) -> dict:
         "train/loss": round(stats.final_loss, 4),
         "sample_seconds": round(sample_seconds, 1),
         "samples_per_s": round(len(samples) / sample_seconds, 1),
+        "mflop_per_sample": round(flops / len(samples) / 1e6, 2),
         "metrics": score(out / "samples.smi", out, args.n_jobs),
     }
 

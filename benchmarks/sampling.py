@@ -4,10 +4,11 @@
 
 A block model (one that ends its own sequences, the default recipe) is measured with its default
 decoding: samples/s (generation only: after loading and a warm-up), NFE and tokens per sequence
-([SEP] counted), the share of the generation's time spent in the SMILES constraints (the
-automaton, the kekulization check and the rewinds, timed where they are called; in all and by
-part), and the same run without the key/value cache (its samples/s, the cache's speed-up, and
-whether the samples are identical).
+([SEP] counted); where the generation's time went, timed where each part is called: the model's
+calls, the SMILES constraints (the automaton, the kekulization check and the rewinds; in all and
+by part) and the rest, the decoder's own work; the model's FLOPs per sample and the rate its calls
+ran at (``polydiff.utils.flops``); and the same run without the key/value cache (its samples/s,
+the cache's speed-up, and whether the samples are identical).
 ``--device cuda --precision bf16`` runs it on a GPU under bfloat16 autocast.
 
 A whole-sequence model is measured per (strategy, steps, cache): NFE per sequence and samples/s;
@@ -35,7 +36,10 @@ from polydiff.sampling.generate import Generation, generate
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
 from polydiff.utils.allocator import run_under_jemalloc
+from polydiff.utils.flops import counted_flops
 
+# The model's calls: what a sampler asks of its ``Denoiser``.
+MODEL_METHODS = [(DiffusionTask, name) for name in ("encode", "encode_incremental", "draft", "logits_from_hidden")]
 # The constraints' methods, by the part of them they belong to.
 CONSTRAINT_METHODS = {
     "automaton": [(SmilesSyntax, "start"), (SmilesSyntax, "allowed_within"), (SmilesSyntax, "advance")],
@@ -45,15 +49,14 @@ CONSTRAINT_METHODS = {
 
 
 @contextlib.contextmanager
-def timed_constraints(device: torch.device) -> Iterator[dict[str, float]]:
-    """Adds the wall time of every call of the constraint methods to the yielded dict, by part
-    (synchronising a GPU around each, so that the time is theirs). Nested calls count once, in the
-    outermost call's part."""
-    spent, depth = dict.fromkeys(CONSTRAINT_METHODS, 0.0), [0]
+def timed_parts(device: torch.device) -> Iterator[dict[str, float]]:
+    """Adds the wall time of every call of the model's and the constraints' methods to the yielded
+    dict, by part ("model", then those of ``CONSTRAINT_METHODS``), synchronising a GPU around each
+    so that the time is theirs. Nested calls count once, in the outermost call's part."""
+    parts = {"model": MODEL_METHODS, **CONSTRAINT_METHODS}
+    spent, depth = dict.fromkeys(parts, 0.0), [0]
     originals = [
-        (part, owner, name, getattr(owner, name))
-        for part, methods in CONSTRAINT_METHODS.items()
-        for owner, name in methods
+        (part, owner, name, getattr(owner, name)) for part, methods in parts.items() for owner, name in methods
     ]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -89,13 +92,18 @@ def default_decoding(task: DiffusionTask, args: argparse.Namespace) -> dict:
     )
     with autocast:
         generate(task, min(args.batch_size, 64), batch_size=args.batch_size, seed=args.seed + 1)  # warm-up
-        with timed_constraints(task.device) as spent:
+        with timed_parts(task.device) as spent:
             result = generate(task, args.num_samples, batch_size=args.batch_size, seed=args.seed)
+        counted, flops = counted_flops(
+            lambda: generate(task, args.num_samples, batch_size=args.batch_size, seed=args.seed)
+        )
         # The same run without the key/value cache: what the cache buys, and that it changes nothing.
         uncached = generate(
             task, args.num_samples, SamplingConfig(cache=False), batch_size=args.batch_size, seed=args.seed
         )
     tokens = (result.lengths + 1).float()  # [SEP] is a token the model writes
+    model_seconds = spent.pop("model")
+    constraint_seconds = sum(spent.values())
     return {
         "checkpoint": str(args.ckpt_path),
         "device": torch.cuda.get_device_name(task.device) if task.device.type == "cuda" else "cpu",
@@ -108,8 +116,13 @@ def default_decoding(task: DiffusionTask, args: argparse.Namespace) -> dict:
         "nfe_per_sequence": round(result.nfe.float().mean().item(), 2),
         "tokens_per_sequence": round(tokens.mean().item(), 2),
         "nfe_per_token": round(result.nfe.sum().item() / tokens.sum().item(), 3),
-        "constraint_share": round(sum(spent.values()) / result.seconds, 3),
+        "model_share": round(model_seconds / result.seconds, 3),
+        "constraint_share": round(constraint_seconds / result.seconds, 3),
         "constraint_share_by_part": {part: round(seconds / result.seconds, 3) for part, seconds in spent.items()},
+        "decoder_share": round(1 - (model_seconds + constraint_seconds) / result.seconds, 3),
+        "model_mflop_per_sample": round(flops / args.num_samples / 1e6, 2),
+        "model_gflop_per_s": round(flops / model_seconds / 1e9, 1),
+        "flops_counted_on_the_same_samples": counted.sequences == result.sequences,
         "uncached_samples_per_s": round(uncached.samples_per_s, 2),
         "cache_speedup": round(uncached.seconds / result.seconds, 2),
         "cache_identical": uncached.sequences == result.sequences,

@@ -1,7 +1,6 @@
 """benchmarks/memory.py: the peak memory of a real fit in a subprocess, and the steps it trained."""
 
 import ctypes.util
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,18 +10,11 @@ ROOT = Path(__file__).parents[2]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 
-def memory_benchmark():
-    spec = importlib.util.spec_from_file_location("memory_benchmark", ROOT / "benchmarks" / "memory.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_reports_the_peak_over_processes_and_the_steps_trained(smiles_files, capsys):
+def test_reports_the_peak_over_processes_and_the_steps_trained(smiles_files, capsys, benchmark_script):
     data = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
     # tiny.yaml's own max_steps would override --max_steps, which comes before it: set it after.
     # Six steps end on tiny.yaml's validation, where every Lightning version writes last.ckpt.
-    memory_benchmark().main(["--", "-c", str(TINY), *data, "--trainer.max_steps", "6"])
+    benchmark_script("memory").main(["--", "-c", str(TINY), *data, "--trainer.max_steps", "6"])
     report = json.loads(capsys.readouterr().out)
     assert report["steps"] == 6  # read from the run's own last.ckpt
     # torch, Lightning, transformers and RDKit alone take hundreds of MB; the sum is at least the main process.
@@ -31,6 +23,6 @@ def test_reports_the_peak_over_processes_and_the_steps_trained(smiles_files, cap
     assert report["allocator"] == ("jemalloc" if ctypes.util.find_library("jemalloc") else "system")
 
 
-def test_a_failed_fit_stops_with_its_error():
+def test_a_failed_fit_stops_with_its_error(benchmark_script):
     with pytest.raises(SystemExit, match="polydiff fit failed"):
-        memory_benchmark().main(["--", "--data.train_file", "/no/such/file.smi"])
+        benchmark_script("memory").main(["--", "--data.train_file", "/no/such/file.smi"])

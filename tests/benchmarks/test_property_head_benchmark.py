@@ -1,6 +1,5 @@
 """benchmarks/property_head.py: what a conditioned checkpoint's property head knows, as JSON."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,17 +9,12 @@ ROOT = Path(__file__).parents[2]
 CONDITIONS = str(ROOT / "recipes" / "conditions.yaml")
 
 
-def property_head_benchmark():
-    spec = importlib.util.spec_from_file_location("property_head_benchmark", ROOT / "benchmarks" / "property_head.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_conditioned_checkpoint_reports_its_head_at_four_points_of_each_molecule(tmp_path, fit_tiny, capsys):
+def test_a_conditioned_checkpoint_reports_its_head_at_four_points_of_each_molecule(
+    tmp_path, fit_tiny, capsys, benchmark_script
+):
     root = tmp_path / "fit"
     checkpoint = fit_tiny(root, "-c", CONDITIONS, "--trainer.default_root_dir", str(root))
-    property_head_benchmark().main(["--ckpt_path", str(checkpoint), "--num_molecules", "60"])
+    benchmark_script("property_head").main(["--ckpt_path", str(checkpoint), "--num_molecules", "60"])
     report = json.loads(capsys.readouterr().out)
     assert report["molecules"] == 60
     assert set(report["properties"]) == {"qed", "logp", "mw", "tpsa", "sa"}
@@ -30,7 +24,7 @@ def test_a_conditioned_checkpoint_reports_its_head_at_four_points_of_each_molecu
             assert row["mse"] >= 0 and row["predicted_variance"] > 0 and row["r2"] <= 1
 
 
-def test_a_checkpoint_without_a_head_is_one_clear_error(tmp_path, fit_tiny):
+def test_a_checkpoint_without_a_head_is_one_clear_error(tmp_path, fit_tiny, benchmark_script):
     checkpoint = fit_tiny(tmp_path / "plain")
     with pytest.raises(SystemExit, match="has no property head"):
-        property_head_benchmark().main(["--ckpt_path", str(checkpoint), "--num_molecules", "10"])
+        benchmark_script("property_head").main(["--ckpt_path", str(checkpoint), "--num_molecules", "10"])
