@@ -3,7 +3,7 @@
     python benchmarks/speed_ratio.py --ckpt_path CKPT --rounds 3
 
 ``benchmarks/quality.py`` times each generator once, minutes apart, and a shared VM's speed drifts
-by as much as the gap between them within minutes (E39 in docs/quality.md). Here both generate
+within minutes (E39's CharRNN sampled at half its rate of E38: docs/quality.md). Here both generate
 ``--num_samples`` at ``--batch_size`` in turns, ``--rounds`` times, in one process on the same
 threads and allocator, after a warm-up each. The CharRNN is untrained, on the characters of the
 bundled MOSES training set: it runs its 100 steps for every row whatever its weights, so its speed
