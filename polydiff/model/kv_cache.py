@@ -7,23 +7,23 @@ its new positions and lets them attend to the cache, O(new x prefix) attention a
 everything else, where re-encoding the prefix costs O(prefix^2) and O(prefix).
 
 Transformers' BERT has no cache for this pattern (queries of several kinds, each seeing its own
-part of the prefix), so the attention is computed here, from the weights of its own modules; the
-projections, feed-forward blocks and layer norms are its modules, called as they are.
+part of the prefix), so the attention is computed here, from the weights of its own modules: the
+three projections in one matrix product, then torch's ``scaled_dot_product_attention`` over the
+cache. The output projections, feed-forward blocks and layer norms are its modules, called as they are.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
-from transformers.models.bert.modeling_bert import BertEncoder
+from torch.nn.functional import scaled_dot_product_attention
+from transformers.models.bert.modeling_bert import BertEncoder, BertSelfAttention
 
 
 class KeyValueCache:
     """Keys and values per layer for R rows, (R, heads, length, hidden / heads), indexed by absolute
     position. Heads before positions: a read of the first positions of every row is then a view
-    that batched matrix products take as it is, where (R, length, hidden) would be copied per head.
+    that the attention takes as it is, where (R, length, hidden) would be copied per head.
 
     Args:
         rows: R, the rows of the batch being decoded.
@@ -66,12 +66,12 @@ def _heads(states: Tensor, num_heads: int) -> Tensor:
     return states.unflatten(-1, (num_heads, -1)).transpose(1, 2)
 
 
-def _attend(queries: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> Tensor:
-    """Softmax attention of (r, heads, n, d) queries over (r, heads, m, d) keys and values, with
-    an additive (r, 1, n, m) mask. Written out: a few queries over a short prefix is overhead-bound,
-    and two batched matrix products cost about half of ``scaled_dot_product_attention`` here."""
-    scores = torch.matmul(queries, keys.transpose(-1, -2)).mul_(queries.shape[-1] ** -0.5).add_(bias)
-    return torch.matmul(scores.softmax(-1).to(values.dtype), values)
+def _projections(attention: BertSelfAttention, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries, keys and values of ``hidden``, from one matrix product with the three weights
+    stacked: a call's few hundred rows make three separate products pay their overhead three times."""
+    weight = torch.cat([attention.query.weight, attention.key.weight, attention.value.weight])
+    bias = torch.cat([attention.query.bias, attention.key.bias, attention.value.bias])
+    return torch.nn.functional.linear(hidden, weight, bias).chunk(3, -1)
 
 
 def attend_with_cache(
@@ -110,9 +110,7 @@ def attend_with_cache(
     if windows:
         same_group = (group.unsqueeze(-1) == group.unsqueeze(-2)) & ~context.unsqueeze(-1) & ~context.unsqueeze(-2)
         mask = torch.cat([to_cache, same_group], -1)
-    # (r, 1, n, extent [+ n]): 0 where a query may attend, -inf where not (every query sees [CLS]).
-    bias = torch.zeros(mask.shape, dtype=embeddings.dtype, device=mask.device).masked_fill_(~mask, -math.inf)
-    bias = bias.unsqueeze(1)
+    mask = mask.unsqueeze(1)  # (r, 1, n, extent [+ n]): True where a query may attend (every query sees [CLS])
     written_rows = rows.unsqueeze(-1).expand_as(positions)[context]
     written_positions = positions[context]
     # Every row in order: the cache is read as a view.
@@ -121,15 +119,15 @@ def attend_with_cache(
     )
     hidden = embeddings
     for index, layer in enumerate(encoder.layer):
-        attention = layer.attention.self
-        num_heads = attention.num_attention_heads
-        keys, values = attention.key(hidden), attention.value(hidden)
+        num_heads = layer.attention.self.num_attention_heads
+        queries, keys, values = _projections(layer.attention.self, hidden)
         cache.write(index, written_rows, written_positions, keys[context], values[context])
         cached_keys, cached_values = cache.read(index, read_rows, extent, keys)
         if windows:
             cached_keys = torch.cat([cached_keys, _heads(keys, num_heads).to(cached_keys.dtype)], 2)
             cached_values = torch.cat([cached_values, _heads(values, num_heads).to(cached_values.dtype)], 2)
-        attended = _attend(_heads(attention.query(hidden), num_heads), cached_keys, cached_values, bias)
+        queries = _heads(queries, num_heads).to(cached_keys.dtype)
+        attended = scaled_dot_product_attention(queries, cached_keys, cached_values, attn_mask=mask)
         attended = attended.transpose(1, 2).flatten(2)
         hidden = layer.attention.output(attended, hidden)
         hidden = layer.output(layer.intermediate(hidden), hidden)

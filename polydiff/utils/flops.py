@@ -1,8 +1,9 @@
 """Floating-point operations of a generation, counted by torch's ``FlopCounterMode``.
 
 torch counts matrix products (``addmm``, ``bmm``, ...) but not the fused kernels a CPU runs some
-modules as: an LSTM layer through oneDNN (``aten.mkldnn_rnn_layer``) and, at inference, a whole
-``nn.TransformerEncoderLayer`` (``aten._transformer_encoder_layer_fwd``, the draft head's). Their
+modules as: an LSTM layer through oneDNN (``aten.mkldnn_rnn_layer``), at inference a whole
+``nn.TransformerEncoderLayer`` (``aten._transformer_encoder_layer_fwd``, the draft head's), and
+``scaled_dot_product_attention``'s CPU kernel (the key/value cache's attention). Their
 formulas are given here, counted as torch counts a product: two FLOPs per multiply-add, for every
 weight matrix with every token, and for attention its scores and its weighted sum. Element-wise
 work (activations, norms, softmax) is not counted, by torch or here.
@@ -44,9 +45,18 @@ def _encoder_layer_flops(
     return _matrix_flops(tokens, qkv_weight, proj_weight, ffn_weight_1, ffn_weight_2) + 4 * tokens * length * width
 
 
+def _cpu_attention_flops(query: Shape, key: Shape, value: Shape, *args: Any, **kwargs: Any) -> int:
+    """Attention of (..., n, d) queries over (..., m, d) keys and (..., m, d_v) values: the scores and
+    the weighted sum, over every key whatever the mask (the kernel computes them all)."""
+    *batch, queries, width = query
+    keys, value_width = key[-2], value[-1]
+    return 2 * math.prod(batch) * queries * keys * (width + value_width)
+
+
 FUSED_FORMULAS = {
     torch.ops.aten.mkldnn_rnn_layer: _rnn_layer_flops,
     torch.ops.aten._transformer_encoder_layer_fwd: _encoder_layer_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
 }
 
 

@@ -46,3 +46,18 @@ def test_a_fused_encoder_layer_counts_as_the_same_layer_run_unfused():
     with torch.no_grad():
         _, unfused = counted_flops(lambda: layer.train()(src))  # training mode: the layer's own modules
     assert fused["aten._transformer_encoder_layer_fwd"] == unfused == expected
+
+
+def test_attention_on_the_cpu_counts_as_its_two_products():
+    query, key, value = torch.randn(3, 2, 4, 16), torch.randn(3, 2, 9, 16), torch.randn(3, 2, 9, 16)
+    mask = torch.rand(3, 1, 4, 9) < 0.7
+    mask[..., 0] = True  # every query sees a key
+    # Scores (4 x 9 per head, 16 wide) and the weighted sum of the values, whatever the mask.
+    expected = 2 * 3 * 2 * 4 * 9 * (16 + 16)
+    with torch.inference_mode():
+        fused = counted_by_op(lambda: nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask))
+        scores = torch.matmul(query, key.transpose(-1, -2)).masked_fill(~mask, -torch.inf)
+        _, unfused = counted_flops(lambda: torch.matmul(scores.softmax(-1), value))
+        _, scored = counted_flops(lambda: torch.matmul(query, key.transpose(-1, -2)))
+    assert list(fused) == ["aten._scaled_dot_product_flash_attention_for_cpu"]
+    assert fused["aten._scaled_dot_product_flash_attention_for_cpu"] == scored + unfused == expected
