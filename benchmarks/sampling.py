@@ -30,6 +30,7 @@ import torch
 
 from polydiff.sampling.blockwise import Committer
 from polydiff.sampling.config import SamplingConfig
+from polydiff.sampling.constraints import kekulization
 from polydiff.sampling.constraints.kekulization import MoleculePrefix
 from polydiff.sampling.constraints.syntax import SmilesSyntax
 from polydiff.sampling.generate import Generation, generate
@@ -119,6 +120,7 @@ def default_decoding(task: DiffusionTask, args: argparse.Namespace) -> dict:
         "model_share": round(model_seconds / result.seconds, 3),
         "constraint_share": round(constraint_seconds / result.seconds, 3),
         "constraint_share_by_part": {part: round(seconds / result.seconds, 3) for part, seconds in spent.items()},
+        "kekulization_compiled": kekulization.COMPILED,  # its Cython twin (setup.py), or the source
         "decoder_share": round(1 - (model_seconds + constraint_seconds) / result.seconds, 3),
         "model_mflop_per_sample": round(flops / args.num_samples / 1e6, 2),
         "model_gflop_per_s": round(flops / model_seconds / 1e9, 1),

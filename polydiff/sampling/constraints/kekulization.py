@@ -26,15 +26,22 @@ atom's parent in the depth-first tree that SMILES writes, and the bonds on a cyc
 rings close, with each atom's bonds and its depth in that tree; a search finds the bonds that later
 atoms may still put on a ring by letting the free atoms climb the tree until they meet
 (``_ring_bonds``), not by a bridge search over the whole graph.
+
+The build compiles this source with Cython, unchanged (``setup.py``): where the compiled twin
+exists and was built from this very file, ``MoleculePrefix`` is its class (``COMPILED``), the
+same answers about 1.7x faster.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import heapq
 import itertools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 from polydiff.sampling.constraints.syntax import (
     ATOM,
@@ -493,3 +500,21 @@ def _matched_from(
         matched.discard(other)
     matched.discard(atom)
     return False
+
+
+def _compiled_twin() -> ModuleType | None:
+    """This module compiled by Cython (``setup.py``), if it was built from this very source; None
+    where the build found no C compiler, and after an edit of this file until the next build."""
+    try:
+        from polydiff.sampling.constraints import _kekulization_compiled as twin
+    except ImportError:
+        return None
+    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    return twin if getattr(twin, "COMPILED_FROM", None) == digest else None
+
+
+# The same code compiled, where it is current: the check's users all reach it through this name.
+# (The twin runs these lines too, under its own name, and skips them.)
+if __name__ == "polydiff.sampling.constraints.kekulization" and (_twin := _compiled_twin()) is not None:
+    MoleculePrefix = _twin.MoleculePrefix
+COMPILED = MoleculePrefix.__module__ != __name__  # whether the compiled twin answers
