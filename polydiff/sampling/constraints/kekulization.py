@@ -504,12 +504,14 @@ def _matched_from(
 
 def _compiled_twin() -> ModuleType | None:
     """This module compiled by Cython (``setup.py``), if it was built from this very source; None
-    where the build found no C compiler, and after an edit of this file until the next build."""
+    where the build found no C compiler, after an edit of this file until the next build, and
+    where the source cannot be read to tell."""
     try:
         from polydiff.sampling.constraints import _kekulization_compiled as twin
-    except ImportError:
+
+        digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    except (ImportError, OSError):
         return None
-    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
     return twin if getattr(twin, "COMPILED_FROM", None) == digest else None
 
 
