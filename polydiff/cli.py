@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from polydiff import __version__
-from polydiff.commands import DEBUG_ENV, user_errors
+from polydiff.commands import OneLineErrors, user_errors
 from polydiff.data.datamodule import MoleculeDataModule
 from polydiff.tasks.checkpoints import check_checkpoint, migrate_hyperparameters
 from polydiff.tasks.diffusion_task import DiffusionTask
@@ -25,21 +25,12 @@ DESCRIPTION = (
 )
 
 
-class PolydiffParser(LightningArgumentParser):
+class PolydiffParser(OneLineErrors, LightningArgumentParser):
     """A parser whose errors stay short: the full usage lists every Trainer option."""
 
     def print_usage(self, file=None) -> None:
         prog = self.prog.replace(" [options]", "")
         (file or sys.stdout).write(f"usage: {prog} [-h] [-c CONFIG] [--KEY VALUE ...]\n")
-
-    def error(self, message: str, ex: Exception | None = None):
-        """A bad key, value or type ends with one line on stderr and exit code 2 (POLYDIFF_DEBUG=1:
-        jsonargparse's own report)."""
-        if not self.exit_on_error or os.environ.get(DEBUG_ENV):
-            return super().error(message, ex)
-        prog = self.prog.replace(" [options]", "")
-        sys.stderr.write(f"{prog}: error: {' '.join(message.split())} (options: {prog} --help)\n")
-        self.exit(2)
 
 
 class PolydiffCLI(LightningCLI):
@@ -97,6 +88,43 @@ class PolydiffCLI(LightningCLI):
         config = self.config[self.config.subcommand]
         if hparams.get("tokenizer_name") and config.data.tokenizer_name is None:
             config.data.tokenizer_name = config.model.tokenizer_name = hparams["tokenizer_name"]
+        # Data read otherwise than the model was trained on would be scored or trained on silently wrong.
+        trained = {
+            "kind": hparams.get("kind", "molecule"),
+            "representation": hparams.get("representation"),
+            "tokenizer_name": hparams.get("tokenizer_name") or hparams.get("representation"),
+        }
+        given = {
+            "kind": config.data.kind,
+            "representation": config.data.representation,
+            "tokenizer_name": config.data.tokenizer_name or config.data.representation,
+        }
+        for key, value in trained.items():
+            if value is not None and given[key] != value:
+                raise ValueError(
+                    f"the checkpoint was trained with data.{key} {value}, not {given[key]}: "
+                    f"drop --data.{key} (or give {value})"
+                )
+
+    def before_validate(self) -> None:
+        self._warn_without_checkpoint("validate")
+
+    def before_test(self) -> None:
+        self._warn_without_checkpoint("test")
+
+    def before_predict(self) -> None:
+        self._warn_without_checkpoint("predict")
+        # LightningCLI drops what predict returns: without a writer the samples would be lost.
+        if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
+            raise ValueError(
+                "polydiff predict writes its samples through polydiff.SampleWriter: add "
+                "--trainer.callbacks+=polydiff.SampleWriter --trainer.callbacks.output_file FILE "
+                "(or use polydiff sample)"
+            )
+
+    def _warn_without_checkpoint(self, subcommand: str) -> None:
+        if self.config[subcommand].get("ckpt_path") is None:
+            rank_zero_warn(f"polydiff {subcommand} without --ckpt_path runs the freshly initialised weights")
 
     def _resolve_subcommand_checkpoint(self) -> dict | None:
         subcommand = self.config.get("subcommand")
@@ -155,7 +183,8 @@ def main(args: list[str] | None = None) -> None:
     # Lightning advertises its cloud logger at every fit: an INFO record, not about the run. A module-level
     # function, so that calling main() again does not stack filters.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(hide_lightning_tips)
-    with user_errors("polydiff"):
+    # Lightning's own refusals of a Trainer option (an accelerator this machine lacks, max_steps -5).
+    with user_errors("polydiff", also=(MisconfigurationException,)):
         PolydiffCLI(
             DiffusionTask,
             MoleculeDataModule,

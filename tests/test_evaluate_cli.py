@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from polydiff.cli import main
 from polydiff.data.files import bundled_moses_path
@@ -103,6 +104,49 @@ def test_missing_reference_file_fails_before_any_work(files, tmp_path, capsys):
         run("--samples", files["samples"], "--output", tmp_path / "out", "--reference", tmp_path / "nope.smi")
     assert exit_info.value.code == 1
     assert "test file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--reference", "no line RDKit can parse, so nothing to compare samples with"),
+        ("--train", "no line RDKit can parse, so no training set to measure Novelty against"),
+    ],
+)
+def test_a_reference_without_one_molecule_is_an_error_not_na(files, tmp_path, capsys, option, message):
+    unusable = tmp_path / "unusable.smi"
+    unusable.write_text("C1CC(\nnot a molecule\n")
+    with pytest.raises(SystemExit) as exit_info:
+        run("--samples", files["samples"], "--output", tmp_path / "out", option, unusable, "--n_jobs", 1)
+    assert exit_info.value.code == 1
+    assert f"{unusable}: {message}" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], 1, "device"),
+        (["--n_jobs", "-2"], 2, 'Parser key "n_jobs"'),
+        (["--kind", "protein"], 2, 'Parser key "kind"'),
+    ],
+    ids=["missing device", "negative jobs", "unknown kind"],
+)
+def test_bad_options_fail_in_one_line_before_any_work(files, tmp_path, capsys, args, code, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run("--samples", files["samples"], "--output", tmp_path / "out", *args)
+    assert exit_info.value.code == code
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("polydiff evaluate: error:") and message in error[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_work(files, tmp_path, capsys):
+    taken = tmp_path / "report"
+    taken.write_text("mine")
+    with pytest.raises(SystemExit):
+        run("--samples", files["samples"], "--output", taken)
+    assert "is a file: give the folder" in capsys.readouterr().err
+    assert taken.read_text() == "mine" and not (tmp_path / "cache").exists()
 
 
 def test_csv_samples_keep_empty_rows(tmp_path):

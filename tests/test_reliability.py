@@ -89,8 +89,20 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         (["-c", "missing.yaml"], 2, "File does not exist"),
         (["--data.train_file", "missing.smi"], 1, "data file not found: missing.smi"),
         (["--ckpt_path", "missing.ckpt"], 1, "checkpoint not found: missing.ckpt"),
+        (["--trainer.max_steps", "-5"], 1, "MisconfigurationException: `max_steps` must be"),  # Lightning's own
+        (["--ckpt_path", "."], 1, ". is a folder: give the checkpoint file in it"),
+        (["--data.max_length", "0"], 1, "data.max_length must be 3 or more"),
     ],
-    ids=["wrong type", "unknown key", "missing config", "missing data file", "missing checkpoint"],
+    ids=[
+        "wrong type",
+        "unknown key",
+        "missing config",
+        "missing data file",
+        "missing checkpoint",
+        "trainer refusal",
+        "checkpoint folder",
+        "no room for a token",
+    ],
 )
 def test_config_and_path_errors_are_one_line(capsys, args, code, message):
     error = one_error_line(capsys, code, lambda: main(["fit", "-c", BASE, *args]))
@@ -98,10 +110,15 @@ def test_config_and_path_errors_are_one_line(capsys, args, code, message):
 
 
 @pytest.fixture(scope="module")
-def bad_checkpoints(tmp_path_factory, fit_tiny) -> dict[str, Path]:
+def tiny_checkpoint(tmp_path_factory, fit_tiny) -> Path:
+    return fit_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory, tiny_checkpoint) -> dict[str, Path]:
     """A truncated real checkpoint, a PyTorch file of something else, and one that needs code to load."""
     folder = tmp_path_factory.mktemp("bad")
-    data = fit_tiny(folder / "fit").read_bytes()
+    data = tiny_checkpoint.read_bytes()
     paths = {name: folder / f"{name}.ckpt" for name in ("truncated", "foreign", "pickled_code")}
     paths["truncated"].write_bytes(data[: len(data) // 2])
     torch.save({"weights": torch.zeros(3)}, paths["foreign"])
@@ -120,6 +137,38 @@ def test_bad_checkpoints_are_one_clear_error_everywhere(tmp_path, capsys, bad_ch
     with pytest.raises(ValueError, match="polydiff checkpoint"):
         DiffusionTask.load_from_checkpoint(path)
     assert not (tmp_path / "out.smi").exists()
+
+
+def test_weights_that_do_not_fit_the_model_are_one_line_counting_them(tmp_path, capsys, tiny_checkpoint, smiles_files):
+    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    layer = [key for key in state["state_dict"] if ".encoder.layer.0." in key]
+    for key in layer:
+        del state["state_dict"][key]
+    partial = tmp_path / "partial.ckpt"
+    torch.save(state, partial)
+    sample = ["--ckpt_path", str(partial), "--num_samples", "2", "--output", str(tmp_path / "out.smi")]
+    error = one_error_line(capsys, 1, lambda: sample_main(sample))
+    assert f"{partial}: its weights do not fit this model: {len(layer)} missing (first: {layer[0]})" in error
+    files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    validate = ["validate", "-c", BASE, "-c", TINY, *files, "--ckpt_path", str(partial)]
+    assert f"{len(layer)} missing" in one_error_line(capsys, 1, lambda: main(validate))
+
+
+def test_a_checkpoint_is_scored_on_data_read_as_it_was_trained(tmp_path, capsys, tiny_checkpoint, smiles_files):
+    files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    run = ["-c", BASE, "-c", TINY, *files, "--trainer.default_root_dir", str(tmp_path)]
+    trained = [*run, "--ckpt_path", str(tiny_checkpoint)]
+    validate = ["validate", *trained, "--data.representation", "kekule_smiles"]
+    error = one_error_line(capsys, 1, lambda: main(validate))
+    assert "trained with data.representation smiles, not kekule_smiles" in error
+    # A model trained on one's own files is tested on a test file of that corpus, never MOSES's unasked.
+    assert "set data.test_file" in one_error_line(capsys, 1, lambda: main(["test", *trained]))
+    # LightningCLI drops what predict returns: without a writer nothing would be kept.
+    error = one_error_line(capsys, 1, lambda: main(["predict", *trained, "--data.num_samples", "4"]))
+    assert "--trainer.callbacks+=polydiff.SampleWriter" in error
+    # Without a checkpoint it scores the initial weights, and says so.
+    with pytest.warns(UserWarning, match="validate without --ckpt_path runs the freshly initialised weights"):
+        main(["validate", *run])
 
 
 def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(smiles_files):

@@ -80,6 +80,24 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, capsys, content):
     assert not (tmp_path / "out.smi").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--strategy", "greedy"], 2, 'Parser key "strategy"'),
+        (["--temprature", "0.5"], 2, "unrecognized arguments: --temprature"),
+        (["--num_samples", "abc"], 2, 'Parser key "num_samples"'),
+        (["--output", "."], 1, "--output . is a folder: give the file to write"),
+    ],
+    ids=["unknown strategy", "misspelt option", "not a number", "output a folder"],
+)
+def test_bad_options_are_one_line(checkpoint, tmp_path, capsys, args, code, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--ckpt_path", str(checkpoint), "--output", str(tmp_path / "out.smi"), *args])
+    assert exit_info.value.code == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("polydiff sample: error:") and message in err[0]
+
+
 def test_selfies_templates_keep_their_atoms(checkpoint, tmp_path, capsys):
     output = tmp_path / "amides.smi"
     sample(capsys, checkpoint, output, "--num_samples=10", "--prompt=[C][C][=Branch1][C][=O][N][MASK][MASK][MASK]")

@@ -228,9 +228,13 @@ def reference_stats(
         return shipped
     cached = _cache_path("reference", path, ".npz") if use_cache else None
     if cached is not None and cached.is_file():
-        return load_reference(cached)
+        stats = load_reference(cached)
+        if stats.size:  # (an empty one was cached before empty files were refused: computed again)
+            return stats
     _announce(progress, f"statistics of {path}", cached)
     stats = compute_reference(read_smiles(path), n_jobs or default_jobs(), device, progress, bundled_fcd(path))
+    if stats.size == 0:  # every metric against it would be n/a
+        raise ValueError(f"{path}: no line RDKit can parse, so nothing to compare samples with")
     if cached is not None:
         save_reference(stats, cached)
     return stats
@@ -268,12 +272,16 @@ def training_set(
     cached = _cache_path("train-polymer" if polymer else "train", path, ".txt.gz") if use_cache else None
     if cached is not None and cached.is_file():
         with gzip.open(cached, "rt") as stream:
-            return set(stream.read().split("\n")) - {""}
+            found = set(stream.read().split("\n")) - {""}
+        if found:  # (an empty one was cached before empty files were refused: computed again)
+            return found
     _announce(progress, f"canonical SMILES of {path}", cached)
     canonicals = map_molecules(
         partial(canonical, polymer=polymer), read_smiles(path), n_jobs or default_jobs(), progress, "training set"
     )
     smiles = sorted({s for s in canonicals if s is not None})
+    if not smiles:  # every sample would count as novel
+        raise ValueError(f"{path}: no line RDKit can parse, so no training set to measure Novelty against")
     if cached is not None:
         save_atomically(cached, lambda stream: stream.write(gzip.compress("\n".join(smiles).encode(), 6)))
     return set(smiles)

@@ -8,19 +8,38 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from jsonargparse import ArgumentParser
+
 DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
 # FloatingPointError: a non-finite training loss (DiffusionTask stops the run with the step).
 USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError, FloatingPointError)
 
 
 @contextmanager
-def user_errors(prog: str) -> Iterator[None]:
-    """Ends an error a user can cause (missing file, bad value) with one line on stderr and exit
-    code 1, instead of a traceback; with POLYDIFF_DEBUG=1 the error propagates as it is."""
+def user_errors(prog: str, also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Ends an error a user can cause (missing file, bad value; ``USER_ERRORS`` and ``also``) with
+    one line on stderr and exit code 1, instead of a traceback; with POLYDIFF_DEBUG=1 the error
+    propagates as it is."""
     try:
         yield
-    except USER_ERRORS as error:
+    except (*USER_ERRORS, *also) as error:
         if os.environ.get(DEBUG_ENV):
             raise
         print(f"{prog}: error: {type(error).__name__}: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+class OneLineErrors:
+    """A jsonargparse parser mixin: a bad option, value or type ends with one line on stderr and exit
+    code 2, not the whole usage (with POLYDIFF_DEBUG=1, jsonargparse's own report)."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error or os.environ.get(DEBUG_ENV):
+            return super().error(message, ex)
+        prog = self.prog.replace(" [options]", "")
+        sys.stderr.write(f"{prog}: error: {' '.join(message.split())} (options: {prog} --help)\n")
+        self.exit(2)
+
+
+class CommandParser(OneLineErrors, ArgumentParser):
+    """The parser of ``polydiff sample`` and ``polydiff evaluate``."""

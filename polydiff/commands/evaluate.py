@@ -6,14 +6,16 @@ import sys
 from pathlib import Path
 
 from jsonargparse import auto_cli
+from jsonargparse.typing import PositiveInt
 from rich.console import Console
 
 from polydiff.chem.metrics import DEFAULT_KS, evaluate
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
-from polydiff.commands import user_errors
+from polydiff.commands import CommandParser, user_errors
 from polydiff.data.files import bundled_moses_path, is_bundled
 from polydiff.types import Kind
+from polydiff.utils.devices import resolve_device
 from polydiff.utils.files import read_smiles
 from polydiff.utils.parallel import default_jobs, progress_bars
 
@@ -58,7 +60,7 @@ def evaluate_samples(
     train: str | None = None,
     test_scaffolds: str | None = None,
     kind: Kind = "molecule",
-    n_jobs: int | None = None,
+    n_jobs: PositiveInt | None = None,
     device: str | None = None,
     smiles_column: str = "SMILES",
 ) -> dict[str, float]:
@@ -85,8 +87,9 @@ def evaluate_samples(
     Returns:
         The metrics, by MOSES key name.
     """
-    import torch
-
+    device = str(resolve_device(device))  # checked before any work
+    if Path(output).exists() and not Path(output).is_dir():
+        raise ValueError(f"--output {output} is a file: give the folder to write the report into")
     lines = read_samples(samples, smiles_column)
     molecules = kind == "molecule"
     paths = {
@@ -95,7 +98,6 @@ def evaluate_samples(
         "test_scaffolds": resolve(test_scaffolds, "test_scaffolds", False),
     }
     n_jobs = n_jobs or default_jobs()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     with progress_bars(sys.stderr.isatty()) as progress:
         test = reference_stats(paths["test"], n_jobs, device, progress) if paths["test"] else None
         scaffolds = (
@@ -119,4 +121,4 @@ def evaluate_samples(
 def main(args: list[str] | None = None) -> None:
     """Runs ``polydiff evaluate`` on ``args``; user errors end with one line on stderr and exit code 1."""
     with user_errors("polydiff evaluate"):
-        auto_cli(evaluate_samples, args=args, as_positional=False, prog="polydiff evaluate")
+        auto_cli(evaluate_samples, args=args, as_positional=False, parser_class=CommandParser, prog="polydiff evaluate")

@@ -12,9 +12,9 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile
 
-from polydiff.commands import user_errors
+from polydiff.commands import CommandParser, user_errors
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.generate import Generation, generate
 from polydiff.sampling.guidance import parse_condition
@@ -87,13 +87,15 @@ def sample(
     """
     if num_threads is not None:
         torch.set_num_threads(num_threads)
+    path = Path(output)
+    if path.is_dir():  # checked before sampling, not after
+        raise ValueError(f"--output {output} is a folder: give the file to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(prompt, prompt_file)
     targets = parse_condition(condition) if condition is not None else None
     task = load(ckpt_path, device)
     model = task.guided(targets, guidance_scale, steering)
     result = generate(model, num_samples, config, length, prompts, batch_size, seed, sys.stderr.isatty(), fragments)
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{sequence}\n" for sequence in result.sequences))
     nfe, tokens = result.nfe.float(), result.lengths.float() + task.generates_end  # a block model writes [SEP] too
     print(
@@ -109,9 +111,9 @@ def _mean(values: torch.Tensor) -> float:
     return values.mean().item() if len(values) else 0.0
 
 
-def build_parser() -> ArgumentParser:
+def build_parser() -> CommandParser:
     """The parser of ``polydiff sample``: ``sample``'s arguments and ``SamplingConfig``'s fields."""
-    parser = ArgumentParser(prog="polydiff sample", description=sample.__doc__.splitlines()[0])
+    parser = CommandParser(prog="polydiff sample", description=sample.__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
     parser.add_function_arguments(sample, skip={"config"}, as_positional=False)
     parser.add_class_arguments(SamplingConfig, nested_key=None)

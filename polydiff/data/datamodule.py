@@ -42,7 +42,8 @@ class MoleculeDataModule(LightningDataModule):
         train_file: training lines (.txt/.smi/.csv, optionally .gz); None for the default corpus.
         val_file: validation lines; None takes the polymer corpus's split, or holds out
             ``val_size`` training lines.
-        test_file: test lines; None for the default corpus's test set.
+        test_file: test lines; None for the default corpus's test set (``polydiff test`` with a
+            ``train_file`` needs one).
         smiles_column: the column to read from CSV files.
         kind: ``molecule``, or ``polymer``: repeat units with exactly two ``*`` (lines with any
             other number are dropped, and counted in the log).
@@ -66,7 +67,8 @@ class MoleculeDataModule(LightningDataModule):
             as they are batched; None (the default) caches your files and the polymer corpus
             but reads the bundled MOSES sets, which are clean, as lines.
         on_bad_line: what to do with a line that cannot be trained on (blank, comment, not
-            UTF-8, invalid SMILES, unknown token, too long; ``polydiff.data.screening``):
+            UTF-8, invalid SMILES, unknown token, too long, a non-numeric condition value;
+            ``polydiff.data.screening``):
             ``skip`` it, counted by reason and summarised at setup, or stop with an ``error``
             naming the file and line. Applies to cached files.
         global_batch_size: sequences per optimizer step over all devices; the trainer accumulates
@@ -75,8 +77,9 @@ class MoleculeDataModule(LightningDataModule):
         conditions: properties computed with RDKit for every training sequence (``qed``,
             ``logp``, ``mw``, ``tpsa``, ``sa``, and for polymers ``class``, the repeat unit's class;
             ``polydiff.chem.conditions``), or numeric columns of a CSV ``train_file`` (a
-            polymer's ``Tg``; read through the token cache, an empty cell leaves the sequence
-            without it), which the model is trained to be conditioned on, so that sampling can
+            polymer's ``Tg``; read through the token cache, an empty or ``n/a`` cell leaves the
+            sequence without it, and a line whose cell is not a number, ``1.5 K``, is a bad line:
+            ``on_bad_line``), which the model is trained to be conditioned on, so that sampling can
             be guided toward them (``polydiff sample --condition``). The CLI links them into the
             task. Validation and test batches stay unconditional: ``val/nll`` is the bound
             without conditions.
@@ -111,6 +114,8 @@ class MoleculeDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if max_length < 3:  # [CLS], one token, [SEP]
+            raise ValueError(f"data.max_length must be 3 or more ([CLS], a token, [SEP]), got {max_length}")
         if not 0 <= condition_dropout < 1:
             raise ValueError(f"condition_dropout must lie in [0, 1), got {condition_dropout}")
         if not conditions and condition_dropout != 0.2:
@@ -164,8 +169,8 @@ class MoleculeDataModule(LightningDataModule):
             return self._corpus[split], "SMILES"
         if split == "val":
             return None
-        if self.hparams.kind == "polymer":
-            raise ValueError(f"polymers from data.train_file need a {split} file too: set data.{split}_file")
+        if self.hparams.train_file is not None:  # MOSES's test set would score another corpus's model
+            raise ValueError(f"data.train_file needs a {split} file of the same corpus: set data.{split}_file")
         return bundled_moses_path(split), "SMILES"
 
     def _splits(self, stage: str | None) -> tuple[str, ...]:
@@ -336,7 +341,10 @@ class MoleculeDataModule(LightningDataModule):
             known = column[~column.isnan()]
             if len(known) < 2:
                 source = "the training CSV has" if name in self.data_columns else "RDKit computed"
-                raise ValueError(f"{source} no {name.partition('=')[0]!r} for the training sample")
+                raise ValueError(
+                    f"{source} {len(known)} value(s) of {name.partition('=')[0]!r} among the {len(rows):,} "
+                    "training lines drawn for its statistics (at least 2 needed)"
+                )
             if categorical:
                 share = known.mean()
                 statistics.append([share, 1.0, 0.0, share * len(train)])

@@ -130,13 +130,23 @@ def _encoder(tokenizer_name: str, max_length: int, representation: str):
     return MoleculeCollator(tokenizer_name, max_length, representation)
 
 
-def _number(text: str) -> float:
-    """A CSV cell as a finite float; NaN for an empty, non-numeric or infinite one."""
+# Cells that mean "no value", as pandas reads them by default (compared in lower case).
+MISSING_VALUES = frozenset(
+    {"", "n/a", "na", "nan", "-nan", "null", "none", "<na>", "#n/a", "#n/a n/a", "#na", "1.#ind", "-1.#ind"}
+    | {"1.#qnan", "-1.#qnan"}
+)
+
+
+def _number(text: str) -> float | None:
+    """A CSV cell as a finite float; NaN for a missing one (empty, ``n/a``, ...: a value left free),
+    None for one that is not a finite number (``1.5 K``, ``inf``): its line is a bad line."""
+    if text.strip().lower() in MISSING_VALUES:
+        return math.nan
     try:
         value = float(text)
     except ValueError:
-        return math.nan
-    return value if math.isfinite(value) else math.nan
+        return None
+    return value if math.isfinite(value) else None
 
 
 def encode_chunk(
@@ -158,12 +168,16 @@ def encode_chunk(
     kept, values, dropped, examples = [], [], Counter(), {}
     for index, ((line, cells), reason) in enumerate(zip(rows, reasons, strict=True)):
         result = next(encoded) if reason is None else reason
+        numbers = [_number(cell) for cell in cells]
+        text = line
+        if not isinstance(result, str) and None in numbers:
+            result, text = "non-numeric value", cells[numbers.index(None)]  # the cell shows what is wrong
         if isinstance(result, str):
             dropped[result] += 1
-            examples.setdefault(result, (start + index, line))
+            examples.setdefault(result, (start + index, text))
         else:
             kept.append(result)
-            values.append([_number(cell) for cell in cells])
+            values.append(numbers)
     lengths = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
     flat = np.fromiter((i for x in kept for i in x), dtype=np.int64, count=int(lengths.sum()))
     columns = len(rows[0][1]) if rows else 0
@@ -187,6 +201,7 @@ def cache_key(
     }
     if value_columns:  # (absent otherwise: caches built before values were kept stay valid)
         key["values"] = list(value_columns)
+        key["bad_values"] = "skipped"  # before, a non-numeric cell was kept as a free value
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 

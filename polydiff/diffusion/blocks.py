@@ -42,7 +42,8 @@ block still sees its own block and the clean tokens before it, but it no longer 
 where a block of the factorisation does: training scores a few noisy windows of B tokens per
 sequence, each at a random start with its own t (``draw_windows``, ``window_mask``), in one pass
 over [x_0 ; windows] of N + W B positions. The sampler then decodes speculatively
-(``polydiff.sampling.speculative``): the windows draft several tokens per call, and the next-token
+(``polydiff.sampling.speculative``): what denoises the windows (the encoder, or a draft head:
+``DiffusionConfig.drafter``) drafts several tokens per call, and the next-token
 prediction, trained on every token of every step, accepts or replaces them, so the samples follow
 it exactly.
 """

@@ -8,6 +8,7 @@ written before an option was renamed or removed is brought up to date in memory
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ def check_checkpoint(path: str | Path) -> dict[str, Any]:
             DiffusionTask checkpoint.
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give the checkpoint file in it (e.g. checkpoints/best.ckpt)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -98,3 +101,31 @@ def error_summary(error: Exception) -> str:
     reason = (str(error).strip().splitlines() or [""])[0]  # the rest is advice for torch.load callers
     reason = reason if len(reason) <= 100 else reason[:97] + "..."
     return f"{type(error).__name__}: {reason}"
+
+
+class WeightsMismatchError(ValueError):
+    """A checkpoint's weights do not fit the model built for them (another size, vocabulary or head)."""
+
+
+def weights_mismatch(error: RuntimeError) -> str | None:
+    """torch's report of weights that do not fit a model (``load_state_dict``), as one line: how many
+    are missing, unexpected or of another shape, with the first of each; None for another error."""
+    message = str(error)
+    if not message.startswith("Error(s) in loading state_dict"):
+        return None
+    parts = []
+    for label, pattern in (("missing", r"Missing key\(s\) in state_dict: (.*?)\.\s*$"),
+                           ("unexpected", r"Unexpected key\(s\) in state_dict: (.*?)\.\s*$")):  # fmt: skip
+        found = re.search(pattern, message, re.MULTILINE)
+        if found:
+            keys = re.findall(r'"([^"]+)"', found.group(1))
+            parts.append(f"{len(keys)} {label} (first: {keys[0]})" if keys else label)
+    shapes = re.findall(
+        r"size mismatch for ([^:]+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from checkpoint, "
+        r"the shape in current model is torch\.Size\((\[[^\]]*\])\)",
+        message,
+    )
+    if shapes:
+        name, saved, here = shapes[0]
+        parts.append(f"{len(shapes)} of another shape (first: {name}, {saved} in the file, {here} here)")
+    return "its weights do not fit this model: " + ("; ".join(parts) or message.splitlines()[0])

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,13 @@ from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.generate import generate
 from polydiff.sampling.guidance import GuidedDenoiser
 from polydiff.sampling.steering import DEFAULT_WIDTH, Steering
-from polydiff.tasks.checkpoints import check_checkpoint, error_summary, migrated_checkpoint
+from polydiff.tasks.checkpoints import (
+    WeightsMismatchError,
+    check_checkpoint,
+    error_summary,
+    migrated_checkpoint,
+    weights_mismatch,
+)
 from polydiff.types import Kind, RepresentationName
 
 # Logit given to tokens the model must never predict ([MASK], [PAD], [CLS], [SEP]): far below
@@ -212,10 +218,23 @@ class DiffusionTask(LightningModule):
             checkpoint_path = migrated_checkpoint(check_checkpoint(checkpoint_path)) or checkpoint_path
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        except WeightsMismatchError as error:
+            raise WeightsMismatchError(f"{checkpoint_path}: {error}") from None
         except (FileNotFoundError, ValueError):
             raise
         except Exception as error:  # torch.load and Lightning raise many types for a bad file
             raise ValueError(f"{checkpoint_path} could not be loaded ({error_summary(error)})") from None
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, with weights that do not fit this model (``validate --ckpt_path``
+        with another model size, vocabulary or head) reported in one line, not torch's key listing."""
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except RuntimeError as error:
+            summary = weights_mismatch(error)
+            if summary is None:
+                raise
+            raise WeightsMismatchError(summary) from None
 
     # What the samplers need (``polydiff.sampling.Denoiser``).
     @property

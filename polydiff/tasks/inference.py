@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from polydiff.tasks.checkpoints import check_checkpoint
 from polydiff.tasks.diffusion_task import DiffusionTask
+from polydiff.utils.devices import resolve_device
 
 __all__ = ["SampleWriter", "check_checkpoint", "load"]
 
@@ -30,11 +31,7 @@ def load(ckpt_path: str | Path, device: str | torch.device | None = None) -> Dif
         ValueError: if the file is not a readable DiffusionTask checkpoint, or the device is missing.
     """
     path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} is not available: no CUDA GPU found (use --device cpu)")
+    device = resolve_device(device)
     task = DiffusionTask.load_from_checkpoint(path, map_location=device)  # checks the file first
     return task.to(device).eval()
 

@@ -48,6 +48,18 @@ def test_the_cache_keeps_each_kept_lines_values_and_drops_them_with_the_line(csv
     assert plain.folder != cache.folder and plain.values.shape == (1000, 0)
 
 
+def test_a_cell_that_is_no_number_makes_its_line_a_bad_line(tmp_path, moses_sample):
+    path = tmp_path / "tg.csv"
+    cells = ["350", "1.5 K", "NaN", "inf", "", "n/a", "-12.5"]  # a unit, inf: bad; NaN, blank, n/a: free
+    path.write_text("SMILES,Tg\n" + "".join(f"{s},{c}\n" for s, c in zip(moses_sample, cells, strict=False)))
+    cache = token_cache(path, "smiles", 64, "smiles", value_columns=["Tg"], n_jobs=1)
+    assert len(cache) == 5 and cache.dropped == {"non-numeric value": 2}
+    assert cache.info["examples"]["non-numeric value"] == [3, "1.5 K"]  # the file's line 3, and the cell
+    np.testing.assert_array_equal(cache.values[:, 0], np.array([350, np.nan, np.nan, np.nan, -12.5], np.float32))
+    with pytest.raises(ValueError, match=r"line 3: non-numeric value: '1.5 K'"):
+        token_cache(path, "smiles", 64, "smiles", value_columns=["Tg"], n_jobs=1, on_bad_line="error")
+
+
 def test_batches_carry_the_csv_values_of_their_own_lines(csv_files):
     cache = token_cache(csv_files["train"], "smiles", 64, "smiles", value_columns=["score"], n_jobs=1)
     sequences = CachedSequences(cache, np.arange(len(cache)))
