@@ -25,7 +25,7 @@ REASONS = (
     "not convertible",
     "unknown token",
     "too long",
-    "non-numeric value",  # a condition column's cell that is neither a number nor empty (``1.5 K``)
+    "non-numeric value",  # a condition column's cell that is no number and no missing value (``1.5 K``)
 )
 # Files are decoded with errors="surrogateescape": an undecodable byte becomes one of these.
 UNDECODED_BYTE = re.compile("[\udc80-\udcff]")

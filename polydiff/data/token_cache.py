@@ -131,10 +131,10 @@ def _encoder(tokenizer_name: str, max_length: int, representation: str):
 
 
 # Cells that mean "no value", as pandas reads them by default (compared in lower case).
-MISSING_VALUES = frozenset(
-    {"", "n/a", "na", "nan", "-nan", "null", "none", "<na>", "#n/a", "#n/a n/a", "#na", "1.#ind", "-1.#ind"}
-    | {"1.#qnan", "-1.#qnan"}
-)
+MISSING_VALUES = frozenset({
+    "", "n/a", "na", "nan", "-nan", "null", "none", "<na>", "#n/a", "#n/a n/a", "#na",
+    "1.#ind", "-1.#ind", "1.#qnan", "-1.#qnan",
+})  # fmt: skip
 
 
 def _number(text: str) -> float | None:

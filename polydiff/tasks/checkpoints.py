@@ -103,6 +103,17 @@ def error_summary(error: Exception) -> str:
     return f"{type(error).__name__}: {reason}"
 
 
+# The parts of torch's ``load_state_dict`` report: the keys it lists, and each weight of another shape.
+KEY_LISTINGS = {
+    "missing": r"Missing key\(s\) in state_dict: (.*?)\.\s*$",
+    "unexpected": r"Unexpected key\(s\) in state_dict: (.*?)\.\s*$",
+}
+SHAPE_MISMATCH = (
+    r"size mismatch for ([^:]+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from checkpoint, "
+    r"the shape in current model is torch\.Size\((\[[^\]]*\])\)"
+)
+
+
 class WeightsMismatchError(ValueError):
     """A checkpoint's weights do not fit the model built for them (another size, vocabulary or head)."""
 
@@ -114,17 +125,12 @@ def weights_mismatch(error: RuntimeError) -> str | None:
     if not message.startswith("Error(s) in loading state_dict"):
         return None
     parts = []
-    for label, pattern in (("missing", r"Missing key\(s\) in state_dict: (.*?)\.\s*$"),
-                           ("unexpected", r"Unexpected key\(s\) in state_dict: (.*?)\.\s*$")):  # fmt: skip
-        found = re.search(pattern, message, re.MULTILINE)
+    for label, listing in KEY_LISTINGS.items():
+        found = re.search(listing, message, re.MULTILINE)
         if found:
             keys = re.findall(r'"([^"]+)"', found.group(1))
             parts.append(f"{len(keys)} {label} (first: {keys[0]})" if keys else label)
-    shapes = re.findall(
-        r"size mismatch for ([^:]+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from checkpoint, "
-        r"the shape in current model is torch\.Size\((\[[^\]]*\])\)",
-        message,
-    )
+    shapes = re.findall(SHAPE_MISMATCH, message)
     if shapes:
         name, saved, here = shapes[0]
         parts.append(f"{len(shapes)} of another shape (first: {name}, {saved} in the file, {here} here)")

@@ -23,6 +23,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             raise ValueError(f"device {device} is not available: no CUDA GPU found (use --device cpu)")
         if resolved.index is not None and resolved.index >= count:
             raise ValueError(f"device {device} is not available: this machine has {count} CUDA GPU(s)")
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {device} is not available: no Apple GPU (MPS) found (use --device cpu)")
     elif resolved.type != "cpu":
-        raise ValueError(f"device {device} is not supported: polydiff runs on cpu or cuda")
+        raise ValueError(f"device {device} is not supported: polydiff runs on cpu, cuda or mps")
     return resolved

@@ -11,7 +11,7 @@ def test_no_device_is_the_gpu_where_there_is_one_else_the_cpu():
 
 @pytest.mark.parametrize(
     ("device", "message"),
-    [("gpu0", "unknown device 'gpu0'"), ("meta", "polydiff runs on cpu or cuda"), ("cuda:99", "not available")],
+    [("gpu0", "unknown device 'gpu0'"), ("meta", "polydiff runs on cpu, cuda or mps"), ("cuda:99", "not available")],
 )
 def test_a_device_this_machine_cannot_use_is_refused_by_name(device, message):
     with pytest.raises(ValueError, match=message):
