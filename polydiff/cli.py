@@ -75,7 +75,13 @@ class PolydiffCLI(LightningCLI):
         migrate_hyperparameters(hparams, (checkpoint or {}).get("state_dict"))
         hparams.pop("_instantiator", None)
         if hparams:
+            given = self.config[self.config.subcommand].model.clone()
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+            # The model must be the one the weights were trained as: a model option given with them is
+            # replaced, and said so (a different learning rate for a resumed fit would be silently lost).
+            replaced = _changed(given.as_dict(), self.config[self.config.subcommand].model.as_dict())
+            if replaced:
+                rank_zero_warn(f"--ckpt_path: the checkpoint's model options replace the given {', '.join(replaced)}")
 
     def before_instantiate_classes(self) -> None:
         checkpoint = self._resolve_subcommand_checkpoint()  # Lightning 2.5 has no _parse_ckpt_path
@@ -147,6 +153,18 @@ class PolydiffCLI(LightningCLI):
         if path in (None, "last", "best", "hpc", "registry"):
             return None
         return check_checkpoint(path)
+
+
+def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:
+    """``key (old -> new)`` for every dotted key whose value differs between two nested dicts."""
+    changes = []
+    for key in sorted(before.keys() | after.keys()):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += _changed(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key} ({old!r} -> {new!r})")
+    return changes
 
 
 def main(args: list[str] | None = None) -> None:

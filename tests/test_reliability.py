@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.cli import LightningCLI
 
 from polydiff import DiffusionTask
 from polydiff.cli import main
@@ -169,6 +170,17 @@ def test_a_checkpoint_is_scored_on_data_read_as_it_was_trained(tmp_path, capsys,
     # Without a checkpoint it scores the initial weights, and says so.
     with pytest.warns(UserWarning, match="validate without --ckpt_path runs the freshly initialised weights"):
         main(["validate", *run])
+
+
+def test_model_options_given_with_a_checkpoint_give_way_to_its_own(tmp_path, capsys, tiny_checkpoint, smiles_files):
+    files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    validate = ["validate", "-c", BASE, "-c", TINY, *files, "--trainer.default_root_dir", str(tmp_path)]
+    validate += ["--ckpt_path", str(tiny_checkpoint), "--model.model_config.intermediate_size", "128"]  # tiny: 64
+    if hasattr(LightningCLI, "_parse_ckpt_path"):  # Lightning >= 2.6 reads the model from the checkpoint
+        with pytest.warns(UserWarning, match=r"replace the given model.model_config.intermediate_size \(128 -> 64\)"):
+            main(validate)
+    else:  # Lightning 2.5 builds the model from the config, which the weights then do not fit
+        assert "of another shape" in one_error_line(capsys, 1, lambda: main(validate))
 
 
 def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(smiles_files):

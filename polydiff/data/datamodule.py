@@ -159,7 +159,8 @@ class MoleculeDataModule(LightningDataModule):
         return self.data.get("test", [])
 
     def _source(self, split: str) -> tuple[Path, str] | None:
-        """The file (and CSV column) a split is read from; None for a validation set held out of training."""
+        """The file (and CSV column) a split is read from; None for a validation set held out of
+        training, and for the test set of a ``train_file`` given without a ``test_file``."""
         given = {"train": self.hparams.train_file, "val": self.hparams.val_file, "test": self.hparams.test_file}[split]
         if given:
             return Path(given), self.hparams.smiles_column
@@ -167,10 +168,8 @@ class MoleculeDataModule(LightningDataModule):
             if self._corpus is None:
                 self._corpus = corpus_files(self.polymers)
             return self._corpus[split], "SMILES"
-        if split == "val":
+        if split == "val" or self.hparams.train_file is not None:  # MOSES's test set is not the user's corpus's
             return None
-        if self.hparams.train_file is not None:  # MOSES's test set would score another corpus's model
-            raise ValueError(f"data.train_file needs a {split} file of the same corpus: set data.{split}_file")
         return bundled_moses_path(split), "SMILES"
 
     def _splits(self, stage: str | None) -> tuple[str, ...]:
@@ -259,7 +258,10 @@ class MoleculeDataModule(LightningDataModule):
                 self.data["train"], self.data["val"] = train, self._load("val")
             log.info("data: %d training and %d validation sequences", len(self.train_smiles), len(self.val_smiles))
         if stage in ("test", None) and "test" not in self.data:
-            self.data["test"] = self._load("test")
+            if self._source("test") is not None:
+                self.data["test"] = self._load("test")
+            elif stage == "test":
+                raise ValueError("data.train_file needs a test file of the same corpus: set data.test_file")
 
     def _accumulation(self, world_size: int) -> int:
         per_step = self.hparams.batch_size * world_size
