@@ -61,7 +61,6 @@ TARGETS = [("logp", 1.0), ("logp", 3.0), ("logp", 5.0), ("qed", 0.9), ("mw", 250
 TOLERANCE = {"logp": 0.5, "qed": 0.05, "mw": 25.0}
 SCALES = [0.0, 1.0, 2.0, 4.0]
 CLASS_SCALES = [0.0, 0.5, 1.0, 3.0]
-STEERING = {"steered": None, "unsteered": 0.0}  # the default width where it applies; none
 
 
 def _nfe_per_token(result: Generation) -> float:
@@ -101,19 +100,21 @@ def guidance(args: argparse.Namespace, train: DigestSet) -> dict:
             "target": target[1],
             "unconditional": {**guidance_scores(free.sequences, target, train), "nfe_per_token": _nfe_per_token(free)},
         }
-        for scale, (name, width) in itertools.product(SCALES, STEERING.items()):
+        for scale in SCALES:
             try:
-                model = task.guided({target[0]: target[1]}, scale, width)
+                default = task.guided({target[0]: target[1]}, scale)  # steered at the default width where it can
             except ValueError as error:
                 row["refused"] = str(error)
                 break
-            if width is None and model.steering is None:
-                continue  # nothing to steer with: the unsteered row is the one
-            result = generate(model, args.num_samples, batch_size=args.batch_size, seed=args.seed)
-            scores = guidance_scores(result.sequences, target, train)
-            scores["nfe_per_token"] = _nfe_per_token(result)
-            row[f"w={scale:g} {name}"] = scores
-            print(f"guidance {target[0]}={target[1]:g} w={scale:g} {name}: {scores}", flush=True)
+            models = {"unsteered": default}  # nothing to steer with: the one row
+            if default.steering is not None:
+                models = {"steered": default, "unsteered": task.guided({target[0]: target[1]}, scale, 0.0)}
+            for name, model in models.items():
+                result = generate(model, args.num_samples, batch_size=args.batch_size, seed=args.seed)
+                scores = guidance_scores(result.sequences, target, train)
+                scores["nfe_per_token"] = _nfe_per_token(result)
+                row[f"w={scale:g} {name}"] = scores
+                print(f"guidance {target[0]}={target[1]:g} w={scale:g} {name}: {scores}", flush=True)
         report["rows"].append(row)
     return report
 

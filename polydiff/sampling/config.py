@@ -117,6 +117,8 @@ class SamplingConfig:
         else:
             own = ("speculative" if causal_context else "prefix") if left_to_right else "confidence"
             strategy = self.strategy or own
+            if draft_head and strategy != "speculative":  # its encoder has only learnt the next token
+                reasons.append(f"strategy {strategy}: a draft head's model decodes speculatively only")
             if strategy == "speculative" and not (left_to_right and causal_context):
                 reasons.append(
                     "strategy speculative: it decodes block models with a causal context that end their own sequences"

@@ -266,6 +266,8 @@ def generate(
     config = config or SamplingConfig()
     if num_samples < 0 or batch_size < 1:
         raise ValueError(f"need num_samples >= 0 and batch_size >= 1, got {num_samples} and {batch_size}")
+    if prompts is not None and length is not None:
+        raise ValueError("give a length or prompts, not both: a prompt's length is its own")
     block_size, tokenizer, width = model.block_size, model.tokenizer, model.max_positions
     if fragments is not None:
         _check_fragment_request(model, config, length, prompts)

@@ -375,7 +375,7 @@ class DiffusionTask(LightningModule):
         if condition is None:
             if guidance_scale:
                 raise ValueError("guidance_scale needs a condition to guide toward (--condition)")
-            if steering:
+            if steering is not None:  # 0 too: there is no steering to turn off
                 raise ValueError("steering needs a condition to steer toward (--condition)")
             return self
         vector = self.condition_vector(condition)
@@ -383,9 +383,7 @@ class DiffusionTask(LightningModule):
 
     def _steering(self, vector: Tensor, width: float | None) -> Steering | None:
         """``guided``'s steering toward the numeric targets of ``vector``, or None; refuses a width
-        asked for where steering cannot work."""
-        if width == 0:
-            return None
+        asked for where steering cannot work (0 too: there it has nothing to turn off)."""
         numeric = (~vector.isnan() & ~self._categorical.to(vector.device)).nonzero().squeeze(-1)
         reasons = []
         if self.property_head is None:
@@ -398,6 +396,8 @@ class DiffusionTask(LightningModule):
             if width is None:
                 return None
             raise ValueError(f"steering: {'; '.join(reasons)}")
+        if width == 0:  # turned off where it would steer by default
+            return None
         required = width is not None
         return Steering(self.property_head, numeric, vector[numeric], width or DEFAULT_WIDTH, required)
 
@@ -885,8 +885,11 @@ class DiffusionTask(LightningModule):
                 free); None samples unconditionally.
             guidance_scale: classifier-free guidance toward ``condition`` (``guided``); 0 samples
                 the conditional model alone.
-            steering: the width of the target the rows are steered toward (``guided``); 0 steers
-                none, None where it can.
+            steering: judge each finished molecule by the checkpoint's prediction of its properties
+                and rewrite the end of one far from ``condition`` (``guided``): the target's width, in
+                standard deviations of each property over the training molecules; 0 turns it off;
+                None: 0.25 where it applies (numeric targets, a draft-head checkpoint fitted with
+                conditions, speculative decoding).
             fragments: fragments with ``[*]`` attachment points that every sample keeps
                 (``polydiff.sampling.fragments``), e.g. ``[*]C(=O)O.[*]N1CCCC1``.
 

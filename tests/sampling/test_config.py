@@ -82,6 +82,11 @@ def test_speculative_decoding_is_the_default_of_a_causal_context_and_needs_one()
     # A draft head only drafts: at a fixed length its model writes one token per call, with no strategy to pick.
     with pytest.raises(ValueError, match="strategy: at a fixed length, a draft head's model makes one model call"):
         generate(task, 2, SamplingConfig(strategy="speculative"), length=6, seed=0)
+    # Nor can its encoder, which learnt only the next token, denoise a block by another strategy.
+    for strategy in ("confidence", "ancestral"):
+        with pytest.raises(ValueError, match=f"strategy {strategy}: a draft head's model decodes speculatively only"):
+            generate(task, 2, SamplingConfig(strategy=strategy), seed=0)
+    assert len(generate(windows, 2, SamplingConfig(strategy="confidence"), seed=0).sequences) == 2  # its encoder can
 
 
 def test_threshold_belongs_to_prefix_decoding():

@@ -166,6 +166,12 @@ def test_malformed_prompts_are_clear_errors(task, prompt, message):
         task.sample(1, prompt=prompt)
 
 
+def test_a_prompt_brings_its_own_length():
+    task = DiffusionTask(model_config=TINY).eval()
+    with pytest.raises(ValueError, match="give a length or prompts, not both"):
+        task.sample(1, prompt="CC[MASK]", length=10)
+
+
 def test_a_model_without_histogram_asks_for_a_length():
     task = DiffusionTask(model_config=TINY).eval()
     with pytest.raises(ValueError, match="length histogram"):

@@ -168,13 +168,15 @@ def test_a_condition_steers_by_default_where_it_can(sharp_task):
 
 
 def test_steering_without_a_condition_is_refused(sharp_task):
-    with pytest.raises(ValueError, match="needs a condition"):
-        sharp_task.guided(None, 0.0, steering=0.5)
+    for width in (0.5, 0.0):  # 0 too: without a condition there is no steering to turn off
+        with pytest.raises(ValueError, match="needs a condition"):
+            sharp_task.guided(None, 0.0, steering=width)
 
 
 def test_steering_needs_a_property_head():
-    with pytest.raises(ValueError, match="no property head"):
-        conditioned_task("windows").guided({"logp": 4.0}, 1.0, steering=0.5)
+    for width in (0.5, 0.0):
+        with pytest.raises(ValueError, match="no property head"):
+            conditioned_task("windows").guided({"logp": 4.0}, 1.0, steering=width)
 
 
 def test_steering_is_refused_where_the_decoder_cannot_steer(sharp_task):
