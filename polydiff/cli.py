@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -25,8 +26,19 @@ DESCRIPTION = (
 )
 
 
+# jsonargparse reports an option set that a link sets as its value failing the link.
+LINK_ERROR = re.compile(r"argument ([\w.]+) --> ([\w.]+): .*")
+
+
 class PolydiffParser(OneLineErrors, LightningArgumentParser):
     """A parser whose errors stay short: the full usage lists every Trainer option."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        linked = LINK_ERROR.fullmatch(" ".join(message.split()))
+        if linked:
+            source, target = linked.groups()
+            message = f"{target} follows {source} (the CLI links them): give --{source} instead"
+        return super().error(message, ex)
 
     def print_usage(self, file=None) -> None:
         prog = self.prog.replace(" [options]", "")

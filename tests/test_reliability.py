@@ -93,6 +93,13 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         (["--trainer.max_steps", "-5"], 1, "MisconfigurationException: `max_steps` must be"),  # Lightning's own
         (["--ckpt_path", "."], 1, ". is a folder: give the checkpoint file in it"),
         (["--data.max_length", "0"], 1, "data.max_length must be 3 or more"),
+        (["--model.model_config.num_heads", "0"], 1, "model_config.num_heads must be at least 1"),
+        (["--data.bucket_window", "0"], 1, "data.bucket_window must be at least 1"),
+        (["--model.lr_schedule.warmup_steps", "-5"], 1, "lr_schedule.warmup_steps must be >= 0"),
+        (["--model.diffusion_config.num_timesteps", "10", "--model.diffusion_config.eps", "0.01"], 1, "eps: discrete"),
+        (["--model.val_num_samples", "0"], 1, "val_num_samples >= 1"),
+        (["--data.on_bad_line", "error", "--data.token_cache", "false"], 1, "on_bad_line applies to cached files"),
+        (["--model.kind", "polymer"], 2, "model.kind follows data.kind (the CLI links them): give --data.kind"),
     ],
     ids=[
         "wrong type",
@@ -103,6 +110,13 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         "trainer refusal",
         "checkpoint folder",
         "no room for a token",
+        "no heads",
+        "no window",
+        "negative warmup",
+        "eps in discrete time",
+        "no validation samples",
+        "bad lines not cached",
+        "a linked option",
     ],
 )
 def test_config_and_path_errors_are_one_line(capsys, args, code, message):
@@ -181,6 +195,30 @@ def test_model_options_given_with_a_checkpoint_give_way_to_its_own(tmp_path, cap
             main(validate)
     else:  # Lightning 2.5 builds the model from the config, which the weights then do not fit
         assert "of another shape" in one_error_line(capsys, 1, lambda: main(validate))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data.global_batch_size", "64", "--trainer.accumulate_grad_batches", "3"], "not both"),
+        (["--model.sampling.strategy", "ancestral"], "strategy ancestral: a draft head's model decodes speculatively"),
+        (["--model.sampling.temperature", "0.5", "--model.sample_every_n_validations", "0"], "samples nothing"),
+    ],
+    ids=["two batch settings", "a strategy the model cannot use", "sampling options without samples"],
+)
+def test_run_options_that_would_be_overruled_or_ignored_stop_before_the_first_step(
+    tmp_path, capsys, smiles_files, args, message
+):
+    error = one_error_line(capsys, 1, lambda: main(fit_args(tmp_path, smiles_files["train"], *args)))
+    assert message in error
+    assert not list((tmp_path / "run").glob("**/*.ckpt"))
+
+
+def test_a_model_trains_in_bfloat16_throughout(tmp_path, smiles_files):
+    main(fit_args(tmp_path, smiles_files["train"], "--trainer.precision", "bf16-true"))
+    state = torch.load(next((tmp_path / "run").glob("**/last.ckpt")), map_location="cpu", weights_only=True)
+    assert state["global_step"] == 4
+    assert state["state_dict"]["model.bert.embeddings.word_embeddings.weight"].dtype == torch.bfloat16
 
 
 def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(smiles_files):

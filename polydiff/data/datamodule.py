@@ -114,6 +114,15 @@ class MoleculeDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        for name, value in (("batch_size", batch_size), ("bucket_window", bucket_window), ("val_size", val_size)):
+            if value < 1:
+                raise ValueError(f"data.{name} must be at least 1, got {value}")
+        if global_batch_size is not None and global_batch_size < 1:
+            raise ValueError(
+                f"data.global_batch_size must be at least 1 (or null: one batch a step), got {global_batch_size}"
+            )
+        if on_bad_line == "error" and token_cache is False:  # lines kept in memory are screened as they are batched
+            raise ValueError("data.on_bad_line applies to cached files: not with data.token_cache false")
         if max_length < 3:  # [CLS], one token, [SEP]
             raise ValueError(f"data.max_length must be 3 or more ([CLS], a token, [SEP]), got {max_length}")
         if not 0 <= condition_dropout < 1:
@@ -249,7 +258,10 @@ class MoleculeDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "fit" and self.hparams.global_batch_size and self.trainer is not None:
-            self.trainer.accumulate_grad_batches = self._accumulation(self.trainer.world_size)
+            accumulation = self._accumulation(self.trainer.world_size)
+            if self.trainer.accumulate_grad_batches not in (1, accumulation):  # one of the two decides
+                raise ValueError("give data.global_batch_size or trainer.accumulate_grad_batches, not both")
+            self.trainer.accumulate_grad_batches = accumulation
         if stage in ("fit", "validate", None) and "val" not in self.data:
             train = self._load("train")
             if self._source("val") is None:

@@ -64,6 +64,8 @@ class DiffusionConfig:
             raise ValueError(f"num_timesteps must be >= 0, got {self.num_timesteps}")
         if not 0 < self.eps < 1:
             raise ValueError(f"eps must lie in (0, 1), got {self.eps}")
+        if self.num_timesteps and "eps" in self.changed():
+            raise ValueError("eps: discrete time (num_timesteps > 0) draws t on its grid, never near 0")
         if self.loss_weighting not in ("elbo", "flat"):
             raise ValueError(f"loss_weighting must be 'elbo' or 'flat', got {self.loss_weighting!r}")
         if self.block_size < 0:

@@ -41,6 +41,11 @@ class ModelConfig:
     time_conditioning: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):  # (positions: data.max_length)
+            if getattr(self, name) < 1:
+                raise ValueError(f"model_config.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model_config.dropout must lie in [0, 1), got {self.dropout}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
 

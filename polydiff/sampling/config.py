@@ -147,5 +147,5 @@ class SamplingConfig:
                 "sequences (one-token blocks, speculative or prefix decoding; no --length or template)"
             )
         if reasons:
-            raise ValueError(f"sampling options with no effect on this model: {'; '.join(reasons)}")
+            raise ValueError(f"sampling options this model cannot use: {'; '.join(reasons)}")
         return replace(self, strategy=strategy, syntax=self.syntax and constrained)

@@ -70,6 +70,12 @@ class LRScheduleConfig:
     min_lr_ratio: float = 0.1
     decay_over: Literal["steps", "steps_or_time"] = "steps"
 
+    def __post_init__(self) -> None:
+        if self.warmup_steps < 0:
+            raise ValueError(f"lr_schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"lr_schedule.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+
     def factor(self, step: int, total_steps: float, time_progress: float = 0.0) -> float:
         """The learning rate over its peak at ``step``; ``time_progress`` is the spent fraction of max_time."""
         if step < self.warmup_steps:
@@ -92,8 +98,9 @@ def _refuse_unused_training_options(schedule: DiffusionSchedule, config: Diffusi
     if not isinstance(schedule, CosineSchedule):
         unused.insert(0, "schedule")
     if unused:
+        verb = "changes" if len(unused) == 1 else "change"
         raise ValueError(
-            f"{', '.join(unused)} change nothing with one-token blocks (diffusion_config.block_size: 1, "
+            f"{', '.join(unused)} {verb} nothing with one-token blocks (diffusion_config.block_size: 1, "
             "trained as an autoregressive model without t): leave them out, or pick block_size 0 or >= 2"
         )
 
@@ -113,7 +120,8 @@ class DiffusionTask(LightningModule):
             PSMILES); the CLI links it from the data module.
         tokenizer_name: a local tokenizer path, or None for the representation's bundled
             tokenizer; the CLI links it from the data module so both always agree.
-        sampling: how ``polydiff predict`` samples; a run-time setting, not saved in checkpoints.
+        sampling: how ``polydiff predict`` and the validation samples (``sample_every_n_validations``)
+            sample; a run-time setting, not saved in checkpoints.
         sample_every_n_validations: every this many validation runs, sample ``val_num_samples``
             sequences and log ``val/valid``, ``val/unique`` and ``val/novelty`` (and
             ``val/polymer_valid`` for polymers); 0 turns it off.
@@ -198,6 +206,11 @@ class DiffusionTask(LightningModule):
         # With a causal context, the NLL of its next-token prediction too: what the sampler draws from.
         self.val_next_nll = MeanMetric()
         self.test_next_nll = MeanMetric()
+        if sample_every_n_validations < 0 or val_num_samples < 1:
+            raise ValueError(
+                "need sample_every_n_validations >= 0 (0: off) and val_num_samples >= 1, got "
+                f"{sample_every_n_validations} and {val_num_samples}"
+            )
         self.sample_every_n_validations = sample_every_n_validations
         self.val_num_samples = val_num_samples
         self.kind = kind
@@ -440,6 +453,8 @@ class DiffusionTask(LightningModule):
         return self.model.output_projection
 
     def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate"):
+            self._check_validation_sampling()
         if stage == "fit" and self.compile_encoder:
             self.model.bert.compile(dynamic=True)  # in place: parameter names (and checkpoints) stay as they are
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -735,7 +750,8 @@ class DiffusionTask(LightningModule):
     ) -> tuple[Tensor, Tensor]:
         """``negative_elbo`` from ``masked_cross_entropy``'s terms: their weighted sum per sequence."""
         row = masked.nonzero()[:, 0]
-        nll = torch.zeros(masked.shape[0], device=masked.device).index_add_(0, row, weight[masked] * token_nll)
+        terms = weight[masked] * token_nll
+        nll = terms.new_zeros(masked.shape[0]).index_add_(0, row, terms)  # in the terms' dtype (bf16-true too)
         return nll, self.content(batch["input_ids"]).sum(-1)
 
     def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
@@ -823,6 +839,18 @@ class DiffusionTask(LightningModule):
         if self._validation_runs % self.sample_every_n_validations == 0:
             self.log_dict(self._sample_quality(), prog_bar=True)
 
+    def _check_validation_sampling(self) -> None:
+        """Refuses, before the first step, ``sampling`` options that the validation samples would
+        ignore or refuse (``SamplingConfig.for_model``)."""
+        if self.sample_every_n_validations == 0:
+            if self.sampling.changed():
+                raise ValueError("model.sampling: validation samples nothing (model.sample_every_n_validations: 0)")
+            return
+        free_length = self.block_size > 0  # validation samples without a length or template
+        self.sampling.for_model(
+            self.block_size, free_length, self.representation.is_smiles, self.causal_context, self.has_draft_head
+        )
+
     def _sample_quality(self) -> dict[str, float]:
         """valid, unique (among valid) and novelty (against the training lines) of a fixed-seed sample, as MOSES
         defines them; novelty compares canonical samples with the training lines as written (MOSES's sets and
@@ -832,7 +860,9 @@ class DiffusionTask(LightningModule):
         from polydiff.chem.molecules import canonical_sample, quiet_rdkit
 
         quiet_rdkit()
-        samples = self.sample(self.val_num_samples, seed=0, batch_size=min(self.val_num_samples, 256))
+        samples = self.sample(
+            self.val_num_samples, config=self.sampling, seed=0, batch_size=min(self.val_num_samples, 256)
+        )
         checked = [canonical_sample(s, polymer=self.kind == "polymer") for s in samples]
         valid = [c for c, repeat_unit in checked if c is not None and (repeat_unit or self.kind == "molecule")]
         if self._training_set is None:
