@@ -100,6 +100,8 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         (["--model.val_num_samples", "0"], 1, "val_num_samples >= 1"),
         (["--data.on_bad_line", "error", "--data.token_cache", "false"], 1, "on_bad_line applies to cached files"),
         (["--model.kind", "polymer"], 2, "model.kind follows data.kind (the CLI links them): give --data.kind"),
+        (["--data.polymers.units_per_class", "10"], 1, "data.polymers builds the polymer corpus: only with"),
+        (["--data.smiles_column", "PSMILES"], 1, "data.smiles_column 'PSMILES' names a CSV column"),
     ],
     ids=[
         "wrong type",
@@ -117,6 +119,8 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         "no validation samples",
         "bad lines not cached",
         "a linked option",
+        "polymer options for molecules",
+        "a column of no CSV",
     ],
 )
 def test_config_and_path_errors_are_one_line(capsys, args, code, message):

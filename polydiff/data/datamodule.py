@@ -22,7 +22,7 @@ from polydiff.data.token_cache import CachedSequences, TokenCache, WithValues, t
 from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
 from polydiff.types import Kind, RepresentationName
 from polydiff.utils.digest_set import DigestSet
-from polydiff.utils.files import csv_columns, iter_smiles, read_smiles
+from polydiff.utils.files import csv_columns, is_csv, iter_smiles, read_smiles
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,11 @@ class MoleculeDataModule(LightningDataModule):
                 "cache: leave data.token_cache at null or true"
             )
         self.polymers = polymers  # (hparams keep it as a dict)
+        if polymers != PolymerCorpus() and not self.builds_corpus:
+            raise ValueError("data.polymers builds the polymer corpus: only with data.kind polymer and no train_file")
+        files = [path for path in (train_file, val_file, test_file) if path is not None]
+        if smiles_column != "SMILES" and not any(map(is_csv, files)):
+            raise ValueError(f"data.smiles_column {smiles_column!r} names a CSV column: no data file is a CSV")
         self.tokenizer = load_tokenizer(tokenizer_name or representation)
         self.vocab_size = len(self.tokenizer)
         self.collate = MoleculeCollator(tokenizer_name or representation, max_length, representation)

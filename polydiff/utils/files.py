@@ -52,6 +52,11 @@ def iter_rows(
                 yield (line.split(maxsplit=1)[0] if line.strip() else ""), []
 
 
+def is_csv(path: str | Path) -> bool:
+    """Whether a data file is a CSV table (``.csv`` or ``.csv.gz``), not one SMILES per line."""
+    return _suffix(Path(path)) == ".csv"
+
+
 def csv_columns(path: str | Path) -> list[str]:
     """The header of a CSV file (optionally gzipped); [] for a line file."""
     path = _checked(path)
