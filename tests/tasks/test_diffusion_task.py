@@ -198,7 +198,7 @@ def test_one_token_blocks_refuse_the_schedule_and_time_options(name, value):
     else:
         options = {"diffusion_config": DiffusionConfig(block_size=1, **{name: value})}
         name = f"diffusion_config.{name}"
-    with pytest.raises(ValueError, match=f"{name}.* change nothing with one-token blocks"):
+    with pytest.raises(ValueError, match=f"{name} changes nothing with one-token blocks"):
         DiffusionTask(model_config=TINY, **options)
     blocks_of_two = replace(options["diffusion_config"], block_size=2)
     DiffusionTask(model_config=TINY, **{**options, "diffusion_config": blocks_of_two})  # there they shape training
