@@ -40,7 +40,7 @@ def iter_rows(
     # Undecodable bytes become lone surrogates rather than an exception: the line is then
     # skipped as "not UTF-8" (``polydiff.data.screening``) instead of ending the run.
     with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") as text:
-        if _suffix(path) == ".csv":
+        if is_csv(path):
             reader = csv.DictReader(text)
             _check_columns(path, reader.fieldnames or [], [smiles_column, *value_columns])
             for row in reader:
@@ -60,7 +60,7 @@ def is_csv(path: str | Path) -> bool:
 def csv_columns(path: str | Path) -> list[str]:
     """The header of a CSV file (optionally gzipped); [] for a line file."""
     path = _checked(path)
-    if _suffix(path) != ".csv":
+    if not is_csv(path):
         return []
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
     with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") as text:
