@@ -98,7 +98,7 @@ def guidance(args: argparse.Namespace, train: DigestSet) -> dict:
         row = {
             "property": target[0],
             "target": target[1],
-            "unconditional": {**guidance_scores(free.sequences, target, train), "nfe_per_token": _nfe_per_token(free)},
+            "unconditional": {**guidance_scores(free, target, train), "nfe_per_token": _nfe_per_token(free)},
         }
         for scale in SCALES:
             try:
@@ -111,7 +111,7 @@ def guidance(args: argparse.Namespace, train: DigestSet) -> dict:
                 models = {"steered": default, "unsteered": task.guided({target[0]: target[1]}, scale, 0.0)}
             for name, model in models.items():
                 result = generate(model, args.num_samples, batch_size=args.batch_size, seed=args.seed)
-                scores = guidance_scores(result.sequences, target, train)
+                scores = guidance_scores(result, target, train)
                 scores["nfe_per_token"] = _nfe_per_token(result)
                 row[f"w={scale:g} {name}"] = scores
                 print(f"guidance {target[0]}={target[1]:g} w={scale:g} {name}: {scores}", flush=True)
@@ -211,7 +211,7 @@ def fragments(args: argparse.Namespace) -> dict:
             result = generate(
                 task, args.fragment_samples, batch_size=args.batch_size, seed=args.seed, fragments=request
             )
-            scores = fragment_scores(result.sequences, request)
+            scores = fragment_scores(result, request)
             scores["nfe_per_token"] = _nfe_per_token(result)
             scores["seconds"] = time.perf_counter() - start
             rows.append({"fragments": request, **scores})
@@ -225,14 +225,14 @@ def class_scores(result: Generation, wanted: str | None) -> dict:
     """polymer_valid, the in-class fraction and unique fraction of the polymer-valid, the class
     shares, and model calls per token."""
     units = []
-    for sample in result.sequences:
+    for sample in result:
         unit, is_unit = canonical_sample(sample, polymer=True)
         if is_unit:
             units.append(unit)
     classes = [polymer_class(parse(unit)) for unit in units]
     shares = {name: _fraction(classes.count(name), len(classes)) for name in sorted(set(classes), key=str)}
     scores = {
-        "polymer_valid": _fraction(len(units), len(result.sequences)),
+        "polymer_valid": _fraction(len(units), len(result)),
         "unique": _fraction(len(set(units)), len(units)),
         "nfe_per_token": _nfe_per_token(result),
     }

@@ -44,7 +44,7 @@ def main() -> None:
         speculative.REFUSED_SHARE = float(refused_share)
         speculative.REFUSED_REWINDS = int(refused_rewinds[0]) if refused_rewinds else default_refused_rewinds
         generation = generate(task, args.num_samples, seed=0)
-        molecules = [mol for mol in (parse(s) for s in generation.sequences if s) if mol is not None]
+        molecules = [mol for mol in (parse(s) for s in generation if s) if mol is not None]
         large_ring = [any(len(ring) >= MAX_FILTER_RING for ring in mol.GetRingInfo().AtomRings()) for mol in molecules]
         calls = generation.nfe.double().sum().item() / (generation.lengths + 1).double().sum().item()
         results.append(

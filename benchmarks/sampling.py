@@ -124,10 +124,10 @@ def default_decoding(task: DiffusionTask, args: argparse.Namespace) -> dict:
         "decoder_share": round(1 - (model_seconds + constraint_seconds) / result.seconds, 3),
         "model_mflop_per_sample": round(flops / args.num_samples / 1e6, 2),
         "model_gflop_per_s": round(flops / model_seconds / 1e9, 1),
-        "flops_counted_on_the_same_samples": counted.sequences == result.sequences,
+        "flops_counted_on_the_same_samples": counted == result,
         "uncached_samples_per_s": round(uncached.samples_per_s, 2),
         "cache_speedup": round(uncached.seconds / result.seconds, 2),
-        "cache_identical": uncached.sequences == result.sequences,
+        "cache_identical": uncached == result,
     }
 
 
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
                     "length_ks": round(ks_distance(result.lengths, task.length_histogram), 4),
                 })  # fmt: skip
                 print(json.dumps(runs[-1]), file=sys.stderr)
-            same = results[True].sequences == results[False].sequences
+            same = results[True] == results[False]
             identical &= same
             speedup[f"{strategy}/{steps}"] = round(results[False].seconds / results[True].seconds, 2)
             runs[-2]["identical_to_uncached"] = same

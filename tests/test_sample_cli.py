@@ -167,6 +167,9 @@ def test_load_gives_an_eval_task_that_samples(checkpoint):
     assert task.length_histogram.sum() == 1000
     samples = task.sample(8, seed=0)
     assert len(samples) == 8 and all(isinstance(s, str) and s for s in samples)
+    # The list carries what its sequences cost, as `polydiff sample` reports it.
+    assert samples.nfe.shape == samples.lengths.shape == (8,) and (samples.nfe > 0).all() and samples.seed == 0
+    assert samples == task.sample(8, seed=0) and samples.samples_per_s > 0
 
 
 def test_predict_writes_samples_through_the_prediction_writer(checkpoint, tmp_path):

@@ -1,8 +1,9 @@
 """``polydiff sample``: generate sequences from a checkpoint into a file, one per line.
 
-The sampling options are ``SamplingConfig``'s fields, flattened onto the command line
-(``--top_p 0.9``, not ``--sampling.top_p``): one declaration serves this command,
-``polydiff predict`` and ``DiffusionTask.sample``.
+The generation options are ``DiffusionTask.sample``'s (``--num_samples``, ``--length``, ...), and
+the sampling options ``SamplingConfig``'s fields, flattened onto the command line (``--top_p 0.9``,
+not ``--sampling.top_p``): one declaration of each serves this command, ``polydiff predict`` and
+the Python API.
 """
 
 from __future__ import annotations
@@ -10,15 +11,19 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from jsonargparse import ActionConfigFile
 
 from polydiff.commands import CommandParser, user_errors
 from polydiff.sampling.config import SamplingConfig
-from polydiff.sampling.generate import Generation, generate
+from polydiff.sampling.generate import Generation
 from polydiff.sampling.guidance import parse_condition
+from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
+
+GIVEN_BY_THE_COMMAND = {"config", "progress", "condition"}
 
 
 def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str] | None:
@@ -39,48 +44,26 @@ def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str] | Non
 def sample(
     ckpt_path: str,
     output: str,
-    num_samples: int = 1000,
-    config: SamplingConfig | None = None,
-    length: int | None = None,
-    prompt: str | None = None,
     prompt_file: str | None = None,
-    batch_size: int = 256,
-    seed: int | None = None,
     device: str | None = None,
     num_threads: int | None = None,
     condition: str | None = None,
-    guidance_scale: float = 0.0,
-    steering: float | None = None,
-    fragments: str | None = None,
+    **generation: Any,
 ) -> Generation:
     """Generate sequences from a polydiff checkpoint into a file, one per line.
 
     Args:
         ckpt_path: checkpoint written by ``polydiff fit``.
         output: file to write, one sequence per line.
-        num_samples: sequences to generate (per prompt, with prompts; grouped by prompt).
-        config: how to sample (the command line gives its fields as ``--steps``, ``--top_p``, ...).
-        length: tokens per sequence; default: a block-diffusion model ends its sequences itself,
-            others draw the length from the training length histogram.
-        prompt: a template such as ``c1ccc([MASK][MASK])cc1`` whose [MASK] tokens are filled in.
-        prompt_file: many templates, one per line.
-        batch_size: sequences denoised together.
-        seed: same seed, batch size and device give the same file; default: a fresh seed.
+        prompt_file: many templates, one per line (instead of ``--prompt``).
         device: cpu, cuda, cuda:1, ...; default: CUDA when available.
         num_threads: CPU threads for torch; fewer than cores helps when other jobs share them.
         condition: property targets, e.g. ``logp=3,qed=0.8``, or ``class=polyamide`` for a
             polymer model (a checkpoint trained with ``data.conditions``; properties not named are
             left free).
-        guidance_scale: classifier-free guidance toward ``condition`` (w; 0 samples the
-            conditional model alone; each guided model call counts as two evaluations).
-        steering: judge each finished molecule by the checkpoint's prediction of its properties,
-            and take back and rewrite the end of one far from ``condition``; this is the target's
-            width, in standard deviations of each property over the training molecules (extra
-            model calls counted); 0 turns it off; default: 0.25 where it applies (numeric
-            targets, a draft-head checkpoint fitted with conditions, speculative decoding).
-        fragments: fragments every sample keeps, ``[*]`` marking where the model attaches
-            atoms: ``c1ccc([*])cc1[*]`` (decorate a scaffold), ``[*]C(=O)c1ccccc1`` (extend a
-            motif), ``[*]C(=O)O.[*]N1CCCC1`` (link two fragments).
+        generation: the options of ``DiffusionTask.sample`` (``num_samples``, ``config``,
+            ``length``, ``prompt``, ``batch_size``, ``seed``, ``guidance_scale``, ``steering``,
+            ``fragments``).
 
     Returns:
         The generation (sequences, NFE, lengths, seed, time).
@@ -91,15 +74,14 @@ def sample(
     if path.is_dir():  # checked before sampling, not after
         raise ValueError(f"--output {output} is a folder: give the file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    prompts = read_prompts(prompt, prompt_file)
+    generation["prompt"] = read_prompts(generation.get("prompt"), prompt_file)
     targets = parse_condition(condition) if condition is not None else None
     task = load(ckpt_path, device)
-    model = task.guided(targets, guidance_scale, steering)
-    result = generate(model, num_samples, config, length, prompts, batch_size, seed, sys.stderr.isatty(), fragments)
-    path.write_text("".join(f"{sequence}\n" for sequence in result.sequences))
+    result = task.sample(condition=targets, progress=sys.stderr.isatty(), **generation)
+    path.write_text("".join(f"{sequence}\n" for sequence in result))
     nfe, tokens = result.nfe.float(), result.lengths.float() + task.generates_end  # a block model writes [SEP] too
     print(
-        f"polydiff: wrote {len(result.sequences)} sequences to {path} in {result.seconds:.1f} s "
+        f"polydiff: wrote {len(result)} sequences to {path} in {result.seconds:.1f} s "
         f"({result.samples_per_s:.1f} samples/s, seed {result.seed})\n"
         f"NFE per sequence: mean {_mean(nfe):.2f}, max {int(nfe.max()) if len(nfe) else 0}\n"
         f"tokens per sequence: mean {_mean(tokens):.2f}"
@@ -112,10 +94,14 @@ def _mean(values: torch.Tensor) -> float:
 
 
 def build_parser() -> CommandParser:
-    """The parser of ``polydiff sample``: ``sample``'s arguments and ``SamplingConfig``'s fields."""
+    """The parser of ``polydiff sample``: its own arguments, ``DiffusionTask.sample``'s and
+    ``SamplingConfig``'s fields."""
     parser = CommandParser(prog="polydiff sample", description=sample.__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
-    parser.add_function_arguments(sample, skip={"config"}, as_positional=False)
+    parser.add_function_arguments(sample, as_positional=False)
+    # num_samples, length, prompt, ... are declared once, by the method; the command reads the
+    # condition as text and shows progress on a terminal.
+    parser.add_method_arguments(DiffusionTask, "sample", as_group=False, skip=GIVEN_BY_THE_COMMAND, as_positional=False)
     parser.add_class_arguments(SamplingConfig, nested_key=None)
     return parser
 

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 NOVELTY_MAX_LINES = 2_000_000  # above this, validation samples are not checked for novelty
+PREDICT_NUM_SAMPLES = 1000  # sequences that ``polydiff predict`` writes unless told otherwise
 
 
 class MoleculeDataModule(LightningDataModule):
@@ -56,7 +57,9 @@ class MoleculeDataModule(LightningDataModule):
         num_workers: DataLoader worker processes for the training, test and predict batches. Validation
             batches are collated in the main process: a worker kept for them would hold a process's
             memory (~300 MB) for the whole run to collate a small held-out set now and then.
-        val_size: lines held out for validation when ``val_file`` is None.
+        val_size: validation sequences: held out of the training lines when there is no validation
+            file, or drawn (by the seed) from a ``val_file`` or the polymer corpus's split that has
+            more, so that a validation costs the same whatever the file.
         seed: seed of the held-out split and of the training order.
         bucket_window: training batches drawn from a window of this many batches of similar
             length (``LengthBucketBatchSampler``); 1 shuffles plainly.
@@ -105,7 +108,7 @@ class MoleculeDataModule(LightningDataModule):
         val_size: int = 10_000,
         seed: int = 0,
         bucket_window: int = 50,
-        num_samples: int = 1000,
+        num_samples: int = PREDICT_NUM_SAMPLES,
         token_cache: bool | None = None,
         on_bad_line: OnBadLine = "skip",
         global_batch_size: int | None = None,
@@ -114,7 +117,13 @@ class MoleculeDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        for name, value in (("batch_size", batch_size), ("bucket_window", bucket_window), ("val_size", val_size)):
+        counts = {
+            "batch_size": batch_size,
+            "bucket_window": bucket_window,
+            "val_size": val_size,
+            "num_samples": num_samples,
+        }
+        for name, value in counts.items():
             if value < 1:
                 raise ValueError(f"data.{name} must be at least 1, got {value}")
         if global_batch_size is not None and global_batch_size < 1:
@@ -250,18 +259,37 @@ class MoleculeDataModule(LightningDataModule):
         rank_zero_info(message)  # once per run, on the console and in the log
         return CachedSequences(cache, np.arange(len(cache)))
 
+    def _drawn(self, total: int) -> np.ndarray:
+        """A boolean mask over ``total`` sequences: ``val_size`` of them, drawn by the seed."""
+        order = np.random.default_rng(self.hparams.seed).permutation(total)
+        drawn = np.zeros(total, dtype=bool)
+        drawn[order[: self.hparams.val_size]] = True
+        return drawn
+
     def _hold_out(self, train: Sequence) -> tuple[Sequence, Sequence]:
         """(train, validation): ``val_size`` lines drawn from the training set by the seed."""
         if len(train) <= self.hparams.val_size:
             raise ValueError(f"{len(train)} training lines cannot spare val_size={self.hparams.val_size}")
-        order = np.random.default_rng(self.hparams.seed).permutation(len(train))
-        held_out = np.zeros(len(train), dtype=bool)
-        held_out[order[: self.hparams.val_size]] = True
+        held_out = self._drawn(len(train))
         if isinstance(train, CachedSequences):
             return train.subset(~held_out), train.subset(held_out)
         return train.subset(~held_out), list(train.subset(held_out))
 
+    def _at_most_val_size(self, val: Sequence) -> Sequence:
+        """A validation file's sequences, or ``val_size`` of them (in file order) where it has more."""
+        if len(val) <= self.hparams.val_size:
+            return val
+        rank_zero_info(
+            f"data: validation on {self.hparams.val_size:,} of the {len(val):,} validation sequences (data.val_size)"
+        )
+        drawn = self._drawn(len(val))
+        if isinstance(val, CachedSequences):
+            return val.subset(drawn)
+        return [line for line, keep in zip(val, drawn, strict=True) if keep]
+
     def setup(self, stage: str | None = None) -> None:
+        if stage not in ("predict", None) and self.hparams.num_samples != PREDICT_NUM_SAMPLES:
+            raise ValueError(f"data.num_samples: the sequences polydiff predict writes; polydiff {stage} writes none")
         if stage == "fit" and self.hparams.global_batch_size and self.trainer is not None:
             accumulation = self._accumulation(self.trainer.world_size)
             if self.trainer.accumulate_grad_batches not in (1, accumulation):  # one of the two decides
@@ -272,7 +300,7 @@ class MoleculeDataModule(LightningDataModule):
             if self._source("val") is None:
                 self.data["train"], self.data["val"] = self._hold_out(train)
             else:
-                self.data["train"], self.data["val"] = train, self._load("val")
+                self.data["train"], self.data["val"] = train, self._at_most_val_size(self._load("val"))
             log.info("data: %d training and %d validation sequences", len(self.train_smiles), len(self.val_smiles))
         if stage in ("test", None) and "test" not in self.data:
             if self._source("test") is not None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -34,27 +34,24 @@ from polydiff.sampling.speculative import decode_speculative
 from polydiff.sampling.threads import calls_on_torch_threads, one_thread_between_calls
 
 
-@dataclass
-class Generation:
-    """Generated sequences and what they cost.
+class Generation(list):
+    """Generated sequences: a list of decoded SMILES (from the model's representation), in the
+    order drawn, that also carries what they cost.
 
-    Args:
-        sequences: decoded SMILES (from the model's representation), in the order drawn.
+    Attributes:
         nfe: network evaluations per sequence (model calls; a guided call is two).
         lengths: tokens per sequence ([CLS]/[SEP] excluded; a template's fixed tokens included).
         seed: the seed that reproduces them (with the same batch size and device).
         seconds: wall time of the generation.
     """
 
-    sequences: list[str]
-    nfe: Tensor
-    lengths: Tensor
-    seed: int
-    seconds: float
+    def __init__(self, sequences: Iterable[str], nfe: Tensor, lengths: Tensor, seed: int, seconds: float) -> None:
+        super().__init__(sequences)
+        self.nfe, self.lengths, self.seed, self.seconds = nfe, lengths, seed, seconds
 
     @property
     def samples_per_s(self) -> float:
-        return len(self.sequences) / max(self.seconds, 1e-9)
+        return len(self) / max(self.seconds, 1e-9)
 
 
 def encode_template(model: Denoiser, prompt: str) -> Tensor:

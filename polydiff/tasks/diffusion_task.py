@@ -34,7 +34,7 @@ from polydiff.model.kv_cache import KeyValueCache
 from polydiff.model.property_head import PropertyHead
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.denoiser import Denoiser
-from polydiff.sampling.generate import generate
+from polydiff.sampling.generate import Generation, generate
 from polydiff.sampling.guidance import GuidedDenoiser
 from polydiff.sampling.steering import DEFAULT_WIDTH, Steering
 from polydiff.tasks.checkpoints import (
@@ -75,6 +75,17 @@ class LRScheduleConfig:
             raise ValueError(f"lr_schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"lr_schedule.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if self.decay == "constant":  # the cosine decay's own options would shape nothing
+            unused = [
+                name for name in ("min_lr_ratio", "decay_over") if getattr(self, name) != getattr(type(self), name)
+            ]
+            if unused:
+                names = " and ".join(f"lr_schedule.{name}" for name in unused)
+                defaults = " and ".join(str(getattr(type(self), name)) for name in unused)
+                shape, them = ("shapes", "it") if len(unused) == 1 else ("shape", "them")
+                raise ValueError(
+                    f"{names} {shape} only the cosine decay: with decay constant, set {them} back to {defaults}"
+                )
 
     def factor(self, step: int, total_steps: float, time_progress: float = 0.0) -> float:
         """The learning rate over its peak at ``step``; ``time_progress`` is the spent fraction of max_time."""
@@ -886,7 +897,7 @@ class DiffusionTask(LightningModule):
 
     def sample(
         self,
-        num_samples: int,
+        num_samples: int = 1000,
         *,
         config: SamplingConfig | None = None,
         length: int | None = None,
@@ -898,42 +909,46 @@ class DiffusionTask(LightningModule):
         guidance_scale: float = 0.0,
         steering: float | None = None,
         fragments: str | None = None,
-    ) -> list[str]:
-        """Generates sequences (``polydiff.sampling.generate``), in eval mode.
+    ) -> Generation:
+        """Generates sequences (``polydiff.sampling.generate``), in eval mode. ``polydiff sample``
+        takes the same options.
 
         Args:
-            num_samples: sequences to generate (per prompt, when several prompts are given).
-            config: how to sample; None takes ``SamplingConfig()``'s defaults.
-            length: tokens per sequence; None lets a block model end its sequences, or draws the
-                length from the training length histogram.
-            prompt: a template (or a list of them) whose [MASK] tokens are filled in.
+            num_samples: sequences to generate (per prompt, when several prompts are given; grouped
+                by prompt).
+            config: how to sample; None takes ``SamplingConfig()``'s defaults (``polydiff sample``
+                takes its fields as options of their own: ``--steps``, ``--top_p``, ...).
+            length: tokens per sequence; None: a block-diffusion model ends its sequences itself,
+                others draw the length from the training length histogram.
+            prompt: a template such as ``c1ccc([MASK][MASK])cc1`` (or a list of them) whose [MASK]
+                tokens are filled in.
             batch_size: sequences denoised together.
-            seed: makes the output reproducible (same batch size and device).
+            seed: the same seed, batch size and device give the same sequences; None: a fresh seed.
             progress: show a progress bar.
             condition: property targets such as ``{"logp": 3.0, "qed": 0.8}`` or, for a polymer
-                model, ``{"class": "polyamide"}`` (a model trained with conditions; others are left
-                free); None samples unconditionally.
-            guidance_scale: classifier-free guidance toward ``condition`` (``guided``); 0 samples
-                the conditional model alone.
-            steering: judge each finished molecule by the checkpoint's prediction of its properties
-                and rewrite the end of one far from ``condition`` (``guided``): the target's width, in
-                standard deviations of each property over the training molecules; 0 turns it off;
-                None: 0.25 where it applies (numeric targets, a draft-head checkpoint fitted with
-                conditions, speculative decoding).
-            fragments: fragments with ``[*]`` attachment points that every sample keeps
-                (``polydiff.sampling.fragments``), e.g. ``[*]C(=O)O.[*]N1CCCC1``.
+                model, ``{"class": "polyamide"}`` (a model trained with ``data.conditions``;
+                properties not named are left free); None samples unconditionally.
+            guidance_scale: classifier-free guidance toward ``condition`` (w; 0 samples the
+                conditional model alone; each guided model call counts as two evaluations).
+            steering: judge each finished molecule by the checkpoint's prediction of its properties,
+                and take back and rewrite the end of one far from ``condition``; this is the target's
+                width, in standard deviations of each property over the training molecules (extra
+                model calls counted); 0 turns it off; None: 0.25 where it applies (numeric targets,
+                a draft-head checkpoint fitted with conditions, speculative decoding).
+            fragments: fragments every sample keeps (``polydiff.sampling.fragments``), ``[*]``
+                marking where the model attaches atoms: ``c1ccc([*])cc1[*]`` (decorate a scaffold),
+                ``[*]C(=O)c1ccccc1`` (extend a motif), ``[*]C(=O)O.[*]N1CCCC1`` (link two fragments).
 
         Returns:
-            The decoded sequences (SMILES), special tokens skipped.
+            The decoded sequences (SMILES, special tokens skipped), a list that also carries their
+            cost: ``nfe`` and ``lengths`` per sequence, the ``seed``, ``seconds`` and ``samples_per_s``.
         """
         prompts = [prompt] if isinstance(prompt, str) else prompt
         was_training = self.training
         self.eval()  # no dropout while sampling, e.g. when called during validation
         try:
             model = self.guided(condition, guidance_scale, steering)
-            return generate(
-                model, num_samples, config, length, prompts, batch_size, seed, progress, fragments
-            ).sequences
+            return generate(model, num_samples, config, length, prompts, batch_size, seed, progress, fragments)
         finally:
             self.train(was_training)
 
@@ -946,7 +961,8 @@ class DiffusionTask(LightningModule):
         with ``polydiff.SampleWriter``.
         """
         seed = int(torch.randint(2**62, (1,))) + int(batch[0])
-        return generate(self, len(batch), self.sampling, batch_size=len(batch), seed=seed).sequences
+        # A plain list: Lightning rebuilds the sequences it collects from their items alone.
+        return list(generate(self, len(batch), self.sampling, batch_size=len(batch), seed=seed))
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())

@@ -61,6 +61,25 @@ def test_files_and_length_histogram(smiles_files, tmp_path, monkeypatch, token_c
     assert torch.equal(histogram, torch.bincount(lengths, minlength=129).float())
 
 
+@pytest.mark.parametrize("token_cache", [False, True], ids=["lines", "token_cache"])
+def test_val_size_draws_from_a_larger_validation_file(smiles_files, tmp_path, monkeypatch, token_cache):
+    monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(tmp_path))
+    files = {"train_file": str(smiles_files["train"]), "val_file": str(smiles_files["val"])}
+    dm = MoleculeDataModule(**files, val_size=50, seed=1, token_cache=token_cache)
+    dm.setup("fit")
+    assert len(dm.val_smiles) == 50 and len(dm.train_smiles) == 1000  # training keeps every line
+    val = read_smiles(smiles_files["val"])
+    positions = list(dm.val_smiles.indices) if token_cache else [val.index(line) for line in dm.val_smiles]
+    assert positions == sorted(positions) and positions[-1] > 100  # in file order, from all of it
+    other = MoleculeDataModule(**files, val_size=50, seed=2, token_cache=token_cache)
+    other.setup("fit")
+    drawn = list(other.val_smiles.indices) if token_cache else [val.index(line) for line in other.val_smiles]
+    assert len(drawn) == 50 and drawn != positions  # the seed draws them
+    whole = MoleculeDataModule(**files, val_size=5000, token_cache=token_cache)
+    whole.setup("fit")
+    assert len(whole.val_smiles) == 200  # a smaller file is read whole
+
+
 def test_validation_batches_are_collated_in_the_main_process(smiles_files):
     files = {"train_file": str(smiles_files["train"]), "val_file": str(smiles_files["val"])}
     dm = MoleculeDataModule(**files, batch_size=16, num_workers=1, token_cache=False)

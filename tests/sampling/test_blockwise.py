@@ -43,7 +43,7 @@ def replay(task: DiffusionTask, smiles: str) -> tuple[bool, bool]:
 
 def test_every_committed_prefix_keeps_to_the_rules(task):
     generation = generate(task, 48, SamplingConfig(threshold=0.02), seed=0)
-    replayed = [replay(task, smiles) for smiles in generation.sequences]
+    replayed = [replay(task, smiles) for smiles in generation]
     assert all(kept for kept, _ in replayed)
     # Drafts were committed in parallel: fewer calls than tokens ([SEP] included) in the rows that ended.
     ended = torch.tensor([end for _, end in replayed])
@@ -53,7 +53,7 @@ def test_every_committed_prefix_keeps_to_the_rules(task):
 
 def test_without_constraints_the_same_drafts_break_the_rules(task):
     free = generate(task, 48, SamplingConfig(threshold=0.02, syntax=False), seed=0)
-    assert sum(not replay(task, smiles)[0] for smiles in free.sequences) >= 24
+    assert sum(not replay(task, smiles)[0] for smiles in free) >= 24
 
 
 def test_the_threshold_trades_calls_for_tokens(task):
@@ -67,7 +67,7 @@ def test_the_threshold_trades_calls_for_tokens(task):
 def test_a_block_model_ends_its_sequences_by_prefix_decoding_by_default(task):
     generation = generate(task, 16, seed=1)
     assert (generation.lengths < TINY.max_position_embeddings - 1).any()
-    assert all(replay(task, smiles)[0] for smiles in generation.sequences)
+    assert all(replay(task, smiles)[0] for smiles in generation)
 
 
 def test_a_rewound_row_stands_where_it_stood_before_those_tokens(task):

@@ -31,7 +31,7 @@ def test_every_sample_keeps_to_the_rules_and_every_ended_one_keeps_its_fragments
     template = fragment_template(request_)
     fixed = sum(atom.GetAtomicNum() > 0 for part in request_.split(".") for atom in parse(part).GetAtoms())
     valid = 0
-    for sample in result.sequences:
+    for sample in result:
         kept, _ = replay(task, sample)
         assert kept and (sample == "" or sample.startswith(template.pieces[0])), sample  # "": given up
         if parse(sample) is not None:
@@ -39,14 +39,14 @@ def test_every_sample_keeps_to_the_rules_and_every_ended_one_keeps_its_fragments
             assert keeps_fragments(sample, request_.split(".")), sample
             assert parse(sample).GetNumHeavyAtoms() >= fixed + len(template.holes)
     assert valid >= 36  # an untrained model, aliphatic tokens: most rows end as molecules
-    assert len(set(result.sequences)) >= 24  # the holes are sampled, not fixed
+    assert len(set(result)) >= 24  # the holes are sampled, not fixed
     # Only the free tokens cost model calls: one each, plus what the rewinds write again (4, 8, 16,
     # ... tokens, never more than the row's positions) and the call that found each dead end, and
     # the last one.
     fixed_tokens = sum(len(piece) for piece in template.pieces)  # here every character is one token
     width = task.max_positions
     rewritten = sum(min(fragment_decoding.REWIND * 2**k, width) for k in range(fragment_decoding.MAX_REWINDS))
-    complete = torch.tensor([parse(sample) is not None for sample in result.sequences])
+    complete = torch.tensor([parse(sample) is not None for sample in result])
     bound = result.lengths[complete] + 1 - fixed_tokens + rewritten + fragment_decoding.MAX_REWINDS + 1
     assert (result.nfe[complete] <= bound).all()
 
@@ -56,10 +56,10 @@ def test_more_samples_than_a_batch_holds_are_written_a_batch_at_a_time(task):
     fragments batch by batch: every sample is written, with its fragments, by model calls."""
     request_ = "[*]C1CCOCC1"
     result = generate(task, 10, fragments=request_, batch_size=4, seed=1)
-    assert len(result.sequences) == len(result.nfe) == len(result.lengths) == 10
+    assert len(result) == len(result.nfe) == len(result.lengths) == 10
     head = fragment_template(request_).pieces[0]
-    assert all(sample.startswith(head) for sample in result.sequences if sample)
-    assert sum(parse(sample) is not None for sample in result.sequences) >= 7
+    assert all(sample.startswith(head) for sample in result if sample)
+    assert sum(parse(sample) is not None for sample in result) >= 7
     assert (result.nfe > 0).all()
 
 
@@ -75,7 +75,7 @@ def test_a_hole_inside_a_ring_touches_none_of_the_fragments_open_ring_labels(tas
     request_ = "OC1CC([*])CC(O)C1"
     head, tail = fragment_template(request_).pieces
     assert head.count("1") == 1  # the ring is open around the hole
-    for sample in generate(task, 48, fragments=request_, seed=2).sequences:
+    for sample in generate(task, 48, fragments=request_, seed=2):
         if sample.endswith(tail):
             assert "1" not in sample[len(head) : -len(tail)], sample
 

@@ -116,7 +116,7 @@ def test_cache_changes_the_cost_not_the_samples(strategy, time_conditioning):
         cache: generate(task, 24, SamplingConfig(steps=50, strategy=strategy, cache=cache), batch_size=8, seed=3)
         for cache in (True, False)
     }
-    assert runs[True].sequences == runs[False].sequences
+    assert runs[True] == runs[False]
     assert (runs[True].nfe <= runs[True].lengths + 1).all()
     assert runs[True].nfe.float().mean() < runs[False].nfe.float().mean()
 
@@ -193,7 +193,7 @@ def test_block_diffusion_decodes_blocks_in_order(task, monkeypatch, block_size):
     monkeypatch.setattr(task.model, "encode", recording_encode)
     monkeypatch.setattr(task.diffusion_process.config, "block_size", block_size)
     generation = generate(task, 6, length=10, seed=0)
-    assert all(len(s) > 0 for s in generation.sequences)
+    assert all(len(s) > 0 for s in generation)
     assert (generation.nfe <= 10 + 10 // block_size + 1).all()
     for x in seen:
         revealed = (x[:, 1:11] != task.mask_token_id).long()
@@ -253,7 +253,7 @@ def test_a_block_model_chooses_its_lengths_and_each_call_sees_a_prefix(block_tas
     assert widths == sorted(widths)  # the prefix grows block by block, and stops with the longest row
     # A block of 2 takes at most 2 calls; a row is called only until its block with [SEP].
     assert (generation.nfe <= 2 * (lengths // 2 + 1)).all()
-    assert [s == "" for s in generation.sequences] == (lengths == 0).tolist()
+    assert [s == "" for s in generation] == (lengths == 0).tolist()
 
 
 @pytest.mark.parametrize(("sep_bias", "expected_length"), [(100.0, 0), (-100.0, TINY.max_position_embeddings - 1)])
@@ -263,7 +263,7 @@ def test_a_block_model_stops_at_its_end_or_at_the_last_position(block_task, sep_
     generation = generate(block_task, 5, SamplingConfig(steps=2, strategy="confidence"), seed=0)
     assert generation.lengths.tolist() == [expected_length] * 5
     if expected_length == 0:
-        assert generation.sequences == [""] * 5 and generation.nfe.tolist() == [2] * 5  # one block (2 steps), done
+        assert generation == [""] * 5 and generation.nfe.tolist() == [2] * 5  # one block (2 steps), done
 
 
 def test_a_given_length_keeps_a_block_model_from_ending_early(block_task):
@@ -271,7 +271,7 @@ def test_a_given_length_keeps_a_block_model_from_ending_early(block_task):
         block_task.output_projection[-1].bias[block_task.tokenizer.sep_token_id] = 100.0  # it would end at once
     generation = generate(block_task, 4, SamplingConfig(steps=2), length=9, seed=0)
     assert generation.lengths.tolist() == [9] * 4
-    assert all(len(block_task.tokenizer.tokenize(s)) == 9 for s in generation.sequences)
+    assert all(len(block_task.tokenizer.tokenize(s)) == 9 for s in generation)
 
 
 @pytest.mark.parametrize("block_size", [0, 1])
@@ -281,7 +281,7 @@ def test_no_token_the_training_data_lacked_is_drawn(block_size):
     task.length_histogram[5:10] = 1
     seen = task.tokenizer.convert_tokens_to_ids(["C", "O", "(", ")", "[SEP]"])
     task.token_histogram[seen] = 1.0  # an untrained model draws from all 126 tokens otherwise
-    sequences = generate(task, 16, length=6, seed=0).sequences
+    sequences = generate(task, 16, length=6, seed=0)
     assert all(set(task.tokenizer.tokenize(s)) <= {"C", "O", "(", ")"} for s in sequences)
 
 

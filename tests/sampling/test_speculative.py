@@ -66,7 +66,7 @@ def test_samples_follow_the_next_token_prediction_exactly(drafter):
     n = 4000
     generation = generate(task, n, SamplingConfig(top_p=1.0, syntax=False), batch_size=500, seed=0)
     counts = dict.fromkeys(expected, 0)
-    for smiles in generation.sequences:
+    for smiles in generation:
         pieces = task.tokenizer(smiles, add_special_tokens=False)["input_ids"][:2]
         counts[(pieces[0], pieces[1] if len(pieces) > 1 else task.tokenizer.sep_token_id)] += 1
     chi_square = sum((counts[cell] - n * p) ** 2 / (n * p) for cell, p in expected.items())
@@ -101,7 +101,7 @@ def test_the_tokens_the_distributions_span_change_no_sample(task, syntax):
 
 def test_every_committed_prefix_keeps_to_the_rules(task):
     generation = generate(task, 48, SamplingConfig(), seed=0)
-    replayed = [replay(task, smiles) for smiles in generation.sequences]
+    replayed = [replay(task, smiles) for smiles in generation]
     assert all(kept for kept, _ in replayed)
     ended = torch.tensor([end for _, end in replayed])
     assert ended.sum() >= 8
@@ -164,12 +164,12 @@ def test_decoding_runs_its_own_operations_on_one_thread_and_lends_the_model_torc
     finally:
         torch.set_num_threads(before)
     assert threads == {"model": {2}, "automaton": {1}}
-    assert shared.sequences == alone.sequences
+    assert shared == alone
 
 
 def test_without_constraints_the_same_model_breaks_the_rules(task):
     free = generate(task, 48, SamplingConfig(syntax=False), seed=0)
-    assert sum(not replay(task, smiles)[0] for smiles in free.sequences) >= 24
+    assert sum(not replay(task, smiles)[0] for smiles in free) >= 24
 
 
 def refused_shares(task: DiffusionTask, smiles: str) -> list[float]:
@@ -193,10 +193,10 @@ def test_a_row_backs_out_where_the_rules_refuse_most_of_p(monkeypatch):
     monkeypatch.setattr(speculative, "MAX_REWINDS", 12)
     monkeypatch.setattr(speculative, "REFUSED_REWINDS", 12)
     monkeypatch.setattr(speculative, "REFUSED_SHARE", 1.0)  # the rule off
-    loose = generate(task, 96, config, seed=0).sequences
+    loose = generate(task, 96, config, seed=0)
     assert sum(max(refused_shares(task, smiles)[1:]) > 0.5 for smiles in loose) >= 16  # 20 at this seed
     monkeypatch.setattr(speculative, "REFUSED_SHARE", 0.5)
-    strict = generate(task, 96, config, seed=0).sequences
+    strict = generate(task, 96, config, seed=0)
     assert all(max(refused_shares(task, smiles)[1:]) <= 0.5 + 1e-9 for smiles in strict)
 
 
@@ -230,7 +230,7 @@ def test_a_row_that_starts_a_new_sequence_keeps_that_sequences_states(task, monk
     decoders = kept_decoders(monkeypatch)
     generation = generate(task, 48, SamplingConfig(), batch_size=8, seed=0)
     assert len(decoders) == 1 and len(decoders[0].x) == 8
-    assert len(generation.sequences) == 48 and (generation.nfe > 0).all()
+    assert len(generation) == 48 and (generation.nfe > 0).all()
     assert_kept_states_are_causal(task, decoders[0])
 
 
@@ -249,14 +249,14 @@ def test_temperature_zero_is_the_greedy_path_of_the_next_token_prediction():
     tokens = ["C", "O", "N", "[SEP]"]
     task = causal_task(tokens, {"C": 1.0})
     generation = generate(task, 4, SamplingConfig(temperature=0.0, syntax=False), seed=0)
-    assert len(set(generation.sequences)) == 1
+    assert len(set(generation)) == 1
     prefix: list[int] = []
     for _ in range(task.max_positions - 1):
         token = int(next_token_probs(task, prefix).argmax())
         if token == task.tokenizer.sep_token_id:
             break
         prefix.append(token)
-    assert generation.sequences[0] == task.tokenizer.decode(prefix).replace(" ", "")
+    assert generation[0] == task.tokenizer.decode(prefix).replace(" ", "")
 
 
 def test_a_row_stops_at_the_last_position_of_the_model():
@@ -274,7 +274,7 @@ def test_a_trained_model_writes_no_sequence_longer_than_its_longest_training_one
     task.length_histogram[8:13] = 1.0  # trained on 8 to 12 tokens
     generation = generate(task, 64, SamplingConfig(), seed=0)
     assert generation.lengths.max() <= 12
-    replayed = [replay(task, smiles) for smiles in generation.sequences]
+    replayed = [replay(task, smiles) for smiles in generation]
     assert all(kept for kept, _ in replayed)
     # [SEP] came where a string may end in half the rows; the others met a dead end: this model is
     # sure of "=" (a ring is never closed by a bond symbol it was not opened with) and of tokens the

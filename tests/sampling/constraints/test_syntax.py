@@ -136,12 +136,12 @@ def test_a_one_token_block_smiles_model_writes_only_parsable_strings():
     free = generate(task, 64, SamplingConfig(syntax=False), seed=0)
     # A row ends where its string may end, or, at a dead end (no token keeps it completable; with
     # near-uniform draws some rows meet one), where it stands.
-    ended = accepted(constrained.sequences)
+    ended = accepted(constrained)
     assert sum(ended) >= 40
-    parsed = [Chem.MolFromSmiles(s, sanitize=False) is not None for s in constrained.sequences]
+    parsed = [Chem.MolFromSmiles(s, sanitize=False) is not None for s in constrained]
     assert all(p for p, e in zip(parsed, ended, strict=True) if e)
     # Without the automaton many do not parse (unclosed rings and branches).
-    assert sum(Chem.MolFromSmiles(s, sanitize=False) is not None for s in free.sequences) < 48
+    assert sum(Chem.MolFromSmiles(s, sanitize=False) is not None for s in free) < 48
 
 
 def test_the_state_table_answers_as_the_field_wise_automaton(moses_sample):
