@@ -161,6 +161,16 @@ def test_checkpoints_of_the_wide_smiles_vocabulary_still_load(tmp_path_factory, 
     assert "val/nll" in capsys.readouterr().out
 
 
+def test_options_come_from_the_method_and_a_prompt_stays_text():
+    from polydiff.commands.sample import build_parser
+
+    parser = build_parser()
+    options = parser.parse_args(["--ckpt_path", "x", "--output", "y", "--prompt", "[MASK]", "--length", "7"])
+    assert options.prompt == "[MASK]"  # as text: YAML would read a list
+    assert (options.length, options.num_samples) == (7, 1000)  # DiffusionTask.sample's declaration
+    assert "sequences denoised together" in parser.format_help()  # and its help
+
+
 def test_load_gives_an_eval_task_that_samples(checkpoint):
     task = polydiff.load(checkpoint, device="cpu")
     assert not task.training and task.device == torch.device("cpu")

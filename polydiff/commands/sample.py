@@ -23,7 +23,9 @@ from polydiff.sampling.guidance import parse_condition
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
 
-GIVEN_BY_THE_COMMAND = {"config", "progress", "condition"}
+# The command reads a prompt and the condition as text (the template [MASK] would read as a YAML
+# list, and {logp: 3} is a clumsy way to write a target), and shows progress on a terminal.
+GIVEN_BY_THE_COMMAND = {"config", "progress", "prompt", "condition"}
 
 
 def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str] | None:
@@ -44,6 +46,7 @@ def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str] | Non
 def sample(
     ckpt_path: str,
     output: str,
+    prompt: str | None = None,
     prompt_file: str | None = None,
     device: str | None = None,
     num_threads: int | None = None,
@@ -55,15 +58,15 @@ def sample(
     Args:
         ckpt_path: checkpoint written by ``polydiff fit``.
         output: file to write, one sequence per line.
-        prompt_file: many templates, one per line (instead of ``--prompt``).
+        prompt: a template such as ``c1ccc([MASK][MASK])cc1`` whose [MASK] tokens are filled in.
+        prompt_file: many templates, one per line.
         device: cpu, cuda, cuda:1, ...; default: CUDA when available.
         num_threads: CPU threads for torch; fewer than cores helps when other jobs share them.
         condition: property targets, e.g. ``logp=3,qed=0.8``, or ``class=polyamide`` for a
             polymer model (a checkpoint trained with ``data.conditions``; properties not named are
             left free).
-        generation: the options of ``DiffusionTask.sample`` (``num_samples``, ``config``,
-            ``length``, ``prompt``, ``batch_size``, ``seed``, ``guidance_scale``, ``steering``,
-            ``fragments``).
+        generation: the other options of ``DiffusionTask.sample`` (``num_samples``, ``config``,
+            ``length``, ``batch_size``, ``seed``, ``guidance_scale``, ``steering``, ``fragments``).
 
     Returns:
         The generation (sequences, NFE, lengths, seed, time).
@@ -74,10 +77,10 @@ def sample(
     if path.is_dir():  # checked before sampling, not after
         raise ValueError(f"--output {output} is a folder: give the file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
-    generation["prompt"] = read_prompts(generation.get("prompt"), prompt_file)
+    prompts = read_prompts(prompt, prompt_file)
     targets = parse_condition(condition) if condition is not None else None
     task = load(ckpt_path, device)
-    result = task.sample(condition=targets, progress=sys.stderr.isatty(), **generation)
+    result = task.sample(prompt=prompts, condition=targets, progress=sys.stderr.isatty(), **generation)
     path.write_text("".join(f"{sequence}\n" for sequence in result))
     nfe, tokens = result.nfe.float(), result.lengths.float() + task.generates_end  # a block model writes [SEP] too
     print(
@@ -99,8 +102,7 @@ def build_parser() -> CommandParser:
     parser = CommandParser(prog="polydiff sample", description=sample.__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
     parser.add_function_arguments(sample, as_positional=False)
-    # num_samples, length, prompt, ... are declared once, by the method; the command reads the
-    # condition as text and shows progress on a terminal.
+    # num_samples, length, seed, ... are declared once, by the method.
     parser.add_method_arguments(DiffusionTask, "sample", as_group=False, skip=GIVEN_BY_THE_COMMAND, as_positional=False)
     parser.add_class_arguments(SamplingConfig, nested_key=None)
     return parser

@@ -918,12 +918,13 @@ class DiffusionTask(LightningModule):
                 by prompt).
             config: how to sample; None takes ``SamplingConfig()``'s defaults (``polydiff sample``
                 takes its fields as options of their own: ``--steps``, ``--top_p``, ...).
-            length: tokens per sequence; None: a block-diffusion model ends its sequences itself,
-                others draw the length from the training length histogram.
+            length: tokens per sequence; by default a block-diffusion model ends its sequences
+                itself, and others draw the length from the training length histogram.
             prompt: a template such as ``c1ccc([MASK][MASK])cc1`` (or a list of them) whose [MASK]
                 tokens are filled in.
             batch_size: sequences denoised together.
-            seed: the same seed, batch size and device give the same sequences; None: a fresh seed.
+            seed: the same seed, batch size and device give the same sequences; by default a fresh
+                seed.
             progress: show a progress bar.
             condition: property targets such as ``{"logp": 3.0, "qed": 0.8}`` or, for a polymer
                 model, ``{"class": "polyamide"}`` (a model trained with ``data.conditions``;
@@ -933,8 +934,8 @@ class DiffusionTask(LightningModule):
             steering: judge each finished molecule by the checkpoint's prediction of its properties,
                 and take back and rewrite the end of one far from ``condition``; this is the target's
                 width, in standard deviations of each property over the training molecules (extra
-                model calls counted); 0 turns it off; None: 0.25 where it applies (numeric targets,
-                a draft-head checkpoint fitted with conditions, speculative decoding).
+                model calls counted); 0 turns it off; by default 0.25 where it applies (numeric
+                targets, a draft-head checkpoint fitted with conditions, speculative decoding).
             fragments: fragments every sample keeps (``polydiff.sampling.fragments``), ``[*]``
                 marking where the model attaches atoms: ``c1ccc([*])cc1[*]`` (decorate a scaffold),
                 ``[*]C(=O)c1ccccc1`` (extend a motif), ``[*]C(=O)O.[*]N1CCCC1`` (link two fragments).
