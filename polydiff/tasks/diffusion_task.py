@@ -49,6 +49,7 @@ from polydiff.types import Kind, RepresentationName
 # Logit given to tokens the model must never predict ([MASK], [PAD], [CLS], [SEP]): far below
 # any real logit, yet finite in fp16 and bf16 so no NaN can arise from -inf arithmetic.
 FORBIDDEN_LOGIT = -1e4
+VAL_NUM_SAMPLES = 200  # sequences sampled at a validation that samples
 
 
 @dataclass
@@ -160,7 +161,7 @@ class DiffusionTask(LightningModule):
         tokenizer_name: str | None = None,
         sampling: SamplingConfig = SamplingConfig(),  # noqa: B008
         sample_every_n_validations: int = 0,
-        val_num_samples: int = 200,
+        val_num_samples: int = VAL_NUM_SAMPLES,
         compile: bool = False,
         on_nonfinite_loss: Literal["stop", "skip"] = "stop",
         conditions: list[str] | None = None,
@@ -854,8 +855,13 @@ class DiffusionTask(LightningModule):
         """Refuses, before the first step, ``sampling`` options that the validation samples would
         ignore or refuse (``SamplingConfig.for_model``)."""
         if self.sample_every_n_validations == 0:
-            if self.sampling.changed():
-                raise ValueError("model.sampling: validation samples nothing (model.sample_every_n_validations: 0)")
+            unused = ["model.sampling"] if self.sampling.changed() else []
+            if self.val_num_samples != VAL_NUM_SAMPLES:
+                unused.append("model.val_num_samples")
+            if unused:
+                raise ValueError(
+                    f"{' and '.join(unused)}: validation samples nothing (model.sample_every_n_validations: 0)"
+                )
             return
         free_length = self.block_size > 0  # validation samples without a length or template
         self.sampling.for_model(
