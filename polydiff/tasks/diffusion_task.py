@@ -467,6 +467,9 @@ class DiffusionTask(LightningModule):
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate"):
             self._check_validation_sampling()
+        if stage == "fit" and self.on_nonfinite_loss == "skip" and self._trainer and self.trainer.world_size > 1:
+            # A rank that skips its step alone would leave the others waiting in the gradient all-reduce.
+            raise ValueError("model.on_nonfinite_loss skip needs a single device: under DDP the ranks would hang")
         if stage == "fit" and self.compile_encoder:
             self.model.bert.compile(dynamic=True)  # in place: parameter names (and checkpoints) stay as they are
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

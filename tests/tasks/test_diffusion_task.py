@@ -230,3 +230,14 @@ def test_a_causal_context_trains_noisy_windows_and_the_next_token_in_one_pass(ba
     # Linear schedule: w = 1/t, P(masked) = t; a window's count has variance about
     # E[1/t] ~ ln(1/eps) per token it holds; over 200 batches of ~100 windows, std ~ 0.02.
     assert sum(counts) / len(counts) == pytest.approx(1.0, abs=0.08)
+
+
+def test_skipping_nonfinite_steps_is_refused_on_several_devices():
+    from lightning.pytorch import Trainer
+
+    task = DiffusionTask(model_config=TINY, on_nonfinite_loss="skip")
+    task.trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)  # not launched
+    with pytest.raises(ValueError, match="on_nonfinite_loss skip needs a single device"):
+        task.setup("fit")
+    task.trainer = Trainer(accelerator="cpu", devices=1, logger=False)
+    task.setup("fit")  # one device: skipped steps are counted, nothing waits
