@@ -128,8 +128,9 @@ def test_a_reference_without_one_molecule_is_an_error_not_na(files, tmp_path, ca
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], 1, "device"),
         (["--n_jobs", "-2"], 2, 'Parser key "n_jobs"'),
         (["--kind", "protein"], 2, 'Parser key "kind"'),
+        (["--smiles_column", "PSMILES"], 1, "--smiles_column 'PSMILES' names a column of a CSV samples file"),
     ],
-    ids=["missing device", "negative jobs", "unknown kind"],
+    ids=["missing device", "negative jobs", "unknown kind", "a column of no CSV"],
 )
 def test_bad_options_fail_in_one_line_before_any_work(files, tmp_path, capsys, args, code, message):
     with pytest.raises(SystemExit) as exit_info:

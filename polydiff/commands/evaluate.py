@@ -16,7 +16,7 @@ from polydiff.commands import CommandParser, user_errors
 from polydiff.data.files import bundled_moses_path, is_bundled
 from polydiff.types import Kind
 from polydiff.utils.devices import resolve_device
-from polydiff.utils.files import read_smiles
+from polydiff.utils.files import is_csv, read_smiles
 from polydiff.utils.parallel import default_jobs, progress_bars
 
 
@@ -82,7 +82,8 @@ def evaluate_samples(
             repeat units as canonical PSMILES).
         n_jobs: worker processes for RDKit; default: every core.
         device: torch device for ChemNet and the similarity search; default: CUDA when available.
-        smiles_column: the column to read from CSV files.
+        smiles_column: the column of a CSV samples file (reference and training CSVs are read
+            by their ``SMILES`` column).
 
     Returns:
         The metrics, by MOSES key name.
@@ -90,6 +91,8 @@ def evaluate_samples(
     device = str(resolve_device(device))  # checked before any work
     if Path(output).exists() and not Path(output).is_dir():
         raise ValueError(f"--output {output} is a file: give the folder to write the report into")
+    if smiles_column != "SMILES" and not is_csv(samples):
+        raise ValueError(f"--smiles_column {smiles_column!r} names a column of a CSV samples file: {samples} is none")
     lines = read_samples(samples, smiles_column)
     molecules = kind == "molecule"
     paths = {
