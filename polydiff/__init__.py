@@ -30,7 +30,7 @@ _EXPORTS = {
     "BertDiffusionModel": "polydiff.model.bert_diffusion",
     "ModelConfig": "polydiff.model.bert_diffusion",
     "DiffusionTask": "polydiff.tasks.diffusion_task",
-    "LRScheduleConfig": "polydiff.tasks.diffusion_task",
+    "LRScheduleConfig": "polydiff.tasks.lr_schedule",
     "SampleWriter": "polydiff.tasks.inference",
     "load": "polydiff.tasks.inference",
     "generate": "polydiff.sampling.generate",
@@ -72,8 +72,9 @@ if TYPE_CHECKING:
     from polydiff.model.bert_diffusion import BertDiffusionModel, ModelConfig
     from polydiff.sampling.config import SamplingConfig
     from polydiff.sampling.generate import generate
-    from polydiff.tasks.diffusion_task import DiffusionTask, LRScheduleConfig
+    from polydiff.tasks.diffusion_task import DiffusionTask
     from polydiff.tasks.inference import SampleWriter, load
+    from polydiff.tasks.lr_schedule import LRScheduleConfig
 
 
 def __getattr__(name: str) -> Any:

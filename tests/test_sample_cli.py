@@ -145,6 +145,22 @@ def test_checkpoints_with_earlier_option_names_still_load(checkpoint, tmp_path, 
         polydiff.load(older, device="cpu")
 
 
+def test_checkpoints_with_options_that_changed_nothing_still_load(checkpoint, tmp_path, capsys):
+    # Saved before a constant learning rate refused the cosine decay's options, and validation
+    # without samples refused a sample count: dropped on loading, as they changed nothing.
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    hparams = state["hyper_parameters"]
+    hparams["lr_schedule"] |= {"decay": "constant", "min_lr_ratio": 0.5, "decay_over": "steps_or_time"}
+    hparams |= {"sample_every_n_validations": 0, "val_num_samples": 50}
+    older = tmp_path / "older.ckpt"
+    torch.save(state, older)
+    task = polydiff.load(older, device="cpu")
+    assert (task.lr_schedule.decay, task.lr_schedule.min_lr_ratio, task.val_num_samples) == ("constant", 0.1, 200)
+    main(["validate", "-c", BASE, "-c", TINY, "-c", SELFIES, "--ckpt_path", str(older),
+          "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert "val/nll" in capsys.readouterr().out
+
+
 def test_checkpoints_of_the_wide_smiles_vocabulary_still_load(tmp_path_factory, fit_tiny, capsys):
     # Before ``smiles`` became the common vocabulary, its 1,467 tokens were the default: such a
     # checkpoint says tokenizer_name None and has 1,467 embeddings.

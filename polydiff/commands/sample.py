@@ -2,8 +2,8 @@
 
 The generation options are ``DiffusionTask.sample``'s (``--num_samples``, ``--length``, ...), and
 the sampling options ``SamplingConfig``'s fields, flattened onto the command line (``--top_p 0.9``,
-not ``--sampling.top_p``): one declaration of each serves this command, ``polydiff predict`` and
-the Python API.
+not ``--sampling.top_p``): one declaration of each serves this command and the Python API
+(``polydiff predict`` takes ``SamplingConfig`` as ``--model.sampling``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str] | Non
 def sample(
     ckpt_path: str,
     output: str,
+    *,
     prompt: str | None = None,
     prompt_file: str | None = None,
     device: str | None = None,

@@ -225,9 +225,10 @@ class MoleculeDataModule(LightningDataModule):
 
     def prepare_data(self) -> None:
         # Once per node, before every rank's setup: build the polymer corpus and the token caches.
+        stage = self.trainer.state.fn if self.trainer is not None else None
+        self._check_stage(stage)  # before minutes of building
         if self.builds_corpus:
             self._source("train")
-        stage = self.trainer.state.fn if self.trainer is not None else None
         for split in self._splits(stage):
             if self._cached(split):
                 self._cache(split)
@@ -287,9 +288,14 @@ class MoleculeDataModule(LightningDataModule):
             return val.subset(drawn)
         return [line for line, keep in zip(val, drawn, strict=True) if keep]
 
-    def setup(self, stage: str | None = None) -> None:
+    def _check_stage(self, stage: str | None) -> None:
+        """Refuses the options that the Trainer stage (a ``TrainerFn``, or None) would not use."""
         if stage not in ("predict", None) and self.hparams.num_samples != PREDICT_NUM_SAMPLES:
-            raise ValueError(f"data.num_samples: the sequences polydiff predict writes; polydiff {stage} writes none")
+            command = getattr(stage, "value", stage)
+            raise ValueError(f"data.num_samples: the sequences polydiff predict writes; polydiff {command} writes none")
+
+    def setup(self, stage: str | None = None) -> None:
+        self._check_stage(stage)
         if stage == "fit" and self.hparams.global_batch_size and self.trainer is not None:
             accumulation = self._accumulation(self.trainer.world_size)
             if self.trainer.accumulate_grad_batches not in (1, accumulation):  # one of the two decides

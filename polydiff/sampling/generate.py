@@ -43,15 +43,25 @@ class Generation(list):
         lengths: tokens per sequence ([CLS]/[SEP] excluded; a template's fixed tokens included).
         seed: the seed that reproduces them (with the same batch size and device).
         seconds: wall time of the generation.
+
+    Rebuilt from its sequences alone, as Lightning's collection utilities rebuild the lists they
+    pass through, it carries no cost: each attribute is None.
     """
 
-    def __init__(self, sequences: Iterable[str], nfe: Tensor, lengths: Tensor, seed: int, seconds: float) -> None:
+    def __init__(
+        self,
+        sequences: Iterable[str] = (),
+        nfe: Tensor | None = None,
+        lengths: Tensor | None = None,
+        seed: int | None = None,
+        seconds: float | None = None,
+    ) -> None:
         super().__init__(sequences)
         self.nfe, self.lengths, self.seed, self.seconds = nfe, lengths, seed, seconds
 
     @property
-    def samples_per_s(self) -> float:
-        return len(self) / max(self.seconds, 1e-9)
+    def samples_per_s(self) -> float | None:
+        return None if self.seconds is None else len(self) / max(self.seconds, 1e-9)
 
 
 def encode_template(model: Denoiser, prompt: str) -> Tensor:

@@ -1,8 +1,9 @@
 """Checking a checkpoint file before anything is built from it, and reading older ones.
 
 A bad file is one clear error, never a traceback from deep inside torch or Lightning. A checkpoint
-written before an option was renamed or removed is brought up to date in memory
-(``migrate_hyperparameters``), so it loads as it always did; the file on disk is not touched.
+written before an option was renamed or removed, or before an option that changed nothing was
+refused, is brought up to date in memory (``migrate_hyperparameters``), so it loads as it always
+did; the file on disk is not touched.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from polydiff.tasks.lr_schedule import COSINE_ONLY_OPTIONS, LRScheduleConfig
 
 # Options renamed since checkpoints were first written: old name -> new name.
 RENAMED_OPTIONS = {"sample_every_n_epochs": "sample_every_n_validations"}
@@ -73,6 +76,16 @@ def migrate_hyperparameters(hparams: dict[str, Any], state_dict: dict[str, Any] 
     options = diffusion if isinstance(diffusion, dict) else getattr(diffusion, "__dict__", {})
     if options.get("causal_context") and "drafter" not in options:
         options["drafter"] = "windows"
+        changed = True
+    # Options saved where they changed nothing, which polydiff now refuses there: set to what they
+    # were in effect (the cosine decay's to their defaults; the validation sample count dropped).
+    schedule = hparams.get("lr_schedule")
+    if isinstance(schedule, dict) and schedule.get("decay") == "constant":
+        for name in COSINE_ONLY_OPTIONS:
+            if schedule.get(name, getattr(LRScheduleConfig, name)) != getattr(LRScheduleConfig, name):
+                schedule[name] = getattr(LRScheduleConfig, name)
+                changed = True
+    if hparams.get("sample_every_n_validations") == 0 and hparams.pop("val_num_samples", None) is not None:
         changed = True
     embeddings = (state_dict or {}).get(WORD_EMBEDDINGS)
     if (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +13,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
@@ -44,61 +44,13 @@ from polydiff.tasks.checkpoints import (
     migrated_checkpoint,
     weights_mismatch,
 )
+from polydiff.tasks.lr_schedule import LRScheduleConfig
 from polydiff.types import Kind, RepresentationName
 
 # Logit given to tokens the model must never predict ([MASK], [PAD], [CLS], [SEP]): far below
 # any real logit, yet finite in fp16 and bf16 so no NaN can arise from -inf arithmetic.
 FORBIDDEN_LOGIT = -1e4
 VAL_NUM_SAMPLES = 200  # sequences sampled at a validation that samples
-
-
-@dataclass
-class LRScheduleConfig:
-    """Learning-rate schedule: linear warmup, then cosine decay or constant.
-
-    Args:
-        warmup_steps: optimizer steps of linear warmup from 0.
-        decay: ``cosine`` decays to ``min_lr_ratio`` x lr by the end of training.
-        min_lr_ratio: final learning rate as a fraction of the peak.
-        decay_over: ``steps`` decays over the trainer's steps (``max_steps``); ``steps_or_time``
-            follows whichever budget, steps or the trainer's ``max_time``, is spent faster, so a
-            run stopped by its wall-clock budget still ends at the low rate (budgeted training,
-            Li et al., ICLR 2020). Use ``steps`` where runs must be bit-for-bit repeatable.
-    """
-
-    warmup_steps: int = 0
-    decay: Literal["cosine", "constant"] = "cosine"
-    min_lr_ratio: float = 0.1
-    decay_over: Literal["steps", "steps_or_time"] = "steps"
-
-    def __post_init__(self) -> None:
-        if self.warmup_steps < 0:
-            raise ValueError(f"lr_schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"lr_schedule.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
-        if self.decay == "constant":  # the cosine decay's own options would shape nothing
-            unused = [
-                name for name in ("min_lr_ratio", "decay_over") if getattr(self, name) != getattr(type(self), name)
-            ]
-            if unused:
-                names = " and ".join(f"lr_schedule.{name}" for name in unused)
-                defaults = " and ".join(str(getattr(type(self), name)) for name in unused)
-                shape, them = ("shapes", "it") if len(unused) == 1 else ("shape", "them")
-                raise ValueError(
-                    f"{names} {shape} only the cosine decay: with decay constant, set {them} back to {defaults}"
-                )
-
-    def factor(self, step: int, total_steps: float, time_progress: float = 0.0) -> float:
-        """The learning rate over its peak at ``step``; ``time_progress`` is the spent fraction of max_time."""
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        progress = (step - self.warmup_steps) / max(1.0, total_steps - self.warmup_steps)
-        if self.decay_over == "steps_or_time":
-            progress = max(progress, time_progress)
-        if self.decay == "constant" or not math.isfinite(progress):
-            return 1.0
-        progress = min(1.0, progress)
-        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _refuse_unused_training_options(schedule: DiffusionSchedule, config: DiffusionConfig) -> None:
@@ -141,7 +93,8 @@ class DiffusionTask(LightningModule):
         compile: ``torch.compile`` the BERT encoder for training (dynamic shapes: batches vary in
             length). Pays off on GPUs; on CPUs compiling took longer than it saved (docs/quality.md).
         on_nonfinite_loss: a NaN or infinite training loss ``stop``s the run with a message naming
-            the step, or is ``skip``ped (no update; counted in ``train/skipped_steps``).
+            the step, or is ``skip``ped (no update; counted in ``train/skipped_steps``; on one
+            device: on several, where the ranks must step together, it stops the run).
         conditions: the properties the denoiser is conditioned on (``polydiff.chem.conditions``),
             embedded into every token; the CLI links them from the data module, which computes them for
             every training sequence, or reads them from its CSV (and drops them at random,
@@ -468,8 +421,12 @@ class DiffusionTask(LightningModule):
         if stage in ("fit", "validate"):
             self._check_validation_sampling()
         if stage == "fit" and self.on_nonfinite_loss == "skip" and self._trainer and self.trainer.world_size > 1:
-            # A rank that skips its step alone would leave the others waiting in the gradient all-reduce.
-            raise ValueError("model.on_nonfinite_loss skip needs a single device: under DDP the ranks would hang")
+            # A rank that skipped its step alone would leave the others waiting in the gradient
+            # all-reduce. Warned, not refused: a checkpoint fitted on one device resumes on several.
+            rank_zero_warn(
+                "model.on_nonfinite_loss skip works on one device: on several, a non-finite loss stops the run"
+            )
+            self.on_nonfinite_loss = "stop"
         if stage == "fit" and self.compile_encoder:
             self.model.bert.compile(dynamic=True)  # in place: parameter names (and checkpoints) stay as they are
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -807,7 +764,7 @@ class DiffusionTask(LightningModule):
             if self.on_nonfinite_loss == "stop":
                 raise FloatingPointError(
                     f"non-finite training loss ({loss.item()}) at step {self.global_step}, batch {batch_idx}; "
-                    "lower the learning rate, or set model.on_nonfinite_loss: skip"
+                    "lower the learning rate, or (on one device) set model.on_nonfinite_loss: skip"
                 )
             # Returning None skips backward and the optimizer step (a single process; under DDP
             # every rank must skip together, so stop is the default).
@@ -860,7 +817,7 @@ class DiffusionTask(LightningModule):
         if self.sample_every_n_validations == 0:
             unused = ["model.sampling"] if self.sampling.changed() else []
             if self.val_num_samples != VAL_NUM_SAMPLES:
-                unused.append("model.val_num_samples")
+                unused.append(f"model.val_num_samples (set it back to {VAL_NUM_SAMPLES})")
             if unused:
                 raise ValueError(
                     f"{' and '.join(unused)}: validation samples nothing (model.sample_every_n_validations: 0)"
@@ -971,7 +928,7 @@ class DiffusionTask(LightningModule):
         with ``polydiff.SampleWriter``.
         """
         seed = int(torch.randint(2**62, (1,))) + int(batch[0])
-        # A plain list: Lightning rebuilds the sequences it collects from their items alone.
+        # The sequences alone: what the prediction writer writes.
         return list(generate(self, len(batch), self.sampling, batch_size=len(batch), seed=seed))
 
     def configure_optimizers(self):
