@@ -43,7 +43,7 @@ def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str] | Non
     return prompts
 
 
-def sample(
+def write_samples(
     ckpt_path: str,
     output: str,
     *,
@@ -100,11 +100,11 @@ def _mean(values: torch.Tensor) -> float:
 def build_parser() -> CommandParser:
     """The parser of ``polydiff sample``: its own arguments, ``DiffusionTask.sample``'s and
     ``SamplingConfig``'s fields."""
-    parser = CommandParser(prog="polydiff sample", description=sample.__doc__.splitlines()[0])
+    parser = CommandParser(prog="polydiff sample", description=write_samples.__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
-    parser.add_function_arguments(sample, as_positional=False)
+    parser.add_function_arguments(write_samples, as_positional=False)
     # num_samples, length, seed, ... are declared once, by the method.
-    parser.add_method_arguments(DiffusionTask, "sample", as_group=False, skip=GIVEN_BY_THE_COMMAND, as_positional=False)
+    parser.add_method_arguments(DiffusionTask, "sample", skip=GIVEN_BY_THE_COMMAND, as_positional=False)
     parser.add_class_arguments(SamplingConfig, nested_key=None)
     return parser
 
@@ -116,4 +116,4 @@ def main(args: list[str] | None = None) -> None:
         options = parser.parse_args(args).as_dict()
         options.pop("config", None)
         config = SamplingConfig(**{f.name: options.pop(f.name) for f in fields(SamplingConfig)})
-        sample(config=config, **options)
+        write_samples(config=config, **options)

@@ -876,8 +876,9 @@ class DiffusionTask(LightningModule):
         steering: float | None = None,
         fragments: str | None = None,
     ) -> Generation:
-        """Generates sequences (``polydiff.sampling.generate``), in eval mode. ``polydiff sample``
-        takes the same options.
+        """What to generate: sequences from this model, in eval mode (``polydiff.sampling.generate``).
+
+        ``polydiff sample`` takes the same options.
 
         Args:
             num_samples: sequences to generate (per prompt, when several prompts are given; grouped
