@@ -124,8 +124,13 @@ class PolydiffCLI(LightningCLI):
                     f"drop --data.{key} (or give {value})"
                 )
 
+    def before_fit(self) -> None:
+        # Before the data is prepared: a polymer corpus or a token cache can take minutes to build.
+        self.model.check_validation_sampling()
+
     def before_validate(self) -> None:
         self._warn_without_checkpoint("validate")
+        self.model.check_validation_sampling()
 
     def before_test(self) -> None:
         self._warn_without_checkpoint("test")

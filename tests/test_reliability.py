@@ -67,6 +67,20 @@ def test_on_bad_line_error_names_the_file_and_the_first_bad_line(tmp_path, dirty
 
 
 @pytest.mark.parametrize(
+    "options",
+    [
+        ["--data.num_samples", "50"],
+        ["--model.sample_every_n_validations", "0", "--model.val_num_samples", "50"],
+        ["--model.sampling.strategy", "confidence"],  # a draft-head model decodes speculatively
+    ],
+    ids=["data option", "model option", "sampling option"],
+)
+def test_options_are_refused_before_the_data_is_prepared(tmp_path, dirty_file, capsys, options):
+    one_error_line(capsys, 1, lambda: main(fit_args(tmp_path, dirty_file, *options)))
+    assert not (tmp_path / "cache").exists()  # no token cache was built: a large corpus takes minutes
+
+
+@pytest.mark.parametrize(
     ("content", "name", "message"),
     [
         ("", "empty.smi", "no usable line (empty file)"),

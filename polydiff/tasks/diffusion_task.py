@@ -419,7 +419,7 @@ class DiffusionTask(LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate"):
-            self._check_validation_sampling()
+            self.check_validation_sampling()
         if stage == "fit" and self.on_nonfinite_loss == "skip" and self._trainer and self.trainer.world_size > 1:
             # A rank that skipped its step alone would leave the others waiting in the gradient
             # all-reduce. Warned, not refused: a checkpoint fitted on one device resumes on several.
@@ -811,9 +811,10 @@ class DiffusionTask(LightningModule):
         if self._validation_runs % self.sample_every_n_validations == 0:
             self.log_dict(self._sample_quality(), prog_bar=True)
 
-    def _check_validation_sampling(self) -> None:
+    def check_validation_sampling(self) -> None:
         """Refuses, before the first step, ``sampling`` options that the validation samples would
-        ignore or refuse (``SamplingConfig.for_model``)."""
+        ignore or refuse (``SamplingConfig.for_model``), and a sample count with no samples; run by
+        ``setup`` and, before the data is prepared, by the CLI."""
         if self.sample_every_n_validations == 0:
             unused = ["model.sampling"] if self.sampling.changed() else []
             if self.val_num_samples != VAL_NUM_SAMPLES:
