@@ -28,6 +28,9 @@ DESCRIPTION = (
 
 # jsonargparse reports an option set that a link sets as its value failing the link.
 LINK_ERROR = re.compile(r"argument ([\w.]+) --> ([\w.]+): .*")
+# LightningCLI knows only its own subcommands; polydiff's sample and evaluate come before it.
+SUBCOMMAND_ERROR = re.compile(r'(?:argument subcommand: invalid choice: (\S+)|expected "subcommand" to be one of).*')
+COMMANDS = "fit, validate, test, predict, sample or evaluate"
 
 
 class PolydiffParser(OneLineErrors, LightningArgumentParser):
@@ -38,6 +41,10 @@ class PolydiffParser(OneLineErrors, LightningArgumentParser):
         if linked:
             source, target = linked.groups()
             message = f"{target} follows {source} (the CLI links them): give --{source} instead"
+        unknown = SUBCOMMAND_ERROR.fullmatch(" ".join(message.split()))
+        if unknown:
+            given = unknown.group(1)
+            message = f"unknown command {given}: give {COMMANDS}" if given else f"give a command: {COMMANDS}"
         return super().error(message, ex)
 
     def print_usage(self, file=None) -> None:
@@ -106,16 +113,21 @@ class PolydiffCLI(LightningCLI):
         config = self.config[self.config.subcommand]
         if hparams.get("tokenizer_name") and config.data.tokenizer_name is None:
             config.data.tokenizer_name = config.model.tokenizer_name = hparams["tokenizer_name"]
-        # Data read otherwise than the model was trained on would be scored or trained on silently wrong.
+        # Data read otherwise than the model was trained on would be scored or trained on silently wrong;
+        # its length limit and conditions shape the model (its positions, its property head).
         trained = {
             "kind": hparams.get("kind", "molecule"),
             "representation": hparams.get("representation"),
             "tokenizer_name": hparams.get("tokenizer_name") or hparams.get("representation"),
+            "max_length": (hparams.get("model_config") or {}).get("max_position_embeddings"),
+            "conditions": list(hparams.get("conditions") or []),
         }
         given = {
             "kind": config.data.kind,
             "representation": config.data.representation,
             "tokenizer_name": config.data.tokenizer_name or config.data.representation,
+            "max_length": config.data.max_length,
+            "conditions": list(config.data.conditions or []),
         }
         for key, value in trained.items():
             if value is not None and given[key] != value:

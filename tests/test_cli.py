@@ -143,6 +143,21 @@ def test_missing_data_file_is_one_clear_error(capsys, tmp_path):
     assert err == [f"polydiff: error: FileNotFoundError: data file not found: {tmp_path / 'missing.smi'}"]
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["design"], "unknown command 'design': give fit, validate, test, predict, sample or evaluate"),
+        ([], "give a command"),
+    ],
+)
+def test_an_unknown_or_missing_command_lists_every_command(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert message in err and "sample or evaluate" in err
+
+
 def test_module_entry_point_reports_version():
     result = subprocess.run([sys.executable, "-m", "polydiff", "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("polydiff ")

@@ -103,7 +103,7 @@ def test_missing_reference_file_fails_before_any_work(files, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run("--samples", files["samples"], "--output", tmp_path / "out", "--reference", tmp_path / "nope.smi")
     assert exit_info.value.code == 1
-    assert "test file not found" in capsys.readouterr().err
+    assert f"--reference not found: {tmp_path / 'nope.smi'}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Polymers end to end through ``polydiff.cli.main``: corpus from monomers, fit, sample, evaluate."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,7 @@ def test_polymer_corpus_fit_sample_evaluate(tmp_path, monkeypatch, capsys):
     report = tmp_path / "report"
     evaluate = ["evaluate", "--samples", str(samples), "--output", str(report), "--kind", "polymer", "--n_jobs", "1"]
     main([*evaluate, "--train", str(corpus / "train.csv")])
+    assert re.search(r"40 samples, \d+ polymer-valid", capsys.readouterr().out)  # those the metrics after it are of
     metrics = json.loads((report / "metrics.json").read_text())
     assert 0 <= metrics["polymer_valid"] <= metrics["valid"] <= 1
     # The sampler never writes a third * (an end before the second is refused too, but this
@@ -75,6 +77,11 @@ def test_polymer_corpus_fit_sample_evaluate(tmp_path, monkeypatch, capsys):
         main(["sample", "--ckpt_path", str(checkpoint), "--output", str(samples), "--condition", "class=polyamide"])
     assert refused.value.code == 1
     assert "class=polyamide: this checkpoint was trained on about" in capsys.readouterr().err
+    # A template that fixes a third * could never be a repeat unit.
+    with pytest.raises(SystemExit) as refused:
+        main(["sample", "--ckpt_path", str(checkpoint), "--output", str(samples), "--prompt", "[*]C[*]C[MASK][*]"])
+    assert refused.value.code == 1
+    assert "fixes more than two *: a repeat unit has two attachment points" in capsys.readouterr().err
 
 
 def test_polymer_kind_without_test_file_is_one_clear_error(tmp_path, capsys):

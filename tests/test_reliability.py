@@ -103,6 +103,7 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         (["--model.no_such_key", "1"], 2, "nrecognized arguments: --model.no_such_key"),  # jsonargparse: U or u
         (["-c", "missing.yaml"], 2, "File does not exist"),
         (["--data.train_file", "missing.smi"], 1, "data file not found: missing.smi"),
+        (["--data.val_file", "."], 1, "data file . is a folder: give a file"),
         (["--ckpt_path", "missing.ckpt"], 1, "checkpoint not found: missing.ckpt"),
         (["--trainer.max_steps", "-5"], 1, "MisconfigurationException: `max_steps` must be"),  # Lightning's own
         (["--ckpt_path", "."], 1, ". is a folder: give the checkpoint file in it"),
@@ -136,6 +137,7 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         "unknown key",
         "missing config",
         "missing data file",
+        "data folder",
         "missing checkpoint",
         "trainer refusal",
         "checkpoint folder",
@@ -211,6 +213,11 @@ def test_a_checkpoint_is_scored_on_data_read_as_it_was_trained(tmp_path, capsys,
     validate = ["validate", *trained, "--data.representation", "kekule_smiles"]
     error = one_error_line(capsys, 1, lambda: main(validate))
     assert "trained with data.representation smiles, not kekule_smiles" in error
+    # So would a length limit or conditions other than its own: they shape the model, not only the data.
+    error = one_error_line(capsys, 1, lambda: main(["validate", *trained, "--data.max_length", "32"]))
+    assert "trained with data.max_length 64, not 32: drop --data.max_length (or give 64)" in error
+    error = one_error_line(capsys, 1, lambda: main(["validate", *trained, "--data.conditions", "[qed]"]))
+    assert "trained with data.conditions [], not ['qed']" in error
     # A model trained on one's own files is tested on a test file of that corpus, never MOSES's unasked.
     assert "set data.test_file" in one_error_line(capsys, 1, lambda: main(["test", *trained]))
     # LightningCLI drops what predict returns: without a writer nothing would be kept.

@@ -42,6 +42,7 @@ def test_sample_writes_one_sequence_per_line_and_a_summary(checkpoint, tmp_path,
     # Even after 12 steps of training, every SELFIES sample is a molecule.
     assert all(Chem.MolFromSmiles(line) is not None for line in lines)
     assert "samples/s" in summary and "NFE" in summary and "seed 0" in summary
+    assert "valid: 30 of 30, as RDKit reads them as written" in summary
     # Both counts a user compares: model calls and tokens per sequence ([SEP] counted for a block model).
     nfe = float(re.search(r"NFE per sequence: mean ([0-9.]+)", summary)[1])
     tokens = float(re.search(r"tokens per sequence: mean ([0-9.]+)", summary)[1])
@@ -60,11 +61,25 @@ def test_prompt_file_fills_in_every_template(smiles_checkpoint, tmp_path, capsys
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("c1ccccc1[MASK][MASK]\n\nCC(=O)N[MASK]\n")
     output = tmp_path / "filled.smi"
-    sample(capsys, smiles_checkpoint, output, "--num_samples=4", f"--prompt_file={prompts}")
+    capsys.readouterr()
+    main(
+        [
+            "sample",
+            "--ckpt_path",
+            str(smiles_checkpoint),
+            "--output",
+            str(output),
+            "--num_samples=4",
+            f"--prompt_file={prompts}",
+        ]
+    )
     lines = output.read_text().splitlines()
     assert len(lines) == 8
     assert all(line.startswith("c1ccccc1") for line in lines[:4])
     assert all(line.startswith("CC(=O)N") for line in lines[4:])
+    # A block model reads a template left to right, unchecked by the SMILES rules: it says so, in one line.
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warning.startswith("polydiff sample: warning: templates: this model writes left to right")
 
 
 @pytest.mark.parametrize("content", [None, b"", b"not a checkpoint"], ids=["missing", "empty", "corrupt"])
@@ -87,8 +102,10 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, capsys, content):
         (["--temprature", "0.5"], 2, "nrecognized arguments: --temprature"),  # jsonargparse: U or u
         (["--num_samples", "abc"], 2, 'Parser key "num_samples"'),
         (["--output", "."], 1, "--output . is a folder: give the file to write"),
+        (["--output", str(ROOT / "pyproject.toml" / "samples.smi")], 1, "pyproject.toml is a file, so no folder"),
+        (["--num_threads", "0"], 2, 'Parser key "num_threads"'),
     ],
-    ids=["unknown strategy", "misspelt option", "not a number", "output a folder"],
+    ids=["unknown strategy", "misspelt option", "not a number", "output a folder", "output under a file", "no threads"],
 )
 def test_bad_options_are_one_line(checkpoint, tmp_path, capsys, args, code, message):
     with pytest.raises(SystemExit) as exit_info:

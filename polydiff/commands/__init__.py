@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,6 +28,25 @@ def user_errors(prog: str, also: tuple[type[Exception], ...] = ()) -> Iterator[N
             raise
         print(f"{prog}: error: {type(error).__name__}: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+@contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Shows a warning as one line, ``prog: warning: ...``, not with the file and source line that
+    raised it (with POLYDIFF_DEBUG=1, as Python shows it)."""
+    if os.environ.get(DEBUG_ENV):
+        yield
+        return
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{prog}: warning: {message}", file=sys.stderr if file is None else file)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 class OneLineErrors:

@@ -12,11 +12,11 @@ from rich.console import Console
 from polydiff.chem.metrics import DEFAULT_KS, evaluate
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
-from polydiff.commands import CommandParser, user_errors
+from polydiff.commands import CommandParser, one_line_warnings, user_errors
 from polydiff.data.files import bundled_moses_path, is_bundled
 from polydiff.types import Kind
 from polydiff.utils.devices import resolve_device
-from polydiff.utils.files import is_csv, read_smiles
+from polydiff.utils.files import existing_file, is_csv, read_smiles
 from polydiff.utils.parallel import default_jobs, progress_bars
 
 
@@ -31,26 +31,23 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
     Returns:
         One string per sample.
     """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"samples file not found: {path}")
+    existing_file(path, "samples file")
     samples = read_smiles(path, smiles_column, keep_empty=True)
     if not any(samples):
         raise ValueError(f"samples file {path} has no samples")
     return samples
 
 
-def resolve(value: str | None, split: str, default_on: bool) -> Path | None:
-    """The file behind a reference option: a path, ``moses`` (bundled), ``none``, or None (the default)."""
+def resolve(value: str | None, option: str, split: str, default_on: bool) -> Path | None:
+    """The file behind the reference option ``option``: a path, ``moses`` (the bundled MOSES ``split``),
+    ``none``, or None (the default)."""
     if value is None:
         return bundled_moses_path(split) if default_on else None
     if value.lower() == "none":
         return None
     if value.lower() == "moses":
         return bundled_moses_path(split)
-    path = Path(value)
-    if not path.is_file():
-        raise FileNotFoundError(f"{split} file not found: {path}")
-    return path
+    return existing_file(value, f"--{option}")
 
 
 def evaluate_samples(
@@ -96,9 +93,9 @@ def evaluate_samples(
     lines = read_samples(samples, smiles_column)
     molecules = kind == "molecule"
     paths = {
-        "test": resolve(reference, "test", molecules),
-        "train": resolve(train, "train", molecules),
-        "test_scaffolds": resolve(test_scaffolds, "test_scaffolds", False),
+        "test": resolve(reference, "reference", "test", molecules),
+        "train": resolve(train, "train", "train", molecules),
+        "test_scaffolds": resolve(test_scaffolds, "test_scaffolds", "test_scaffolds", False),
     }
     n_jobs = n_jobs or default_jobs()
     with progress_bars(sys.stderr.isatty()) as progress:
@@ -114,7 +111,8 @@ def evaluate_samples(
         result = evaluate(lines, test, train_set, scaffolds, kind, DEFAULT_KS, n_jobs, device, progress)
         files = write_report(result, test, output)
     console = Console()
-    console.print(metrics_table(result.metrics, f"{samples}: {len(lines)} samples, {len(result.valid)} valid"))
+    valid = "valid" if molecules else "polymer-valid"  # the molecules the metrics after validity are of
+    console.print(metrics_table(result.metrics, f"{samples}: {len(lines)} samples, {len(result.valid)} {valid}"))
     for note in result.notes:
         console.print(f"note: {note}", style="yellow")
     print(f"polydiff: wrote {', '.join(str(path) for path in files.values())}")
@@ -123,5 +121,5 @@ def evaluate_samples(
 
 def main(args: list[str] | None = None) -> None:
     """Runs ``polydiff evaluate`` on ``args``; user errors end with one line on stderr and exit code 1."""
-    with user_errors("polydiff evaluate"):
+    with user_errors("polydiff evaluate"), one_line_warnings("polydiff evaluate"):
         auto_cli(evaluate_samples, args=args, as_positional=False, parser_class=CommandParser, prog="polydiff evaluate")

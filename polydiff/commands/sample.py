@@ -15,13 +15,16 @@ from typing import Any
 
 import torch
 from jsonargparse import ActionConfigFile
+from jsonargparse.typing import PositiveInt
 
-from polydiff.commands import CommandParser, user_errors
+from polydiff.chem.molecules import is_polymer, parse
+from polydiff.commands import CommandParser, one_line_warnings, user_errors
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.generate import Generation
 from polydiff.sampling.guidance import parse_condition
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
+from polydiff.utils.files import existing_file
 
 # The command reads a prompt and the condition as text (the template [MASK] would read as a YAML
 # list, and {logp: 3} is a clumsy way to write a target), and shows progress on a terminal.
@@ -34,10 +37,8 @@ def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str] | Non
         raise ValueError("give --prompt or --prompt_file, not both")
     if prompt_file is None:
         return None if prompt is None else [prompt]
-    path = Path(prompt_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file not found: {path}")
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    path = existing_file(prompt_file, "prompt file")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"prompt file {path} has no prompts")
     return prompts
@@ -50,7 +51,7 @@ def write_samples(
     prompt: str | None = None,
     prompt_file: str | None = None,
     device: str | None = None,
-    num_threads: int | None = None,
+    num_threads: PositiveInt | None = None,
     condition: str | None = None,
     **generation: Any,
 ) -> Generation:
@@ -77,6 +78,9 @@ def write_samples(
     path = Path(output)
     if path.is_dir():  # checked before sampling, not after
         raise ValueError(f"--output {output} is a folder: give the file to write")
+    blocking = next((folder for folder in path.parents if folder.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ValueError(f"--output {output}: {blocking} is a file, so no folder can hold the output there")
     path.parent.mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(prompt, prompt_file)
     targets = parse_condition(condition) if condition is not None else None
@@ -88,9 +92,18 @@ def write_samples(
         f"polydiff: wrote {len(result)} sequences to {path} in {result.seconds:.1f} s "
         f"({result.samples_per_s:.1f} samples/s, seed {result.seed})\n"
         f"NFE per sequence: mean {_mean(nfe):.2f}, max {int(nfe.max()) if len(nfe) else 0}\n"
-        f"tokens per sequence: mean {_mean(tokens):.2f}"
+        f"tokens per sequence: mean {_mean(tokens):.2f}\n"
+        f"{_validity(result, task.kind == 'polymer')}"
     )
     return result
+
+
+def _validity(sequences: list[str], polymer: bool) -> str:
+    """How many of ``sequences`` RDKit reads as written (and, for a polymer model, are repeat units),
+    so that a model that writes junk says so at once; ``polydiff evaluate`` measures the rest."""
+    valid = sum(is_polymer(mol) if polymer else mol is not None for mol in map(parse, sequences))
+    kind = "polymer-valid (two *)" if polymer else "valid"
+    return f"{kind}: {valid} of {len(sequences)}, as RDKit reads them as written"
 
 
 def _mean(values: torch.Tensor) -> float:
@@ -111,7 +124,7 @@ def build_parser() -> CommandParser:
 
 def main(args: list[str] | None = None) -> None:
     """Runs ``polydiff sample`` on ``args``; user errors end with one line on stderr and exit code 1."""
-    with user_errors("polydiff sample"):
+    with user_errors("polydiff sample"), one_line_warnings("polydiff sample"):
         parser = build_parser()
         options = parser.parse_args(args).as_dict()
         options.pop("config", None)

@@ -22,7 +22,7 @@ from polydiff.data.token_cache import CachedSequences, TokenCache, WithValues, t
 from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
 from polydiff.types import Kind, RepresentationName
 from polydiff.utils.digest_set import DigestSet
-from polydiff.utils.files import csv_columns, is_csv, iter_smiles, read_smiles
+from polydiff.utils.files import csv_columns, existing_file, is_csv, iter_smiles, read_smiles
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ class MoleculeDataModule(LightningDataModule):
         if not conditions and condition_dropout != 0.2:
             raise ValueError("data.condition_dropout drops conditions: it needs data.conditions")
         for path in (train_file, val_file, test_file):
-            if path is not None and not Path(path).is_file():
-                raise FileNotFoundError(f"data file not found: {path}")
+            if path is not None:
+                existing_file(path, "data file")
         header = [column for column in csv_columns(train_file) if column != smiles_column] if train_file else []
         check_condition_names(conditions or [], kind, header)
         # Conditions read from the training CSV travel with its token cache, one row of values per kept line.

@@ -51,7 +51,7 @@ from polydiff.chem.molecules import canonical_polymer, is_polymer, map_molecules
 from polydiff.data.files import bundled_moses_path
 from polydiff.types import POLYMER_CLASSES, PolymerClass
 from polydiff.utils.cache import cache_dir, file_digest
-from polydiff.utils.files import read_smiles
+from polydiff.utils.files import existing_file, read_smiles
 from polydiff.utils.parallel import default_jobs, progress_bars
 
 SPLITS = ("train", "val", "test")
@@ -106,8 +106,8 @@ class PolymerCorpus:
             raise ValueError("val_fraction and test_fraction must be positive and sum to less than 1")
         if self.units_per_class is not None and self.units_per_class < 1:
             raise ValueError(f"units_per_class must be at least 1 (or null for no cap), got {self.units_per_class}")
-        if self.monomer_file is not None and not Path(self.monomer_file).is_file():
-            raise FileNotFoundError(f"monomer file not found: {self.monomer_file}")
+        if self.monomer_file is not None:
+            existing_file(self.monomer_file, "monomer file")
 
     def key(self) -> dict[str, object]:
         """Everything the built corpus depends on (its cache key)."""

@@ -64,6 +64,14 @@ def summary(counts: dict[str, int], examples: dict[str, list]) -> str:
     for reason in REASONS:
         if counts.get(reason):
             example = examples.get(reason)
-            where = f" (e.g. line {example[0]}: {example[1][:40]!r})" if example else ""
+            where = f" (e.g. line {example[0]}: {_shortened(example[1])})" if example else ""
             parts.append(f"{counts[reason]:,} {reason}{where}")
     return ", ".join(parts)
+
+
+def _shortened(line: str, keep: int = 60) -> str:
+    """The line quoted, its middle cut where it is longer than ``keep``: its start and its end both
+    show why it was skipped (an unclosed ring at the end, a third ``*``)."""
+    if len(line) <= keep:
+        return repr(line)
+    return f"{line[: keep // 2]!r} ... {line[-keep // 2 :]!r} ({len(line)} characters)"

@@ -51,7 +51,9 @@ class SamplingConfig:
             parentheses and ring closures, atoms within their valence, the end only where a
             string may end, aromatic rings that can still be kekulized, and for a polymer model
             exactly two ``*`` attachment points, each on one single bond
-            (``polydiff.sampling.constraints``).
+            (``polydiff.sampling.constraints``). A row that meets a dead end it cannot back out
+            of (a poorly trained model, after its rewinds) is ended there and written as it
+            stands, invalid; ``polydiff sample`` counts the valid ones.
     """
 
     steps: int = 128

@@ -127,6 +127,11 @@ class FragmentPlan:
         """Tokens the fragments take, whatever fills the holes."""
         return sum(map(len, self.runs)) + sum(map(len, self.suffixes))
 
+    @property
+    def shortest(self) -> int:
+        """Tokens of the shortest sample: the fragments, one atom per hole, and a branch hole's ``)``."""
+        return self.fixed_tokens + len(self.holes) + sum(kind == "branch" for kind in self.holes)
+
 
 class _FragmentDecoder:
     """The state of one batch: each row's position, stage (2k: fixed run k is next; 2k + 1: in
@@ -160,21 +165,20 @@ class _FragmentDecoder:
         self.is_ring, self.label, self.kind = table.kind == RING, table.label, table.kind
         # What may not open a hole: a ring bond to the fragment, or a double or triple bond.
         self.cannot_open = self.is_ring | ((table.kind == BOND) & (table.order > 1))
-        # Tokens still to come after hole k closes, the room it must leave: the fixed ones, an atom
-        # for each later hole, and [SEP].
+        # Tokens still to come after hole k closes, the room it must leave: the fixed ones and an atom
+        # for each later hole (the automaton's room counts the final [SEP] itself).
         later = [
             len(plan.suffixes[k])
             + len(plan.runs[k + 1])
             + sum(1 + len(plan.suffixes[j]) + len(plan.runs[j + 1]) for j in range(k + 1, len(plan.holes)))
-            + 1
             for k in range(len(plan.holes))
         ]
         self.after_hole = torch.tensor(later, dtype=torch.long, device=device)
 
     def _write(self, rows: Tensor, tokens: list[int]) -> None:
         """Commits the same fixed ``tokens`` to ``rows``; a row they would carry past the last
-        position is given up."""
-        fits = self.position[rows] + len(tokens) < self.width
+        position (width - 1, where [SEP] may stand) is given up."""
+        fits = self.position[rows] + len(tokens) <= self.width
         self._end(rows[~fits])
         rows = rows[fits]
         for token in tokens:
@@ -209,14 +213,16 @@ class _FragmentDecoder:
         the fixed tokens after the hole) under the hole's own rules; ``fields``: the state's."""
         room = self.width - 1 - self.position[rows] - self.after_hole[hole]
         allowed = self.syntax.allowed(state, room)
+        closing = torch.tensor(self.plan.closing, device=rows.device)[hole]
+        index = torch.arange(len(rows), device=rows.device)
+        # The token that closes the hole takes no position: the fixed tokens after it write it.
+        allowed[index, closing] = self.syntax.allowed(state, room + 1)[index, closing]
         allowed &= ~(self.is_ring & self.hole_rings[rows][:, self.label])  # the fragment's own open rings
         allowed &= self.kind != DOT
         allowed &= ~((self.hole_atoms[rows] == 0).unsqueeze(-1) & self.cannot_open)
-        closing = torch.tensor(self.plan.closing, device=rows.device)[hole]
         may_close = (self.hole_atoms[rows] > 0) & (fields.open_rings == self.hole_rings[rows]).all(-1)
         # ")" closes the hole only at the depth it started; deeper, it closes the model's own branch.
         at_start = (fields.depth == self.hole_depth[rows]) | (closing == self.plan.sep)
-        index = torch.arange(len(rows), device=rows.device)
         allowed[index, closing] &= may_close | ~at_start
         return allowed
 

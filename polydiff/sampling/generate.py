@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -69,7 +70,8 @@ def encode_template(model: Denoiser, prompt: str) -> Tensor:
 
     Raises:
         ValueError: if it has no [MASK], has tokens the tokenizer does not know, holds other
-            special tokens, or is longer than the model's positions.
+            special tokens, is longer than the model's positions, or fixes more than two ``*``
+            for a polymer model.
     """
     tokenizer = model.tokenizer
     encoding = tokenizer.backend_tokenizer.encode(prompt)
@@ -88,6 +90,8 @@ def encode_template(model: Denoiser, prompt: str) -> Tensor:
         raise ValueError(
             f"prompt {prompt!r} is {len(ids)} tokens with [CLS] and [SEP]; the model takes {model.max_positions}"
         )
+    if model.kind == "polymer" and prompt.replace(tokenizer.mask_token, "").count("*") > 2:
+        raise ValueError(f"prompt {prompt!r} fixes more than two *: a repeat unit has two attachment points")
     return ids
 
 
@@ -296,6 +300,14 @@ def generate(
 
     templates = None
     if prompts is not None:
+        if block_size and model.representation.is_smiles:
+            warnings.warn(
+                "templates: this model writes left to right, so a [MASK] sees only the tokens before it (and "
+                "its block's) and no SMILES rule holds it; fragments keep parts of a molecule fixed under "
+                "the rules (--fragments)",
+                UserWarning,
+                stacklevel=2,
+            )
         encoded = [encode_template(model, p).to(device) for p in prompts]
         templates = [t for t in encoded for _ in range(num_samples)]
         sizes = torch.tensor([len(t) for t in templates], dtype=torch.long, device=device) - 2
@@ -314,6 +326,11 @@ def generate(
     plan = None
     if fragments is not None:
         plan = FragmentPlan(fragment_template(fragments), tokenizer, syntax)
+        if plan.shortest + 2 > model.max_positions:  # with [CLS] and [SEP]
+            raise ValueError(
+                f"fragments {fragments!r} take {plan.shortest} tokens with an atom in each [*]: the model writes "
+                f"at most {model.max_positions - 2}"
+            )
         # The holes together may write as much as a whole training molecule, besides the fragments.
         width = min(model.max_positions, width + plan.fixed_tokens)
     # A given length puts [SEP] in its place: the model may not end a sequence before it. Tokens

@@ -7,6 +7,7 @@ import gzip
 import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 SUFFIXES = (".txt", ".smi", ".csv")
 
@@ -37,9 +38,7 @@ def iter_rows(
     """
     path = _checked(path)
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    # Undecodable bytes become lone surrogates rather than an exception: the line is then
-    # skipped as "not UTF-8" (``polydiff.data.screening``) instead of ending the run.
-    with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") as text:
+    with _text(raw) as text:
         if is_csv(path):
             reader = csv.DictReader(text)
             _check_columns(path, reader.fieldnames or [], [smiles_column, *value_columns])
@@ -63,14 +62,34 @@ def csv_columns(path: str | Path) -> list[str]:
     if not is_csv(path):
         return []
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") as text:
+    with _text(raw) as text:
         return next(csv.reader(text), [])
 
 
-def _checked(path: str | Path) -> Path:
+def _text(raw: BinaryIO) -> io.TextIOWrapper:
+    """``raw`` read as UTF-8 text. A leading byte-order mark (spreadsheets write one in "CSV UTF-8")
+    is dropped, not read into the first line or column name. Undecodable bytes become lone
+    surrogates rather than an exception: the line is then skipped as "not UTF-8"
+    (``polydiff.data.screening``) instead of ending the run."""
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def existing_file(path: str | Path, what: str) -> Path:
+    """``path`` as a Path, where it names a file; ``what`` names it in the error (``data file``, ``--reference``).
+
+    Raises:
+        FileNotFoundError: nothing is there, or a folder is.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{what} {path} is a folder: give a file")
     if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def _checked(path: str | Path) -> Path:
+    path = existing_file(path, "data file")
     if _suffix(path) not in SUFFIXES:
         raise ValueError(f"{path}: expected one of {', '.join(SUFFIXES)} (optionally .gz)")
     return path

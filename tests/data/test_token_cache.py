@@ -86,3 +86,12 @@ def test_an_atom_outside_the_common_vocabulary_points_to_the_wide_one(tmp_path):
         token_cache(path, "smiles", 64, "smiles", on_bad_line="error", n_jobs=1)
     assert token_cache(path, "smiles", 64, "smiles", n_jobs=1).dropped == {"unknown token": 1}
     assert len(token_cache(path, "smiles_full", 64, "smiles", n_jobs=1)) == 3
+
+
+def test_a_long_skipped_line_is_shown_by_its_start_and_its_end(tmp_path):
+    # An unclosed branch at the end of a long line: a quote of its start alone would hide it.
+    line = "C" * 100 + "C("
+    path = tmp_path / "long.smi"
+    path.write_text(f"{line}\n")
+    with pytest.raises(ValueError, match=r"'C{30}' \.\.\. 'C{29}\(' \(102 characters\)"):
+        token_cache(path, "smiles", 128, "smiles", n_jobs=1)

@@ -104,3 +104,13 @@ def test_fragments_need_a_model_that_predicts_the_next_token():
 def test_fragments_with_tokens_the_model_does_not_know_are_refused(task):
     with pytest.raises(ValueError, match="does not know"):
         generate(task, 2, fragments="[*]C[Tc]")
+
+
+def test_fragments_longer_than_the_model_writes_are_refused(task):
+    # 40 positions: [CLS], [SEP] and 38 tokens. A chain of n carbons is written C(CC..)C around its
+    # hole: n + 2 tokens, and one atom in the hole.
+    assert task.max_positions == 40
+    (sample,) = generate(task, 1, fragments="C" * 35 + "[*]", seed=0)
+    assert len(task.tokenizer.tokenize(sample)) == 38 and keeps_fragments(sample, ["C" * 35 + "[*]"])
+    with pytest.raises(ValueError, match="take 39 tokens with an atom in each"):
+        generate(task, 1, fragments="C" * 36 + "[*]")

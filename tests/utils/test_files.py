@@ -1,0 +1,28 @@
+import gzip
+
+import pytest
+
+from polydiff.utils.files import csv_columns, iter_rows, read_smiles
+
+
+@pytest.mark.parametrize("name", ["excel.csv", "excel.csv.gz"])
+def test_a_byte_order_mark_is_not_read_into_the_first_column_name(tmp_path, name):
+    # Spreadsheets' "CSV UTF-8" starts with a byte-order mark.
+    text = "\ufeffSMILES,Tg\nCCO,350\nc1ccccc1,420\n".encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    assert csv_columns(path) == ["SMILES", "Tg"]
+    assert list(iter_rows(path, "SMILES", ["Tg"])) == [("CCO", ["350"]), ("c1ccccc1", ["420"])]
+
+
+def test_a_byte_order_mark_is_not_read_into_the_first_line(tmp_path):
+    path = tmp_path / "notepad.smi"
+    path.write_bytes("\ufeffCCO\nCCN\n".encode())
+    assert read_smiles(path) == ["CCO", "CCN"]
+
+
+def test_a_folder_given_as_a_file_is_named_as_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is a folder: give a file"):
+        read_smiles(tmp_path)
+    with pytest.raises(FileNotFoundError, match="data file not found"):
+        read_smiles(tmp_path / "missing.smi")
