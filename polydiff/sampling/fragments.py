@@ -177,14 +177,15 @@ class _FragmentDecoder:
 
     def _write(self, rows: Tensor, tokens: list[int]) -> None:
         """Commits the same fixed ``tokens`` to ``rows``; a row they would carry past the last
-        position (width - 1, where [SEP] may stand) is given up."""
-        fits = self.position[rows] + len(tokens) <= self.width
+        position is given up, as is one they end on it without [SEP] (the hole after them needs one)."""
+        ends = bool(tokens) and tokens[-1] == self.plan.sep
+        fits = self.position[rows] + len(tokens) <= self.width - (0 if ends else 1)
         self._end(rows[~fits])
         rows = rows[fits]
         for token in tokens:
             self.writer.commit(rows, self.position[rows], torch.full_like(rows, token))
             self.position[rows] += 1
-        self.ended[rows] |= bool(tokens) and tokens[-1] == self.plan.sep
+        self.ended[rows] |= ends
 
     def _end(self, rows: Tensor) -> None:
         """Gives up on ``rows``: they become empty (invalid) samples, for what they hold need not
