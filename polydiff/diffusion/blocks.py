@@ -71,17 +71,18 @@ def block_index(content: Tensor, block_size: int) -> Tensor:
 def draw_windows(
     content: Tensor, count: int, block_size: int, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Draws ``count`` windows of B positions per row, each at one of the L + B - 1 starts whose
+    """Draws ``count`` windows of B positions per row, each at one of the M + B - 1 starts whose
     window holds a content token (the first B - 1 begin before the content and are cut there, as
     the last ones are cut at [SEP]).
 
-    Every content token then lies in B of the L + B - 1 possible windows, and each possible window
+    Every content token then lies in B of the M + B - 1 possible windows, and each possible window
     is a block of exactly one of the B ways to cut the sequence into blocks (block k of offset o
-    starts at kB - o + 1): a uniform window times (L + B - 1) / B estimates the block bound
+    starts at kB - o + 1): a uniform window times (M + B - 1) / B estimates the block bound
     averaged over the B offsets, without bias.
 
     Args:
-        content: (batch, N) bool, the generated tokens, a contiguous run after [CLS] ([SEP] last).
+        content: (batch, N) bool, the generated tokens, a contiguous run after [CLS] ([SEP] last):
+            M per row (docs/math.md, section 5).
 
     Returns:
         (the first position of each window (batch, count), possibly before the content; whether

@@ -70,11 +70,12 @@ class SamplingConfig:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.strategy not in (None, *Strategy.__args__):
             raise ValueError(f"strategy must be one of {Strategy.__args__}, got {self.strategy!r}")
-        if self.temperature < 0:
+        # Written so that NaN fails each test too (every comparison with NaN is false).
+        if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
-        if self.randomness < 0:
+        if not self.randomness >= 0:
             raise ValueError(f"randomness must be >= 0, got {self.randomness}")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must lie in (0, 1], got {self.threshold}")

@@ -221,6 +221,20 @@ def _check_fragment_request(
 
 
 @contextmanager
+def evaluating(model: object) -> Iterator[None]:
+    """``model`` in eval mode inside the block (no dropout while sampling) and back in the mode it
+    was in after it, where it is a torch module; Lightning leaves a task in train mode after a fit."""
+    training = isinstance(model, torch.nn.Module) and model.training
+    if training:
+        model.eval()
+    try:
+        yield
+    finally:
+        if training:
+            model.train()
+
+
+@contextmanager
 def _collector_paused() -> Iterator[None]:
     """Pauses Python's cyclic garbage collector while decoding runs, and restores it after.
 
@@ -292,7 +306,7 @@ def generate(
         # A model that ends its own sequences writes none longer than the longest it was trained on:
         # it has never seen one, and such runaway strings were most of what it got wrong.
         width = min(width, int(model.length_histogram.nonzero().max()) + 2)
-    device = model.device
+    device, module = model.device, model
     model = calls_on_torch_threads(model)  # the decoder's own operations run on one thread
     generator = torch.Generator(device=device)
     seed = generator.seed() if seed is None else generator.manual_seed(seed).initial_seed()
@@ -374,7 +388,12 @@ def generate(
     else:
         blocks = [-(-(int(sizes[batch].max()) + 1) // block_size) if block_size else 1 for batch in batches]
         shares = [count * config.steps for count in blocks]
-    with _progress_bar(progress, sum(shares)) as advance, _collector_paused(), one_thread_between_calls(device):
+    with (
+        _progress_bar(progress, sum(shares)) as advance,
+        _collector_paused(),
+        one_thread_between_calls(device),
+        evaluating(module),
+    ):
         for batch, share in zip(batches, shares, strict=True):
             bar = _BatchProgress(advance, share)
             rows = batch.tolist()

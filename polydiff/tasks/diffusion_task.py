@@ -34,7 +34,7 @@ from polydiff.model.kv_cache import KeyValueCache
 from polydiff.model.property_head import PropertyHead
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.denoiser import Denoiser
-from polydiff.sampling.generate import Generation, generate
+from polydiff.sampling.generate import Generation, evaluating, generate
 from polydiff.sampling.guidance import GuidedDenoiser
 from polydiff.sampling.steering import DEFAULT_WIDTH, Steering
 from polydiff.tasks.checkpoints import (
@@ -437,12 +437,34 @@ class DiffusionTask(LightningModule):
             self.length_histogram[:size] = histogram[:size].to(self.length_histogram)
         if stage == "fit" and datamodule is not None and hasattr(datamodule, "token_histogram"):
             self.token_histogram.copy_(datamodule.token_histogram(self.vocab_size))
-        if stage == "fit" and datamodule is not None:
-            given = list(getattr(datamodule, "hparams", {}).get("conditions") or [])
-            if given != self.conditions:
-                raise ValueError(f"the data computes conditions {given}, the model reads {self.conditions}")
-            if self.conditions:
-                self.condition_statistics.copy_(datamodule.condition_statistics())
+        if stage != "predict" and datamodule is not None:
+            self._check_data(getattr(datamodule, "hparams", {}))
+        if stage == "fit" and datamodule is not None and self.conditions:
+            self.condition_statistics.copy_(datamodule.condition_statistics())
+
+    def _check_data(self, data: Mapping[str, Any]) -> None:
+        """Refuses data read otherwise than this model reads it (``data``: the data module's
+        hyperparameters). The CLI links these options; a fit from Python gives each twice."""
+        model = self.hparams
+        pairs = {
+            "representation": (data.get("representation"), model.get("representation")),
+            "kind": (data.get("kind"), model.get("kind")),
+            "tokenizer_name": (
+                data.get("tokenizer_name") or data.get("representation"),
+                model.get("tokenizer_name") or model.get("representation"),
+            ),
+        }
+        for name, (given, expected) in pairs.items():
+            if given is not None and expected is not None and given != expected:
+                raise ValueError(f"the data has {name} {given}, the model {expected}: give both the same")
+        if data.get("max_length") is not None and data["max_length"] > self.max_positions:
+            raise ValueError(
+                f"the data keeps sequences of up to {data['max_length']} tokens, the model reads "
+                f"{self.max_positions} (model_config.max_position_embeddings): give both the same"
+            )
+        given = list(data.get("conditions") or [])
+        if given != self.conditions:
+            raise ValueError(f"the data computes conditions {given}, the model reads {self.conditions}")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The random state that draws t, the masks and dropout: a resumed run continues with the
@@ -603,8 +625,8 @@ class DiffusionTask(LightningModule):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``_head_pass`` at ``noisy_blocks`` windows per sequence, each starting at a content token
         drawn uniformly. Each is a block of the cut whose blocks start at its position modulo B, so
-        scaling w(t) by L / (B W) gives in expectation the block bound averaged over the B cuts (less
-        the partial blocks that those cuts begin the sequence with)."""
+        scaling w(t) by M / (B W) (M content tokens, [SEP] included) gives in expectation the block
+        bound averaged over the B cuts (less the partial blocks that those cuts begin the sequence with)."""
         count, block_size = self.diffusion_process.config.noisy_blocks, self.block_size
         content = self.content(x0)
         lengths = content.sum(-1, keepdim=True)
@@ -619,9 +641,9 @@ class DiffusionTask(LightningModule):
         """The training pass of a model with a causal context, over [x_0 ; W noisy windows]
         (``polydiff.diffusion.blocks.draw_windows``): what ``_block_pass`` returns, for the windows.
 
-        Each window has its own t and is one of the L + B - 1 blocks of the B ways to cut the
-        sequence, so its terms are scaled by (L + B - 1) / (B W): in expectation, the block bound
-        averaged over those B cuts, at N + W B positions instead of 2N."""
+        Each window has its own t and is one of the M + B - 1 blocks of the B ways to cut the
+        sequence (M content tokens, [SEP] included), so its terms are scaled by (M + B - 1) / (B W):
+        in expectation, the block bound averaged over those B cuts, at N + W B positions instead of 2N."""
         config, process = self.diffusion_process.config, self.diffusion_process
         count, block_size = config.noisy_blocks, config.block_size
         content = self.content(x0)
@@ -913,13 +935,9 @@ class DiffusionTask(LightningModule):
             cost: ``nfe`` and ``lengths`` per sequence, the ``seed``, ``seconds`` and ``samples_per_s``.
         """
         prompts = [prompt] if isinstance(prompt, str) else prompt
-        was_training = self.training
-        self.eval()  # no dropout while sampling, e.g. when called during validation
-        try:
+        with evaluating(self):  # no dropout, e.g. when called during validation; a guided model wraps this one
             model = self.guided(condition, guidance_scale, steering)
             return generate(model, num_samples, config, length, prompts, batch_size, seed, progress, fragments)
-        finally:
-            self.train(was_training)
 
     def predict_step(self, batch: Tensor, batch_idx: int) -> list[str]:
         """Samples ``len(batch)`` sequences with ``self.sampling``; the batch's content is ignored.

@@ -20,12 +20,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"device {device} is not available: no CUDA GPU found (use --device cpu)")
+            raise ValueError(f"device {device} is not available: no CUDA GPU found (ask for device cpu instead)")
         if resolved.index is not None and resolved.index >= count:
             raise ValueError(f"device {device} is not available: this machine has {count} CUDA GPU(s)")
     elif resolved.type == "mps":
         if not torch.backends.mps.is_available():
-            raise ValueError(f"device {device} is not available: no Apple GPU (MPS) found (use --device cpu)")
+            raise ValueError(f"device {device} is not available: no Apple GPU (MPS) found (ask for device cpu instead)")
     elif resolved.type != "cpu":
         raise ValueError(f"device {device} is not supported: polydiff runs on cpu, cuda or mps")
     return resolved

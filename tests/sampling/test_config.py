@@ -120,3 +120,18 @@ def test_every_option_of_a_whole_sequence_model_is_used():
         other = generate(task, 8, SamplingConfig(**{name: value}), seed=0)
         assert (other, other.nfe.tolist()) != (default, default.nfe.tolist()), name
     assert generate(task, 8, SamplingConfig(randomness=0.0), seed=0) != default
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("temperature", -0.5, "temperature must be >= 0"),
+        ("temperature", float("nan"), "temperature must be >= 0, got nan"),
+        ("randomness", float("nan"), "randomness must be >= 0, got nan"),
+        ("top_p", float("nan"), r"top_p must lie in \(0, 1\], got nan"),
+        ("threshold", 0.0, r"threshold must lie in \(0, 1\]"),
+    ],
+)
+def test_values_outside_an_options_range_nan_included_are_refused(option, value, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingConfig(**{option: value})

@@ -244,3 +244,39 @@ def test_skipping_nonfinite_steps_stops_instead_on_several_devices():
     with pytest.warns(UserWarning, match="on_nonfinite_loss skip works on one device"):
         task.setup("fit")
     assert task.on_nonfinite_loss == "stop"  # a rank skipping alone would hang the others
+
+
+@pytest.mark.parametrize(
+    ("data_options", "message"),
+    [
+        ({"representation": "selfies"}, "the data has representation selfies, the model smiles: give both the same"),
+        ({"max_length": 128}, "the data keeps sequences of up to 128 tokens, the model reads 64"),
+        ({"conditions": ["qed"]}, r"the data computes conditions \['qed'\], the model reads \[\]"),
+    ],
+)
+def test_a_fit_from_python_refuses_data_read_otherwise_than_the_model_reads(
+    smiles_files, tmp_path, data_options, message
+):
+    # The CLI links these options; a Trainer given a task and a data module gets each twice.
+    from lightning.pytorch import Trainer
+
+    from polydiff.data.datamodule import MoleculeDataModule
+
+    options = {"max_length": 64, "batch_size": 32, "token_cache": False} | data_options
+    data = MoleculeDataModule(str(smiles_files["train"]), str(smiles_files["val"]), **options)
+    trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        trainer.fit(DiffusionTask(model_config=TINY), data)
+
+
+def test_generate_samples_a_model_in_train_mode_without_dropout_and_leaves_it_in_train_mode():
+    # Lightning leaves a task in train mode after a fit; polydiff.generate is called on it as it is.
+    from polydiff.sampling import generate
+
+    torch.manual_seed(0)
+    task = DiffusionTask(model_config=replace(TINY, dropout=0.5), diffusion_config=DiffusionConfig(block_size=1))
+    expected = list(generate(task.eval(), 8, seed=0))
+    task.train()
+    assert list(generate(task, 8, seed=0)) == expected and list(task.sample(8, seed=0)) == expected
+    assert task.training and all(module.training for module in task.modules())
