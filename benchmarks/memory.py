@@ -75,8 +75,12 @@ def _steps_trained(root: Path) -> int | None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="recipes/base.yaml")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Arguments after -- go to polydiff fit as they are. POLYDIFF_ALLOCATOR=system measures the fit "
+        "under glibc's malloc instead of jemalloc.",
+    )
+    parser.add_argument("--config", default="recipes/base.yaml", help="the recipe to fit (from the working directory)")
     parser.add_argument("--max_steps", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--val_check_interval", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between samples")

@@ -155,3 +155,10 @@ def test_csv_samples_keep_empty_rows(tmp_path):
     samples.write_text("SMILES,score\nCCO,1\n,2\nc1ccccc1,3\n")
     run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
+
+
+def test_a_line_that_is_not_utf8_is_an_invalid_sample(tmp_path):
+    samples = tmp_path / "samples.smi"
+    samples.write_bytes(b"CCO\n\xff\xfeC\nc1ccccc1\n")
+    run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)

@@ -19,8 +19,8 @@ comparable with its published table; ``benchmarks/moses_agreement.py`` checks th
 - ``logP``, ``SA``, ``QED``, ``weight``: Wasserstein-1 distance to the test set's values.
 - ``Novelty``: fraction of distinct valid samples absent from the training set.
 
-Polymer mode adds ``polymer_valid`` (exactly two ``*`` atoms, each single-bonded once) and
-computes the later metrics on the polymer-valid samples, written as canonical PSMILES
+Polymer mode adds ``polymer_valid`` (exactly two ``*`` atoms, each single-bonded once, joined
+through the unit) and computes the later metrics on the polymer-valid samples, written as canonical PSMILES
 (``canonical_polymer``: ``*CCO*`` and ``*OCC*`` are one polymer, so one unique and one
 novelty entry); ``Filters`` is left out (MOSES's atom filter rejects ``*``).
 

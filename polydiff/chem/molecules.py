@@ -100,7 +100,8 @@ def canonical(smiles: str, polymer: bool = False) -> str | None:
 
 
 def is_polymer(mol: Chem.Mol | None) -> bool:
-    """Whether a molecule is a polymer repeat unit: exactly two ``*`` atoms, each with one single bond.
+    """Whether a molecule is a polymer repeat unit: exactly two ``*`` atoms, each with one single bond,
+    joined through the unit (a counter-ion after a ``.`` may stand apart; ``*C.C*`` has no backbone).
 
     Args:
         mol: a parsed PSMILES (None counts as invalid).
@@ -111,8 +112,10 @@ def is_polymer(mol: Chem.Mol | None) -> bool:
     if mol is None:
         return False
     stars = [atom for atom in mol.GetAtoms() if atom.GetAtomicNum() == 0]
-    return len(stars) == 2 and all(
-        star.GetDegree() == 1 and star.GetBonds()[0].GetBondType() == Chem.BondType.SINGLE for star in stars
+    return (
+        len(stars) == 2
+        and all(star.GetDegree() == 1 and star.GetBonds()[0].GetBondType() == Chem.BondType.SINGLE for star in stars)
+        and len(Chem.GetShortestPath(mol, stars[0].GetIdx(), stars[1].GetIdx())) > 0
     )
 
 

@@ -23,7 +23,7 @@ PLOTTED = {
 }
 DESCRIPTIONS = {
     "valid": "parsed by RDKit",
-    "polymer_valid": "two *, each single-bonded once",
+    "polymer_valid": "two *, single-bonded, joined",
     "IntDiv": "1 - mean pairwise Tanimoto",
     "IntDiv2": "1 - mean RMS Tanimoto",
     "Filters": "pass MCF, PAINS, atom, charge filters",

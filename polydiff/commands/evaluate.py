@@ -16,7 +16,7 @@ from polydiff.commands import CommandParser, one_line_warnings, user_errors
 from polydiff.data.files import bundled_moses_path, is_bundled
 from polydiff.types import Kind
 from polydiff.utils.devices import resolve_device
-from polydiff.utils.files import existing_file, is_csv, read_smiles
+from polydiff.utils.files import existing_file, is_csv, read_smiles, undecodable
 from polydiff.utils.parallel import default_jobs, progress_bars
 
 
@@ -32,7 +32,8 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
         One string per sample.
     """
     existing_file(path, "samples file")
-    samples = read_smiles(path, smiles_column, keep_empty=True)
+    # A line that is not UTF-8 is no molecule: an invalid sample, like an empty one.
+    samples = ["" if undecodable(line) else line for line in read_smiles(path, smiles_column, keep_empty=True)]
     if not any(samples):
         raise ValueError(f"samples file {path} has no samples")
     return samples

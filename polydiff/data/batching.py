@@ -172,7 +172,8 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         lengths: one length per line.
         batch_size: lines per batch.
         window: batches sorted together; 1 is plain shuffling.
-        seed: seed of the shuffle; the epoch is added to it (``set_epoch``, called by Lightning).
+        seed: seed of the shuffle; the epoch is added to it (``set_epoch``: ``DiffusionTask`` calls it
+            at the start of each epoch, as Lightning does for a loader's sampler but not a batch sampler).
         num_replicas: processes sharing the data (DDP world size).
         rank: this process's index among them.
     """

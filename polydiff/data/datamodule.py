@@ -251,7 +251,8 @@ class MoleculeDataModule(LightningDataModule):
             return PackedLines(lines) if split == "train" else lines
         cache = self._cache(split)
         info = cache.info
-        message = f"data: {split} {info['source']}: {info['kept']:,} of {info['lines']:,} lines kept"
+        # The file given: a cache is keyed by content, and may have been built from a copy elsewhere.
+        message = f"data: {split} {self._source(split)[0]}: {info['kept']:,} of {info['lines']:,} lines kept"
         if cache.dropped:
             message += f"; skipped {summary(cache.dropped, info['examples'])}"
         hint = unknown_token_hint(self.hparams.tokenizer_name or self.hparams.representation)

@@ -10,10 +10,10 @@ another molecule.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from polydiff.data.files import is_repeat_unit_line
+from polydiff.utils.files import undecodable
 
 OnBadLine = Literal["skip", "error"]
 REASONS = (
@@ -27,8 +27,6 @@ REASONS = (
     "too long",
     "non-numeric value",  # a condition column's cell that is no number and no missing value (``1.5 K``)
 )
-# Files are decoded with errors="surrogateescape": an undecodable byte becomes one of these.
-UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def screen(line: str, kind: str = "molecule") -> str | None:
@@ -49,7 +47,7 @@ def screen(line: str, kind: str = "molecule") -> str | None:
         return "empty"
     if line.startswith("#"):
         return "comment"
-    if UNDECODED_BYTE.search(line):
+    if undecodable(line):
         return "not UTF-8"
     if kind == "polymer" and not is_repeat_unit_line(line):
         return "not a repeat unit (two *)"
@@ -64,12 +62,12 @@ def summary(counts: dict[str, int], examples: dict[str, list]) -> str:
     for reason in REASONS:
         if counts.get(reason):
             example = examples.get(reason)
-            where = f" (e.g. line {example[0]}: {_shortened(example[1])})" if example else ""
+            where = f" (e.g. line {example[0]}: {quoted(example[1])})" if example else ""
             parts.append(f"{counts[reason]:,} {reason}{where}")
     return ", ".join(parts)
 
 
-def _shortened(line: str, keep: int = 60) -> str:
+def quoted(line: str, keep: int = 60) -> str:
     """The line quoted, its middle cut where it is longer than ``keep``: its start and its end both
     show why it was skipped (an unclosed ring at the end, a third ``*``)."""
     if len(line) <= keep:

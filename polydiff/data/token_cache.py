@@ -34,10 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 
 from polydiff.chem.molecules import quiet_rdkit
 from polydiff.data.batching import MoleculeCollator
-from polydiff.data.screening import REASONS, OnBadLine, screen, summary
+from polydiff.data.screening import REASONS, OnBadLine, quoted, screen, summary
 from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
 from polydiff.utils.cache import cache_dir, file_digest
 from polydiff.utils.files import iter_rows
@@ -240,10 +241,24 @@ def token_cache(
     value_columns = list(value_columns)
     folder = cache_dir() / "tokens" / cache_key(path, smiles_column, encoding, value_columns)
     if not (folder / "cache.json").is_file():
-        _build(path, folder, encoding, (smiles_column, value_columns), on_bad_line, n_jobs, progress)
+        # One process builds; another run on the same file (a sweep started at once) waits and reads it.
+        # The lock files stay (deleting one another process waits on would let a third build alongside).
+        locks = cache_dir() / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(locks / f"tokens-{folder.name}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"polydiff: waiting for another process to finish tokenizing {path}", file=sys.stderr)
+            lock.acquire()
+        try:
+            if not (folder / "cache.json").is_file():  # the other process may have built it meanwhile
+                _build(path, folder, encoding, (smiles_column, value_columns), on_bad_line, n_jobs, progress)
+        finally:
+            lock.release()
     cached = TokenCache(folder)
-    if cached.dropped and on_bad_line == "error":  # built before under on_bad_line: skip
-        reason = next(r for r in REASONS if r in cached.dropped)
+    if cached.dropped and on_bad_line == "error":  # built before under on_bad_line: skip; its first bad line
+        reason = min(cached.dropped, key=lambda name: cached.info["examples"][name][0])
         _bad_line(path, reason, *cached.info["examples"][reason], tokenizer_name)
     if not len(cached):
         raise ValueError(f"{path}: no usable line ({summary(cached.dropped, cached.info['examples']) or 'empty file'})")
@@ -255,7 +270,7 @@ def _bad_line(path: Path, reason: str, line_number: int, text: str, tokenizer_na
     wider = unknown_token_hint(tokenizer_name) if reason == "unknown token" else ""
     if wider:
         hint = f"{wider}; {hint}"
-    raise ValueError(f"{path}, line {line_number}: {reason}: {text[:60]!r} ({hint})")
+    raise ValueError(f"{path}, line {line_number}: {reason}: {quoted(text)} ({hint})")
 
 
 def _chunks(path: Path, columns: tuple[str, list[str]], size: int):
@@ -267,6 +282,21 @@ def _chunks(path: Path, columns: tuple[str, list[str]], size: int):
             chunk = []
     if chunk:
         yield chunk
+
+
+def _remove_abandoned_builds(folder: Path) -> None:
+    """Removes the half-built copies of ``folder`` whose builder is gone (a process killed mid-build
+    cannot clean up after itself); one whose process still runs is left to it."""
+    for building in folder.parent.glob(f".{folder.name}.*.building"):
+        pid = building.name.split(".")[-2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(building, ignore_errors=True)
+        except PermissionError:  # someone else's process: alive
+            pass
 
 
 def _build(
@@ -281,6 +311,7 @@ def _build(
     started = time.perf_counter()
     vocab_size = len(load_tokenizer(encoding[0]))
     dtype = np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.int32
+    _remove_abandoned_builds(folder)
     building = folder.with_name(f".{folder.name}.{os.getpid()}.building")
     building.mkdir(parents=True, exist_ok=True)
     print(f"polydiff: tokenizing {path} once into {folder}", file=sys.stderr)

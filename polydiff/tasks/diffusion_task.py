@@ -780,6 +780,13 @@ class DiffusionTask(LightningModule):
             self.log("train/property_nll", nll, batch_size=len(x0))
         return nll
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning tells a loader's sampler the epoch, not a batch sampler of the loader's own such as
+        # polydiff's length buckets, which would otherwise deal every epoch's batches in one order.
+        batches = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        if callable(getattr(batches, "set_epoch", None)):
+            batches.set_epoch(self.current_epoch)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         loss = self.training_loss(batch)
         if not torch.isfinite(loss):

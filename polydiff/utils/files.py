@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 SUFFIXES = (".txt", ".smi", ".csv")
+# Files are decoded with errors="surrogateescape": an undecodable byte becomes one of these.
+UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def iter_smiles(path: str | Path, smiles_column: str = "SMILES") -> Iterator[str]:
@@ -40,15 +43,24 @@ def iter_rows(
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
     with _text(raw) as text:
         if is_csv(path):
-            reader = csv.DictReader(text)
-            _check_columns(path, reader.fieldnames or [], [smiles_column, *value_columns])
+            # csv.reader, not DictReader: DictReader drops blank rows, and every later line number with them.
+            reader = csv.reader(text)
+            header = next(reader, [])
+            _check_columns(path, header, [smiles_column, *value_columns])
+            at = [header.index(column) for column in (smiles_column, *value_columns)]
             for row in reader:
-                yield (row[smiles_column] or "").strip(), [(row[c] or "").strip() for c in value_columns]
+                smiles, *values = (row[i].strip() if i < len(row) else "" for i in at)
+                yield smiles, values
         elif value_columns:
             raise ValueError(f"{path}: columns {', '.join(value_columns)} need a .csv file with a header")
         else:
             for line in text:
                 yield (line.split(maxsplit=1)[0] if line.strip() else ""), []
+
+
+def undecodable(line: str) -> bool:
+    """Whether a line read by this module held bytes that are not UTF-8."""
+    return UNDECODED_BYTE.search(line) is not None
 
 
 def is_csv(path: str | Path) -> bool:

@@ -103,6 +103,8 @@ def test_novelty_counts_distinct_molecules_against_canonical_training_set():
         ("*C(*)(*)C", False),  # three
         ("*1CC1*", False),  # a * with two bonds
         ("**", True),  # two * bonded to each other, each with one single bond
+        ("*C.C*", False),  # two ends and no backbone between them
+        ("*CC(*)[N+](C)(C)C.[Cl-]", True),  # a counter-ion apart from the backbone
         ("CCO", False),
         ("*CC(*", False),  # does not parse
         ("", False),

@@ -1,12 +1,18 @@
 """Token caches: built once in parallel, identical to on-the-fly batching, memory-mapped, rebuilt on change."""
 
+import os
+import shutil
+import threading
+
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from polydiff.data.batching import MoleculeCollator
 from polydiff.data.datamodule import MoleculeDataModule
 from polydiff.data.screening import screen
 from polydiff.data.token_cache import token_cache
+from polydiff.utils.cache import cache_dir
 
 
 @pytest.fixture(autouse=True)
@@ -95,3 +101,38 @@ def test_a_long_skipped_line_is_shown_by_its_start_and_its_end(tmp_path):
     path.write_text(f"{line}\n")
     with pytest.raises(ValueError, match=r"'C{30}' \.\.\. 'C{29}\(' \(102 characters\)"):
         token_cache(path, "smiles", 128, "smiles", n_jobs=1)
+
+
+def test_on_bad_line_error_names_the_first_bad_line_of_a_cache_built_under_skip(tmp_path, moses_sample):
+    path = tmp_path / "late.smi"
+    path.write_text("\n".join([moses_sample[0], "C" * 80, *moses_sample[1:5], "", moses_sample[5]]) + "\n")
+    with pytest.raises(ValueError, match=r"late\.smi, line 2: too long"):
+        token_cache(path, "smiles", 64, "smiles", n_jobs=1, on_bad_line="error")
+    token_cache(path, "smiles", 64, "smiles", n_jobs=1)  # skip: built, line 7 (empty) counted too
+    with pytest.raises(ValueError, match=r"late\.smi, line 2: too long"):
+        token_cache(path, "smiles", 64, "smiles", n_jobs=1, on_bad_line="error")
+
+
+def test_a_build_killed_midway_is_cleared_by_the_next(corpus):
+    folder = token_cache(corpus, "smiles", 64, "smiles", n_jobs=1).folder
+    shutil.rmtree(folder)
+    killed = folder.with_name(f".{folder.name}.{2**31 - 1}.building")  # no process has this id
+    running = folder.with_name(f".{folder.name}.{os.getppid()}.building")  # a live process's: left alone
+    for building in (killed, running):
+        building.mkdir()
+        (building / "ids.bin").write_bytes(b"\0" * 10)
+    token_cache(corpus, "smiles", 64, "smiles", n_jobs=1)
+    assert not killed.exists() and running.exists()
+
+
+def test_a_second_run_on_the_same_file_waits_for_the_first_to_build(corpus, capsys):
+    folder = token_cache(corpus, "smiles", 64, "smiles", n_jobs=1).folder
+    shutil.rmtree(folder)
+    second = threading.Thread(target=token_cache, args=(corpus, "smiles", 64, "smiles"), kwargs={"n_jobs": 1})
+    with FileLock(cache_dir() / "locks" / f"tokens-{folder.name}.lock"):  # as a first run holds it while it builds
+        second.start()
+        second.join(timeout=2)
+        assert second.is_alive() and not folder.exists()
+    second.join(timeout=60)
+    assert not second.is_alive() and (folder / "cache.json").is_file()
+    assert "waiting for another process to finish tokenizing" in capsys.readouterr().err

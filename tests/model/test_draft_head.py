@@ -65,7 +65,8 @@ def test_the_bound_scores_the_blocks_of_one_cut_and_nothing_else(task):
 
 def test_a_template_is_filled_one_token_per_call_around_its_fixed_tokens(task):
     task.eval()
-    generation = generate(task, 6, SamplingConfig(), prompts=["C[MASK][MASK]O[MASK]"], seed=0)
+    with pytest.warns(UserWarning, match="this model writes left to right"):
+        generation = generate(task, 6, SamplingConfig(), prompts=["C[MASK][MASK]O[MASK]"], seed=0)
     for smiles, calls in zip(generation, generation.nfe.tolist(), strict=True):
         tokens = task.tokenizer.tokenize(smiles)
         assert len(tokens) == 5 and tokens[0] == "C" and tokens[3] == "O"

@@ -280,3 +280,35 @@ def test_generate_samples_a_model_in_train_mode_without_dropout_and_leaves_it_in
     task.train()
     assert list(generate(task, 8, seed=0)) == expected and list(task.sample(8, seed=0)) == expected
     assert task.training and all(module.training for module in task.modules())
+
+
+def test_each_epoch_deals_the_lines_in_a_new_order(tmp_path, moses_sample):
+    from lightning.pytorch import Callback, Trainer
+
+    from polydiff.data.datamodule import MoleculeDataModule
+
+    class Batches(Callback):
+        def __init__(self) -> None:
+            self.seen: dict[int, list[tuple[int, ...]]] = {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            # Each line's tokens without the pads, which depend on the batch it lands in.
+            ids, kept = batch["input_ids"], batch["attention_mask"].bool()
+            rows = {tuple(row[mask].tolist()) for row, mask in zip(ids, kept, strict=True)}
+            self.seen.setdefault(trainer.current_epoch, []).append(tuple(sorted(map(hash, rows))))
+
+    train, val = tmp_path / "train.smi", tmp_path / "val.smi"
+    train.write_text("\n".join(moses_sample[:64]) + "\n")
+    val.write_text("\n".join(moses_sample[64:80]) + "\n")
+    data = MoleculeDataModule(str(train), str(val), max_length=64, batch_size=16, bucket_window=1, token_cache=False)
+    batches = Batches()
+    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0, callbacks=[batches],
+                      default_root_dir=tmp_path)  # fmt: skip
+    torch.manual_seed(0)
+    trainer.fit(DiffusionTask(model_config=TINY), data)
+    first, second = batches.seen[0], batches.seen[1]
+    assert len(first) == len(second) == 4
+    # Every line once per epoch, dealt into other batches: 16 of 64 lines share a batch by chance.
+    assert sorted(h for batch in first for h in batch) == sorted(h for batch in second for h in batch)
+    assert not set(first) & set(second)

@@ -26,3 +26,9 @@ def test_a_folder_given_as_a_file_is_named_as_one(tmp_path):
         read_smiles(tmp_path)
     with pytest.raises(FileNotFoundError, match="data file not found"):
         read_smiles(tmp_path / "missing.smi")
+
+
+def test_a_blank_csv_row_is_an_empty_line_and_keeps_the_line_numbers(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("name,SMILES,Tg\na,CCO,350\n\nb,CCN\n")
+    assert list(iter_rows(path, "SMILES", ["Tg"])) == [("CCO", ["350"]), ("", [""]), ("CCN", [""])]
