@@ -285,18 +285,10 @@ def _chunks(path: Path, columns: tuple[str, list[str]], size: int):
 
 
 def _remove_abandoned_builds(folder: Path) -> None:
-    """Removes the half-built copies of ``folder`` whose builder is gone (a process killed mid-build
-    cannot clean up after itself); one whose process still runs is left to it."""
-    for building in folder.parent.glob(f".{folder.name}.*.building"):
-        pid = building.name.split(".")[-2]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            shutil.rmtree(building, ignore_errors=True)
-        except PermissionError:  # someone else's process: alive
-            pass
+    """Removes half-built copies of ``folder``: under the build lock no other process is building
+    it, so any left are from a build killed midway, which could not clean up after itself."""
+    for abandoned in folder.parent.glob(f".{folder.name}.*.building"):
+        shutil.rmtree(abandoned, ignore_errors=True)
 
 
 def _build(
