@@ -26,12 +26,17 @@ def compiled_twin() -> list[Extension]:
     copy = Path("build/cython") / f"{TWIN.rsplit('.', 1)[1]}.py"
     copy.parent.mkdir(parents=True, exist_ok=True)
     copy.write_bytes(text + f'\nCOMPILED_FROM = "{hashlib.sha256(text).hexdigest()}"\n'.encode())
-    extension = Extension(TWIN, [str(copy)], optional=True)
     try:
-        return cythonize([extension], build_dir="build/cython", compiler_directives={"language_level": 3}, quiet=True)
+        # The C file is written next to the copy, in build/cython.
+        extensions = cythonize([Extension(TWIN, [str(copy)])], compiler_directives={"language_level": 3}, quiet=True)
     except Exception as error:  # Cython could not translate it: the package works without the twin
         warnings.warn(f"building without the compiled kekulization check: {error}", stacklevel=1)
         return []
+    # Optional: where the C compiler fails, setuptools builds the wheel without the twin. Set on
+    # cythonize's output, which does not carry the flag over from the extensions it is given.
+    for extension in extensions:
+        extension.optional = True
+    return extensions
 
 
 setup(ext_modules=compiled_twin())
