@@ -107,7 +107,7 @@ def is_polymer(mol: Chem.Mol | None) -> bool:
         mol: a parsed PSMILES (None counts as invalid).
 
     Returns:
-        True for e.g. ``*CC(*)c1ccccc1`` and ``*C=C*``; False for ``*=CC*``, ``CC*`` or ``*C(*)(*)C``.
+        True for e.g. ``*CC(*)c1ccccc1`` and ``*C=C*``; False for ``*=CC*``, ``CC*``, ``**`` or ``*C(*)(*)C``.
     """
     if mol is None:
         return False
@@ -115,7 +115,8 @@ def is_polymer(mol: Chem.Mol | None) -> bool:
     return (
         len(stars) == 2
         and all(star.GetDegree() == 1 and star.GetBonds()[0].GetBondType() == Chem.BondType.SINGLE for star in stars)
-        and len(Chem.GetShortestPath(mol, stars[0].GetIdx(), stars[1].GetIdx())) > 0
+        # Joined through at least one atom: ``**`` (a path of the two stars alone) has no unit.
+        and len(Chem.GetShortestPath(mol, stars[0].GetIdx(), stars[1].GetIdx())) > 2
     )
 
 

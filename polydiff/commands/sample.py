@@ -17,7 +17,7 @@ import torch
 from jsonargparse import ActionConfigFile
 from jsonargparse.typing import PositiveInt
 
-from polydiff.chem.molecules import is_polymer, parse
+from polydiff.chem.molecules import is_polymer, parse, quiet_rdkit
 from polydiff.commands import CommandParser, one_line_warnings, user_errors
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.generate import Generation
@@ -101,6 +101,7 @@ def write_samples(
 def _validity(sequences: list[str], polymer: bool) -> str:
     """How many of ``sequences`` RDKit reads as written (and, for a polymer model, are repeat units),
     so that a model that writes junk says so at once; ``polydiff evaluate`` measures the rest."""
+    quiet_rdkit()  # unconstrained samples (--syntax false, --length, --prompt) fail to parse, each loudly
     valid = sum(is_polymer(mol) if polymer else mol is not None for mol in map(parse, sequences))
     kind = "polymer-valid (two *)" if polymer else "valid"
     return f"{kind}: {valid} of {len(sequences)}, as RDKit reads them as written"

@@ -399,8 +399,8 @@ class MoleculeDataModule(LightningDataModule):
                     f"{source} {len(known)} value(s) of {name.partition('=')[0]!r} among the {len(rows):,} "
                     "training lines drawn for its statistics (at least 2 needed)"
                 )
-            if categorical:
-                share = known.mean()
+            if categorical:  # a unit of no class is none of this one: its share is of every line drawn
+                share = known.sum() / len(column)
                 statistics.append([share, 1.0, 0.0, share * len(train)])
             else:
                 statistics.append([known.mean(), known.std().clamp(min=1e-6), known.min(), known.max()])

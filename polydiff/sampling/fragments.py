@@ -8,9 +8,9 @@ costs no model call (it joins the key/value cache with the next call); each toke
 call, drawn from the next-token prediction under every SMILES constraint
 (``polydiff.sampling.constraints``) and these rules of its own:
 
-- a hole holds at least one atom, bonded to the fragment by a single bond (the bond of its
-  ``[*]``), and is closed by the token that would end its branch (``)`` at the depth it started)
-  or the string (``[SEP]``), never by a ``.``;
+- a hole holds at least one atom, bonded to the fragment by the bond of its ``[*]`` (single, or
+  double and triple as written: ``C(=[*])C``), and is closed by the token that would end its
+  branch (``)`` at the depth it started) or the string (``[SEP]``), never by a ``.``;
 - it leaves no ring open when it closes, and touches no ring label the fragment holds open
   around it (``c1ccc(<hole>)cc1``: label 1 is the fragment's);
 - it is closed only where the fixed text that follows (for linking, the second fragment first)

@@ -208,8 +208,10 @@ def _check_fragment_request(
     molecules left to right, or options the fragment decoder has no use for."""
     if prompts is not None or length is not None:
         raise ValueError("fragments decide what is written around them: give no prompt or length with them")
-    if model.kind != "molecule" or not model.representation.is_smiles:
-        raise ValueError("fragments need a model of SMILES molecules")
+    if model.kind != "molecule":  # a unit's two * and a fragment's [*] would be read alike
+        raise ValueError("fragments are for molecule models; this is a polymer model (write a template with --prompt)")
+    if not model.representation.is_smiles:
+        raise ValueError(f"fragments need a model of SMILES; this one writes {model.representation.name}")
     if not (model.block_size == 1 or model.causal_context):
         raise ValueError("fragments need a model that predicts the next token (one-token blocks or a causal context)")
     unused = sorted(config.changed() & {"steps", "strategy", "randomness", "threshold", "cache", "syntax"})

@@ -282,12 +282,17 @@ class DiffusionTask(LightningModule):
         named NaN (left free).
 
         Raises:
-            ValueError: for a checkpoint trained without conditions, a property it was not trained
-                on, a target outside the values its training data had, or a category it saw too
-                few training sequences of.
+            TypeError: for targets that are not a mapping.
+            ValueError: for a checkpoint trained without conditions, no targets, a property it was
+                not trained on, a target outside the values its training data had, or a category it
+                saw too few training sequences of.
         """
         if not self.conditions:
             raise ValueError("this checkpoint was trained without conditions (data.conditions): it cannot be guided")
+        if not isinstance(targets, Mapping):  # a string would be read a character at a time
+            raise TypeError(f"condition takes a mapping such as {{'logp': 3.0}}, got {type(targets).__name__}")
+        if not targets:  # all free: the unconditional model, at twice the calls
+            raise ValueError("condition names no property: give at least one target, e.g. {'logp': 3.0}")
         unknown = [name for name in targets if name not in self.conditions]
         if unknown:
             raise ValueError(f"unknown property {unknown[0]!r}: this checkpoint knows {', '.join(self.conditions)}")

@@ -102,7 +102,8 @@ def test_novelty_counts_distinct_molecules_against_canonical_training_set():
         ("CC*", False),  # one *
         ("*C(*)(*)C", False),  # three
         ("*1CC1*", False),  # a * with two bonds
-        ("**", True),  # two * bonded to each other, each with one single bond
+        ("**", False),  # two * bonded to each other: no unit between them
+        ("*C*", True),  # a one-atom unit
         ("*C.C*", False),  # two ends and no backbone between them
         ("*CC(*)[N+](C)(C)C.[Cl-]", True),  # a counter-ion apart from the backbone
         ("CCO", False),

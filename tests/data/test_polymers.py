@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from polydiff.chem.conditions import condition_columns
 from polydiff.chem.molecules import canonical_polymer, is_polymer, parse
 from polydiff.data.datamodule import MoleculeDataModule
 from polydiff.data.polymers import (
@@ -157,3 +158,18 @@ def test_datamodule_drops_user_lines_that_are_not_repeat_units(tmp_path):
     assert sorted({*data.train_smiles, *data.val_smiles}) == ["*CC(*)c1ccccc1", "[*]CCO[*]"]
     with pytest.raises(ValueError, match=r"data\.test_file"):
         data.setup("test")
+
+
+def test_a_class_counts_its_share_of_every_training_unit_not_of_the_classified_ones(tmp_path):
+    # 30 polyamide units and 70 siloxanes, which have no class: polyamide stands for 30% of the set.
+    train = tmp_path / "mixed.smi"
+    train.write_text("*NCCCCCC(*)=O\n" * 30 + "*O[Si](*)(C)C\n" * 70)
+    data = MoleculeDataModule(
+        train_file=str(train), kind="polymer", conditions=["class"], val_size=10, token_cache=False
+    )
+    data.setup("fit")
+    statistics = data.condition_statistics()
+    polyamide = condition_columns(["class"]).index("class=polyamide")
+    share = list(data.train_smiles).count("*NCCCCCC(*)=O") / len(data.train_smiles)
+    assert statistics[0, polyamide] == pytest.approx(share) and 0.2 < share < 0.4
+    assert statistics[3, polyamide] == pytest.approx(share * len(data.train_smiles))

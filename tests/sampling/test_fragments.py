@@ -22,7 +22,10 @@ def task() -> DiffusionTask:
     return causal_task(ALIPHATIC, {"C": 2.0, "(": 1.0, ")": 1.0, "1": 1.0, "[SEP]": 0.5})
 
 
-@pytest.mark.parametrize("request_", ["[*]C1CCOCC1", "OC(CC[*])C[*]", "OC1CC([*])CC(O)C1", "[*]C(=O)O.[*]N1CCCC1"])
+# C(=[*])C: a [*] on a double bond keeps it (the substituent is =C, =N or =O).
+@pytest.mark.parametrize(
+    "request_", ["[*]C1CCOCC1", "OC(CC[*])C[*]", "OC1CC([*])CC(O)C1", "[*]C(=O)O.[*]N1CCCC1", "C(=[*])C", "N#C[*]"]
+)
 def test_every_sample_keeps_to_the_rules_and_every_ended_one_keeps_its_fragments(task, request_):
     """Whatever the (untrained) model draws: every committed prefix keeps to the SMILES rules, the
     fixed text comes first, and each valid sample has the fragments on atoms of their own and at
@@ -99,6 +102,13 @@ def test_fragments_need_a_model_that_predicts_the_next_token():
     whole = DiffusionTask(model_config=tiny, diffusion_config=DiffusionConfig(block_size=0)).eval()
     with pytest.raises(ValueError, match="predicts the next token"):
         generate(whole, 2, fragments="[*]C1CCOCC1")
+    ar = DiffusionConfig(block_size=1)
+    polymer = DiffusionTask(model_config=tiny, diffusion_config=ar, kind="polymer").eval()
+    with pytest.raises(ValueError, match="for molecule models; this is a polymer model"):
+        generate(polymer, 2, fragments="[*]C1CCOCC1")
+    selfies = DiffusionTask(model_config=tiny, diffusion_config=ar, representation="selfies").eval()
+    with pytest.raises(ValueError, match="need a model of SMILES; this one writes selfies"):
+        generate(selfies, 2, fragments="[*]C1CCOCC1")
 
 
 def test_fragments_with_tokens_the_model_does_not_know_are_refused(task):

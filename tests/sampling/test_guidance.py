@@ -144,6 +144,7 @@ def test_a_class_condition_is_one_hot_and_leaves_the_rest_free(polymer_task):
         ({"class": "polyketone"}, "unknown class 'polyketone': choose from polyamide"),
         ({"class": "polyimide"}, "about 200 such sequences, fewer than 1,000"),
         ({"logp": "high"}, "logp takes a number"),
+        ({}, "condition names no property"),  # all free would be the unconditional model at twice the calls
     ],
 )
 def test_a_class_the_checkpoint_saw_too_little_of_is_refused(polymer_task, targets, message):
@@ -154,3 +155,8 @@ def test_a_class_the_checkpoint_saw_too_little_of_is_refused(polymer_task, targe
 def test_a_class_condition_needs_a_polymer_model():
     with pytest.raises(ValueError, match="needs kind: polymer"):
         DiffusionTask(model_config=TINY, conditions=["class"])
+
+
+def test_a_condition_written_as_the_command_lines_string_is_refused_from_python(polymer_task):
+    with pytest.raises(TypeError, match="condition takes a mapping such as"):
+        polymer_task.condition_vector("logp=3")

@@ -13,8 +13,9 @@ A bracket atom may have as many bonds as RDKit lets it have, its charge and hydr
 
 A polymer repeat unit (PSMILES) has exactly two attachment points, each an ``*`` on one single
 bond. With ``stars=2`` the automaton holds samples to that as it holds them to valence: a third
-``*`` is refused, and so is the end before the second; ``*`` has valence 1, so its one bond is
-single, and a bracketed ``[*]``, whose bonds are not counted, is refused.
+``*`` is refused, and so is the end before the second, or a ``*`` bonded to the other (``**`` has
+no unit between them); ``*`` has valence 1, so its one bond is single, and a bracketed ``[*]``,
+whose bonds are not counted, is refused.
 
 The state of a row: the kind of its last token; the bonds its "anchor" (the atom the next bond
 attaches to) has left; a pending bond symbol; the open parentheses, with the bonds left on the
@@ -154,6 +155,7 @@ class SyntaxFields:
     ring_bond: Array  # (R, NUM_LABELS) order of the bond symbol a ring was opened with, 0 for none
     opened_here: Array  # (R, NUM_LABELS) bool: opened at the current atom
     stars: Array  # (R,) ``*`` atoms written
+    anchor_star: Array  # (R,) bool: the anchor is an ``*`` with its bond still free (a unit's first atom)
 
 
 @dataclass
@@ -237,6 +239,7 @@ class SmilesSyntax:
             ring_bond=labels,
             opened_here=labels.astype(bool),
             stars=zeros,
+            anchor_star=zeros.astype(bool),
         )
 
     def allowed(self, state: SyntaxState, room: Tensor | None = None) -> Tensor:
@@ -291,7 +294,8 @@ class SmilesSyntax:
         can_end = balanced & ~rings_open
         if self.stars is not None:
             written = state.stars[:, None]
-            atom_ok = atom_ok & (~is_star | (written < self.stars))
+            # No * on the other *: a unit needs an atom between its two attachment points (** is none).
+            atom_ok = atom_ok & (~is_star | ((written < self.stars) & ~state.anchor_star[:, None]))
             can_end = can_end & (written == self.stars)
         conditions = (
             (ATOM, atom_ok),
@@ -371,4 +375,9 @@ class SmilesSyntax:
             ring_bond=ring_bond,
             opened_here=opened_here,
             stars=state.stars + self._by_token.is_star[tokens],
+            # After ")" the anchor is the atom the branch left, which the branch bonded: a * has no
+            # bond left then, so it counts as no *.
+            anchor_star=np.where(
+                is_atom, self._by_token.is_star[tokens], state.anchor_star & ~is_close & (kind != DOT)
+            ),
         )

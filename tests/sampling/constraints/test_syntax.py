@@ -94,7 +94,15 @@ def test_ring_labels_do_not_span_a_dot():
 
 def test_repeat_units_keep_exactly_two_single_bonded_attachment_points():
     units = SmilesSyntax(TOKENIZER, stars=2)
-    good = ["*CC(*)c1ccccc1", "*Oc1ccc(C(C)(C)c2ccc(O*)cc2)cc1", "*C(=O)N[C@@H](C)C(*)=O", "*c1ccc(*)s1", "*C1CC1*"]
+    good = [
+        "*C*",
+        "*-C-*",
+        "*CC(*)c1ccccc1",
+        "*Oc1ccc(C(C)(C)c2ccc(O*)cc2)cc1",
+        "*C(=O)N[C@@H](C)C(*)=O",
+        "*c1ccc(*)s1",
+        "*C1CC1*",
+    ]
     assert accepted(good, syntax=units) == [True] * len(good)
     bad = [
         ("*CC", True),  # one attachment point at the end
@@ -103,6 +111,9 @@ def test_repeat_units_keep_exactly_two_single_bonded_attachment_points():
         ("*C=*", False),  # a double bond to *
         ("*C(=*)", False),
         ("[*]CC*", False),  # a bracketed * takes any bonds: refused
+        ("**", False),  # no atom between the two: no unit
+        ("*-*", False),
+        ("*(*", False),
     ]
     for smiles, end in bad:
         assert not accepted([smiles], end, units)[0], smiles
