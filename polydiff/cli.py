@@ -31,6 +31,19 @@ LINK_ERROR = re.compile(r"argument ([\w.]+) --> ([\w.]+): .*")
 # LightningCLI knows only its own subcommands; polydiff's sample and evaluate come before it.
 SUBCOMMAND_ERROR = re.compile(r'(?:argument subcommand: invalid choice: (\S+)|expected "subcommand" to be one of).*')
 COMMANDS = "fit, validate, test, predict, sample or evaluate"
+# An option a subcommand does not know, from the command line or a -c file.
+# (jsonargparse 4.40 words it "Validation failed: ... does not accept nested key".)
+UNKNOWN_OPTION = re.compile(
+    r"(?:Validation failed: )?Subcommand '(\w+)' does not accept (?:option|nested key) '([^']+)'.*"
+)
+# Each subcommand in polydiff's words (Lightning's describe the Trainer's methods, and the
+# first line of its docstring is cut mid-sentence).
+SUBCOMMAND_HELP = {
+    "fit": "Train a model (-c recipes/base.yaml), or go on training one (--ckpt_path last).",
+    "validate": "Score a checkpoint (--ckpt_path) on the validation set: val/nll and the rest.",
+    "test": "Score a checkpoint (--ckpt_path) on the test set (data.test_file).",
+    "predict": "Sample from a checkpoint through Lightning's loop; `polydiff sample` is the usual way.",
+}
 
 
 class PolydiffParser(OneLineErrors, LightningArgumentParser):
@@ -45,6 +58,11 @@ class PolydiffParser(OneLineErrors, LightningArgumentParser):
         if unknown:
             given = unknown.group(1)
             message = f"unknown command {given}: give {COMMANDS}" if given else f"give a command: {COMMANDS}"
+        option = UNKNOWN_OPTION.fullmatch(" ".join(message.split()))
+        if option:  # the subcommand's own options are what to look at, not the top level's
+            subcommand, key = option.groups()
+            message = f"unknown option {key}, given on the command line or in a -c file"
+            return super().error(message, ex, help_for=f"polydiff {subcommand}")
         return super().error(message, ex)
 
     def print_usage(self, file=None) -> None:
@@ -59,6 +77,14 @@ class PolydiffCLI(LightningCLI):
         parser = super().init_parser(**kwargs)
         parser.add_argument("--version", action="version", version=f"polydiff {__version__}")
         return parser
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs) -> None:
+        for subcommand, text in SUBCOMMAND_HELP.items():
+            kwargs.setdefault(subcommand, {}).setdefault("description", text)
+        super()._add_subcommands(parser, **kwargs)
+        listed = getattr(getattr(parser, "_subcommands_action", None), "_choices_actions", [])
+        for action in listed:  # the top level's list of subcommands
+            action.help = SUBCOMMAND_HELP.get(action.dest, action.help)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # One place to set each: the task's tokenizer and position table follow the data.
@@ -167,21 +193,25 @@ class PolydiffCLI(LightningCLI):
 
     def _resolve_checkpoint(self, subcommand: str, config) -> dict | None:
         """``--ckpt_path last`` means the newest last.ckpt under the run's default_root_dir (a new run
-        gets a new version folder, where Lightning would find none); any other path must be a
-        readable polydiff checkpoint, which is returned."""
+        gets a new version folder, where Lightning would find none), and ``best`` the newest best.ckpt
+        there (validate, test, predict); any other path must be a readable polydiff checkpoint, which
+        is returned. ``--weights_only false`` loads a file that needs code, for a source one trusts."""
         path = config.get("ckpt_path")
-        if path == "last" and subcommand == "fit":
+        if path == "last" or (path == "best" and subcommand != "fit"):
             root = Path(config.get("trainer", {}).get("default_root_dir") or ".")
-            found = sorted(root.glob("**/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-            if not found:
+            found = sorted(root.glob(f"**/checkpoints/{path}*.ckpt"), key=lambda p: p.stat().st_mtime)
+            if not found and subcommand == "fit":
                 rank_zero_warn(f"--ckpt_path last: no last.ckpt under {root} yet; training starts from scratch")
                 config["ckpt_path"] = None
                 return None
-            config["ckpt_path"] = path = str(found[-1])
-            rank_zero_info(f"resuming from {path}")
+            if not found:  # scoring freshly initialised weights instead would be silently wrong
+                raise FileNotFoundError(f"--ckpt_path {path}: no {path}.ckpt under {root} (--trainer.default_root_dir)")
+            config["ckpt_path"] = str(found[-1])
+            rank_zero_info(f"{'resuming from' if subcommand == 'fit' else 'loading'} {found[-1]}")
+            path = str(found[-1])
         if path in (None, "last", "best", "hpc", "registry"):
             return None
-        return check_checkpoint(path)
+        return check_checkpoint(path, weights_only=config.get("weights_only") is not False)
 
 
 def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:

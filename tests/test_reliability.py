@@ -1,10 +1,14 @@
 """Dirty data, user errors, bad checkpoints and numerical faults: one clear line each, nothing silent."""
 
+import argparse
+import inspect
 import logging
+import re
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 
 from polydiff import DiffusionTask
@@ -108,6 +112,8 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         (["--trainer.max_steps", "-5"], 1, "MisconfigurationException: `max_steps` must be"),  # Lightning's own
         (["--ckpt_path", "."], 1, ". is a folder: give the checkpoint file in it"),
         (["--data.max_length", "0"], 1, "data.max_length must be 3 or more"),
+        (["--data.max_length", "-5"], 1, "data.max_length must be 3 or more"),
+        (["--model.diffusion_config.block_size", "200"], 1, "block_size 200 does not fit in a sequence of"),
         (["--model.model_config.num_heads", "0"], 1, "model_config.num_heads must be at least 1"),
         (["--data.bucket_window", "0"], 1, "data.bucket_window must be at least 1"),
         (["--model.lr_schedule.warmup_steps", "-5"], 1, "lr_schedule.warmup_steps must be >= 0"),
@@ -142,6 +148,8 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         "trainer refusal",
         "checkpoint folder",
         "no room for a token",
+        "negative length",
+        "a block longer than the sequence",
         "no heads",
         "no window",
         "negative warmup",
@@ -288,3 +296,58 @@ def test_a_diverging_fit_stops_with_one_line(tmp_path, capsys, smiles_files):
 def test_masking_constant_is_finite_in_half_precision():
     for dtype in (torch.float16, torch.bfloat16):
         assert torch.isfinite(torch.tensor(FORBIDDEN_LOGIT, dtype=dtype))
+
+
+def _validated_nll(capsys, *args: str) -> float:
+    capsys.readouterr()
+    main(["validate", "-c", BASE, "-c", TINY, *args])
+    return float(re.search(r"val/nll\s*\S\s*([0-9.]+)", capsys.readouterr().out)[1])
+
+
+def test_validate_finds_a_runs_last_and_best_checkpoints_or_says_there_are_none(
+    tmp_path, capsys, tiny_checkpoint, smiles_files
+):
+    files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    root = tiny_checkpoint.parents[3]  # the fit's default_root_dir
+    given = _validated_nll(capsys, *files, "--ckpt_path", str(tiny_checkpoint))
+    found = _validated_nll(capsys, *files, "--ckpt_path", "last", "--trainer.default_root_dir", str(root))
+    assert found == given  # the file itself, not freshly initialised weights
+    best = _validated_nll(capsys, *files, "--ckpt_path", "best", "--trainer.default_root_dir", str(root))
+    assert best == _validated_nll(capsys, *files, "--ckpt_path", str(tiny_checkpoint.with_name("best.ckpt")))
+    empty = ["--ckpt_path", "last", "--trainer.default_root_dir", str(tmp_path)]
+    error = one_error_line(capsys, 1, lambda: main(["validate", "-c", BASE, "-c", TINY, *files, *empty]))
+    assert f"--ckpt_path last: no last.ckpt under {tmp_path}" in error
+
+
+def test_a_checkpoint_that_needs_code_is_refused_without_torchs_advice_unless_trusted(
+    tmp_path, capsys, tiny_checkpoint, smiles_files
+):
+    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    state["notes"] = argparse.Namespace(source="a colleague")  # loading it runs code: not weights-only
+    trusted = tmp_path / "trusted.ckpt"
+    torch.save(state, trusted)
+    files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    validate = ["validate", "-c", BASE, "-c", TINY, *files, "--ckpt_path", str(trusted)]
+    error = one_error_line(capsys, 1, lambda: main(validate))
+    assert "UnpicklingError: Weights only load failed)" in error
+    assert "\x1b" not in error and "two options" not in error
+    if "weights_only" not in inspect.signature(Trainer.validate).parameters:  # Lightning < 2.6 has no such option
+        return
+    assert _validated_nll(capsys, *files, "--ckpt_path", str(trusted), "--weights_only", "false") == _validated_nll(
+        capsys, *files, "--ckpt_path", str(tiny_checkpoint)
+    )
+
+
+def test_a_misspelt_key_in_a_config_file_points_to_the_subcommands_own_help(tmp_path, capsys):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model:\n  model_config:\n    hiden_size: 64\n")
+    error = one_error_line(capsys, 2, lambda: main(["fit", "-c", BASE, "-c", str(typo)]))
+    assert "unknown option model.model_config.hiden_size" in error and "(options: polydiff fit --help)" in error
+
+
+def test_the_command_list_describes_each_subcommand_in_full(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = " ".join(capsys.readouterr().out.split())
+    assert "Score a checkpoint (--ckpt_path) on the test set (data.test_file)." in listing
+    assert "never run on your" not in listing  # Lightning's docstring, cut at its first line

@@ -53,11 +53,12 @@ class OneLineErrors:
     """A jsonargparse parser mixin: a bad option, value or type ends with one line on stderr and exit
     code 2, not the whole usage (with POLYDIFF_DEBUG=1, jsonargparse's own report)."""
 
-    def error(self, message: str, ex: Exception | None = None):
+    def error(self, message: str, ex: Exception | None = None, help_for: str | None = None):
+        """``help_for``: the command whose ``--help`` lists the options (default: this parser's)."""
         if not self.exit_on_error or os.environ.get(DEBUG_ENV):
             return super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
-        sys.stderr.write(f"{prog}: error: {' '.join(message.split())} (options: {prog} --help)\n")
+        sys.stderr.write(f"{prog}: error: {' '.join(message.split())} (options: {help_for or prog} --help)\n")
         self.exit(2)
 
 

@@ -70,8 +70,16 @@ class DiffusionConfig:
             raise ValueError(f"loss_weighting must be 'elbo' or 'flat', got {self.loss_weighting!r}")
         if self.block_size < 0:
             raise ValueError(f"block_size must be >= 0, got {self.block_size}")
-        if self.causal_context and self.block_size < 2:
-            raise ValueError("causal_context needs blocks of 2 or more tokens (block_size 1 is causal already)")
+        if self.causal_context and self.block_size == 0:
+            raise ValueError(
+                "block_size 0 diffuses the whole sequence, with no clean context before it: add "
+                "--model.diffusion_config.causal_context false (recipes/blocks/whole.yaml sets both)"
+            )
+        if self.causal_context and self.block_size == 1:
+            raise ValueError(
+                "causal_context needs blocks of 2 or more tokens (block_size 1 is causal already): add "
+                "--model.diffusion_config.causal_context false (recipes/ar.yaml sets both)"
+            )
         if self.noisy_blocks < 1:
             raise ValueError(f"noisy_blocks must be at least 1, got {self.noisy_blocks}")
         unused = sorted(self.changed() & {"noisy_blocks", "drafter"})

@@ -41,9 +41,14 @@ class ModelConfig:
     time_conditioning: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):  # (positions: data.max_length)
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model_config.{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_position_embeddings < 3:  # the command line sets it through data.max_length
+            raise ValueError(
+                "data.max_length must be 3 or more ([CLS], a token, [SEP]; the model's max_position_embeddings), "
+                f"got {self.max_position_embeddings}"
+            )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"model_config.dropout must lie in [0, 1), got {self.dropout}")
         if self.hidden_size % self.num_heads:

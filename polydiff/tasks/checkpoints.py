@@ -17,6 +17,7 @@ import torch
 
 from polydiff.tasks.lr_schedule import COSINE_ONLY_OPTIONS, LRScheduleConfig
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # torch's messages set bold text
 # Options renamed since checkpoints were first written: old name -> new name.
 RENAMED_OPTIONS = {"sample_every_n_epochs": "sample_every_n_validations"}
 # The bundled SMILES tokenizer had 1,467 tokens before it kept only the common ones; a SMILES
@@ -25,9 +26,10 @@ FULL_SMILES_VOCABULARY_SIZE = 1467
 WORD_EMBEDDINGS = "model.bert.embeddings.word_embeddings.weight"
 
 
-def check_checkpoint(path: str | Path) -> dict[str, Any]:
+def check_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
     """Checks that a file is a polydiff checkpoint, loading it the safe way (``weights_only``: tensors and
     plain containers only, no code run), memory-mapped so that even a large one costs little.
+    ``weights_only=False`` runs what the file holds: only for a file from a source one trusts.
 
     Returns:
         The checkpoint (its tensors memory-mapped).
@@ -43,7 +45,7 @@ def check_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except Exception as error:  # truncated zip, pickle errors, disallowed globals: all one message
         raise ValueError(f"{path} is not a readable polydiff checkpoint ({error_summary(error)})") from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
@@ -112,6 +114,8 @@ def migrated_checkpoint(checkpoint: dict[str, Any]) -> io.BytesIO | None:
 def error_summary(error: Exception) -> str:
     """An exception as one short line: its type and the first line of its message."""
     reason = (str(error).strip().splitlines() or [""])[0]  # the rest is advice for torch.load callers
+    reason = ANSI_ESCAPE.sub("", reason)
+    reason = reason.split(". ")[0].rstrip(".")  # its first sentence: torch's next ones advise torch.load callers
     reason = reason if len(reason) <= 100 else reason[:97] + "..."
     return f"{type(error).__name__}: {reason}"
 

@@ -129,6 +129,12 @@ class DiffusionTask(LightningModule):
         self.mask_token_id = self.tokenizer.mask_token_id
         self.pad_token_id = self.tokenizer.pad_token_id
         _refuse_unused_training_options(schedule, diffusion_config)
+        if diffusion_config.block_size >= model_config.max_position_embeddings:  # [CLS] is in no block
+            raise ValueError(
+                f"diffusion_config.block_size {diffusion_config.block_size} does not fit in a sequence of "
+                f"data.max_length {model_config.max_position_embeddings}: for one block over the whole "
+                "sequence, take block_size 0 (recipes/blocks/whole.yaml)"
+            )
         if diffusion_config.block_size and model_config.time_conditioning:
             raise ValueError(
                 "block diffusion (diffusion_config.block_size > 0) needs time_conditioning: false "

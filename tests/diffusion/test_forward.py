@@ -73,3 +73,9 @@ def test_discrete_elbo_tends_to_the_continuous_one(schedule):
         gaps.append(abs(_expected_bound(process, grid, g).mean().item() - reference))
     assert gaps[0] > gaps[1] > gaps[2]
     assert gaps[2] < 5e-3 * reference
+
+
+@pytest.mark.parametrize(("block_size", "recipe"), [(0, "recipes/blocks/whole.yaml"), (1, "recipes/ar.yaml")])
+def test_a_causal_context_without_blocks_to_denoise_names_the_option_to_turn_off(block_size, recipe):
+    with pytest.raises(ValueError, match=rf"causal_context false \({recipe} sets both\)"):
+        DiffusionConfig(block_size=block_size, causal_context=True)
