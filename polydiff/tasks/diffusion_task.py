@@ -836,7 +836,9 @@ class DiffusionTask(LightningModule):
         values = {f"{prefix}/nll": nll, f"{prefix}/bpt": nll / math.log(2), f"{prefix}/ppl": torch.exp(nll)}
         if self.causal_context:
             values[f"{prefix}/next_nll"] = next_metric.compute()
-        self.log_dict(values, prog_bar=prefix == "val")
+        # MeanMetric has already reduced over the ranks: every rank logs the same values, and
+        # sync_dist (averaging equal values) only tells Lightning so, which would warn otherwise.
+        self.log_dict(values, prog_bar=prefix == "val", sync_dist=True)
         metric.reset()
         next_metric.reset()
 
@@ -849,7 +851,9 @@ class DiffusionTask(LightningModule):
             return
         self._validation_runs += 1
         if self._validation_runs % self.sample_every_n_validations == 0:
-            self.log_dict(self._sample_quality(), prog_bar=True)
+            # The same samples on every rank (seed 0, the same weights): as with the bound, sync_dist
+            # averages equal values.
+            self.log_dict(self._sample_quality(), prog_bar=True, sync_dist=True)
 
     def check_validation_sampling(self) -> None:
         """Refuses, before the first step, ``sampling`` options that the validation samples would
