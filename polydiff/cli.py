@@ -211,7 +211,13 @@ class PolydiffCLI(LightningCLI):
             path = str(found[-1])
         if path in (None, "last", "best", "hpc", "registry"):
             return None
-        return check_checkpoint(path, weights_only=config.get("weights_only") is not False)
+        try:
+            return check_checkpoint(path, weights_only=config.get("weights_only") is not False)
+        except ValueError as error:
+            # Lightning 2.6 and later load a trusted file that holds code: say how.
+            if "Weights only load failed" in str(error) and "weights_only" in config:
+                raise ValueError(f"{error}; a file you trust loads with --weights_only false") from None
+            raise
 
 
 def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:

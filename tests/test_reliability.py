@@ -4,6 +4,8 @@ import argparse
 import inspect
 import logging
 import re
+import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -298,9 +300,10 @@ def test_masking_constant_is_finite_in_half_precision():
         assert torch.isfinite(torch.tensor(FORBIDDEN_LOGIT, dtype=dtype))
 
 
-def _validated_nll(capsys, *args: str) -> float:
+def _validated_nll(capsys, root: Path, *args: str) -> float:
+    """val/nll of ``polydiff validate`` on the tiny config, logging under ``root``."""
     capsys.readouterr()
-    main(["validate", "-c", BASE, "-c", TINY, *args])
+    main(["validate", "-c", BASE, "-c", TINY, "--trainer.default_root_dir", str(root), *args])
     return float(re.search(r"val/nll\s*\S\s*([0-9.]+)", capsys.readouterr().out)[1])
 
 
@@ -308,15 +311,20 @@ def test_validate_finds_a_runs_last_and_best_checkpoints_or_says_there_are_none(
     tmp_path, capsys, tiny_checkpoint, smiles_files
 ):
     files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
-    root = tiny_checkpoint.parents[3]  # the fit's default_root_dir
-    given = _validated_nll(capsys, *files, "--ckpt_path", str(tiny_checkpoint))
-    found = _validated_nll(capsys, *files, "--ckpt_path", "last", "--trainer.default_root_dir", str(root))
-    assert found == given  # the file itself, not freshly initialised weights
-    best = _validated_nll(capsys, *files, "--ckpt_path", "best", "--trainer.default_root_dir", str(root))
-    assert best == _validated_nll(capsys, *files, "--ckpt_path", str(tiny_checkpoint.with_name("best.ckpt")))
-    empty = ["--ckpt_path", "last", "--trainer.default_root_dir", str(tmp_path)]
-    error = one_error_line(capsys, 1, lambda: main(["validate", "-c", BASE, "-c", TINY, *files, *empty]))
-    assert f"--ckpt_path last: no last.ckpt under {tmp_path}" in error
+    # Two runs: one that kept only last.ckpt, one that kept only best.ckpt (of a lower val/nll).
+    runs = {name: tmp_path / name / "lightning_logs/version_0/checkpoints" for name in ("last", "best")}
+    for name, folder in runs.items():
+        folder.mkdir(parents=True)
+        shutil.copy(tiny_checkpoint.with_name(f"{name}.ckpt"), folder / f"{name}.ckpt")
+    for name in ("last", "best"):
+        given = _validated_nll(capsys, tmp_path / "scores", *files, "--ckpt_path", str(runs[name] / f"{name}.ckpt"))
+        found = _validated_nll(capsys, tmp_path / name, *files, "--ckpt_path", name)
+        assert found == given  # the file itself, not freshly initialised weights
+        other = "best" if name == "last" else "last"  # and not the other kind, which that run lacks
+        command = ["validate", "-c", BASE, "-c", TINY, *files, "--ckpt_path", name]
+        command += ["--trainer.default_root_dir", str(tmp_path / other)]
+        error = one_error_line(capsys, 1, partial(main, command))
+        assert f"--ckpt_path {name}: no {name}.ckpt under {tmp_path / other}" in error
 
 
 def test_a_checkpoint_that_needs_code_is_refused_without_torchs_advice_unless_trusted(
@@ -328,14 +336,17 @@ def test_a_checkpoint_that_needs_code_is_refused_without_torchs_advice_unless_tr
     torch.save(state, trusted)
     files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
     validate = ["validate", "-c", BASE, "-c", TINY, *files, "--ckpt_path", str(trusted)]
-    error = one_error_line(capsys, 1, lambda: main(validate))
+    error = one_error_line(capsys, 1, lambda: main([*validate, "--trainer.default_root_dir", str(tmp_path)]))
     assert "UnpicklingError: Weights only load failed)" in error
     assert "\x1b" not in error and "two options" not in error
     if "weights_only" not in inspect.signature(Trainer.validate).parameters:  # Lightning < 2.6 has no such option
         return
-    assert _validated_nll(capsys, *files, "--ckpt_path", str(trusted), "--weights_only", "false") == _validated_nll(
-        capsys, *files, "--ckpt_path", str(tiny_checkpoint)
-    )
+    assert error.endswith("; a file you trust loads with --weights_only false")
+    with pytest.raises(ValueError, match="Weights only load failed"):
+        DiffusionTask.load_from_checkpoint(trusted)
+    assert DiffusionTask.load_from_checkpoint(trusted, weights_only=False).conditions == []
+    trusting = _validated_nll(capsys, tmp_path, *files, "--ckpt_path", str(trusted), "--weights_only", "false")
+    assert trusting == _validated_nll(capsys, tmp_path, *files, "--ckpt_path", str(tiny_checkpoint))
 
 
 def test_a_misspelt_key_in_a_config_file_points_to_the_subcommands_own_help(tmp_path, capsys):

@@ -196,10 +196,12 @@ class DiffusionTask(LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs) -> DiffusionTask:
         """Lightning's ``load_from_checkpoint``, after ``check_checkpoint``: a missing, truncated or
-        foreign file is one clear error, and the file is first read weights-only (no code run).
+        foreign file is one clear error, and the file is first read weights-only (no code run) unless
+        ``weights_only=False`` is given (Lightning 2.6 or later), for a file one trusts.
         Checkpoints written under an earlier option name load too (``migrated_checkpoint``)."""
         if isinstance(checkpoint_path, str | Path):
-            checkpoint_path = migrated_checkpoint(check_checkpoint(checkpoint_path)) or checkpoint_path
+            checked = check_checkpoint(checkpoint_path, weights_only=kwargs.get("weights_only") is not False)
+            checkpoint_path = migrated_checkpoint(checked) or checkpoint_path
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         except WeightsMismatchError as error:
@@ -894,10 +896,11 @@ class DiffusionTask(LightningModule):
         quality = {"val/valid": sum(c is not None for c, _ in checked) / n}
         if self.kind == "polymer":
             quality["val/polymer_valid"] = len(valid) / n
-        if valid:
-            quality["val/unique"] = fraction_unique(valid)
-            if self._training_set:
-                quality["val/novelty"] = novelty(valid, self._training_set)
+        # The same keys whatever was drawn: each is one collective across the ranks (sync_dist), and
+        # ranks that logged different keys would wait on each other for ever.
+        quality["val/unique"] = fraction_unique(valid) if valid else 0.0
+        if self._training_set:
+            quality["val/novelty"] = novelty(valid, self._training_set) if valid else 0.0
         return quality
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

@@ -13,9 +13,9 @@ A bracket atom may have as many bonds as RDKit lets it have, its charge and hydr
 
 A polymer repeat unit (PSMILES) has exactly two attachment points, each an ``*`` on one single
 bond. With ``stars=2`` the automaton holds samples to that as it holds them to valence: a third
-``*`` is refused, and so is the end before the second, or a ``*`` bonded to the other (``**`` has
-no unit between them); ``*`` has valence 1, so its one bond is single, and a bracketed ``[*]``,
-whose bonds are not counted, is refused.
+``*`` is refused, and so is the end before the second, a ``*`` bonded to the other (``**`` has
+no unit between them) or a ``.`` between them (``*C.C*``: no backbone); ``*`` has valence 1, so
+its one bond is single, and a bracketed ``[*]``, whose bonds are not counted, is refused.
 
 The state of a row: the kind of its last token; the bonds its "anchor" (the atom the next bond
 attaches to) has left; a pending bond symbol; the open parentheses, with the bonds left on the
@@ -291,9 +291,12 @@ class SmilesSyntax:
         ring_stuck = (anchor == ring_need) & below_top_full & (top_left == 0) & rings_open_after_ring
         close_stuck = (top_left == 0) & below_top_full & rings_open
         atom_ok = first_atom | ((anchor >= need) & (valence >= need) & ~atom_stuck)
-        can_end = balanced & ~rings_open
+        can_end = dot_ok = balanced & ~rings_open
         if self.stars is not None:
             written = state.stars[:, None]
+            # No '.' between the two *: each fragment after it is another molecule (*C.C* has no backbone);
+            # a counter-ion before the unit or after it is fine.
+            dot_ok = dot_ok & ((written == 0) | (written == self.stars))
             # No * on the other *: a unit needs an atom between its two attachment points (** is none).
             atom_ok = atom_ok & (~is_star | ((written < self.stars) & ~state.anchor_star[:, None]))
             can_end = can_end & (written == self.stars)
@@ -307,7 +310,7 @@ class SmilesSyntax:
             (RING, ~state.opened_here[:, label] & (anchor >= ring_need) & ~ring_stuck & ~ring_mismatch & ~branch_start),
             (OPEN, (anchor >= 1) & (state.depth < MAX_DEPTH)[:, None]),
             (CLOSE, ~balanced & ~close_stuck),
-            (DOT, balanced & ~rings_open),
+            (DOT, dot_ok),
             (END, can_end),
         )
         for token_kind, condition in conditions:

@@ -104,6 +104,8 @@ def test_repeat_units_keep_exactly_two_single_bonded_attachment_points():
         "*C1CC1*",
     ]
     assert accepted(good, syntax=units) == [True] * len(good)
+    salts = ["*CC(*)C(=O)[O-].[Na+]", "[Na+].*CC(*)C(=O)[O-]"]  # a counter-ion before or after the unit
+    assert accepted(salts, syntax=units) == [True, True]
     bad = [
         ("*CC", True),  # one attachment point at the end
         ("CC", True),  # none
@@ -114,6 +116,8 @@ def test_repeat_units_keep_exactly_two_single_bonded_attachment_points():
         ("**", False),  # no atom between the two: no unit
         ("*-*", False),
         ("*(*", False),
+        ("*C.C*", False),  # two molecules, no backbone between the *
+        ("*.", False),
     ]
     for smiles, end in bad:
         assert not accepted([smiles], end, units)[0], smiles
