@@ -25,6 +25,7 @@ import torch
 from rdkit import Chem
 
 from polydiff.chem.molecules import quiet_rdkit
+from polydiff.commands import positive, user_errors
 from polydiff.data.files import bundled_moses_path
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.sampling.constraints.kekulization import MoleculePrefix
@@ -91,10 +92,10 @@ def first_refusal(verdicts: list[bool]) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", default=None, help="a file of generated SMILES, valid or not")
-    parser.add_argument("--num_molecules", type=int, default=1000, help="MOSES test molecules")
-    parser.add_argument("--num_samples", type=int, default=1000, help="lines of --samples")
+    parser.add_argument("--num_molecules", type=positive(int), default=1000, help="MOSES test molecules")
+    parser.add_argument("--num_samples", type=positive(int), default=1000, help="lines of --samples")
     parser.add_argument("--examples", type=int, default=5, help="disagreements to show")
     args = parser.parse_args(argv)
 
@@ -159,4 +160,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors("benchmarks/constraints.py"):
+        main()

@@ -38,6 +38,7 @@ import itertools
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from polydiff.chem.conditions import property_values
 from polydiff.chem.fragments import keeps_fragments
 from polydiff.chem.molecules import canonical, canonical_sample, parse, quiet_rdkit
 from polydiff.chem.polymer_classes import polymer_class
+from polydiff.commands import positive, user_errors
 from polydiff.data.files import bundled_moses_path
 from polydiff.sampling.generate import Generation, generate
 from polydiff.tasks.inference import load
@@ -114,7 +116,7 @@ def guidance(args: argparse.Namespace, train: DigestSet) -> dict:
                 scores = guidance_scores(result, target, train)
                 scores["nfe_per_token"] = _nfe_per_token(result)
                 row[f"w={scale:g} {name}"] = scores
-                print(f"guidance {target[0]}={target[1]:g} w={scale:g} {name}: {scores}", flush=True)
+                print(f"guidance {target[0]}={target[1]:g} w={scale:g} {name}: {scores}", file=sys.stderr, flush=True)
         report["rows"].append(row)
     return report
 
@@ -215,7 +217,7 @@ def fragments(args: argparse.Namespace) -> dict:
             scores["nfe_per_token"] = _nfe_per_token(result)
             scores["seconds"] = time.perf_counter() - start
             rows.append({"fragments": request, **scores})
-            print(f"fragments {name} {request}: {scores}", flush=True)
+            print(f"fragments {name} {request}: {scores}", file=sys.stderr, flush=True)
         keys = ["valid", "kept", "unique", "quality", "diversity", "nfe_per_token"]
         report[name] = {"cases": rows, "mean": {key: float(np.nanmean([row[key] for row in rows])) for key in keys}}
     return report
@@ -261,7 +263,7 @@ def polymer_classes(args: argparse.Namespace) -> dict:
                 break
             result = generate(model, args.num_samples, batch_size=args.batch_size, seed=args.seed)
             row[f"w={scale:g}"] = class_scores(result, name)
-            print(f"class {name} w={scale:g}: {row[f'w={scale:g}']}", flush=True)
+            print(f"class {name} w={scale:g}: {row[f'w={scale:g}']}", file=sys.stderr, flush=True)
         report["rows"].append(row)
     return report
 
@@ -333,10 +335,10 @@ def main() -> None:
     parser.add_argument(
         "--fragment_ckpt_path", default=None, help="the checkpoint for the fragment tasks (default: --ckpt_path)"
     )
-    parser.add_argument("--num_samples", type=int, default=200, help="samples per guidance row")
-    parser.add_argument("--cases", type=int, default=5, help="fragment cases per task")
-    parser.add_argument("--fragment_samples", type=int, default=40, help="samples per fragment case")
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--num_samples", type=positive(int), default=200, help="samples per guidance row")
+    parser.add_argument("--cases", type=positive(int), default=5, help="fragment cases per task")
+    parser.add_argument("--fragment_samples", type=positive(int), default=40, help="samples per fragment case")
+    parser.add_argument("--batch_size", type=positive(int), default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -368,4 +370,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors("benchmarks/design.py"):
+        main()

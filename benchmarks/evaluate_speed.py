@@ -26,12 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from jsonargparse import auto_cli
+from jsonargparse.typing import PositiveInt
 from moses_agreement import mixed_samples
 
 from polydiff.chem import molecules
 from polydiff.chem.fcd import chemnet_activations
 from polydiff.chem.metrics import internal_diversity, nearest_neighbour_similarity
 from polydiff.chem.reference import reference_stats, training_set
+from polydiff.commands import user_errors
 from polydiff.commands.evaluate import evaluate_samples
 from polydiff.data.files import bundled_moses_path
 from polydiff.utils.cache import CACHE_ENV
@@ -68,9 +70,9 @@ def _cold_start(lines: list[str], n_jobs: int, test_scaffolds: bool) -> float:
 
 
 def speed(
-    num_samples: int = 10_000,
-    cold_samples: int = 1000,
-    n_jobs: int | None = None,
+    num_samples: PositiveInt = 10_000,
+    cold_samples: PositiveInt = 1000,
+    n_jobs: PositiveInt | None = None,
     test_scaffolds: bool = False,
     seed: int = 0,
     mix: str = "mixed",
@@ -139,4 +141,5 @@ def speed(
 
 
 if __name__ == "__main__":
-    print(json.dumps(auto_cli(speed, as_positional=False), indent=2))
+    with user_errors("benchmarks/evaluate_speed.py"):
+        print(json.dumps(auto_cli(speed, as_positional=False), indent=2))

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from polydiff.commands import positive, user_errors
+
 # Dense (non-sparse) bf16 tensor-core peaks, FLOP/s, from NVIDIA's datasheets.
 PEAK_BF16 = {
     "H200": 989e12,
@@ -55,10 +57,10 @@ def flops_per_token(task, width: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--num_batches", type=int, default=50, help="timed batches per run")
+    parser.add_argument("--batch_size", type=positive(int), default=256)
+    parser.add_argument("--num_batches", type=positive(int), default=50, help="timed batches per run")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=positive(int), default=2)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print(json.dumps({"skipped": "no CUDA GPU found: nothing to measure"}))
@@ -100,4 +102,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors("benchmarks/gpu_throughput.py"):
+        main()

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from polydiff.commands import positive, user_errors
+
 
 def children(pid: int) -> list[int]:
     """Every descendant of ``pid``."""
@@ -76,14 +78,14 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        description=__doc__.split("\n\n")[0],
         epilog="Arguments after -- go to polydiff fit as they are. POLYDIFF_ALLOCATOR=system measures the fit "
         "under glibc's malloc instead of jemalloc.",
     )
     parser.add_argument("--config", default="recipes/base.yaml", help="the recipe to fit (from the working directory)")
-    parser.add_argument("--max_steps", type=int, default=None, help="default: the recipe's")
-    parser.add_argument("--val_check_interval", type=int, default=None, help="default: the recipe's")
-    parser.add_argument("--interval", type=float, default=0.25, help="seconds between samples")
+    parser.add_argument("--max_steps", type=positive(int), default=None, help="default: the recipe's")
+    parser.add_argument("--val_check_interval", type=positive(int), default=None, help="default: the recipe's")
+    parser.add_argument("--interval", type=positive(float), default=0.25, help="seconds between samples")
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
 
     with tempfile.TemporaryDirectory() as root:
@@ -126,4 +128,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors("benchmarks/memory.py"):
+        main()

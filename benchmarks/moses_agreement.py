@@ -32,11 +32,13 @@ import time
 from pathlib import Path
 
 from jsonargparse import auto_cli
+from jsonargparse.typing import PositiveInt
 from rdkit import Chem, RDLogger
 from rdkit.Chem import BRICS
 
 from polydiff.chem.metrics import evaluate
 from polydiff.chem.reference import reference_stats, training_set
+from polydiff.commands import user_errors
 from polydiff.commands.evaluate import read_samples
 from polydiff.data.files import bundled_moses_path, is_bundled
 from polydiff.utils.files import read_smiles
@@ -134,11 +136,11 @@ def _write(lines: list[str], path: Path) -> Path:
 def agreement(
     moses_python: str,
     samples: str | None = None,
-    num_samples: int = 2000,
+    num_samples: PositiveInt = 2000,
     seed: int = 0,
     mix: str = "mixed",
-    reference_size: int | None = None,
-    n_jobs: int = 2,
+    reference_size: PositiveInt | None = None,
+    n_jobs: PositiveInt = 2,
     tolerance: float = 0.01,
 ) -> dict:
     """Runs both implementations on the same samples and compares every shared metric.
@@ -170,7 +172,11 @@ def agreement(
 
     start = time.perf_counter()
     command = [moses_python, "-c", MOSES_SCRIPT, str(samples_file), str(n_jobs), *extra]
-    moses = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    ran = subprocess.run(command, capture_output=True, text=True)
+    if ran.returncode:  # its last line says why (most often: molsets is not importable there)
+        reason = (ran.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{moses_python} could not compute MOSES's metrics: {reason}")
+    moses = json.loads(ran.stdout)
     moses_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -212,4 +218,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors("benchmarks/moses_agreement.py"):
+        main()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from polydiff.chem.conditions import property_values
+from polydiff.commands import positive, user_errors
 from polydiff.data.files import bundled_moses_path
 from polydiff.diffusion.blocks import sampling_mask
 from polydiff.tasks.inference import load
@@ -68,10 +69,11 @@ def head_scores(ckpt_path: str, num_molecules: int, batch_size: int = 500) -> di
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", required=True, help="a draft-head checkpoint fitted with data.conditions")
-    parser.add_argument("--num_molecules", type=int, default=2000)
+    parser.add_argument("--num_molecules", type=positive(int), default=2000)
     args = parser.parse_args(argv)
     print(json.dumps(head_scores(args.ckpt_path, args.num_molecules), indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors("benchmarks/property_head.py"):
+        main()

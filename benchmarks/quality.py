@@ -38,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from polydiff.commands import positive, user_errors
 from polydiff.utils.allocator import run_under_jemalloc
 
 POLYDIFF = [sys.executable, "-m", "polydiff"]
@@ -70,10 +71,16 @@ def score(samples: Path, output: Path, n_jobs: int) -> dict[str, float]:
     return json.loads((output / "metrics.json").read_text())
 
 
+def max_time(minutes: float) -> str:
+    """A budget as Lightning's ``max_time``, dd:hh:mm:ss (a day or more included)."""
+    days, seconds = divmod(round(minutes * 60), 86_400)
+    return f"{days:02d}:{time.strftime('%H:%M:%S', time.gmtime(seconds))}"
+
+
 def diffusion(args: argparse.Namespace, fit_options: list[str], out: Path) -> dict:
     import torch
 
-    budget = time.strftime("00:%H:%M:%S", time.gmtime(args.budget_minutes * 60))
+    budget = max_time(args.budget_minutes)
     root = out / "diffusion"
     configs = [option for config in args.config for option in ("-c", config)]
     fit = [*POLYDIFF, "fit", *configs, "--trainer.max_time", budget, "--trainer.default_root_dir", str(root)]
@@ -151,14 +158,18 @@ def char_rnn(args: argparse.Namespace, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action="append", required=True, help="recipe; repeat to layer recipes")
-    parser.add_argument("--budget_minutes", type=float, default=10.0)
-    parser.add_argument("--num_samples", type=int, default=1000)
+    parser.add_argument("--budget_minutes", type=positive(float), default=10.0)
+    parser.add_argument("--num_samples", type=positive(int), default=1000)
     parser.add_argument("--output_dir", default="runs/quality")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=256, help="sequences generated together, by both models")
+    parser.add_argument(
+        "--batch_size", type=positive(int), default=256, help="sequences generated together, by both models"
+    )
     parser.add_argument("--baseline", choices=("charrnn", "none"), default="charrnn")
     parser.add_argument("--sample_options", default="", help="extra options for `polydiff sample`")
-    parser.add_argument("--n_jobs", type=int, default=os.cpu_count() or 1, help="RDKit processes for evaluate")
+    parser.add_argument(
+        "--n_jobs", type=positive(int), default=os.cpu_count() or 1, help="RDKit processes for evaluate"
+    )
     args, fit_options = parser.parse_known_args()
     # Every recipe is an overlay on the base recipe: `--config recipes/ar.yaml` trains base + ar.
     args.config = [str(BASE), *(c for c in args.config if Path(c).resolve() != BASE.resolve())]
@@ -178,4 +189,5 @@ if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see docs/conventions.md: threads
     # The CharRNN samples in this process: under the allocator ``polydiff sample`` runs under.
     run_under_jemalloc()
-    main()
+    with user_errors("benchmarks/quality.py"):
+        main()

@@ -21,13 +21,14 @@ import json
 import polydiff
 import polydiff.sampling.speculative as speculative
 from polydiff.chem.molecules import MAX_FILTER_RING, parse, passes_filters, quiet_rdkit
+from polydiff.commands import positive, user_errors
 from polydiff.sampling import generate
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--num_samples", type=int, default=1000)
+    parser.add_argument("--num_samples", type=positive(int), default=1000)
     parser.add_argument(
         "--settings",
         nargs="+",
@@ -59,4 +60,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors("benchmarks/rewinds.py"):
+        main()

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 
 import torch
 
+from polydiff.commands import positive, user_errors
 from polydiff.sampling.blockwise import Committer
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints import kekulization
@@ -139,17 +140,17 @@ def ks_distance(lengths: torch.Tensor, histogram: torch.Tensor) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument(
         "--num_samples", type=int, default=None, help="sequences per run (default 1000 for block models, else 64)"
     )
-    parser.add_argument("--steps", type=int, nargs="+", default=[64, 256, 1000])
+    parser.add_argument("--steps", type=positive(int), nargs="+", default=[64, 256, 1000])
     parser.add_argument("--strategies", nargs="+", default=["ancestral", "confidence"])
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--batch_size", type=positive(int), default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--num_threads", type=int, default=None)
+    parser.add_argument("--num_threads", type=positive(int), default=None)
     parser.add_argument("--precision", choices=("32", "bf16"), default="32", help="bf16: autocast, for GPUs")
     args = parser.parse_args(argv)
     if args.num_threads:
@@ -203,4 +204,5 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     run_under_jemalloc()  # as ``polydiff sample`` runs (the command line's run only, not a test's)
-    main()
+    with user_errors("benchmarks/sampling.py"):
+        main()

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from polydiff.baselines.char_rnn import CharRNN, CharVocabulary, sample_char_rnn
+from polydiff.commands import positive, user_errors
 from polydiff.data.files import bundled_moses_path
 from polydiff.sampling.generate import generate
 from polydiff.tasks.inference import load
@@ -59,11 +60,13 @@ def in_streams(write: Callable[[int, int, int], object], samples: int, rows: int
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--num_samples", type=int, default=1000)
-    parser.add_argument("--batch_size", type=int, default=256, help="sequences generated together, by both models")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--num_samples", type=positive(int), default=1000)
+    parser.add_argument(
+        "--batch_size", type=positive(int), default=256, help="sequences generated together, by both models"
+    )
+    parser.add_argument("--rounds", type=positive(int), default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--streams", type=int, default=1, help="concurrent streams per generator, sharing the threads and rows"
@@ -118,4 +121,5 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as benchmarks/quality.py (docs/conventions.md: threads)
     run_under_jemalloc()  # as ``polydiff sample`` and benchmarks/quality.py run
-    main()
+    with user_errors("benchmarks/speed_ratio.py"):
+        main()

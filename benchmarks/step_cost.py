@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from polydiff.commands import positive, user_errors
 from polydiff.data.files import bundled_moses_path
 from polydiff.diffusion import DiffusionConfig
 from polydiff.model.bert_diffusion import ModelConfig
@@ -39,13 +40,13 @@ VARIANTS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=6, help="batches of 128 molecules per round")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=positive(int), default=6, help="batches of 128 molecules per round")
     parser.add_argument("--repeats", type=int, default=4, help="rounds, the first of them warm-up (at least 2)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive(int), default=2)
     args = parser.parse_args()
-    if args.repeats < 2 or args.batches < 1:
-        parser.error("--repeats must be at least 2 (the first round warms up) and --batches at least 1")
+    if args.repeats < 2:
+        parser.error("--repeats must be at least 2 (the first round warms up)")
     torch.set_num_threads(args.threads)
     size = ModelConfig(hidden_size=128, num_layers=4, num_heads=2, intermediate_size=512, dropout=0.0)
     tasks = {}
@@ -76,4 +77,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors("benchmarks/step_cost.py"):
+        main()

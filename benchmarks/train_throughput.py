@@ -36,6 +36,7 @@ from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
 from polydiff.cli import PolydiffCLI, PolydiffParser
+from polydiff.commands import positive, user_errors
 from polydiff.data.batching import LengthBucketBatchSampler, MoleculeCollator, pad_sequences
 from polydiff.data.datamodule import MoleculeDataModule
 from polydiff.data.files import bundled_moses_path
@@ -202,9 +203,11 @@ def measure(configs: list[str], overrides: list[str], num_batches: int, warmup: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action="append", default=None, help="recipe files, layered (default: base)")
-    parser.add_argument("--num_batches", type=int, default=30, help="timed batches per run")
+    parser.add_argument("--num_batches", type=positive(int), default=30, help="timed batches per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches at the start of each run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each kind, interleaved; medians reported")
+    parser.add_argument(
+        "--repeats", type=positive(int), default=3, help="runs of each kind, interleaved; medians reported"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args, overrides = parser.parse_known_args()
@@ -217,4 +220,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors("benchmarks/train_throughput.py"):
+        main()

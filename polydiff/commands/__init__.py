@@ -3,10 +3,11 @@ command reports an error a user can cause."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from jsonargparse import ArgumentParser
@@ -28,6 +29,20 @@ def user_errors(prog: str, also: tuple[type[Exception], ...] = ()) -> Iterator[N
             raise
         print(f"{prog}: error: {type(error).__name__}: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse ``type``: a number of ``kind`` above 0 (a count, a budget, an interval), so that
+    argparse refuses -1 in one line rather than the script wrapping or looping on it."""
+
+    def parse(text: str) -> int | float:
+        value = kind(text)  # argparse reports a ValueError here as an invalid value
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"  # argparse names the type in its message
+    return parse
 
 
 @contextmanager

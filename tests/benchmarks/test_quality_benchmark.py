@@ -34,3 +34,14 @@ def test_quality_benchmark_writes_samples_metrics_and_a_summary(tmp_path):
     # 12-step model backs out of dead ends freely and its rewinds cost calls; with rewinds off,
     # tests/benchmarks/test_sampling_benchmark.py checks it.)
     assert summary["diffusion"]["nfe_per_sequence"] > 0 and summary["diffusion"]["tokens_per_sequence"] > 0
+
+
+def test_a_budget_is_lightnings_max_time_and_must_be_positive(benchmark_script, capsys, monkeypatch):
+    quality = benchmark_script("quality")
+    assert quality.max_time(10) == "00:00:10:00" and quality.max_time(0.25) == "00:00:00:15"
+    assert quality.max_time(1500) == "01:01:00:00"  # past a day: it wrapped to 01:00:00
+    monkeypatch.setattr("sys.argv", ["quality.py", "--config", "recipes/base.yaml", "--budget_minutes", "-1"])
+    with pytest.raises(SystemExit) as exit_info:
+        quality.main()
+    assert exit_info.value.code == 2
+    assert "argument --budget_minutes: must be above 0, got -1" in capsys.readouterr().err
