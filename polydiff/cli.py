@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from polydiff import __version__
 from polydiff.commands import OneLineErrors, user_errors
 from polydiff.data.datamodule import MoleculeDataModule
-from polydiff.tasks.checkpoints import check_checkpoint, migrate_hyperparameters
+from polydiff.tasks.checkpoints import NeedsCodeError, check_checkpoint, migrate_hyperparameters
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.progress import StepProgressBar, hide_lightning_tips
 
@@ -213,10 +213,10 @@ class PolydiffCLI(LightningCLI):
             return None
         try:
             return check_checkpoint(path, weights_only=config.get("weights_only") is not False)
-        except ValueError as error:
+        except NeedsCodeError as error:
             # Lightning 2.6 and later load a trusted file that holds code: say how.
-            if "Weights only load failed" in str(error) and "weights_only" in config:
-                raise ValueError(f"{error}; a file you trust loads with --weights_only false") from None
+            if "weights_only" in config:
+                raise NeedsCodeError(f"{error}; a file you trust loads with --weights_only false") from None
             raise
 
 

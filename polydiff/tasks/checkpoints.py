@@ -9,6 +9,7 @@ did; the file on disk is not touched.
 from __future__ import annotations
 
 import io
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ FULL_SMILES_VOCABULARY_SIZE = 1467
 WORD_EMBEDDINGS = "model.bert.embeddings.word_embeddings.weight"
 
 
+class NeedsCodeError(ValueError):
+    """A checkpoint the weights-only load refused: it holds objects whose loading runs code."""
+
+
 def check_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
     """Checks that a file is a polydiff checkpoint, loading it the safe way (``weights_only``: tensors and
     plain containers only, no code run), memory-mapped so that even a large one costs little.
@@ -36,8 +41,8 @@ def check_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, A
 
     Raises:
         FileNotFoundError: if there is no such file.
-        ValueError: if it is truncated, corrupt, not a PyTorch file, needs code to load, or is not a
-            DiffusionTask checkpoint.
+        NeedsCodeError: if it needs code to load (a ValueError).
+        ValueError: if it is truncated, corrupt, not a PyTorch file, or is not a DiffusionTask checkpoint.
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -47,7 +52,8 @@ def check_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, A
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except Exception as error:  # truncated zip, pickle errors, disallowed globals: all one message
-        raise ValueError(f"{path} is not a readable polydiff checkpoint ({error_summary(error)})") from None
+        refused = NeedsCodeError if weights_only and isinstance(error, pickle.UnpicklingError) else ValueError
+        raise refused(f"{path} is not a readable polydiff checkpoint ({error_summary(error)})") from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not any(key.startswith("model.bert.") for key in state):
         raise ValueError(f"{path} is a PyTorch file but not a polydiff checkpoint (no DiffusionTask weights)")
