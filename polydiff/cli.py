@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -95,6 +96,7 @@ class PolydiffCLI(LightningCLI):
         parser.link_arguments("data.conditions", "model.conditions")
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
+        _refuse_float16_autocast_on_cpu(config)
         # A whole number above 1 is a step count; in a long test session under Lightning 2.5 the
         # union int | float of val_check_interval came back from instantiation as 6.0, which
         # Lightning then refuses.
@@ -218,6 +220,24 @@ class PolydiffCLI(LightningCLI):
             if "weights_only" in config:
                 raise NeedsCodeError(f"{error}; a file you trust loads with --weights_only false") from None
             raise
+
+
+def _refuse_float16_autocast_on_cpu(config: dict) -> None:
+    """Lightning runs ``16-mixed`` on a CPU as ``bf16-mixed``, after a warning, while the saved
+    config keeps saying 16-mixed: a run would not be what its config records."""
+    if str(config.get("precision")) not in ("16", "16-mixed"):
+        return
+    accelerator = config.get("accelerator")
+    on_cpu = (
+        isinstance(accelerator, CPUAccelerator)
+        or accelerator == "cpu"
+        or (accelerator in (None, "auto") and not (CUDAAccelerator.is_available() or MPSAccelerator.is_available()))
+    )
+    if on_cpu:
+        raise ValueError(
+            "trainer.precision 16-mixed (float16 autocast) needs a GPU; on a CPU use bf16-mixed "
+            "(recipes/precision/bf16-mixed.yaml) or 32-true"
+        )
 
 
 def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:
