@@ -53,9 +53,14 @@ def fit_args(tmp_path: Path, train: Path, *extra: str) -> list[str]:
             "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "4", *extra]  # fmt: skip
 
 
-def test_dirty_corpus_trains_and_the_skipped_lines_are_summarised_by_reason(tmp_path, dirty_file, caplog):
+# The lines path (data.token_cache false) screens as a cache is built: the same lines kept, the same summary.
+CACHING = pytest.mark.parametrize("caching", [[], ["--data.token_cache", "false"]], ids=["cache", "lines"])
+
+
+@CACHING
+def test_dirty_corpus_trains_and_the_skipped_lines_are_summarised_by_reason(tmp_path, dirty_file, caplog, caching):
     caplog.set_level(logging.INFO)  # the summary is Lightning's rank-zero info: stderr, or pytest's log capture
-    main(fit_args(tmp_path, dirty_file))
+    main(fit_args(tmp_path, dirty_file, *caching))
     summary = next(line for line in caplog.text.splitlines() if "data: train" in line)
     assert "400 of 406 lines kept" in summary
     for reason in ("1 empty", "1 comment", "1 not UTF-8", "1 invalid SMILES", "1 unknown token", "1 too long"):
@@ -66,10 +71,13 @@ def test_dirty_corpus_trains_and_the_skipped_lines_are_summarised_by_reason(tmp_
     assert "`max_steps=4` reached" in caplog.text  # it trained on the 400 good lines
 
 
-def test_on_bad_line_error_names_the_file_and_the_first_bad_line(tmp_path, dirty_file, capsys):
-    error = one_error_line(capsys, 1, lambda: main(fit_args(tmp_path, dirty_file, "--data.on_bad_line", "error")))
+@CACHING
+def test_on_bad_line_error_names_the_file_and_the_first_bad_line(tmp_path, dirty_file, capsys, caching):
+    run = partial(main, fit_args(tmp_path, dirty_file, "--data.on_bad_line", "error", *caching))
+    error = one_error_line(capsys, 1, run)
     assert str(dirty_file) in error and "line 201: empty" in error
-    assert not list((tmp_path / "cache" / "tokens").iterdir())  # no cache, and no half-built one
+    tokens = tmp_path / "cache" / "tokens"
+    assert not tokens.exists() or not list(tokens.iterdir())  # no cache, and no half-built one
 
 
 @pytest.mark.parametrize(
@@ -136,7 +144,6 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         ),
         (["--model.diffusion_config.num_timesteps", "10", "--model.diffusion_config.eps", "0.01"], 1, "eps: discrete"),
         (["--model.val_num_samples", "0"], 1, "val_num_samples >= 1"),
-        (["--data.on_bad_line", "error", "--data.token_cache", "false"], 1, "on_bad_line applies to cached files"),
         (["--model.kind", "polymer"], 2, "model.kind follows data.kind (the CLI links them): give --data.kind"),
         (["--data.polymers.units_per_class", "10"], 1, "data.polymers builds the polymer corpus: only with"),
         (["--data.smiles_column", "PSMILES"], 1, "data.smiles_column 'PSMILES' names a CSV column"),
@@ -162,7 +169,6 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         "validation sampling options with it off",
         "eps in discrete time",
         "no validation samples",
-        "bad lines not cached",
         "a linked option",
         "polymer options for molecules",
         "a column of no CSV",

@@ -13,11 +13,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from polydiff.chem.conditions import categorical_columns, check_condition_names, condition_columns, data_columns
+from polydiff.chem.molecules import quiet_rdkit
 from polydiff.data.batching import ConditionCollator, LengthBucketBatchSampler, MoleculeCollator, PaddingCollator
-from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
+from polydiff.data.files import bundled_moses_path, is_bundled
 from polydiff.data.packed_lines import PackedLines
 from polydiff.data.polymers import PolymerCorpus, corpus_files
-from polydiff.data.screening import OnBadLine, summary
+from polydiff.data.screening import OnBadLine, refuse_bad_line, screen_lines, summary
 from polydiff.data.token_cache import CachedSequences, TokenCache, WithValues, token_cache
 from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
 from polydiff.types import Kind, RepresentationName
@@ -65,15 +66,15 @@ class MoleculeDataModule(LightningDataModule):
             length (``LengthBucketBatchSampler``); 1 shuffles plainly.
         num_samples: sequences that ``polydiff predict`` generates (its batches are sample indices).
         token_cache: screen, convert and tokenize each file once, in parallel, into an on-disk
-            cache that training memory-maps (``polydiff.data.token_cache``): for dirty data,
-            corpora larger than memory and DDP. False keeps lines in memory and converts them
-            as they are batched; None (the default) caches your files and the polymer corpus
-            but reads the bundled MOSES sets, which are clean, as lines.
+            cache that training memory-maps (``polydiff.data.token_cache``): for corpora larger
+            than memory and DDP. False keeps the lines in memory, screened the same way at setup,
+            and converts them as they are batched; None (the default) caches your files and the
+            polymer corpus but reads the bundled MOSES sets, which are clean, as lines.
         on_bad_line: what to do with a line that cannot be trained on (blank, comment, not
             UTF-8, invalid SMILES, unknown token, too long, a non-numeric condition value;
             ``polydiff.data.screening``):
             ``skip`` it, counted by reason and summarised at setup, or stop with an ``error``
-            naming the file and line. Applies to cached files.
+            naming the file and line.
         global_batch_size: sequences per optimizer step over all devices; the trainer accumulates
             gradients over ``global_batch_size / (batch_size x devices)`` batches (which must be
             whole). None: one batch per step.
@@ -130,8 +131,6 @@ class MoleculeDataModule(LightningDataModule):
             raise ValueError(
                 f"data.global_batch_size must be at least 1 (or null: one batch a step), got {global_batch_size}"
             )
-        if on_bad_line == "error" and token_cache is False:  # lines kept in memory are screened as they are batched
-            raise ValueError("data.on_bad_line applies to cached files: not with data.token_cache false")
         if max_length < 3:  # [CLS], one token, [SEP]
             raise ValueError(f"data.max_length must be 3 or more ([CLS], a token, [SEP]), got {max_length}")
         if not 0 <= condition_dropout < 1:
@@ -233,32 +232,50 @@ class MoleculeDataModule(LightningDataModule):
             if self._cached(split):
                 self._cache(split)
 
-    def _read(self, split: str) -> list[str]:
+    def _lines(self, split: str) -> list[str]:
+        """A split kept as lines (no token cache), screened as a cache screens it (``on_bad_line``),
+        and summarised. The bundled MOSES sets are clean: only their lengths are checked, and only
+        for SMILES, whose lines of at most max_length - 2 characters fit without a look (another
+        representation's are left to the batches: converting 1.6M lines takes minutes)."""
         path, column = self._source(split)
-        lines = read_smiles(path, column)
-        if self.hparams.kind == "polymer":
-            kept = [s for s in lines if is_repeat_unit_line(s)]
-            if len(kept) < len(lines):
-                dropped = len(lines) - len(kept)
-                log.warning("data: %d of %d %s lines are not repeat units (two *): dropped", dropped, len(lines), split)
-            lines = kept
-        return lines
+        hp = self.hparams
+        bundled = is_bundled(path)
+        lines = read_smiles(path, column, keep_empty=True)
+        encode = None if bundled and hp.representation != "smiles" else self.collate.encode
+        quiet_rdkit()  # one RDKit message per bad line would bury the summary
+        kept, dropped, examples = screen_lines(
+            lines, hp.kind, encode, parse=not bundled, longer_than=hp.max_length - 2 if bundled else 0
+        )
+        header = 1 if is_csv(path) else 0  # line numbers count a CSV's header
+        examples = {reason: (index + 1 + header, text) for reason, (index, text) in examples.items()}
+        if examples and hp.on_bad_line == "error":
+            reason, (line_number, text) = min(examples.items(), key=lambda item: item[1][0])
+            refuse_bad_line(path, reason, line_number, text, hp.tokenizer_name or hp.representation)
+        if not kept:
+            raise ValueError(f"{path}: no usable line ({summary(dropped, examples) or 'empty file'})")
+        if dropped or not bundled:
+            self._report(split, path, len(kept), len(lines), dropped, examples)
+        return kept
+
+    def _report(self, split: str, path, kept: int, lines: int, dropped: dict, examples: dict) -> None:
+        """Says, once per run, how many lines of a split were kept and why the others were skipped."""
+        message = f"data: {split} {path}: {kept:,} of {lines:,} lines kept"
+        if dropped:
+            message += f"; skipped {summary(dropped, examples)}"
+        hint = unknown_token_hint(self.hparams.tokenizer_name or self.hparams.representation)
+        if dropped.get("unknown token") and hint:
+            message += f" ({hint})"
+        rank_zero_info(message)  # on the console and in the log
 
     def _load(self, split: str) -> Sequence:
         if not self._cached(split):
-            lines = self._read(split)
+            lines = self._lines(split)
             # The training lines, read by every loader worker all run long, packed into one buffer.
             return PackedLines(lines) if split == "train" else lines
         cache = self._cache(split)
         info = cache.info
         # The file given: a cache is keyed by content, and may have been built from a copy elsewhere.
-        message = f"data: {split} {self._source(split)[0]}: {info['kept']:,} of {info['lines']:,} lines kept"
-        if cache.dropped:
-            message += f"; skipped {summary(cache.dropped, info['examples'])}"
-        hint = unknown_token_hint(self.hparams.tokenizer_name or self.hparams.representation)
-        if cache.dropped.get("unknown token") and hint:
-            message += f" ({hint})"
-        rank_zero_info(message)  # once per run, on the console and in the log
+        self._report(split, self._source(split)[0], info["kept"], info["lines"], cache.dropped, info["examples"])
         return CachedSequences(cache, np.arange(len(cache)))
 
     def _drawn(self, total: int) -> np.ndarray:

@@ -23,7 +23,8 @@ class PackedLines(Sequence[str]):
     """
 
     def __init__(self, lines: Iterable[str]) -> None:
-        encoded = [line.encode() for line in lines]
+        # A line read with ``surrogateescape`` (a byte that is not UTF-8) packs as the bytes it was.
+        encoded = [line.encode(errors="surrogateescape") for line in lines]
         sizes = np.fromiter((len(line) for line in encoded), dtype=np.int64, count=len(encoded))
         self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self._offsets[1:])
@@ -51,7 +52,7 @@ class PackedLines(Sequence[str]):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"line {index} of {len(self)}")
-        return self._buffer[self._offsets[index] : self._offsets[index + 1]].tobytes().decode()
+        return self._buffer[self._offsets[index] : self._offsets[index + 1]].tobytes().decode(errors="surrogateescape")
 
     def __iter__(self) -> Iterator[str]:
         return (self[i] for i in range(len(self)))

@@ -10,9 +10,13 @@ another molecule.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 from polydiff.data.files import is_repeat_unit_line
+from polydiff.data.tokenizer import unknown_token_hint
 from polydiff.utils.files import undecodable
 
 OnBadLine = Literal["skip", "error"]
@@ -56,6 +60,44 @@ def screen(line: str, kind: str = "molecule") -> str | None:
     return None
 
 
+ENCODE_CHUNK = 10_000
+Encode = Callable[[list[str]], list]  # lines -> per line its token ids, or why it cannot be used
+
+
+def screen_lines(
+    lines: Sequence[str], kind: str, encode: Encode | None, parse: bool = True, longer_than: int = 0
+) -> tuple[list[str], Counter, dict[str, tuple[int, str]]]:
+    """A corpus kept as lines, screened as a token cache screens it, without writing the tokens.
+
+    Args:
+        lines: the corpus's lines, stripped ("" for an empty one), in file order.
+        kind: as in ``screen``.
+        encode: the batches' encoder (``MoleculeCollator.encode``), which names the lines too long,
+            not convertible or with an unknown token; None leaves those to the batches.
+        parse: ``screen`` each line (RDKit's parse included); False for a corpus known to be clean.
+        longer_than: encode only the lines of more characters than this (0: every line). A SMILES
+            token is at least one character, so a shorter line cannot be too long.
+
+    Returns:
+        (the lines kept, in order; the others counted by reason; the first of each reason, as its
+        index in ``lines`` and its text).
+    """
+    reasons = [screen(line, kind) if parse else None if line else "empty" for line in lines]
+    if encode is not None:
+        checked = [i for i, line in enumerate(lines) if reasons[i] is None and len(line) > longer_than]
+        for start in range(0, len(checked), ENCODE_CHUNK):  # the token ids of a chunk at a time, then dropped
+            chunk = checked[start : start + ENCODE_CHUNK]
+            for i, result in zip(chunk, encode([lines[i] for i in chunk]), strict=True):
+                if isinstance(result, str):
+                    reasons[i] = result
+    dropped, examples = Counter(), {}
+    for index, (line, reason) in enumerate(zip(lines, reasons, strict=True)):
+        if reason is not None:
+            dropped[reason] += 1
+            examples.setdefault(reason, (index, line))
+    return [line for line, reason in zip(lines, reasons, strict=True) if reason is None], dropped, examples
+
+
 def summary(counts: dict[str, int], examples: dict[str, list]) -> str:
     """``3 invalid SMILES (e.g. line 12: 'C1CC('), 1 empty`` for the skipped lines of a file."""
     parts = []
@@ -73,3 +115,12 @@ def quoted(line: str, keep: int = 60) -> str:
     if len(line) <= keep:
         return repr(line)
     return f"{line[: keep // 2]!r} ... {line[-keep // 2 :]!r} ({len(line)} characters)"
+
+
+def refuse_bad_line(path: str | Path, reason: str, line_number: int, text: str, tokenizer_name: str) -> None:
+    """Stops the run at a bad line (``on_bad_line: error``), naming the file, the line and why."""
+    hint = "data.on_bad_line: skip leaves such lines out"
+    wider = unknown_token_hint(tokenizer_name) if reason == "unknown token" else ""
+    if wider:
+        hint = f"{wider}; {hint}"
+    raise ValueError(f"{path}, line {line_number}: {reason}: {quoted(text)} ({hint})")

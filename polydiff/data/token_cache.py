@@ -38,8 +38,8 @@ from filelock import FileLock, Timeout
 
 from polydiff.chem.molecules import quiet_rdkit
 from polydiff.data.batching import MoleculeCollator
-from polydiff.data.screening import REASONS, OnBadLine, quoted, screen, summary
-from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
+from polydiff.data.screening import REASONS, OnBadLine, refuse_bad_line, screen, summary
+from polydiff.data.tokenizer import load_tokenizer
 from polydiff.utils.cache import cache_dir, file_digest
 from polydiff.utils.files import iter_rows
 from polydiff.utils.parallel import default_jobs, progress_bars
@@ -259,18 +259,10 @@ def token_cache(
     cached = TokenCache(folder)
     if cached.dropped and on_bad_line == "error":  # built before under on_bad_line: skip; its first bad line
         reason = min(cached.dropped, key=lambda name: cached.info["examples"][name][0])
-        _bad_line(path, reason, *cached.info["examples"][reason], tokenizer_name)
+        refuse_bad_line(path, reason, *cached.info["examples"][reason], tokenizer_name)
     if not len(cached):
         raise ValueError(f"{path}: no usable line ({summary(cached.dropped, cached.info['examples']) or 'empty file'})")
     return cached
-
-
-def _bad_line(path: Path, reason: str, line_number: int, text: str, tokenizer_name: str) -> None:
-    hint = "data.on_bad_line: skip leaves such lines out"
-    wider = unknown_token_hint(tokenizer_name) if reason == "unknown token" else ""
-    if wider:
-        hint = f"{wider}; {hint}"
-    raise ValueError(f"{path}, line {line_number}: {reason}: {quoted(text)} ({hint})")
 
 
 def _chunks(path: Path, columns: tuple[str, list[str]], size: int):
@@ -326,7 +318,7 @@ def _build(
                         examples.setdefault(reason, (index + 1 + header, text))
                     if examples and on_bad_line == "error":
                         reason, (line_number, text) = min(examples.items(), key=lambda item: item[1][0])
-                        _bad_line(path, reason, line_number, text, encoding[0])
+                        refuse_bad_line(path, reason, line_number, text, encoding[0])
                     flat.astype(dtype).tofile(ids)
                     lengths.append(chunk_lengths)
                     values.append(chunk_values)

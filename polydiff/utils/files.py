@@ -43,6 +43,9 @@ def iter_rows(
     raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
     with _text(raw) as text:
         if is_csv(path):
+            # A cell of any size is read (and screened as too long): csv's default limit, 131,072
+            # characters, would end the run at one runaway line.
+            csv.field_size_limit(2**31 - 1)
             # csv.reader, not DictReader: DictReader drops blank rows, and every later line number with them.
             reader = csv.reader(text)
             header = next(reader, [])

@@ -6,6 +6,7 @@ import torch
 
 from polydiff.data.batching import MoleculeCollator
 from polydiff.data.datamodule import MoleculeDataModule
+from polydiff.data.screening import screen_lines
 from polydiff.utils.files import read_smiles
 
 
@@ -17,6 +18,8 @@ def test_read_smiles_formats(tmp_path):
     assert read_smiles(tmp_path / "a.smi") == ["CCO", "c1ccccc1"]
     assert read_smiles(tmp_path / "b.csv", smiles_column="smiles") == ["CCO", "c1ccccc1"]
     assert read_smiles(tmp_path / "c.txt.gz") == ["CCO", "c1ccccc1"]
+    (tmp_path / "d.csv").write_text("SMILES\n" + "C" * 200_000 + "\nCCO\n")  # over csv's default cell limit
+    assert [len(s) for s in read_smiles(tmp_path / "d.csv")] == [200_000, 3]
 
 
 def test_read_smiles_errors(tmp_path):
@@ -119,3 +122,33 @@ def test_length_buckets_cover_every_line_once_with_similar_lengths(moses_sample)
     seen = [i for shard in shards for b in shard for i in b]
     assert len(seen) == len(set(seen)) == len(lengths) - len(lengths) % 2
     assert len(shards[0]) == len(shards[1])
+
+
+def test_screening_lines_encodes_only_what_could_be_too_long():
+    collator = MoleculeCollator("smiles", max_length=8)
+    seen = []
+
+    def encode(lines):
+        seen.extend(lines)
+        return collator.encode(lines)
+
+    lines = ["CCO", "", "# note", "ClCCCCCl", "CCCCCCCC", "C1CC("]
+    kept, dropped, examples = screen_lines(lines, "molecule", encode, parse=False, longer_than=6)
+    # ClCCCCCl is 8 characters but 6 tokens: it fits; CCCCCCCC is 8 tokens, 10 with [CLS] and [SEP].
+    assert kept == ["CCO", "# note", "ClCCCCCl", "C1CC("]  # unparsed: a clean corpus's lines are trusted
+    assert seen == ["ClCCCCCl", "CCCCCCCC"]  # lines of 6 characters or fewer fit unseen
+    assert dropped == {"empty": 1, "too long": 1} and examples["too long"] == (4, "CCCCCCCC")
+    kept, dropped, _ = screen_lines(lines, "molecule", collator.encode)
+    assert kept == ["CCO", "ClCCCCCl"] and dropped == {"empty": 1, "comment": 1, "too long": 1, "invalid SMILES": 1}
+
+
+@pytest.mark.slow
+def test_bundled_lines_below_a_short_max_length_are_left_out_before_batching():
+    # A quarter of MOSES is over 40 tokens: batches of similar length would hold nothing that fits.
+    dm = MoleculeDataModule(max_length=40, batch_size=256, val_size=500, token_cache=False)
+    dm.setup("fit")
+    assert 0.6 * 1_584_663 < len(dm.train_smiles) < 0.8 * 1_584_663
+    # The batch the length buckets would form of the longest lines: it crashed the run before.
+    longest = np.argsort(dm.train_smiles.lengths, kind="stable")[-256:]
+    batch = dm.collate([dm.train_smiles[int(i)] for i in longest])["input_ids"]
+    assert batch.shape[0] == 256 and batch.shape[1] <= 40 and dm.collate.num_dropped == 0

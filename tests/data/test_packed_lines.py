@@ -29,3 +29,9 @@ def test_a_subset_keeps_the_lines_where_the_mask_is_true_in_order():
 def test_packed_lines_survive_a_worker_hand_off():
     """Loader workers under the spawn start method receive the dataset pickled."""
     assert list(pickle.loads(pickle.dumps(PackedLines(LINES)))) == LINES
+
+
+def test_a_line_with_bytes_that_are_not_utf8_packs_as_read():
+    line = b"CC\xff\xfeO".decode(errors="surrogateescape")  # as polydiff's readers decode a bad byte
+    packed = PackedLines(["CCO", line])
+    assert packed[1] == line and list(packed.lengths) == [3, 5]
