@@ -63,8 +63,10 @@ def test_bundled_references_ship_with_polydiff(tmp_path, moses_sample):
     assert not (tmp_path / "cache").exists()
 
 
-def test_reference_and_train_can_be_skipped(files, tmp_path):
-    run("--samples", files["samples"], "--output", tmp_path, "--reference", "none", "--train", "none")
+def test_reference_and_train_can_be_skipped_from_a_config_file(files, tmp_path):
+    config = tmp_path / "evaluate.yaml"  # -c, as every polydiff command takes it
+    config.write_text(f"samples: {files['samples']}\noutput: {tmp_path}\nreference: none\ntrain: none\n")
+    run("-c", config)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) == {"valid", "unique@1000", "unique@10000", "IntDiv", "IntDiv2", "Filters"}
 

@@ -104,8 +104,20 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, capsys, content):
         (["--output", "."], 1, "--output . is a folder: give the file to write"),
         (["--output", str(ROOT / "pyproject.toml" / "samples.smi")], 1, "pyproject.toml is a file, so no folder"),
         (["--num_threads", "0"], 2, 'Parser key "num_threads"'),
+        # Asked for by name, an option must matter even at its default value.
+        (["--syntax", "true"], 1, "syntax: the constraints apply to SMILES"),
+        (["--steps", "128"], 1, "steps: speculative decoding makes one model call per committed run"),
     ],
-    ids=["unknown strategy", "misspelt option", "not a number", "output a folder", "output under a file", "no threads"],
+    ids=[
+        "unknown strategy",
+        "misspelt option",
+        "not a number",
+        "output a folder",
+        "output under a file",
+        "no threads",
+        "SMILES rules asked of a SELFIES model",
+        "the default steps asked of speculative decoding",
+    ],
 )
 def test_bad_options_are_one_line(checkpoint, tmp_path, capsys, args, code, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -133,6 +145,14 @@ def test_bad_prompt_is_one_clear_error(checkpoint, tmp_path, capsys, prompt, mes
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"polydiff sample: error: ValueError: prompt {prompt!r}") and message in err
+
+
+def test_a_bad_template_for_a_block_model_is_its_error_alone(smiles_checkpoint, tmp_path, capsys):
+    # A valid template on this model draws a warning about templates; a bad one is refused before it.
+    with pytest.raises(SystemExit):
+        main(["sample", "--ckpt_path", str(smiles_checkpoint), "--output", str(tmp_path / "o.smi"), "--prompt", "CCO"])
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err == "polydiff sample: error: ValueError: prompt 'CCO' has no [MASK] token to fill in"
 
 
 def test_checkpoints_without_a_token_count_still_load(checkpoint, tmp_path):
@@ -224,6 +244,16 @@ def test_predict_writes_samples_through_the_prediction_writer(checkpoint, tmp_pa
     ])  # fmt: skip
     lines = output.read_text().splitlines()
     assert len(lines) == 40 and all(lines)
+
+
+def test_a_prediction_writer_without_its_file_is_one_short_line(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "-c", BASE, "--ckpt_path", str(checkpoint), "--trainer.callbacks+=polydiff.SampleWriter"])
+    assert exit_info.value.code == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    # Not jsonargparse's account of every callback subtype and of the callbacks' whole value.
+    assert "trainer.callbacks: polydiff.SampleWriter: " in err and "output_file" in err  # worded by jsonargparse
+    assert len(err) < 250
 
 
 def test_unconstrained_samples_that_fail_to_parse_are_counted_not_logged(smiles_checkpoint, tmp_path, capfd):

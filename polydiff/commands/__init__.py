@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -14,6 +15,9 @@ from jsonargparse import ArgumentParser
 
 DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
 # FloatingPointError: a non-finite training loss (DiffusionTask stops the run with the step).
+# A class_path given for a typed option (a callback) whose own arguments fail: jsonargparse words it
+# amid every subtype it tried and the whole of the option's value (2,000 characters for callbacks).
+CLASS_PATH_PROBLEM = re.compile(r'Parser key "([^"]+)": .*?Problem with given class_path \'([^\']+)\': (.+?)(?: - |$)')
 USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError, FloatingPointError)
 
 
@@ -73,7 +77,11 @@ class OneLineErrors:
         if not self.exit_on_error or os.environ.get(DEBUG_ENV):
             return super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
-        sys.stderr.write(f"{prog}: error: {' '.join(message.split())} (options: {help_for or prog} --help)\n")
+        message = " ".join(message.split())
+        problem = CLASS_PATH_PROBLEM.match(message)
+        if problem:
+            message = "{}: {}: {}".format(*problem.groups())
+        sys.stderr.write(f"{prog}: error: {message} (options: {help_for or prog} --help)\n")
         self.exit(2)
 
 

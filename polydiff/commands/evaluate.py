@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jsonargparse import auto_cli
+from jsonargparse import ActionConfigFile
 from jsonargparse.typing import PositiveInt
 from rich.console import Console
 
@@ -123,4 +123,9 @@ def evaluate_samples(
 def main(args: list[str] | None = None) -> None:
     """Runs ``polydiff evaluate`` on ``args``; user errors end with one line on stderr and exit code 1."""
     with user_errors("polydiff evaluate"), one_line_warnings("polydiff evaluate"):
-        auto_cli(evaluate_samples, args=args, as_positional=False, parser_class=CommandParser, prog="polydiff evaluate")
+        parser = CommandParser(prog="polydiff evaluate", description=evaluate_samples.__doc__.splitlines()[0])
+        parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
+        parser.add_function_arguments(evaluate_samples, as_positional=False)
+        options = parser.parse_args(args).as_dict()
+        options.pop("config", None)
+        evaluate_samples(**options)

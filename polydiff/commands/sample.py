@@ -129,5 +129,7 @@ def main(args: list[str] | None = None) -> None:
         parser = build_parser()
         options = parser.parse_args(args).as_dict()
         options.pop("config", None)
-        config = SamplingConfig(**{f.name: options.pop(f.name) for f in fields(SamplingConfig)})
+        # The sampling options given, by name or in a -c file: each must matter, even at its default.
+        given = parser.parse_args(args, defaults=False).as_dict()
+        config = SamplingConfig.asked(given, **{f.name: options.pop(f.name) for f in fields(SamplingConfig)})
         write_samples(config=config, **options)

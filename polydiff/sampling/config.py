@@ -7,6 +7,7 @@ all take this one dataclass. Which options a model uses depends on how it decode
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Literal
 
@@ -80,9 +81,18 @@ class SamplingConfig:
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must lie in (0, 1], got {self.threshold}")
 
+    @classmethod
+    def asked(cls, names: Iterable[str], **options) -> SamplingConfig:
+        """A config of ``options`` in which those ``names`` were asked for by name (a command line's,
+        a config file's): ``for_model`` refuses one the model would ignore even at its default value
+        (``--syntax true`` at a fixed length asks for rules that do not apply there)."""
+        config = cls(**options)
+        config._asked = frozenset(names) & {f.name for f in fields(cls)}
+        return config
+
     def changed(self) -> set[str]:
-        """The options set to something other than their default."""
-        return {f.name for f in fields(self) if getattr(self, f.name) != f.default}
+        """The options set to something other than their default, or asked for by name (``asked``)."""
+        return {f.name for f in fields(self) if getattr(self, f.name) != f.default} | getattr(self, "_asked", set())
 
     def for_model(
         self, block_size: int, free_length: bool, smiles: bool, causal_context: bool = False, draft_head: bool = False

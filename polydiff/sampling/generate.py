@@ -316,6 +316,7 @@ def generate(
 
     templates = None
     if prompts is not None:
+        encoded = [encode_template(model, p).to(device) for p in prompts]  # a bad template: its error alone
         if block_size and model.representation.is_smiles:
             warnings.warn(
                 "templates: this model writes left to right, so a [MASK] sees only the tokens before it (and "
@@ -324,7 +325,6 @@ def generate(
                 UserWarning,
                 stacklevel=2,
             )
-        encoded = [encode_template(model, p).to(device) for p in prompts]
         templates = [t for t in encoded for _ in range(num_samples)]
         sizes = torch.tensor([len(t) for t in templates], dtype=torch.long, device=device) - 2
     elif length is not None:

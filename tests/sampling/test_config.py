@@ -135,3 +135,13 @@ def test_every_option_of_a_whole_sequence_model_is_used():
 def test_values_outside_an_options_range_nan_included_are_refused(option, value, message):
     with pytest.raises(ValueError, match=message):
         SamplingConfig(**{option: value})
+
+
+def test_an_option_asked_for_by_name_must_matter_even_at_its_default():
+    # A block model of SMILES at a fixed length (no free end): no constraint applies.
+    fixed_length = {"block_size": 4, "free_length": False, "smiles": True, "causal_context": True, "draft_head": True}
+    assert SamplingConfig(syntax=True).for_model(**fixed_length).syntax is False  # the default, not asked for
+    with pytest.raises(ValueError, match="syntax: the constraints apply to SMILES"):
+        SamplingConfig.asked({"syntax", "seed"}, syntax=True).for_model(**fixed_length)
+    free = fixed_length | {"free_length": True}
+    assert SamplingConfig.asked({"syntax", "temperature"}, syntax=True).for_model(**free).syntax is True
