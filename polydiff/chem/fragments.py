@@ -117,15 +117,20 @@ def fragment_template(text: str) -> FragmentTemplate:
 
 
 def _query(text: str) -> Chem.Mol:
-    """A fragment as a substructure query: each ``[*]`` matches any atom."""
+    """A fragment as a substructure query: each ``[*]`` (labelled or not) matches any atom, and each
+    other atom has the bonds it has in the fragment and no more: a substituent on the N of
+    ``c1ccccc1C(=O)N[*]`` besides the one at ``[*]`` makes another fragment (a tertiary amide)."""
     parameters = Chem.AdjustQueryParameters.NoAdjustments()
     parameters.makeDummiesQueries = True
-    return Chem.AdjustQueryProperties(Chem.MolFromSmiles(text), parameters)
+    parameters.adjustDegree = True
+    parameters.adjustDegreeFlags = Chem.AdjustQueryWhichFlags.ADJUST_IGNOREDUMMIES
+    return Chem.AdjustQueryProperties(_fragment(text), parameters)
 
 
 def keeps_fragments(smiles: str, fragments: Sequence[str]) -> bool:
     """Whether a molecule contains every fragment on atoms of its own (no two fragments sharing a
-    non-attachment atom), each ``[*]`` standing for some atom of the molecule."""
+    non-attachment atom), each ``[*]`` standing for some atom of the molecule and each other atom
+    bonded as in its fragment (substituents only where the fragment has a ``[*]``)."""
     mol = parse(smiles)
     if mol is None:
         return False

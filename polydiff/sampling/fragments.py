@@ -9,8 +9,9 @@ call, drawn from the next-token prediction under every SMILES constraint
 (``polydiff.sampling.constraints``) and these rules of its own:
 
 - a hole holds at least one atom, bonded to the fragment by the bond of its ``[*]`` (single, or
-  double and triple as written: ``C(=[*])C``), and is closed by the token that would end its
-  branch (``)`` at the depth it started) or the string (``[SEP]``), never by a ``.``;
+  double and triple as written: ``C(=[*])C``) and by no other: it opens with that atom (or a
+  single bond symbol), never with a branch or a ring bond; it is closed by the token that would
+  end its branch (``)`` at the depth it started) or the string (``[SEP]``), never by a ``.``;
 - it leaves no ring open when it closes, and touches no ring label the fragment holds open
   around it (``c1ccc(<hole>)cc1``: label 1 is the fragment's);
 - it is closed only where the fixed text that follows (for linking, the second fragment first)
@@ -43,6 +44,7 @@ from polydiff.sampling.constraints.syntax import (
     BOND,
     DOT,
     NUM_LABELS,
+    OPEN,
     RING,
     SmilesSyntax,
     SyntaxFields,
@@ -163,8 +165,9 @@ class _FragmentDecoder:
         self.encoded = torch.zeros(rows, dtype=torch.long, device=device)
         table = syntax.by_token
         self.is_ring, self.label, self.kind = table.kind == RING, table.label, table.kind
-        # What may not open a hole: a ring bond to the fragment, or a double or triple bond.
-        self.cannot_open = self.is_ring | ((table.kind == BOND) & (table.order > 1))
+        # What may not open a hole: a ring bond to the fragment, a double or triple bond, or a branch
+        # (its "(" would hang a second substituent on the fragment's atom: ``N[*]`` written ``N(C)C``).
+        self.cannot_open = self.is_ring | ((table.kind == BOND) & (table.order > 1)) | (table.kind == OPEN)
         # Tokens still to come after hole k closes, the room it must leave: the fixed ones and an atom
         # for each later hole (the automaton's room counts the final [SEP] itself).
         later = [

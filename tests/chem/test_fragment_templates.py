@@ -55,3 +55,8 @@ def test_fragments_must_sit_on_atoms_of_their_own():
     assert not keeps_fragments("CC(=O)O", ["[*]C(=O)O", "[*]C(=O)O"])  # one acid cannot be both
     assert keeps_fragments("OC(=O)CC(=O)O", ["[*]C(=O)O", "[*]C(=O)O"])
     assert not keeps_fragments("not a molecule", fragments)
+    # A substituent only where the fragment has a [*]: a tertiary amide is not N-substituted benzamide.
+    assert keeps_fragments("c1ccccc1C(=O)NC", ["c1ccccc1C(=O)N[*]"])
+    assert not keeps_fragments("c1ccccc1C(=O)N(C)C", ["c1ccccc1C(=O)N[*]"])
+    assert not keeps_fragments("Cc1ccccc1C(=O)NC", ["c1ccccc1C(=O)N[*]"])
+    assert keeps_fragments("Cc1ccccc1", ["[1*]c1ccccc1"]) and keeps_fragments("Cc1ccccc1", ["[*:1]c1ccccc1"])
