@@ -82,6 +82,11 @@ def test_polymer_corpus_fit_sample_evaluate(tmp_path, monkeypatch, capsys):
         main(["sample", "--ckpt_path", str(checkpoint), "--output", str(samples), "--prompt", "[*]C[*]C[MASK][*]"])
     assert refused.value.code == 1
     assert "fixes more than two *: a repeat unit has two attachment points" in capsys.readouterr().err
+    # One that fixes both leaves its [MASK]s no * to write, however the untrained model would draw.
+    filled = tmp_path / "filled.smi"
+    template = "[*]" + "[MASK]" * 6 + "[*]"
+    main(["sample", "--ckpt_path", str(checkpoint), "--output", str(filled), "--prompt", template, "--num_samples=40"])
+    assert [line.count("*") for line in filled.read_text().splitlines()] == [2] * 40
 
 
 def test_polymer_kind_without_test_file_is_one_clear_error(tmp_path, capsys):

@@ -27,7 +27,7 @@ from torch import Tensor
 from polydiff.chem.fragments import fragment_template
 from polydiff.sampling.blockwise import decode_blocks, decode_next_tokens, decode_prefix, decode_until_end
 from polydiff.sampling.config import SamplingConfig
-from polydiff.sampling.constraints.syntax import SmilesSyntax
+from polydiff.sampling.constraints.syntax import SmilesSyntax, is_star
 from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.fragments import FragmentPlan, decode_fragments
 from polydiff.sampling.reverse import ReverseProcess
@@ -93,6 +93,12 @@ def encode_template(model: Denoiser, prompt: str) -> Tensor:
     if model.kind == "polymer" and prompt.replace(tokenizer.mask_token, "").count("*") > 2:
         raise ValueError(f"prompt {prompt!r} fixes more than two *: a repeat unit has two attachment points")
     return ids
+
+
+def _star_tokens(model: Denoiser) -> Tensor:
+    """(V,) bool: the tokens that write an attachment point (``*``, ``[*]``, ``[*:1]``, ...)."""
+    tokens = model.tokenizer.convert_ids_to_tokens(list(range(len(model.tokenizer))))
+    return torch.tensor([is_star(token) for token in tokens], device=model.device)
 
 
 def draw_lengths(model: Denoiser, num_samples: int, generator: torch.Generator) -> Tensor:
@@ -352,6 +358,11 @@ def generate(
     # A given length puts [SEP] in its place: the model may not end a sequence before it. Tokens
     # the training data never had (exotic bracket atoms, for a MOSES model) are not drawn.
     unseen = model.token_histogram == 0 if model.token_histogram.any() else None
+    stars = _star_tokens(model) if templates is not None and model.kind == "polymer" else None
+    if stars is not None and all(int(stars[template].sum()) == 2 for template in encoded):
+        # Templates that fix both attachment points leave their [MASK]s no * to write (a third would
+        # make no repeat unit); a template with fewer leaves the rest to the model.
+        unseen = stars if unseen is None else unseen | stars
 
     def head(hidden: Tensor) -> Tensor:
         logits = model.logits_from_hidden(hidden, allow_end=free_length)
