@@ -18,7 +18,7 @@ from polydiff import __version__
 from polydiff.commands import OneLineErrors, user_errors
 from polydiff.data.datamodule import MoleculeDataModule
 from polydiff.tasks.checkpoints import NeedsCodeError, check_checkpoint, migrate_hyperparameters
-from polydiff.tasks.diffusion_task import DiffusionTask
+from polydiff.tasks.diffusion_task import RUN_SETTINGS, DiffusionTask
 from polydiff.tasks.progress import StepProgressBar, hide_lightning_tips
 
 DESCRIPTION = (
@@ -121,6 +121,8 @@ class PolydiffCLI(LightningCLI):
         hparams = dict((checkpoint or {}).get("hyper_parameters") or {})
         migrate_hyperparameters(hparams, (checkpoint or {}).get("state_dict"))
         hparams.pop("_instantiator", None)
+        for setting in RUN_SETTINGS:  # the run's own, as given (older checkpoints kept some)
+            hparams.pop(setting, None)
         if hparams:
             given = self.config[self.config.subcommand].model.clone()
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
@@ -161,7 +163,7 @@ class PolydiffCLI(LightningCLI):
             if value is not None and given[key] != value:
                 raise ValueError(
                     f"the checkpoint was trained with data.{key} {value}, not {given[key]}: "
-                    f"drop --data.{key} (or give {value})"
+                    f"give --data.{key} {value} (or the -c files it was trained with)"
                 )
 
     def before_fit(self) -> None:
@@ -173,6 +175,8 @@ class PolydiffCLI(LightningCLI):
         self.model.check_validation_sampling()
 
     def before_test(self) -> None:
+        if self.model.sampling.changed():
+            raise ValueError("model.sampling: polydiff test scores the bound alone and samples nothing")
         self._warn_without_checkpoint("test")
 
     def before_predict(self) -> None:
@@ -286,8 +290,9 @@ def main(args: list[str] | None = None) -> None:
     # Lightning advertises its cloud logger at every fit: an INFO record, not about the run. A module-level
     # function, so that calling main() again does not stack filters.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(hide_lightning_tips)
-    # Lightning's own refusals of a Trainer option (an accelerator this machine lacks, max_steps -5).
-    with user_errors("polydiff", also=(MisconfigurationException,)):
+    # Lightning's own refusals of a Trainer option (an accelerator this machine lacks, max_steps -5),
+    # and an option whose package is not installed (precision transformer-engine).
+    with user_errors("polydiff", also=(MisconfigurationException, ImportError)):
         PolydiffCLI(
             DiffusionTask,
             MoleculeDataModule,

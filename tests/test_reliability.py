@@ -5,6 +5,7 @@ import inspect
 import logging
 import re
 import shutil
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -129,6 +130,11 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         (["--data.bucket_window", "0"], 1, "data.bucket_window must be at least 1"),
         (["--model.lr_schedule.warmup_steps", "-5"], 1, "lr_schedule.warmup_steps must be >= 0"),
         (["--model.lr_schedule.decay", "constant"], 1, "lr_schedule.decay_over shapes only the cosine decay"),
+        (
+            ["--trainer.max_steps", "-1", "--trainer.max_epochs", "-1", "--model.lr_schedule.decay_over", "steps"],
+            1,
+            "lr_schedule.decay cosine decays to the end of training, and this run has none",
+        ),
         (["--data.num_samples", "50"], 1, "data.num_samples: the sequences polydiff predict writes"),
         (
             [
@@ -165,6 +171,7 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         "no window",
         "negative warmup",
         "cosine options at a constant rate",
+        "a cosine decay with no end",
         "predict's sample count in fit",
         "validation sampling options with it off",
         "eps in discrete time",
@@ -233,7 +240,7 @@ def test_a_checkpoint_is_scored_on_data_read_as_it_was_trained(tmp_path, capsys,
     assert "trained with data.representation smiles, not kekule_smiles" in error
     # So would a length limit or conditions other than its own: they shape the model, not only the data.
     error = one_error_line(capsys, 1, lambda: main(["validate", *trained, "--data.max_length", "32"]))
-    assert "trained with data.max_length 64, not 32: drop --data.max_length (or give 64)" in error
+    assert "trained with data.max_length 64, not 32: give --data.max_length 64 (or the -c files" in error
     error = one_error_line(capsys, 1, lambda: main(["validate", *trained, "--data.conditions", "[qed]"]))
     assert "trained with data.conditions [], not ['qed']" in error
     # A model trained on one's own files is tested on a test file of that corpus, never MOSES's unasked.
@@ -255,6 +262,26 @@ def test_model_options_given_with_a_checkpoint_give_way_to_its_own(tmp_path, cap
             main(validate)
     else:  # Lightning 2.5 builds the model from the config, which the weights then do not fit
         assert "of another shape" in one_error_line(capsys, 1, lambda: main(validate))
+
+
+def test_a_runs_own_settings_given_with_a_checkpoint_are_kept(tmp_path, capsys, tiny_checkpoint, smiles_files):
+    # A checkpoint written before they stayed out of checkpoints: its run sampled nothing and stopped at a NaN.
+    state = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    state["hyper_parameters"] |= {"sample_every_n_validations": 0, "on_nonfinite_loss": "stop", "compile": False}
+    older = tmp_path / "older.ckpt"
+    torch.save(state, older)
+    files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    validate = ["validate", "-c", BASE, "-c", TINY, *files, "--trainer.default_root_dir", str(tmp_path)]
+    validate += ["--ckpt_path", str(older), "--model.sample_every_n_validations", "1", "--model.val_num_samples", "20"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main([*validate, "--model.on_nonfinite_loss", "skip", "--model.sampling.temperature", "0.5"])
+    assert not [w for w in caught if "replace the given" in str(w.message)]
+    assert "val/valid" in capsys.readouterr().out  # `polydiff validate` samples, as the given options ask
+    # A test samples nothing: sampling options there are refused.
+    test = [*validate, "--data.test_file", str(smiles_files["val"]), "--model.sampling.temperature", "0.5"]
+    test[0] = "test"
+    assert "polydiff test scores the bound alone" in one_error_line(capsys, 1, lambda: main(test))
 
 
 @pytest.mark.parametrize(
@@ -280,6 +307,15 @@ def test_a_model_trains_in_bfloat16_throughout(tmp_path, smiles_files):
     state = torch.load(next((tmp_path / "run").glob("**/last.ckpt")), map_location="cpu", weights_only=True)
     assert state["global_step"] == 6
     assert state["state_dict"]["model.bert.embeddings.word_embeddings.weight"].dtype == torch.bfloat16
+
+
+def test_the_bound_is_averaged_in_float32_when_the_module_is_bfloat16():
+    task = DiffusionTask().to(torch.bfloat16)  # as bf16-true leaves it, its metrics' states included
+    task.on_validation_epoch_start()
+    value = torch.tensor(3.85, dtype=torch.bfloat16).float()  # a validation batch's mean NLL
+    for _ in range(63):
+        task.val_nll.update(value, weight=torch.tensor(1300))
+    assert task.val_nll.compute().item() == pytest.approx(value.item(), rel=1e-6)  # a bfloat16 sum: 3.6875
 
 
 def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(smiles_files):
