@@ -329,6 +329,14 @@ def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(smiles_files):
         task.training_step(batch, 0)
     task.on_nonfinite_loss = "skip"
     assert task.training_step(batch, 0) is None and task.skipped_steps == 1
+    # The count goes on across a resume.
+    checkpoint = {"state_dict": task.state_dict()}
+    task.on_save_checkpoint(checkpoint)
+    resumed = DiffusionTask(representation="selfies")
+    resumed.trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    resumed.trainer.state.fn = "fit"
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.skipped_steps == 1
 
 
 def test_a_diverging_fit_stops_with_one_line(tmp_path, capsys, smiles_files):

@@ -490,6 +490,7 @@ class DiffusionTask(LightningModule):
         # very numbers an uninterrupted one would have drawn.
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         checkpoint["validation_runs"] = self._validation_runs  # when to sample next
+        checkpoint["skipped_steps"] = self.skipped_steps  # train/skipped_steps counts on after a resume
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
@@ -512,6 +513,7 @@ class DiffusionTask(LightningModule):
             # Set when the first batch starts, after the data loaders (which draw worker seeds) exist.
             self._rng_states_to_restore = checkpoint.get("rng_states")
             self._validation_runs = checkpoint.get("validation_runs", 0)
+            self.skipped_steps = checkpoint.get("skipped_steps", 0)
 
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         states, self._rng_states_to_restore = self._rng_states_to_restore, None
