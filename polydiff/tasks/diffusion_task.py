@@ -91,7 +91,8 @@ class DiffusionTask(LightningModule):
         tokenizer_name: a local tokenizer path, or None for the representation's bundled
             tokenizer; the CLI links it from the data module so both always agree.
         sampling: how ``polydiff predict`` and the validation samples (``sample_every_n_validations``)
-            sample; a run-time setting, not saved in checkpoints.
+            sample. This and the four options after it are settings of a run (``RUN_SETTINGS``),
+            not of the model: checkpoints do not keep them, and a resumed run takes them as given.
         sample_every_n_validations: every this many validation runs, sample ``val_num_samples``
             sequences and log ``val/valid``, ``val/unique`` and ``val/novelty`` (and
             ``val/polymer_valid`` for polymers); 0 turns it off.
