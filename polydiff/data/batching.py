@@ -68,8 +68,8 @@ class MoleculeCollator:
         if not kept:
             raise ValueError(
                 f"no line of this batch fits in data.max_length {self.max_length} (dropped so far: {self.dropped}): "
-                "batches group lines of similar length, so a max_length below many lines' empties whole batches; "
-                "data.token_cache true screens every line once, before training"
+                "batches group lines of similar length, so a max_length below many lines' lengths empties "
+                "whole batches; data.token_cache true screens every line once, before training"
             )
         return pad_sequences(kept, self.pad_token_id)
 
