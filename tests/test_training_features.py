@@ -1,15 +1,18 @@
 """EMA of the weights, gradient accumulation to a global batch, bf16 and torch.compile, through the real CLI."""
 
 import math
+import warnings
 from pathlib import Path
 
 import lightning
 import pytest
 import torch
+from lightning.pytorch import Trainer
 from packaging.version import Version
 
 import polydiff
 from polydiff.data.datamodule import MoleculeDataModule
+from polydiff.tasks.ema import EMA as EMA_CALLBACK
 
 ROOT = Path(__file__).parents[1]
 EMA = str(ROOT / "recipes" / "trainer" / "ema.yaml")
@@ -32,6 +35,17 @@ def test_ema_checkpoint_holds_the_average_and_the_raw_weights(tmp_path, fit_tiny
     task = polydiff.load(path, device="cpu")
     assert torch.equal(task.state_dict()[name], average[name])  # sampling uses the average
     assert len(task.sample(4, seed=0)) == 4
+
+    # Resumed without the callback, training goes on from the trained weights, not the average.
+    for callbacks, resumes_from in (([], raw), ([EMA_CALLBACK()], average)):
+        resumed = dict(checkpoint)
+        task.trainer = Trainer(callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        task.trainer.state.fn = "fit"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            task.on_load_checkpoint(resumed)
+        assert resumed["state_dict"] is resumes_from
+        assert any("training goes on from the trained weights" in str(w.message) for w in caught) == (not callbacks)
 
 
 def test_global_batch_size_sets_gradient_accumulation(tmp_path, smiles_files, fit_tiny):

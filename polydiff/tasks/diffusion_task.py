@@ -44,6 +44,7 @@ from polydiff.tasks.checkpoints import (
     migrated_checkpoint,
     weights_mismatch,
 )
+from polydiff.tasks.ema import resume_without_average
 from polydiff.tasks.lr_schedule import LRScheduleConfig
 from polydiff.types import Kind, RepresentationName
 
@@ -496,6 +497,14 @@ class DiffusionTask(LightningModule):
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if fitting and resume_without_average(checkpoint, self.trainer.callbacks):
+            rank_zero_warn(
+                "this checkpoint holds an average of the weights (EMA) and this run averages nothing: "
+                "training goes on from the trained weights and the average is dropped; to keep it, "
+                "add -c recipes/trainer/ema.yaml",
+                category=UserWarning,
+            )
         # Checkpoints written before tokens_seen was counted still load; their count starts at 0.
         checkpoint.get("state_dict", {}).setdefault("tokens_seen", torch.zeros((), dtype=torch.long))
         # Nor did they count tokens: all zeros leaves their sampler's vocabulary unrestricted.
@@ -510,7 +519,7 @@ class DiffusionTask(LightningModule):
                 self._property_head_trained = False
             # A head written before the sum over the prefix reads as it did: those shares start at 0.
             state.update({k: v for k, v in head.items() if k not in state})
-        if self._trainer is not None and self.trainer.state.fn == "fit":
+        if fitting:
             # Set when the first batch starts, after the data loaders (which draw worker seeds) exist.
             self._rng_states_to_restore = checkpoint.get("rng_states")
             self._validation_runs = checkpoint.get("validation_runs", 0)

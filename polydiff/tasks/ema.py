@@ -12,11 +12,27 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 try:
-    from lightning.pytorch.callbacks import EMAWeightAveraging
+    from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
 except ImportError:  # Lightning < 2.6: the recipe still parses; instantiating says what to upgrade
-    EMAWeightAveraging = None
+    EMAWeightAveraging, WeightAveraging = None, ()
 
-__all__ = ["EMA"]
+__all__ = ["EMA", "resume_without_average"]
+
+
+def resume_without_average(checkpoint: dict, callbacks: list[Callback]) -> bool:
+    """Points a checkpoint's ``state_dict`` at the trained weights where it holds an average of them
+    that no callback of this run will restore; returns whether it did.
+
+    An averaging run saves the average as ``state_dict`` (what sampling loads) and the weights it
+    trained beside it. Resumed without its callback, the run would go on from the average, with the
+    optimizer's moments of other weights: it goes on from the trained weights instead, and the
+    average is left behind.
+    """
+    trained = checkpoint.get("current_model_state")
+    if trained is None or any(isinstance(callback, WeightAveraging) for callback in callbacks):
+        return False
+    checkpoint["state_dict"] = trained
+    return True
 
 
 class EMA(EMAWeightAveraging or Callback):
