@@ -1,6 +1,7 @@
 """Dirty data, user errors, bad checkpoints and numerical faults: one clear line each, nothing silent."""
 
 import argparse
+import csv
 import inspect
 import logging
 import re
@@ -345,6 +346,18 @@ def test_a_diverging_fit_stops_with_one_line(tmp_path, capsys, smiles_files):
     args += ["--model.optimizer.init_args.lr", "1e30", "--trainer.gradient_clip_val", "null"]
     error = one_error_line(capsys, 1, lambda: main(args))
     assert "non-finite training loss" in error and "at step" in error
+
+
+def test_a_skipped_step_logs_its_own_loss(tmp_path, smiles_files):
+    files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    args = ["fit", "-c", BASE, "-c", TINY, *files, "--trainer.default_root_dir", str(tmp_path)]
+    args += ["--model.optimizer.init_args.lr", "1e30", "--trainer.gradient_clip_val", "null"]
+    args += ["--model.on_nonfinite_loss", "skip", "--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1"]
+    main([*args, "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp_path)])
+    rows = list(csv.DictReader((tmp_path / "lightning_logs/version_0/metrics.csv").open()))
+    losses = {row["step"]: (row["train/loss"], row["train/skipped_steps"]) for row in rows if row["train/loss"]}
+    assert float(losses["0"][0]) > 0 and not losses["0"][1]  # the first step diverges the weights
+    assert [losses[step] for step in "123"] == [("nan", "1.0"), ("nan", "2.0"), ("nan", "3.0")]
 
 
 def test_masking_constant_is_finite_in_half_precision():

@@ -820,6 +820,8 @@ class DiffusionTask(LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         loss = self.training_loss(batch)
+        # Logged before the check: a skipped step shows its own loss, not the last finite one again.
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         if not torch.isfinite(loss):
             if self.on_nonfinite_loss == "stop":
                 raise FloatingPointError(
@@ -832,7 +834,6 @@ class DiffusionTask(LightningModule):
             self.log("train/skipped_steps", float(self.skipped_steps), batch_size=len(batch["input_ids"]))
             return None
         self.tokens_seen += batch["attention_mask"].sum()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         self.log("train/tokens_seen", self.tokens_seen.float(), batch_size=len(batch["input_ids"]))
         return loss
 
