@@ -53,8 +53,10 @@ def test_guided_sampling_counts_two_evaluations_per_call(conditioned, tmp_path, 
         (["--condition", "mw=450"], "mw=450 lies outside what this checkpoint was trained on"),
         (["--condition", "logp"], "name=value pairs"),
         (["--guidance_scale", "2"], "needs a condition"),
+        (["--guidance_scale", "0"], "needs a condition"),  # given by name, even at no guidance
         (["--steering", "0.5"], "needs a condition"),
         (["--condition", "logp=2.5", "--steering", "0.5", "--length", "20"], "only speculative decoding"),
+        (["--condition", "logp=2.5", "--steering", "0", "--length", "20"], "only speculative decoding"),
         (["--fragments", "c1ccccc1"], "one fragment with [*] attachment points"),
     ],
 )

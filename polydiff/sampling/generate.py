@@ -196,11 +196,11 @@ def _decode(
 
 
 def _check_steering(model: Denoiser, config: SamplingConfig, fragments: bool) -> None:
-    """Refuses steering asked for (``polydiff.sampling.steering``) where the decoder cannot steer:
-    only speculative decoding, which writes whole molecules left to right, takes back the ends of
-    the rows it refuses. Where it was not asked for, the other decoders go without it."""
-    steering = getattr(model, "steering", None)
-    if steering is not None and steering.required and (config.strategy != "speculative" or fragments):
+    """Refuses a steering width given (``polydiff.sampling.steering``; 0 too, which would turn off
+    nothing) where the decoder cannot steer: only speculative decoding, which writes whole molecules
+    left to right, takes back the ends of the rows it refuses. Where no width was given, the other
+    decoders go without it."""
+    if getattr(model, "steering_asked", False) and (config.strategy != "speculative" or fragments):
         raise ValueError(
             "steering: only speculative decoding of whole molecules steers its rows "
             "(a draft-head model writing without a template, fixed length or fragments)"

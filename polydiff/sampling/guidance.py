@@ -61,14 +61,22 @@ class GuidedDenoiser:
         scale: w >= 0; 0 samples p(x | c) alone.
         steering: judges each finished row by the property head and takes back the ends of those
             far from the targets (``polydiff.sampling.steering``), or None.
+        steering_asked: whether the user gave a steering width, 0 included (a decoder that cannot
+            steer then refuses to sample), rather than taking steering where it applies.
     """
 
     def __init__(
-        self, model: Denoiser, condition: Tensor, scale: float = 0.0, steering: Steering | None = None
+        self,
+        model: Denoiser,
+        condition: Tensor,
+        scale: float = 0.0,
+        steering: Steering | None = None,
+        steering_asked: bool = False,
     ) -> None:
         if scale < 0 or not math.isfinite(scale):
             raise ValueError(f"guidance_scale must be >= 0, got {scale}")
         self.model, self.condition, self.scale, self.steering = model, condition, scale, steering
+        self.steering_asked = steering_asked
 
     def __getattr__(self, name: str):
         # Everything else (tokenizer, block size, histograms, ...) is the wrapped model's.

@@ -39,15 +39,12 @@ class Steering:
         columns: (k,) the condition columns targeted (numeric ones).
         targets: (k,) their normalised target values.
         width: tau, in standard deviations of each property.
-        required: whether the user asked for it (a sampler that cannot steer then refuses to
-            sample), rather than taking it where it applies.
     """
 
-    def __init__(self, head: PropertyHead, columns: Tensor, targets: Tensor, width: float, required: bool) -> None:
+    def __init__(self, head: PropertyHead, columns: Tensor, targets: Tensor, width: float) -> None:
         if not width > 0 or not math.isfinite(width):
             raise ValueError(f"steering width must be > 0, got {width}")
         self.head, self.columns, self.targets, self.width = head, columns, targets, width
-        self.required = required
 
     def acceptance(self, states: Tensor, last: Tensor) -> Tensor:
         """(r,) a(x), the probability of keeping each finished row, from the unconditional causal

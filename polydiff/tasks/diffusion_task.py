@@ -352,7 +352,7 @@ class DiffusionTask(LightningModule):
     def guided(
         self,
         condition: Mapping[str, float | str] | None = None,
-        guidance_scale: float = 0.0,
+        guidance_scale: float | None = None,
         steering: float | None = None,
     ) -> Denoiser:
         """The denoiser that samples toward property targets (``polydiff.sampling.guidance``): this
@@ -361,7 +361,7 @@ class DiffusionTask(LightningModule):
 
         Args:
             condition: the targets.
-            guidance_scale: w >= 0.
+            guidance_scale: w >= 0; None: 0 (the conditional model alone).
             steering: the width tau, in standard deviations of each property, of the target that
                 guided rows are steered toward by the property head (``polydiff.sampling.steering``);
                 0 steers none; None: ``DEFAULT_WIDTH`` where it can (numeric targets, a checkpoint
@@ -371,14 +371,15 @@ class DiffusionTask(LightningModule):
             ValueError: for a guidance scale without a condition, a condition ``condition_vector``
                 refuses, or a steering width where steering cannot work.
         """
-        if condition is None:
-            if guidance_scale:
+        if condition is None:  # 0 too, for either: there is no guidance or steering to turn off
+            if guidance_scale is not None:
                 raise ValueError("guidance_scale needs a condition to guide toward (--condition)")
-            if steering is not None:  # 0 too: there is no steering to turn off
+            if steering is not None:
                 raise ValueError("steering needs a condition to steer toward (--condition)")
             return self
         vector = self.condition_vector(condition)
-        return GuidedDenoiser(self, vector, guidance_scale, self._steering(vector, steering))
+        scale, steered = guidance_scale or 0.0, self._steering(vector, steering)
+        return GuidedDenoiser(self, vector, scale, steered, steering_asked=steering is not None)
 
     def _steering(self, vector: Tensor, width: float | None) -> Steering | None:
         """``guided``'s steering toward the numeric targets of ``vector``, or None; refuses a width
@@ -397,8 +398,7 @@ class DiffusionTask(LightningModule):
             raise ValueError(f"steering: {'; '.join(reasons)}")
         if width == 0:  # turned off where it would steer by default
             return None
-        required = width is not None
-        return Steering(self.property_head, numeric, vector[numeric], width or DEFAULT_WIDTH, required)
+        return Steering(self.property_head, numeric, vector[numeric], width or DEFAULT_WIDTH)
 
     def training_condition(self, batch: dict[str, Tensor]) -> Tensor | None:
         """The normalised conditions of a training batch, (batch, K), NaN where the data module left
@@ -953,7 +953,7 @@ class DiffusionTask(LightningModule):
         seed: int | None = None,
         progress: bool = False,
         condition: Mapping[str, float | str] | None = None,
-        guidance_scale: float = 0.0,
+        guidance_scale: float | None = None,
         steering: float | None = None,
         fragments: str | None = None,
     ) -> Generation:
@@ -977,8 +977,9 @@ class DiffusionTask(LightningModule):
             condition: property targets such as ``{"logp": 3.0, "qed": 0.8}`` or, for a polymer
                 model, ``{"class": "polyamide"}`` (a model trained with ``data.conditions``;
                 properties not named are left free); None samples unconditionally.
-            guidance_scale: classifier-free guidance toward ``condition`` (w; 0 samples the
-                conditional model alone; each guided model call counts as two evaluations).
+            guidance_scale: classifier-free guidance toward ``condition`` (w; 0, the default with a
+                condition, samples the conditional model alone; each guided model call counts as two
+                evaluations).
             steering: judge each finished molecule by the checkpoint's prediction of its properties,
                 and take back and rewrite the end of one far from ``condition``; this is the target's
                 width, in standard deviations of each property over the training molecules (extra

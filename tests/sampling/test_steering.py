@@ -49,7 +49,7 @@ def test_a_new_head_reads_the_last_state_alone():
 def test_acceptance_is_the_unnormalised_gaussian_of_the_target_widened_by_the_heads_uncertainty():
     """a(x) = exp(-(mu - c)^2 / (2 (tau^2 + s^2))), multiplied over the targeted columns: 1 on target."""
     head = _head_with_shares(8, 2, seed=0)
-    steering = Steering(head, torch.tensor([1]), torch.tensor([0.5]), 0.3, required=True)
+    steering = Steering(head, torch.tensor([1]), torch.tensor([0.5]), 0.3)
     states = torch.randn(5, 6, 8, generator=torch.Generator().manual_seed(0))
     last = torch.tensor([5, 2, 0, 3, 4])
     with torch.no_grad():
@@ -57,7 +57,7 @@ def test_acceptance_is_the_unnormalised_gaussian_of_the_target_widened_by_the_he
         total = 0.09 + log_variance[:, 1].double().exp()
         expected = torch.exp(-0.5 * (mean[:, 1].double() - 0.5) ** 2 / total)
         torch.testing.assert_close(steering.acceptance(states, last), expected)
-        on_target = Steering(head, torch.tensor([1]), mean[:1, 1].double(), 0.3, required=True)
+        on_target = Steering(head, torch.tensor([1]), mean[:1, 1].double(), 0.3)
         assert on_target.acceptance(states[:1], last[:1]).item() == pytest.approx(1.0)
 
 
@@ -68,7 +68,7 @@ def test_rows_are_refused_at_the_rate_the_acceptance_gives():
     last = torch.zeros(20_000, dtype=torch.long)
     with torch.no_grad():
         mean = head.last(states[:1], last[:1])[0][0, 0].double()
-        steering = Steering(head, torch.tensor([0]), (mean + 0.4).unsqueeze(0), 0.25, required=True)
+        steering = Steering(head, torch.tensor([0]), (mean + 0.4).unsqueeze(0), 0.25)
         keep = steering.acceptance(states[:1], last[:1]).item()
         refused = steering.rejected(states, last, torch.Generator().manual_seed(0)).double().mean().item()
     assert 0.05 < keep < 0.95  # a rate that could be missed either way
