@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 NOVELTY_MAX_LINES = 2_000_000  # above this, validation samples are not checked for novelty
 PREDICT_NUM_SAMPLES = 1000  # sequences that ``polydiff predict`` writes unless told otherwise
+DEFAULT_CONDITION_DROPOUT = 0.2  # one sequence in five trains the unconditional model
 
 
 class MoleculeDataModule(LightningDataModule):
@@ -90,7 +91,8 @@ class MoleculeDataModule(LightningDataModule):
         condition_dropout: the fraction of training sequences that see no condition, so that one
             model samples unconditionally too and classifier-free guidance has its p(x); the others
             see a random non-empty subset (each property with probability 1/2), so any subset can
-            be asked for (``ConditionCollator``).
+            be asked for (``ConditionCollator``). In (0, 1): with none unconditioned, neither p(x)
+            nor the property head (trained on those sequences) would learn. None: 0.2, with conditions.
     """
 
     def __init__(
@@ -114,7 +116,7 @@ class MoleculeDataModule(LightningDataModule):
         on_bad_line: OnBadLine = "skip",
         global_batch_size: int | None = None,
         conditions: list[str] | None = None,
-        condition_dropout: float = 0.2,
+        condition_dropout: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -133,10 +135,15 @@ class MoleculeDataModule(LightningDataModule):
             )
         if max_length < 3:  # [CLS], one token, [SEP]
             raise ValueError(f"data.max_length must be 3 or more ([CLS], a token, [SEP]), got {max_length}")
-        if not 0 <= condition_dropout < 1:
-            raise ValueError(f"condition_dropout must lie in [0, 1), got {condition_dropout}")
-        if not conditions and condition_dropout != 0.2:
+        if condition_dropout is not None and not conditions:
             raise ValueError("data.condition_dropout drops conditions: it needs data.conditions")
+        if condition_dropout is not None and not 0 < condition_dropout < 1:
+            raise ValueError(
+                f"data.condition_dropout must lie in (0, 1), got {condition_dropout}: the sequences it leaves "
+                "unconditioned train the model without conditions (sampling without --condition, guidance) "
+                "and the property head"
+            )
+        self.condition_dropout = DEFAULT_CONDITION_DROPOUT if condition_dropout is None else condition_dropout
         for path in (train_file, val_file, test_file):
             if path is not None:
                 existing_file(path, "data file")
@@ -437,7 +444,7 @@ class MoleculeDataModule(LightningDataModule):
         if conditions and self.hparams.conditions:
             name = self.hparams.tokenizer_name or self.hparams.representation
             collate = ConditionCollator(
-                collate, self.hparams.conditions, name, self.hparams.representation, self.hparams.condition_dropout
+                collate, self.hparams.conditions, name, self.hparams.representation, self.condition_dropout
             )
         sampler = None
         if batch_sampler is None and trainer is not None and trainer.world_size > 1:

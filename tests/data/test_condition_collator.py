@@ -49,3 +49,18 @@ def test_the_sequences_given_no_condition_carry_every_property_for_the_property_
     assert batch["properties"][~unconditioned].isnan().all()
     weights = batch["properties"][unconditioned, 1]
     assert weights.tolist() == pytest.approx([46.069] * len(weights), abs=1e-3)  # ethanol's g/mol
+
+
+def test_the_data_module_leaves_a_share_unconditioned_or_refuses_in_one_line(smiles_files):
+    from polydiff.data.datamodule import MoleculeDataModule
+
+    files = (str(smiles_files["train"]), str(smiles_files["val"]))
+    assert MoleculeDataModule(*files, conditions=["logp"]).condition_dropout == 0.2
+    assert MoleculeDataModule(*files, conditions=["logp"], condition_dropout=0.5).condition_dropout == 0.5
+    # Given without conditions, even at the value it takes with them, it would do nothing.
+    with pytest.raises(ValueError, match="drops conditions: it needs data.conditions"):
+        MoleculeDataModule(*files, condition_dropout=0.2)
+    # None unconditioned: neither the unconditional model nor the property head would learn.
+    for dropout in (0.0, 1.0):
+        with pytest.raises(ValueError, match=r"must lie in \(0, 1\)"):
+            MoleculeDataModule(*files, conditions=["logp"], condition_dropout=dropout)
