@@ -36,11 +36,19 @@ PROPERTY_FUNCTIONS: dict[str, Callable[[Chem.Mol], float]] = {
     "tpsa": rdMolDescriptors.CalcTPSA,
     "sa": sa_score,
 }
+# What each computed property can take at all: a target past these no molecule can meet.
+PROPERTY_RANGES: dict[str, tuple[float, float]] = {
+    "qed": (0.0, 1.0),
+    "logp": (-math.inf, math.inf),
+    "mw": (0.0, math.inf),
+    "tpsa": (0.0, math.inf),
+    "sa": (1.0, 10.0),
+}
 # Categorical conditions and their categories, each one column of the model's condition.
 CATEGORIES: dict[str, tuple[str, ...]] = {"class": POLYMER_CLASSES}
 # A category with fewer training sequences is too thin to learn, and is not offered for sampling.
 MIN_CATEGORY_SEQUENCES = 1_000
-assert (*PROPERTY_FUNCTIONS, *CATEGORIES) == CONDITIONS
+assert (*PROPERTY_FUNCTIONS, *CATEGORIES) == CONDITIONS and PROPERTY_RANGES.keys() == PROPERTY_FUNCTIONS.keys()
 
 
 def data_columns(names: Sequence[str]) -> list[str]:

@@ -20,6 +20,7 @@ from torchmetrics import MeanMetric
 from polydiff.chem.conditions import (
     CATEGORIES,
     MIN_CATEGORY_SEQUENCES,
+    PROPERTY_RANGES,
     categorical_columns,
     check_condition_names,
     condition_columns,
@@ -323,13 +324,15 @@ class DiffusionTask(LightningModule):
                 raise ValueError(f"{name} takes a number, got {value!r}")
             k = self.condition_columns.index(name)
             # Guidance may reach a little past the training data, not far: within one standard
-            # deviation of its extremes.
-            lowest, highest = (low[k] - std[k]).item(), (high[k] + std[k]).item()
+            # deviation of its extremes, and never past what the property can take (QED 0 to 1).
+            bottom, top = PROPERTY_RANGES.get(name, (-math.inf, math.inf))
+            lowest, highest = max((low[k] - std[k]).item(), bottom), min((high[k] + std[k]).item(), top)
             if not lowest <= value <= highest:
                 raise ValueError(
                     f"{name}={value:g} lies outside what this checkpoint was trained on: its training "
                     f"molecules span {low[k].item():.3g} to {high[k].item():.3g}, and targets may lie one "
-                    f"standard deviation beyond ({lowest:.3g} to {highest:.3g})"
+                    f"standard deviation beyond{', within what it can take' if name in PROPERTY_RANGES else ''} "
+                    f"({lowest:.3g} to {highest:.3g})"
                 )
             vector[k] = (value - mean[k]) / std[k]
         return vector

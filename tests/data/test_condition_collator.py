@@ -58,7 +58,7 @@ def test_the_data_module_leaves_a_share_unconditioned_or_refuses_in_one_line(smi
     assert MoleculeDataModule(*files, conditions=["logp"]).condition_dropout == 0.2
     assert MoleculeDataModule(*files, conditions=["logp"], condition_dropout=0.5).condition_dropout == 0.5
     # Given without conditions, even at the value it takes with them, it would do nothing.
-    with pytest.raises(ValueError, match="drops conditions: it needs data.conditions"):
+    with pytest.raises(ValueError, match=r"drops conditions: it needs data\.conditions"):
         MoleculeDataModule(*files, condition_dropout=0.2)
     # None unconditioned: neither the unconditional model nor the property head would learn.
     for dropout in (0.0, 1.0):

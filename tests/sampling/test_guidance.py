@@ -81,6 +81,8 @@ def test_a_draft_head_drafts_both_halves_of_a_guided_call():
         ({"mw": 300.0}, "unknown property 'mw'"),
         ({"logp": 30.0}, "logp=30 lies outside what this checkpoint was trained on"),
         ({"qed": -0.5}, "qed=-0.5 lies outside"),
+        # Within one standard deviation of the training maximum (0.95 + 0.1), but past what QED can be.
+        ({"qed": 1.03}, r"qed=1.03 lies outside .* beyond, within what it can take \(0.2 to 1\)"),
     ],
 )
 def test_a_condition_the_checkpoint_cannot_take_is_refused(task, targets, message):
@@ -90,6 +92,7 @@ def test_a_condition_the_checkpoint_cannot_take_is_refused(task, targets, messag
 
 def test_targets_a_little_past_the_training_range_are_allowed_and_others_left_free(task):
     vector = task.condition_vector({"logp": 5.5})  # max 5 plus one standard deviation: 6
+    assert task.condition_vector({"qed": 1.0})[1].item() == pytest.approx((1.0 - 0.7) / 0.1)  # QED's own top
     assert vector[0].item() == pytest.approx((5.5 - 2.0) / 1.0) and math.isnan(vector[1])
 
 
