@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from polydiff.chem.conditions import property_values
+from polydiff.chem.conditions import data_columns, property_values
 from polydiff.commands import positive, user_errors
 from polydiff.data.files import bundled_moses_path
 from polydiff.diffusion.blocks import sampling_mask
@@ -29,17 +29,32 @@ from polydiff.utils.files import read_smiles
 POINTS = (0.25, 0.5, 0.75, 1.0)
 
 
+def test_molecules(task, num_molecules: int) -> tuple[list[str], list[str]]:
+    """The first ``num_molecules`` MOSES test molecules that ``task``'s representation can write, as
+    SMILES and as the model reads them (SELFIES for a SELFIES model)."""
+    pairs = ((s, task.representation.to_model(s)) for s in read_smiles(bundled_moses_path("test"), "SMILES"))
+    kept = [(smiles, text) for smiles, text in pairs if text is not None][:num_molecules]
+    return [smiles for smiles, _ in kept], [text for _, text in kept]
+
+
 @torch.inference_mode()
 def head_scores(ckpt_path: str, num_molecules: int, batch_size: int = 500) -> dict:
     task = load(ckpt_path, "cpu")
     if task.property_head is None:
         raise SystemExit(f"{ckpt_path} has no property head (a draft-head model fitted with data.conditions)")
-    smiles = list(read_smiles(bundled_moses_path("test"), "SMILES"))[:num_molecules]
+    if task.kind == "polymer":
+        raise SystemExit(f"{ckpt_path} is a polymer model: this benchmark reads MOSES molecules")
+    if data_columns(task.conditions):
+        raise SystemExit(
+            f"{ckpt_path} is conditioned on {', '.join(data_columns(task.conditions))}, read from its training "
+            "CSV: this benchmark scores the properties RDKit computes for MOSES molecules"
+        )
+    smiles, texts = test_molecules(task, num_molecules)
     mean, std = task.condition_statistics[0].numpy(), task.condition_statistics[1].numpy()
     truth = (property_values(smiles, task.conditions) - mean) / std
     predicted = {point: ([], []) for point in POINTS}
     for start in range(0, len(smiles), batch_size):
-        encoded = task.tokenizer(smiles[start : start + batch_size], padding=True, return_tensors="pt")
+        encoded = task.tokenizer(texts[start : start + batch_size], padding=True, return_tensors="pt")
         x, mask = encoded["input_ids"], encoded["attention_mask"]
         content = task.content(x)
         free = torch.full((len(x), len(task.condition_columns)), math.nan)
@@ -54,7 +69,8 @@ def head_scores(ckpt_path: str, num_molecules: int, batch_size: int = 500) -> di
             predicted[point][0].append(head_mean[rows, at].numpy())
             predicted[point][1].append(log_variance[rows, at].exp().numpy())
     report: dict = {"checkpoint": ckpt_path, "molecules": len(smiles), "properties": {}}
-    for k, name in enumerate(task.conditions):
+    for name in task.conditions:
+        k = task.condition_columns.index(name)
         known = ~np.isnan(truth[:, k])
         y = truth[known, k]
         rows = {}

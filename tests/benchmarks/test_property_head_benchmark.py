@@ -28,3 +28,14 @@ def test_a_checkpoint_without_a_head_is_one_clear_error(tmp_path, fit_tiny, benc
     checkpoint = fit_tiny(tmp_path / "plain")
     with pytest.raises(SystemExit, match="has no property head"):
         benchmark_script("property_head").main(["--ckpt_path", str(checkpoint), "--num_molecules", "10"])
+
+
+def test_the_molecules_are_read_as_the_model_writes_them(benchmark_script):
+    from polydiff import DiffusionTask
+
+    task = DiffusionTask(representation="selfies")
+    smiles, texts = benchmark_script("property_head").test_molecules(task, 20)
+    assert len(smiles) == len(texts) == 20 and texts[0].startswith("[")
+    ids = task.tokenizer(texts)["input_ids"]
+    # SMILES read by the SELFIES vocabulary would be [UNK] throughout.
+    assert task.tokenizer.unk_token_id not in {i for row in ids for i in row}
