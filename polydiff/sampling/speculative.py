@@ -494,7 +494,7 @@ def decode_speculative(
             batching): the calls do not wait for a batch's slowest rows (in fixed batches of 256,
             three calls in five held 16 rows or fewer).
         vocabulary: the ids of the tokens ``head`` may give any probability, ascending (default:
-            all). p and q span these alone: a MOSES model's 25 of 126 tokens make every operation
+            all). p and q span these alone: a MOSES model's 24 of 126 tokens make every operation
             on them five times smaller.
 
     Returns:
