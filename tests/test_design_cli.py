@@ -80,6 +80,27 @@ def test_steered_samples_are_those_of_the_conditional_model_refused_and_written_
     assert outputs["0"] != outputs["0.05"]
 
 
+def test_a_checkpoint_fitted_without_condition_dropout_samples_the_conditional_model_alone(
+    conditioned, tmp_path, capsys
+):
+    """Before dropout 0 was refused, a fit could train no unconditional model: such a checkpoint
+    (its data module's hparams say so) samples p(x | c), and refuses guidance and steering."""
+    checkpoint = torch.load(conditioned, weights_only=False)
+    assert checkpoint["datamodule_hyper_parameters"]["condition_dropout"] == 0.2  # the recipe's
+    checkpoint["datamodule_hyper_parameters"]["condition_dropout"] = 0.0
+    undropped = tmp_path / "undropped.ckpt"
+    torch.save(checkpoint, undropped)
+    out = sample(capsys, undropped, tmp_path / "conditional.smi", "--condition", "logp=2.5")
+    assert "NFE per sequence" in out and len((tmp_path / "conditional.smi").read_text().splitlines()) == 16
+    for args, message in [
+        (["--guidance_scale", "2"], "guidance_scale: this checkpoint was fitted with data.condition_dropout 0"),
+        (["--steering", "0.5"], "steering: this checkpoint was fitted with data.condition_dropout 0"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            sample(capsys, undropped, tmp_path / "refused.smi", "--condition", "logp=2.5", *args)
+        assert exit_info.value.code == 1 and message in capsys.readouterr().err
+
+
 def test_fragment_constrained_samples_keep_their_fragments(conditioned, tmp_path, capsys):
     torch.manual_seed(0)
     output = tmp_path / "linked.smi"

@@ -53,6 +53,9 @@ from polydiff.types import Kind, RepresentationName
 # any real logit, yet finite in fp16 and bf16 so no NaN can arise from -inf arithmetic.
 FORBIDDEN_LOGIT = -1e4
 VAL_NUM_SAMPLES = 200  # sequences sampled at a validation that samples
+UNCONDITIONAL_UNTRAINED = (
+    "this checkpoint was fitted with data.condition_dropout 0, so its unconditional model never trained"
+)
 
 
 def _refuse_unused_training_options(schedule: DiffusionSchedule, config: DiffusionConfig) -> None:
@@ -201,6 +204,7 @@ class DiffusionTask(LightningModule):
         self._validation_runs = 0
         self._training_set: set[str] | None = None  # for novelty, built on first use
         self._property_head_trained = True  # false for a checkpoint written before the head existed
+        self._unconditional_trained = True  # false for a fit with data.condition_dropout 0 (refused since)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs) -> DiffusionTask:
@@ -381,6 +385,11 @@ class DiffusionTask(LightningModule):
                 raise ValueError("steering needs a condition to steer toward (--condition)")
             return self
         vector = self.condition_vector(condition)
+        if guidance_scale and not self._unconditional_trained:
+            raise ValueError(
+                f"guidance_scale: {UNCONDITIONAL_UNTRAINED}, and guidance pushes away from it: leave "
+                "--guidance_scale out to sample the conditional model alone, or fit again"
+            )
         scale, steered = guidance_scale or 0.0, self._steering(vector, steering)
         return GuidedDenoiser(self, vector, scale, steered, steering_asked=steering is not None)
 
@@ -393,6 +402,8 @@ class DiffusionTask(LightningModule):
             reasons.append("the checkpoint has no property head (a draft-head model fitted with data.conditions)")
         elif not self._property_head_trained:
             reasons.append("the checkpoint was written before its property head was trained: fit it again")
+        elif not self._unconditional_trained:
+            reasons.append(f"{UNCONDITIONAL_UNTRAINED}, nor did the property head, which reads it: fit it again")
         if not len(numeric):
             reasons.append("it steers toward numeric properties, and none is asked for")
         if reasons:
@@ -522,6 +533,10 @@ class DiffusionTask(LightningModule):
                 self._property_head_trained = False
             # A head written before the sum over the prefix reads as it did: those shares start at 0.
             state.update({k: v for k, v in head.items() if k not in state})
+        # A fit with no condition dropout never trained the unconditional model (its hparams are the
+        # data module's: Lightning keeps them beside the task's).
+        if (checkpoint.get("datamodule_hyper_parameters") or {}).get("condition_dropout") == 0:
+            self._unconditional_trained = False
         if fitting:
             # Set when the first batch starts, after the data loaders (which draw worker seeds) exist.
             self._rng_states_to_restore = checkpoint.get("rng_states")
