@@ -87,6 +87,13 @@ def test_polymer_corpus_fit_sample_evaluate(tmp_path, monkeypatch, capsys):
     template = "[*]" + "[MASK]" * 6 + "[*]"
     main(["sample", "--ckpt_path", str(checkpoint), "--output", str(filled), "--prompt", template, "--num_samples=40"])
     assert [line.count("*") for line in filled.read_text().splitlines()] == [2] * 40
+    # And so it does beside a template that fixes one, which leaves the model its second.
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"{template}\n[*]C{'[MASK]' * 5}\n")
+    args = ["--prompt_file", str(prompts), "--num_samples=40", "--seed=0"]
+    main(["sample", "--ckpt_path", str(checkpoint), "--output", str(filled), *args])
+    stars = [line.count("*") for line in filled.read_text().splitlines()]
+    assert len(stars) == 80 and stars[:40] == [2] * 40
 
 
 def test_polymer_kind_without_test_file_is_one_clear_error(tmp_path, capsys):

@@ -101,7 +101,8 @@ def canonical(smiles: str, polymer: bool = False) -> str | None:
 
 def is_polymer(mol: Chem.Mol | None) -> bool:
     """Whether a molecule is a polymer repeat unit: exactly two ``*`` atoms, each with one single bond,
-    joined through the unit (a counter-ion after a ``.`` may stand apart; ``*C.C*`` has no backbone).
+    joined through the unit (another fragment after a ``.``, a counter-ion, may stand apart, charged
+    or not; ``*C.C*`` has no backbone).
 
     Args:
         mol: a parsed PSMILES (None counts as invalid).
@@ -150,8 +151,12 @@ def canonical_polymer(mol: Chem.Mol) -> str:
     Returns:
         Its canonical PSMILES.
     """
-    written = Chem.MolToSmiles(mol)
+    mol = Chem.Mol(mol)
     stars = tuple(atom.GetIdx() for atom in mol.GetAtoms() if atom.GetAtomicNum() == 0)
+    for star in stars:  # [*:1], [1*]: labels name an end, not another unit
+        mol.GetAtomWithIdx(star).SetAtomMapNum(0)
+        mol.GetAtomWithIdx(star).SetIsotope(0)
+    written = Chem.MolToSmiles(mol)
     ends = tuple(mol.GetAtomWithIdx(star).GetNeighbors()[0].GetIdx() for star in stars)
     has_stereo = "@" in written or "/" in written or "\\" in written
     if has_stereo or ends[0] == ends[1] or mol.GetBondBetweenAtoms(*ends) is not None:

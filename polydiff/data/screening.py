@@ -40,12 +40,15 @@ def screen(line: str, kind: str = "molecule") -> str | None:
 
     Args:
         line: one stripped line of a corpus.
-        kind: ``molecule``, or ``polymer`` (repeat units need exactly two ``*``).
+        kind: ``molecule``, or ``polymer`` (a repeat unit: ``polydiff.chem.molecules.is_polymer``).
 
     Returns:
         One of the first five ``REASONS``, or None.
     """
-    from rdkit import Chem  # here, not at the top: RDKit loads only where lines are screened
+    # Here, not at the top: RDKit loads only where lines are screened.
+    from rdkit import Chem
+
+    from polydiff.chem.molecules import is_polymer
 
     if not line:
         return "empty"
@@ -53,10 +56,13 @@ def screen(line: str, kind: str = "molecule") -> str | None:
         return "comment"
     if undecodable(line):
         return "not UTF-8"
-    if kind == "polymer" and not is_repeat_unit_line(line):
+    if kind == "polymer" and not is_repeat_unit_line(line):  # cheap, before the parse
         return "not a repeat unit (two *)"
-    if Chem.MolFromSmiles(line) is None:
+    mol = Chem.MolFromSmiles(line)
+    if mol is None:
         return "invalid SMILES"
+    if kind == "polymer" and not is_polymer(mol):  # *=CC*, **, *C.C*: two *, yet no unit
+        return "not a repeat unit (two *)"
     return None
 
 

@@ -200,6 +200,8 @@ def cache_key(
         "kind": kind,
         "format": FORMAT_VERSION,
     }
+    if kind == "polymer":  # (absent otherwise, as below) before, a line was a unit by its two *
+        key["units"] = "parsed"
     if value_columns:  # (absent otherwise: caches built before values were kept stay valid)
         key["values"] = list(value_columns)
         key["bad_values"] = "skipped"  # before, a non-numeric cell was kept as a free value

@@ -101,6 +101,16 @@ def _star_tokens(model: Denoiser) -> Tensor:
     return torch.tensor([is_star(token) for token in tokens], device=model.device)
 
 
+def _head(model: Denoiser, free_length: bool, unseen: Tensor | None) -> Callable[[Tensor], Tensor]:
+    """The model's logits from its hidden states, with the tokens ``unseen`` (V,) never drawn."""
+
+    def head(hidden: Tensor) -> Tensor:
+        logits = model.logits_from_hidden(hidden, allow_end=free_length)
+        return logits if unseen is None else logits.masked_fill(unseen, -math.inf)
+
+    return head
+
+
 def draw_lengths(model: Denoiser, num_samples: int, generator: torch.Generator) -> Tensor:
     """Draws lengths L (tokens between [CLS] and [SEP]) from the model's training length histogram."""
     histogram = model.length_histogram.double().clone()
@@ -358,15 +368,16 @@ def generate(
     # A given length puts [SEP] in its place: the model may not end a sequence before it. Tokens
     # the training data never had (exotic bracket atoms, for a MOSES model) are not drawn.
     unseen = model.token_histogram == 0 if model.token_histogram.any() else None
-    stars = _star_tokens(model) if templates is not None and model.kind == "polymer" else None
-    if stars is not None and all(int(stars[template].sum()) == 2 for template in encoded):
-        # Templates that fix both attachment points leave their [MASK]s no * to write (a third would
-        # make no repeat unit); a template with fewer leaves the rest to the model.
-        unseen = stars if unseen is None else unseen | stars
-
-    def head(hidden: Tensor) -> Tensor:
-        logits = model.logits_from_hidden(hidden, allow_end=free_length)
-        return logits if unseen is None else logits.masked_fill(unseen, -math.inf)
+    # Templates that fix both attachment points leave their [MASK]s no * to write (a third would
+    # make no repeat unit); a template with fewer leaves the rest to the model. Their rows are
+    # decoded in batches of their own, whose head draws no *.
+    closed = torch.zeros(len(sizes), dtype=torch.bool, device=device)
+    if templates is not None and model.kind == "polymer":
+        stars = _star_tokens(model)
+        closed = torch.tensor([int(stars[t].sum()) == 2 for t in templates], device=device)
+    heads = {False: _head(model, free_length, unseen)}
+    if closed.any():
+        heads[True] = _head(model, free_length, stars if unseen is None else unseen | stars)
 
     # The tokens the head gives any probability (a forbidden one's logit is so low that its
     # probability rounds to 0): the speculative decoder's distributions span these alone.
@@ -375,18 +386,23 @@ def generate(
 
     if block_size:  # each block runs its own reverse process: at most one step per token
         config = replace(config, steps=min(config.steps, block_size))
-    process = None  # one-token blocks and prefix decoding draw their tokens without it
+    processes = dict.fromkeys(heads)  # one-token blocks and prefix decoding draw their tokens without one
     if config.strategy in ("confidence", "ancestral"):
-        process = ReverseProcess(
-            model.encode, head, model.schedule, tokenizer.mask_token_id, config, model.time_conditioned
-        )
+        processes = {
+            kind: ReverseProcess(
+                model.encode, head, model.schedule, tokenizer.mask_token_id, config, model.time_conditioned
+            )
+            for kind, head in heads.items()
+        }
     # Sort by length so that a batch holds similar lengths: little compute goes to pads. The
     # speculative decoder takes every sample in one batch of ``batch_size`` rows, each row starting
     # the next sample as soon as its own ends. Fragments are written one token per call, whatever the
     # model's strategy, a batch at a time.
     stream = config.strategy == "speculative" and plan is None
     order = torch.argsort(sizes, stable=True)
-    batches = [batch for batch in order.split(len(order) if stream else batch_size) if len(batch)]
+    groups = [order[closed[order] == kind] for kind in heads]
+    batches = [batch for group in groups for batch in group.split(max(len(group), 1) if stream else batch_size)]
+    batches = [batch for batch in batches if len(batch)]
     sequences: list[str] = [""] * len(sizes)
     nfe = torch.zeros(len(sizes), dtype=torch.long)
     lengths = sizes.cpu().clone()
@@ -415,8 +431,20 @@ def generate(
                 x[:, 0] = tokenizer.cls_token_id
             else:
                 x = _initial_batch(model, sizes[batch], None if templates is None else [templates[i] for i in rows])
+            kind = bool(closed[batch[0]])
             x, calls = _decode(
-                model, head, process, x, config, generator, bar.step, free_length, syntax, plan, len(batch), vocabulary
+                model,
+                heads[kind],
+                processes[kind],
+                x,
+                config,
+                generator,
+                bar.step,
+                free_length,
+                syntax,
+                plan,
+                len(batch),
+                vocabulary,
             )
             if free_length:
                 lengths[batch.cpu()] = (~torch.isin(x, frame)).sum(-1).cpu()

@@ -928,8 +928,8 @@ class DiffusionTask(LightningModule):
 
     def _sample_quality(self) -> dict[str, float]:
         """valid, unique (among valid) and novelty (against the training lines) of a fixed-seed sample, as MOSES
-        defines them; novelty compares canonical samples with the training lines as written (MOSES's sets and
-        polydiff's polymer corpora are canonical). For polymers, unique and novelty count the repeat units."""
+        defines them; novelty compares canonical samples with the training lines' canonical forms
+        (``novelty_reference``). For polymers, unique and novelty count the repeat units."""
         # Imported here, not at the top: RDKit, SciPy and ChemNet's code would slow every CLI start.
         from polydiff.chem.metrics import fraction_unique, novelty
         from polydiff.chem.molecules import canonical_sample, quiet_rdkit

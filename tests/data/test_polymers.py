@@ -151,13 +151,30 @@ def test_datamodule_reads_the_corpus_splits(monomer_file):
 
 def test_datamodule_drops_user_lines_that_are_not_repeat_units(tmp_path):
     train = tmp_path / "psmiles.csv"
-    train.write_text("name,PSMILES\nPS,*CC(*)c1ccccc1\nend group,CC*\nPEO,[*]CCO[*]\nbranched,*C(*)(*)C\n" * 10)
-    options = {"smiles_column": "PSMILES", "kind": "polymer", "val_size": 5, "token_cache": False}
-    data = MoleculeDataModule(train_file=str(train), **options)
-    data.setup("fit")
+    # Two * do not make a unit: a double bond to one, none between them, or no backbone joining them.
+    two_stars = "double,*=CC*\nnothing between,**\nno backbone,*C.C*\n"
+    lines = f"PS,*CC(*)c1ccccc1\nend group,CC*\nPEO,[*]CCO[*]\nbranched,*C(*)(*)C\n{two_stars}"
+    train.write_text("name,PSMILES\n" + lines * 10)
+    options = {"smiles_column": "PSMILES", "kind": "polymer", "val_size": 5}
+    for cached in (True, False):  # the lines themselves, last
+        data = MoleculeDataModule(train_file=str(train), **options, token_cache=cached)
+        data.prepare_data()
+        data.setup("fit")
+        assert len(data.train_smiles) + len(data.val_smiles) == 20, cached  # 10 each of PS and PEO
     assert sorted({*data.train_smiles, *data.val_smiles}) == ["*CC(*)c1ccccc1", "[*]CCO[*]"]
     with pytest.raises(ValueError, match=r"data\.test_file"):
         data.setup("test")
+
+
+def test_validation_novelty_reads_user_units_in_their_canonical_form(tmp_path):
+    # Written framed as it comes, bracketed or labelled: each is one of the units sampled canonical.
+    train = tmp_path / "psmiles.smi"
+    train.write_text("*CCCCCC(=O)N*\n[*]OCC[*]\n[*:1]CC([*:2])c1ccccc1\n" * 10)
+    data = MoleculeDataModule(train_file=str(train), kind="polymer", val_size=3, token_cache=False)
+    data.setup("fit")
+    reference = data.novelty_reference()
+    for unit in ("*CCCCCC(=O)N*", "*OCC*", "*CC(*)c1ccccc1"):
+        assert canonical_polymer(parse(unit)) in reference, unit
 
 
 def test_a_class_counts_its_share_of_every_training_unit_not_of_the_classified_ones(tmp_path):

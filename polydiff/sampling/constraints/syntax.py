@@ -199,8 +199,8 @@ class SmilesSyntax:
         for token in self.tokens:
             kind, value = classify_token(token)
             star = stars is not None and kind == ATOM and is_star(token)
-            if star and value != 1:  # [*]: its bonds are not counted
-                kind, value, star = NEVER, 0, False
+            if star:  # an attachment point has one single bond, however it is written (*, [*], [*:1])
+                value = 1
             classified.append((kind, value, star))
         # The automaton computes a state it meets the first time field-wise (``_advance``,
         # ``_answers``) in numpy: a few states at a time, where a tensor operation's overhead would
@@ -321,8 +321,8 @@ class SmilesSyntax:
     def _debt(self, state: SyntaxFields, closing: np.ndarray, open_count: np.ndarray) -> np.ndarray:
         """(R, classes): the fewest tokens each row needs after taking a token of each class before it
         may end, [SEP] included: a token per open ring label and per open parenthesis, an atom for
-        a pending bond (unless a ring closure takes it) or an empty branch. A lower bound: valence
-        may ask for more."""
+        a pending bond (unless a ring closure takes it) or an empty branch, and for a polymer model
+        each ``*`` still missing. A lower bound: valence may ask for more."""
         kind = self._by_class.kind
         after_atom = open_count + state.depth[:, None] + 1  # close each ring and branch, then end
         debts = (
@@ -336,6 +336,8 @@ class SmilesSyntax:
         debt = np.zeros(closing.shape, dtype=np.int64)
         for token_kind, value in debts:
             debt = np.where(kind == token_kind, value, debt)
+        if self.stars is not None:  # and a token for each * still to be written
+            debt = debt + np.maximum(self.stars - state.stars[:, None] - self._by_class.is_star, 0)
         return debt
 
     def _advance(self, state: SyntaxFields, tokens: np.ndarray) -> SyntaxFields:

@@ -102,6 +102,8 @@ def test_repeat_units_keep_exactly_two_single_bonded_attachment_points():
         "*C(=O)N[C@@H](C)C(*)=O",
         "*c1ccc(*)s1",
         "*C1CC1*",
+        "[*]CCO[*]",  # bracketed and labelled attachment points are the same atom as *
+        "[*:1]CCO[*:2]",
     ]
     assert accepted(good, syntax=units) == [True] * len(good)
     salts = ["*CC(*)C(=O)[O-].[Na+]", "[Na+].*CC(*)C(=O)[O-]"]  # a counter-ion before or after the unit
@@ -112,7 +114,8 @@ def test_repeat_units_keep_exactly_two_single_bonded_attachment_points():
         ("*CC(*)C*", False),  # a third
         ("*C=*", False),  # a double bond to *
         ("*C(=*)", False),
-        ("[*]CC*", False),  # a bracketed * takes any bonds: refused
+        ("[*]C=[*]", False),
+        ("[*:1]CC([*:2])[*]", False),
         ("**", False),  # no atom between the two: no unit
         ("*-*", False),
         ("*(*", False),
@@ -135,6 +138,22 @@ def test_with_little_room_left_only_tokens_that_can_still_end_in_time_are_allowe
     assert names(SYNTAX.allowed(state, torch.tensor([0]))) == set()  # nothing can end it now
     roomy = names(SYNTAX.allowed(state, torch.tensor([3])))
     assert {")", "C", "O", "1"} <= roomy and "(" not in roomy  # "(" needs an atom and two ")" more
+
+
+def test_a_polymer_row_keeps_room_for_the_attachment_points_it_still_needs():
+    units = SmilesSyntax(TOKENIZER, stars=2)
+    names = lambda allowed: {units.tokens[i] for i in allowed[0].nonzero().flatten().tolist()}  # noqa: E731
+    stars = {"*", "[*]", "[*:1]", "[*:2]"}
+    state = units.start(1, torch.device("cpu"))
+    for token in TOKENIZER("CC", add_special_tokens=False)["input_ids"]:
+        state = units.advance(state, torch.tensor([token]))
+    assert names(units.allowed(state, torch.tensor([1]))) == set()  # two * and [SEP] cannot fit in one
+    assert names(units.allowed(state, torch.tensor([2]))) == stars  # an atom would leave no room for both
+    assert "C" in names(units.allowed(state, torch.tensor([3])))
+    state = units.start(1, torch.device("cpu"))
+    for token in TOKENIZER("*CC", add_special_tokens=False)["input_ids"]:
+        state = units.advance(state, torch.tensor([token]))
+    assert names(units.allowed(state, torch.tensor([1]))) == stars  # the second *, then [SEP]
 
 
 def test_a_one_token_block_smiles_model_writes_only_parsable_strings():
