@@ -25,7 +25,6 @@ from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
 from polydiff.types import Kind, RepresentationName
 from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import csv_columns, existing_file, is_csv, iter_smiles, read_smiles
-from polydiff.utils.parallel import default_jobs
 
 log = logging.getLogger(__name__)
 
@@ -356,8 +355,8 @@ class MoleculeDataModule(LightningDataModule):
         above ``max_lines``. A cached corpus's held-out validation lines are in it too.
 
         The bundled MOSES sets and the built polymer corpus are canonical, and are taken as
-        written; the lines of any other file are canonicalized here, on every core (about three
-        minutes per million lines on 2 cores), once a run."""
+        written; the lines of any other file are canonicalized here, once a run, in this process
+        (a pool forked from a training process, with its threads, can hang)."""
         lines: Sequence[str] = self.train_smiles
         if isinstance(lines, CachedSequences):
             if lines.cache.info["lines"] > max_lines:
@@ -368,7 +367,10 @@ class MoleculeDataModule(LightningDataModule):
         if train_file is None or is_bundled(train_file):
             return DigestSet(lines)
         polymer = self.hparams.kind == "polymer"
-        canonicals = map_molecules(partial(canonical, polymer=polymer), list(lines), default_jobs())
+        lines = list(lines)
+        if len(lines) >= 100_000:  # RDKit writes about 3,000 a second: say what the wait is
+            rank_zero_info(f"data: canonical SMILES of {len(lines):,} training lines, once, for the samples' novelty")
+        canonicals = map_molecules(partial(canonical, polymer=polymer), lines)
         return DigestSet(smiles for smiles in canonicals if smiles is not None)
 
     def length_histogram(self, num_lines: int = 20_000) -> torch.Tensor:
