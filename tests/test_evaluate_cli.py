@@ -152,6 +152,27 @@ def test_an_output_that_is_a_file_is_refused_before_any_work(files, tmp_path, ca
     assert taken.read_text() == "mine" and not (tmp_path / "cache").exists()
 
 
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(files, tmp_path, capsys):
+    taken = tmp_path / "report"
+    taken.write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        run("--samples", files["samples"], "--output", taken / "inside")
+    assert exit_info.value.code == 1
+    assert "cannot make the folder" in capsys.readouterr().err and not (tmp_path / "cache").exists()
+
+
+def test_samples_of_the_other_kind_are_scored_with_a_note(tmp_path, capsys):
+    units, molecules = tmp_path / "units.smi", tmp_path / "molecules.smi"
+    units.write_text("*CC*\n*CC(*)c1ccccc1\nCCO\n")
+    molecules.write_text("CCO\nc1ccccc1\n")
+    none = ["--reference", "none", "--train", "none"]
+    run("--samples", units, "--output", tmp_path / "a", *none)
+    printed = " ".join(capsys.readouterr().out.split())  # as rich wraps it
+    assert "note: 2 valid samples are polymer repeat units (two *): score them with --kind polymer" in printed
+    run("--samples", molecules, "--output", tmp_path / "b", "--kind", "polymer", *none)
+    assert "molecules are scored with --kind molecule" in " ".join(capsys.readouterr().out.split())
+
+
 def test_csv_samples_keep_empty_rows(tmp_path):
     samples = tmp_path / "samples.csv"
     samples.write_text("SMILES,score\nCCO,1\n,2\nc1ccccc1,3\n")
@@ -164,3 +185,23 @@ def test_a_line_that_is_not_utf8_is_an_invalid_sample(tmp_path):
     samples.write_bytes(b"CCO\n\xff\xfeC\nc1ccccc1\n")
     run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
+
+
+def test_a_reference_line_that_is_not_utf8_is_skipped(tmp_path, moses_sample):
+    samples, reference = tmp_path / "samples.smi", tmp_path / "reference.smi"
+    samples.write_text("\n".join(moses_sample[:20]) + "\n")
+    reference.write_bytes(("\n".join(moses_sample[300:330]) + "\n").encode() + b"\xff\xfeC\n")
+    run(
+        "--samples",
+        samples,
+        "--output",
+        tmp_path / "out",
+        "--reference",
+        reference,
+        "--train",
+        reference,
+        "--device",
+        "cpu",
+    )
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["valid"] == 1 and 0 < metrics["Novelty"] <= 1 and metrics["FCD/Test"] > 0

@@ -234,6 +234,12 @@ def evaluate(
     else:
         valid = [smiles for smiles, _ in checked if smiles is not None]
     notes = []
+    # The other kind's samples score without an error, and wrongly: say which kind they look like.
+    units = sum(is_unit for _, is_unit in checked)
+    if not polymer and units:
+        notes.append(f"{units} valid samples are polymer repeat units (two *): score them with --kind polymer")
+    if polymer and metrics["valid"] and not units:
+        notes.append("no valid sample is a repeat unit (two *): molecules are scored with --kind molecule")
     for k in ks:
         metrics[f"unique@{k}"] = fraction_unique(valid, k)
         if len(valid) < k:

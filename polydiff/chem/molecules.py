@@ -25,6 +25,7 @@ from rdkit.Chem import QED, AllChem, Crippen, Descriptors, rdFingerprintGenerato
 from rdkit.Chem.Scaffolds import MurckoScaffold
 from rich.progress import Progress
 
+from polydiff.utils.files import undecodable
 from polydiff.utils.parallel import parallel_map
 
 T = TypeVar("T")
@@ -78,8 +79,9 @@ def map_molecules(
 
 
 def parse(smiles: str) -> Chem.Mol | None:
-    """The molecule of a SMILES, or None when it is empty or RDKit cannot parse and sanitize it."""
-    if not smiles:
+    """The molecule of a SMILES, or None when it is empty, held bytes that are not UTF-8, or RDKit
+    cannot parse and sanitize it."""
+    if not smiles or undecodable(smiles):  # RDKit would raise on the undecoded bytes
         return None
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
