@@ -108,6 +108,16 @@ def test_missing_reference_file_fails_before_any_work(files, tmp_path, capsys):
     assert f"--reference not found: {tmp_path / 'nope.smi'}" in capsys.readouterr().err
 
 
+def test_a_training_csv_without_a_smiles_column_fails_before_any_work(files, tmp_path, capsys):
+    train = tmp_path / "train.csv"
+    train.write_text("PSMILES\n*CC*\n")
+    with pytest.raises(SystemExit) as exit_info:
+        run("--samples", files["samples"], "--output", tmp_path / "out", "--reference", files["test"], "--train", train)
+    assert exit_info.value.code == 1
+    assert f"--train {train}: no column 'SMILES'" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # the reference's statistics were not computed first
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [

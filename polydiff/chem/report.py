@@ -65,14 +65,16 @@ def histogram_bins(series: list[tuple[np.ndarray, np.ndarray | None]]) -> np.nda
 
     The range covers the central 99% of *each* series, so a distribution far from the others
     (samples guided to a property the reference rarely has) is drawn where it lies rather than
-    piled into an edge bin; the last 0.5% on either side of a series is left off the axis.
+    piled into an edge bin; the last 0.5% on either side of a series of 200 values or more is
+    left off the axis.
     Whole-number values (lengths) get one bin per value, or per few.
     """
     lows, highs = [], []
     for values, weights in series:
         if len(values):
             repeated = values if weights is None else np.repeat(values, weights)
-            low, high = np.percentile(repeated, [0.5, 99.5])
+            # Under 200 values, 0.5% is less than one: the whole series is drawn.
+            low, high = np.percentile(repeated, [0.5, 99.5]) if len(repeated) >= 200 else (min(repeated), max(repeated))
             lows.append(low)
             highs.append(high)
     low, high = min(lows), max(highs)

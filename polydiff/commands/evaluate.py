@@ -17,7 +17,7 @@ from polydiff.commands import CommandParser, one_line_warnings, user_errors
 from polydiff.data.files import bundled_moses_path, is_bundled
 from polydiff.types import Kind
 from polydiff.utils.devices import resolve_device
-from polydiff.utils.files import existing_file, is_csv, read_smiles, undecodable
+from polydiff.utils.files import csv_columns, existing_file, is_csv, read_smiles, undecodable
 from polydiff.utils.parallel import default_jobs, progress_bars
 
 
@@ -103,6 +103,9 @@ def evaluate_samples(
         "train": resolve(train, "train", "train", molecules),
         "test_scaffolds": resolve(test_scaffolds, "test_scaffolds", "test_scaffolds", False),
     }
+    for option, path in zip(("reference", "train", "test_scaffolds"), paths.values(), strict=True):
+        if path is not None and is_csv(path) and "SMILES" not in csv_columns(path):  # before the statistics
+            raise ValueError(f"--{option} {path}: no column 'SMILES' (reference and training CSVs are read by it)")
     n_jobs = n_jobs or default_jobs()
     with progress_bars(sys.stderr.isatty()) as progress:
         test = reference_stats(paths["test"], n_jobs, device, progress) if paths["test"] else None

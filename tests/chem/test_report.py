@@ -81,3 +81,10 @@ def test_histogram_bins_cover_a_distribution_far_from_the_reference():
 def test_histogram_bins_of_whole_numbers_are_one_value_wide():
     bins = histogram_bins([(np.arange(20, 60, dtype=float), None), (np.array([30.0, 31.0]), np.array([5, 1]))])
     assert np.all(np.diff(bins) == 1) and bins[0] <= 19.5 and bins[-1] >= 59.5
+
+
+def test_histogram_bins_of_a_few_samples_hold_every_one():
+    # Two molecules' QED: the 0.5% tails of so few values would leave both off the axis.
+    for values in (np.array([0.41, 0.63]), np.linspace(0.1, 0.9, 20)):
+        bins = histogram_bins([(values, np.ones(len(values), dtype=np.int64))])
+        assert bins[0] <= values.min() and bins[-1] >= values.max()
