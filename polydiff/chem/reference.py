@@ -107,6 +107,7 @@ def compute_reference(
     device: str = "cpu",
     progress: Progress | None = None,
     fcd: FCDStatistics | None = None,
+    chemnet: bool = True,
 ) -> ReferenceStats:
     """Statistics of a reference set of molecules.
 
@@ -116,6 +117,7 @@ def compute_reference(
         device: torch device for ChemNet.
         progress: where to draw progress bars.
         fcd: precomputed ChemNet statistics (skips ChemNet).
+        chemnet: False leaves the ChemNet statistics out (None) where ``fcd`` is not given.
 
     Returns:
         The statistics.
@@ -123,7 +125,7 @@ def compute_reference(
     described = map_molecules(partial(molecule_features, filters=False), smiles, n_jobs, progress, "reference")
     features = [f for f in described if f is not None]
     fingerprints = np.frombuffer(b"".join(f.fingerprint for f in features), dtype=np.uint8).reshape(-1, 128)
-    if fcd is None and len(features) >= 2:
+    if fcd is None and chemnet and len(features) >= 2:
         canonical_smiles = [f.smiles for f in features]
         advance = advancer(progress, "ChemNet (reference)", len(canonical_smiles))
         fcd = fcd_statistics(chemnet_activations(canonical_smiles, device, progress=advance))

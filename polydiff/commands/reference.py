@@ -14,7 +14,7 @@ import numpy as np
 
 from polydiff.chem.fcd import chemnet_activations, fcd_statistics
 from polydiff.chem.molecules import canonical, map_molecules
-from polydiff.chem.reference import bundled_fcd, bundled_reference_name, compute_reference, save_bundled_reference
+from polydiff.chem.reference import bundled_reference_name, compute_reference, save_bundled_reference
 from polydiff.data.files import bundled_moses_path
 from polydiff.utils.cache import file_digest, save_atomically
 from polydiff.utils.files import read_smiles
@@ -42,10 +42,8 @@ def build_bundled_reference(folder: Path, n_jobs: int | None = None) -> None:
     with progress_bars(sys.stderr.isatty()) as progress:
         for split in ("test", "test_scaffolds"):
             path = bundled_moses_path(split)
-            # The shipped ChemNet statistics stand in for ChemNet, which this file leaves out.
-            stats = compute_reference(
-                read_smiles(path), n_jobs or default_jobs(), progress=progress, fcd=bundled_fcd(path)
-            )
+            # This file leaves ChemNet's statistics out: they ship on their own (--bundle_fcd).
+            stats = compute_reference(read_smiles(path), n_jobs or default_jobs(), progress=progress, chemnet=False)
             save_bundled_reference(stats, folder / bundled_reference_name(path))
             print(f"{split}: {stats.size} molecules", file=sys.stderr)
 
