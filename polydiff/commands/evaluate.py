@@ -91,9 +91,10 @@ def evaluate_samples(
     if Path(output).exists() and not Path(output).is_dir():
         raise ValueError(f"--output {output} is a file: give the folder to write the report into")
     # Before any work, which a folder that cannot be made would lose at the end.
-    existing = next(folder for folder in Path(output).absolute().parents if folder.exists())
-    if not Path(output).exists() and not (existing.is_dir() and os.access(existing, os.W_OK)):
-        raise ValueError(f"--output {output}: cannot make the folder in {existing}")
+    if not Path(output).exists():
+        existing = next(folder for folder in Path(output).absolute().parents if folder.exists())
+        if not (existing.is_dir() and os.access(existing, os.W_OK)):
+            raise ValueError(f"--output {output}: cannot make the folder in {existing}")
     if smiles_column != "SMILES" and not is_csv(samples):
         raise ValueError(f"--smiles_column {smiles_column!r} names a column of a CSV samples file: {samples} is none")
     lines = read_samples(samples, smiles_column)
