@@ -201,17 +201,7 @@ def test_a_reference_line_that_is_not_utf8_is_skipped(tmp_path, moses_sample):
     samples, reference = tmp_path / "samples.smi", tmp_path / "reference.smi"
     samples.write_text("\n".join(moses_sample[:20]) + "\n")
     reference.write_bytes(("\n".join(moses_sample[300:330]) + "\n").encode() + b"\xff\xfeC\n")
-    run(
-        "--samples",
-        samples,
-        "--output",
-        tmp_path / "out",
-        "--reference",
-        reference,
-        "--train",
-        reference,
-        "--device",
-        "cpu",
-    )
+    references = ["--reference", reference, "--train", reference]
+    run("--samples", samples, "--output", tmp_path / "out", *references, "--device", "cpu")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["valid"] == 1 and 0 < metrics["Novelty"] <= 1 and metrics["FCD/Test"] > 0

@@ -20,11 +20,12 @@ from polydiff.data.tokenizer import unknown_token_hint
 from polydiff.utils.files import undecodable
 
 OnBadLine = Literal["skip", "error"]
+NOT_A_UNIT = "not a repeat unit (two *)"
 REASONS = (
     "empty",
     "comment",
     "not UTF-8",
-    "not a repeat unit (two *)",
+    NOT_A_UNIT,
     "invalid SMILES",
     "not convertible",
     "unknown token",
@@ -57,12 +58,12 @@ def screen(line: str, kind: str = "molecule") -> str | None:
     if undecodable(line):
         return "not UTF-8"
     if kind == "polymer" and not is_repeat_unit_line(line):  # cheap, before the parse
-        return "not a repeat unit (two *)"
+        return NOT_A_UNIT
     mol = Chem.MolFromSmiles(line)
     if mol is None:
         return "invalid SMILES"
     if kind == "polymer" and not is_polymer(mol):  # *=CC*, **, *C.C*: two *, yet no unit
-        return "not a repeat unit (two *)"
+        return NOT_A_UNIT
     return None
 
 

@@ -372,12 +372,12 @@ def generate(
     # make no repeat unit); a template with fewer leaves the rest to the model. Their rows are
     # decoded in batches of their own, whose head draws no *.
     closed = torch.zeros(len(sizes), dtype=torch.bool, device=device)
+    heads = {False: _head(model, free_length, unseen)}
     if templates is not None and model.kind == "polymer":
         stars = _star_tokens(model)
         closed = torch.tensor([int(stars[t].sum()) == 2 for t in templates], device=device)
-    heads = {False: _head(model, free_length, unseen)}
-    if closed.any():
-        heads[True] = _head(model, free_length, stars if unseen is None else unseen | stars)
+        if closed.any():
+            heads[True] = _head(model, free_length, stars if unseen is None else unseen | stars)
 
     # The tokens the head gives any probability (a forbidden one's logit is so low that its
     # probability rounds to 0): the speculative decoder's distributions span these alone.
