@@ -205,3 +205,11 @@ def test_a_reference_line_that_is_not_utf8_is_skipped(tmp_path, moses_sample):
     run("--samples", samples, "--output", tmp_path / "out", *references, "--device", "cpu")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["valid"] == 1 and 0 < metrics["Novelty"] <= 1 and metrics["FCD/Test"] > 0
+
+
+def test_a_smiles_writer_title_line_is_no_sample(tmp_path, capsys):
+    samples = tmp_path / "samples.smi"
+    samples.write_text("SMILES Name\nCCO 0\nc1ccccc1 1\nC1CC 2\n")  # as RDKit's SmilesWriter heads a file
+    run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
+    assert "line 1 ('SMILES') read as the file's header" in capsys.readouterr().err

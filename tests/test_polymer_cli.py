@@ -94,6 +94,9 @@ def test_polymer_corpus_fit_sample_evaluate(tmp_path, monkeypatch, capsys):
     main(["sample", "--ckpt_path", str(checkpoint), "--output", str(filled), *args])
     stars = [line.count("*") for line in filled.read_text().splitlines()]
     assert len(stars) == 80 and stars[:40] == [2] * 40
+    # The second fixes only a start, so the rules hold its rows: one more *, never two (this
+    # untrained model meets dead ends in five tokens, where a row ends short of its second).
+    assert all(count <= 2 for count in stars[40:]) and 2 in stars[40:]
 
 
 def test_polymer_kind_without_test_file_is_one_clear_error(tmp_path, capsys):

@@ -20,9 +20,13 @@ from polydiff.utils.devices import resolve_device
 from polydiff.utils.files import csv_columns, existing_file, is_csv, read_smiles, undecodable
 from polydiff.utils.parallel import default_jobs, progress_bars
 
+# The first field of a line file's title line, as tools write one; none of these parses as a molecule.
+LINE_FILE_HEADERS = {"SMILES", "PSMILES", "SMILES_STRING"}
+
 
 def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
     """Reads generated samples, one per line, keeping empty lines (they count as invalid samples).
+    A line file's title line (``SMILES``, as RDKit's ``SmilesWriter`` writes one) is no sample.
 
     Args:
         path: a ``.smi``/``.txt`` file (the first whitespace-separated field of each line) or a
@@ -35,6 +39,11 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
     existing_file(path, "samples file")
     # A line that is not UTF-8 is no molecule: an invalid sample, like an empty one.
     samples = ["" if undecodable(line) else line for line in read_smiles(path, smiles_column, keep_empty=True)]
+    if not is_csv(path) and samples and samples[0].upper() in LINE_FILE_HEADERS:
+        # RDKit's SmilesWriter heads its files "SMILES Name": a title, not a sample (no
+        # molecule is written so), and scored as one it would be an invalid sample.
+        print(f"polydiff: {path}: line 1 ({samples[0]!r}) read as the file's header, not a sample", file=sys.stderr)
+        samples = samples[1:]
     if not any(samples):
         raise ValueError(f"samples file {path} has no samples")
     return samples

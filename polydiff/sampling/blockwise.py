@@ -373,7 +373,9 @@ def decode_next_tokens(
         x: (R, N) [CLS], then [MASK]s to fill and fixed tokens; [SEP] and pads too, unless
             ``free_length``: then all [MASK]s, ended by the [SEP] the model draws (pads after it).
         syntax: restricts every draw to the tokens that keep the SMILES well-formed and its
-            aromatic rings kekulizable.
+            aromatic rings kekulizable, and completable by the row's [SEP] (x holds no fixed
+            token after a [MASK] then). A row with no such token ends where it stands, before
+            a fixed [SEP].
 
     Returns:
         (the filled tokens, the model calls per row).
@@ -384,6 +386,8 @@ def decode_next_tokens(
     calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
     state = syntax.start(len(x), x.device) if syntax is not None else None
     prefixes = [MoleculePrefix()] * len(x)
+    # Where each row's [SEP] goes: its template's or length's, or the last position for a row that ends itself.
+    last = torch.where((x == sep).any(-1), (x == sep).int().argmax(-1), x.shape[1] - 1)
     # config.cache: a call encodes only the tokens written since the row's last call.
     cache = model.new_cache(len(x), x.shape[1]) if config.cache else None
     encoded = torch.zeros(len(x), dtype=torch.long, device=x.device)  # positions in the cache, per row
@@ -404,13 +408,12 @@ def decode_next_tokens(
             if syntax is None:
                 x[rows, p] = draw_tokens(logits, config, generator)[0]
             else:
-                room = torch.full((len(x),), x.shape[1] - 1 - p, device=x.device)
-                logits = logits.masked_fill(~syntax.allowed(state, room)[rows], -math.inf)
+                logits = logits.masked_fill(~syntax.allowed(state, last - p)[rows], -math.inf)
                 drawing = [prefixes[row] for row in rows.tolist()]
                 x[rows, p], drawn = draw_completable(logits, drawing, syntax.tokens, drawn_by(config, generator))
                 for row, prefix in zip(rows.tolist(), drawn, strict=True):
-                    if prefix is None:  # no valid molecule can come of it: end it, not write on
-                        x[row, p], prefix = sep, MoleculePrefix()
+                    if prefix is None:  # no valid molecule can come of it: end it (short of a fixed end), not write on
+                        x[row, p], x[row, p + 1 :], prefix = sep, pad, MoleculePrefix()
                     prefixes[row] = prefix
             calls[rows] += 1
         if syntax is not None:

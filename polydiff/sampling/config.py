@@ -95,7 +95,13 @@ class SamplingConfig:
         return {f.name for f in fields(self) if getattr(self, f.name) != f.default} | getattr(self, "_asked", set())
 
     def for_model(
-        self, block_size: int, free_length: bool, smiles: bool, causal_context: bool = False, draft_head: bool = False
+        self,
+        block_size: int,
+        free_length: bool,
+        smiles: bool,
+        causal_context: bool = False,
+        draft_head: bool = False,
+        fills_suffix: bool = False,
     ) -> SamplingConfig:
         """This config with the strategy the model at hand decodes by; refuses options it would ignore.
 
@@ -109,6 +115,9 @@ class SamplingConfig:
                 verifies drafts).
             draft_head: whether its windows are drafted by a draft head, which only drafts: with
                 a fixed length or template, such a model writes one token per model call.
+            fills_suffix: whether, at a fixed length, every token to write comes after every fixed
+                one (a ``--length``, or a template that fixes only a start): written left to
+                right, one token per call, such rows are held to the constraints too.
 
         Returns:
             A copy whose ``strategy`` is set (None for one model call per token: at B = 1, which has
@@ -153,11 +162,14 @@ class SamplingConfig:
                 reasons.append("threshold: it decides what prefix decoding commits")
         if self.temperature == 0 and "top_p" in changed:
             reasons.append("top_p: temperature 0 takes the most likely token")
-        constrained = smiles and free_length and (block_size == 1 or strategy in ("speculative", "prefix"))
+        # Written left to right with nothing fixed ahead, a row can be held to the rules token by token.
+        ends_own = free_length and (block_size == 1 or strategy in ("speculative", "prefix"))
+        constrained = smiles and (ends_own or (fills_suffix and strategy is None))
         if "syntax" in changed and not constrained:
             reasons.append(
-                "syntax: the constraints apply to SMILES written left to right by a model that ends its own "
-                "sequences (one-token blocks, speculative or prefix decoding; no --length or template)"
+                "syntax: the constraints apply to SMILES written left to right with nothing fixed ahead (a "
+                "one-token-block or draft-head model, or speculative or prefix decoding; no template with fixed "
+                "tokens after a [MASK])"
             )
         if reasons:
             raise ValueError(f"sampling options this model cannot use: {'; '.join(reasons)}")

@@ -27,6 +27,7 @@ from torch import Tensor
 from polydiff.chem.fragments import fragment_template
 from polydiff.sampling.blockwise import decode_blocks, decode_next_tokens, decode_prefix, decode_until_end
 from polydiff.sampling.config import SamplingConfig
+from polydiff.sampling.constraints.kekulization import MoleculePrefix
 from polydiff.sampling.constraints.syntax import SmilesSyntax, is_star
 from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.fragments import FragmentPlan, decode_fragments
@@ -93,6 +94,35 @@ def encode_template(model: Denoiser, prompt: str) -> Tensor:
     if model.kind == "polymer" and prompt.replace(tokenizer.mask_token, "").count("*") > 2:
         raise ValueError(f"prompt {prompt!r} fixes more than two *: a repeat unit has two attachment points")
     return ids
+
+
+def _fixes_only_a_start(template: Tensor, mask_token_id: int) -> bool:
+    """Whether a template's [MASK]s run from its first one to its [SEP]: nothing fixed lies after them."""
+    masks = (template[1:-1] == mask_token_id).nonzero().flatten()
+    return bool(masks.numel()) and int(masks[0]) + len(masks) == len(template) - 2
+
+
+def _check_fixed_start(prompt: str, template: Tensor, syntax: SmilesSyntax, mask_token_id: int) -> None:
+    """Refuses a template whose fixed start no molecule (or repeat unit) can begin with: under the
+    constraints, each of its rows would end at once, empty or invalid.
+
+    Raises:
+        ValueError: naming the first fixed token the SMILES rules refuse, or the start that no
+            continuation can kekulize.
+    """
+    state, prefix, written = syntax.start(1, template.device), MoleculePrefix(), ""
+    for token in template[1:]:
+        if token == mask_token_id:
+            break
+        text = syntax.tokens[int(token)]
+        if not syntax.allowed(state)[0, token]:
+            raise ValueError(
+                f"prompt {prompt!r}: no SMILES starts {written + text!r} "
+                "(give a start the SMILES rules allow, or --syntax false to fill it as written)"
+            )
+        state, prefix, written = syntax.advance(state, token[None]), prefix.then(text), written + text
+    if not prefix.can_complete():
+        raise ValueError(f"prompt {prompt!r}: no continuation of {written!r} can be kekulized")
 
 
 def _star_tokens(model: Denoiser) -> Tensor:
@@ -307,37 +337,49 @@ def generate(
         ValueError: for a bad count, length or template, or an option with no effect on this model.
     """
     config = config or SamplingConfig()
+    unconstrained_by_choice = not config.syntax  # --syntax false: no warning that the rules are off
     if num_samples < 0 or batch_size < 1:
         raise ValueError(f"need num_samples >= 0 and batch_size >= 1, got {num_samples} and {batch_size}")
     if prompts is not None and length is not None:
         raise ValueError("give a length or prompts, not both: a prompt's length is its own")
-    block_size, tokenizer, width = model.block_size, model.tokenizer, model.max_positions
+    block_size, tokenizer, width, device = model.block_size, model.tokenizer, model.max_positions, model.device
     if fragments is not None:
         _check_fragment_request(model, config, length, prompts)
     # A block model writes [SEP] itself unless a length or template fixes where it goes.
     free_length = block_size > 0 and prompts is None and length is None
+    encoded = None if prompts is None else [encode_template(model, p).to(device) for p in prompts]  # errors first
+    # At a fixed length, whether every token to write comes after every fixed one: then nothing lies ahead
+    # of a row that the SMILES rules could not foresee.
+    fills_suffix = not free_length and (
+        encoded is None or all(_fixes_only_a_start(t, tokenizer.mask_token_id) for t in encoded)
+    )
     config = config.for_model(
-        block_size, free_length, model.representation.is_smiles, model.causal_context, model.has_draft_head
+        block_size,
+        free_length,
+        model.representation.is_smiles,
+        model.causal_context,
+        model.has_draft_head,
+        fills_suffix,
     )
     _check_steering(model, config, fragments is not None)
     if free_length and model.length_histogram.any():
         # A model that ends its own sequences writes none longer than the longest it was trained on:
         # it has never seen one, and such runaway strings were most of what it got wrong.
         width = min(width, int(model.length_histogram.nonzero().max()) + 2)
-    device, module = model.device, model
+    module = model
     model = calls_on_torch_threads(model)  # the decoder's own operations run on one thread
     generator = torch.Generator(device=device)
     seed = generator.seed() if seed is None else generator.manual_seed(seed).initial_seed()
     start = time.perf_counter()
 
     templates = None
-    if prompts is not None:
-        encoded = [encode_template(model, p).to(device) for p in prompts]  # a bad template: its error alone
-        if block_size and model.representation.is_smiles:
+    if encoded is not None:
+        if block_size and model.representation.is_smiles and not (config.syntax or unconstrained_by_choice):
             warnings.warn(
                 "templates: this model writes left to right, so a [MASK] sees only the tokens before it (and "
-                "its block's) and no SMILES rule holds it; fragments keep parts of a molecule fixed under "
-                "the rules (--fragments)",
+                "its block's), and no SMILES rule holds these [MASK]s (the rules hold a template that fixes "
+                "only a start, where the model writes one token per call); fragments keep parts of a "
+                "molecule fixed under the rules (--fragments)",
                 UserWarning,
                 stacklevel=2,
             )
@@ -355,6 +397,9 @@ def generate(
     # A polymer model's repeat units have exactly two attachment points, kept as the syntax is.
     stars = 2 if model.kind == "polymer" else None
     syntax = SmilesSyntax(tokenizer, device, stars) if config.syntax else None
+    if syntax is not None and encoded is not None:
+        for prompt, template in zip(prompts, encoded, strict=True):
+            _check_fixed_start(prompt, template, syntax, tokenizer.mask_token_id)
     plan = None
     if fragments is not None:
         plan = FragmentPlan(fragment_template(fragments), tokenizer, syntax)

@@ -42,16 +42,16 @@ def test_one_token_blocks_refuse_the_reverse_process_options(option):
         (0, "smiles", {}),
         (2, "smiles", {"strategy": "confidence"}),
         (1, "selfies", {}),
-        (1, "smiles", {"length": 5}),
+        (1, "smiles", {"prompts": ["[MASK]CO"]}),
         (2, "smiles", {"length": 5}),
     ],
-    ids=["whole-sequence", "blocks-by-confidence", "selfies", "fixed-length", "blocks-at-fixed-length"],
+    ids=["whole-sequence", "blocks-by-confidence", "selfies", "fixed-token-after-a-mask", "blocks-at-fixed-length"],
 )
 def test_syntax_is_refused_where_no_constraint_applies(block_size, representation, kwargs):
-    length = kwargs.pop("length", None)
+    length, prompts = kwargs.pop("length", None), kwargs.pop("prompts", None)
     with pytest.raises(ValueError, match="syntax: the constraints apply"):
         task = tiny_task(block_size, representation)
-        generate(task, 2, SamplingConfig(syntax=False, **kwargs), length=length, seed=0)
+        generate(task, 2, SamplingConfig(syntax=False, **kwargs), length=length, prompts=prompts, seed=0)
 
 
 def test_prefix_decoding_refuses_the_reverse_process_options_and_needs_a_block_model_that_ends_itself():
@@ -145,3 +145,11 @@ def test_an_option_asked_for_by_name_must_matter_even_at_its_default():
         SamplingConfig.asked({"syntax", "seed"}, syntax=True).for_model(**fixed_length)
     free = fixed_length | {"free_length": True}
     assert SamplingConfig.asked({"syntax", "temperature"}, syntax=True).for_model(**free).syntax is True
+    # Nothing fixed ahead of the tokens to write (a length, or a template that fixes a start): the
+    # draft head's model writes them one per call, left to right, under the rules.
+    suffix = fixed_length | {"fills_suffix": True}
+    assert SamplingConfig(syntax=True).for_model(**suffix).syntax is True
+    assert SamplingConfig.asked({"syntax"}, syntax=False).for_model(**suffix).syntax is False
+    # A block model without a draft head fills a fixed length by its reverse process, in any order.
+    with pytest.raises(ValueError, match="syntax: the constraints apply to SMILES"):
+        SamplingConfig.asked({"syntax"}, syntax=True).for_model(**suffix | {"draft_head": False})

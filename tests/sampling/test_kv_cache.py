@@ -132,15 +132,15 @@ def test_one_token_decoding_draws_the_same_samples_with_the_cache(one_token_task
 
 
 def test_a_templates_fixed_atoms_are_part_of_the_ring_check():
-    """Only ring label 1 may be drawn: in ``C[MASK]C[MASK]`` it opens a ring on the first C and
+    """Only ring label 1 may be drawn: in ``C[MASK]C[MASK][MASK][MASK]`` it opens a ring on the first C and
     would close it on the second, bonding two atoms that are bonded already, which no continuation
-    repairs; the row ends there. The check sees the fixed atoms (without them it saw a ring opened
-    before any atom)."""
+    repairs; the row ends there, short of its template's [SEP]. The check sees the fixed atoms
+    (without them it saw a ring opened before any atom)."""
     torch.manual_seed(0)
     task = DiffusionTask(model_config=TINY, diffusion_config=DiffusionConfig(block_size=1)).eval()
     task.token_histogram[task.tokenizer.convert_tokens_to_ids(["1"])] = 1.0
-    x = encode_template(task, "C[MASK]C[MASK]").unsqueeze(0)
+    x = encode_template(task, "C[MASK]C[MASK][MASK][MASK]").unsqueeze(0)
     config = SamplingConfig(cache=True).for_model(1, False, True, False)
     rules = SmilesSyntax(task.tokenizer, torch.device("cpu"))
     filled, _ = decode_next_tokens(task, head_of(task), x, config, torch.Generator().manual_seed(0), None, False, rules)
-    assert task.tokenizer.convert_ids_to_tokens(filled[0].tolist()) == ["[CLS]", "C", "1", "C", "[SEP]", "[SEP]"]
+    assert task.tokenizer.convert_ids_to_tokens(filled[0].tolist()) == ["[CLS]", "C", "1", "C", "[SEP]", *["[PAD]"] * 3]

@@ -55,6 +55,7 @@ VALENCES = {
     "B": 3, "C": 4, "N": 3, "O": 2, "P": 5, "S": 6, "F": 1, "Cl": 1, "Br": 1, "I": 1,
     "b": 3, "c": 4, "n": 3, "o": 2, "p": 3, "s": 4, "*": 1,
 }  # fmt: skip
+AROMATIC = {"b", "c", "n", "o", "p", "s"}
 UNLIMITED = 8
 
 # May a token of kind `next` (column) follow one of kind `previous` (row)? Valence, CLOSE, DOT
@@ -75,6 +76,12 @@ for _previous, _next in (
 def is_star(token: str) -> bool:
     """``*`` or a bracketed attachment point (``[*]``, ``[*:1]``)."""
     return token == "*" or (token.startswith("[") and token[1:].lstrip("0123456789").startswith("*"))
+
+
+def is_aromatic(token: str) -> bool:
+    """Whether a token is an aromatic atom (``c``, ``n``, ``[nH]``, ``[se]``): one only a ring holds."""
+    element = token[1:-1].lstrip("0123456789") if token.startswith("[") and token.endswith("]") else token
+    return token in AROMATIC or (token != element and element[:1].islower())
 
 
 @functools.cache
@@ -121,7 +128,8 @@ Array = Tensor | np.ndarray
 
 class TokenTable(NamedTuple):
     """What the automaton reads of each token (or token class): its kind, ring label, bond order,
-    valence (0 where the kind has none), and whether it is a counted ``*``. Tensors on the
+    valence (0 where the kind has none), whether it is a counted ``*`` and whether an aromatic
+    atom. Tensors on the
     sampler's device, or numpy arrays for the automaton's own arithmetic."""
 
     kind: Array
@@ -129,14 +137,15 @@ class TokenTable(NamedTuple):
     order: Array
     valence: Array
     is_star: Array
+    is_aromatic: Array
 
 
-def _table(entries: list[tuple[int, int, bool]]) -> TokenTable:
-    """The table of ``entries`` (kind, value, is a counted ``*``), as numpy arrays."""
-    kind, value, star = (np.array(column, dtype=np.int64) for column in zip(*entries, strict=True))
+def _table(entries: list[tuple[int, int, bool, bool]]) -> TokenTable:
+    """The table of ``entries`` (kind, value, is a counted ``*``, is aromatic), as numpy arrays."""
+    kind, value, star, aromatic = (np.array(column, dtype=np.int64) for column in zip(*entries, strict=True))
     where = {RING: "label", BOND: "order", ATOM: "valence"}
     columns = {name: np.where(kind == token_kind, value, 0) for token_kind, name in where.items()}
-    return TokenTable(kind=kind, is_star=star.astype(bool), **columns)
+    return TokenTable(kind=kind, is_star=star.astype(bool), is_aromatic=aromatic.astype(bool), **columns)
 
 
 @dataclass
@@ -194,14 +203,14 @@ class SmilesSyntax:
         vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
         self.tokens = [token for token, _ in vocabulary]  # by id
         self.stars = stars
-        # (kind, value, is a counted *) of each token.
+        # (kind, value, is a counted *, is aromatic) of each token.
         classified = []
         for token in self.tokens:
             kind, value = classify_token(token)
             star = stars is not None and kind == ATOM and is_star(token)
             if star:  # an attachment point has one single bond, however it is written (*, [*], [*:1])
                 value = 1
-            classified.append((kind, value, star))
+            classified.append((kind, value, star, kind == ATOM and is_aromatic(token)))
         # The automaton computes a state it meets the first time field-wise (``_advance``,
         # ``_answers``) in numpy: a few states at a time, where a tensor operation's overhead would
         # be most of its cost. After that, its answers and transitions are looked up by its id.
@@ -269,7 +278,7 @@ class SmilesSyntax:
     def _answers(self, state: SyntaxFields) -> tuple[np.ndarray, np.ndarray]:
         """(what the rules allow, (R, V) bool; the fewest tokens each row needs after each token
         before it may end, (R, V)), from the state's fields."""
-        kind, label, order, valence, is_star = self._by_class
+        kind, label, order, valence, is_star, _ = self._by_class
         allowed = self._follows[state.previous][:, kind]
         anchor, need = state.anchor_left[:, None], np.maximum(state.bond, 1)[:, None]
         balanced = (state.depth == 0)[:, None]
@@ -321,16 +330,22 @@ class SmilesSyntax:
     def _debt(self, state: SyntaxFields, closing: np.ndarray, open_count: np.ndarray) -> np.ndarray:
         """(R, classes): the fewest tokens each row needs after taking a token of each class before it
         may end, [SEP] included: a token per open ring label and per open parenthesis, an atom for
-        a pending bond (unless a ring closure takes it) or an empty branch, and for a polymer model
-        each ``*`` still missing. A lower bound: valence may ask for more."""
+        a pending bond (unless a ring closure takes it) or an empty branch, two atoms for a ring label
+        opened, an atom or bond before a closure after ``)``, a ring for an aromatic atom written
+        where none is open, and for a polymer model each ``*`` still missing. A lower bound: valence
+        may ask for more, and so may a ring opened earlier."""
         kind = self._by_class.kind
         after_atom = open_count + state.depth[:, None] + 1  # close each ring and branch, then end
+        # An aromatic atom lies on a ring: with none open, a label, two more atoms and the closure at least.
+        ringless = self._by_class.is_aromatic & (open_count == 0)
         debts = (
-            (ATOM, after_atom),
+            (ATOM, after_atom + np.where(ringless, 4, 0)),
             (BOND, after_atom + (open_count == 0)),
-            (RING, after_atom + np.where(closing, -1, 1)),
+            # A ring label opened needs two atoms before its closure: the first is bonded to the atom
+            # that opened it already (C1C1 would bond them twice), and closing on that atom is no ring.
+            (RING, after_atom + np.where(closing, -1, 3)),
             (OPEN, after_atom + 2),  # an atom in the branch and its ")"
-            (CLOSE, after_atom - 1),
+            (CLOSE, after_atom - 1 + (open_count > 0)),  # no ring closure right after ")"
             (DOT, after_atom + 1),
         )
         debt = np.zeros(closing.shape, dtype=np.int64)

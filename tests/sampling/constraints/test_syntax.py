@@ -137,7 +137,22 @@ def test_with_little_room_left_only_tokens_that_can_still_end_in_time_are_allowe
     assert names(SYNTAX.allowed(state, torch.tensor([1]))) == {")"}  # then [SEP], in the one position left
     assert names(SYNTAX.allowed(state, torch.tensor([0]))) == set()  # nothing can end it now
     roomy = names(SYNTAX.allowed(state, torch.tensor([3])))
-    assert {")", "C", "O", "1"} <= roomy and "(" not in roomy  # "(" needs an atom and two ")" more
+    assert {")", "C", "O"} <= roomy and "(" not in roomy  # "(" needs an atom and two ")" more
+    # A ring label needs two atoms before its closure (CC(C1C1 bonds two atoms twice): 1, C, C, 1, ), [SEP].
+    assert "1" not in roomy and "1" in names(SYNTAX.allowed(state, torch.tensor([5])))
+    # An aromatic atom with no ring open needs one: a label, two atoms, the closure, then ")" and [SEP].
+    assert "c" not in names(SYNTAX.allowed(state, torch.tensor([5])))
+    assert "c" in names(SYNTAX.allowed(state, torch.tensor([6])))
+
+
+def test_a_ring_open_at_a_branchs_end_needs_a_token_before_its_closure():
+    state = SYNTAX.start(1, torch.device("cpu"))
+    for token in TOKENIZER("C1CC(C", add_special_tokens=False)["input_ids"]:
+        state = SYNTAX.advance(state, torch.tensor([token]))
+    names = lambda allowed: {SYNTAX.tokens[i] for i in allowed[0].nonzero().flatten().tolist()}  # noqa: E731
+    # After ")" no ring closes (C1CC(C)1 is no SMILES): an atom first, then 1 and [SEP].
+    assert names(SYNTAX.allowed(state, torch.tensor([2]))) == {"1"}
+    assert ")" in names(SYNTAX.allowed(state, torch.tensor([3])))
 
 
 def test_a_polymer_row_keeps_room_for_the_attachment_points_it_still_needs():
