@@ -10,15 +10,19 @@ valence, batched over rows, its state carried from token to token) and the kekul
 a validating parser of partial SMILES) answers the same question by parsing the prefix with
 ``partial=True``. Both are asked about every token-boundary prefix of the strings: the first
 ``--num_molecules`` of the bundled MOSES test set (valid molecules: every prefix should pass) and
-the ``--samples`` given (a CharRNN's, valid or not, where refusals happen). Prints JSON: how often
-the two agree, the prefixes where only one refuses (with examples), how often each one's verdict
-on a whole string matches RDKit's, and microseconds per prefix for each.
+the ``--samples`` given (a CharRNN's, valid or not, where refusals happen), and, with
+``--written_doubles N``, the first N MOSES molecules again with a ``=`` written between two
+neighbouring aromatic atoms (a seeded pick in each), which RDKit reads as a double bond. Prints JSON:
+how often the two agree, the prefixes where only one refuses (with examples), how often each one's
+verdict on a whole string matches RDKit's (and, per group of strings, how many it gets wrong), and
+microseconds per prefix for each.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 
 import torch
@@ -28,7 +32,7 @@ from polydiff.chem.molecules import quiet_rdkit
 from polydiff.commands import positive, user_errors
 from polydiff.data.files import bundled_moses_path
 from polydiff.data.tokenizer import load_tokenizer
-from polydiff.sampling.constraints.kekulization import MoleculePrefix
+from polydiff.sampling.constraints.kekulization import MoleculePrefix, is_aromatic
 from polydiff.sampling.constraints.syntax import SmilesSyntax
 from polydiff.utils.files import read_smiles
 
@@ -87,6 +91,18 @@ def partialsmiles_verdicts(strings: list[list[str]]) -> list[list[bool]]:
     return verdicts
 
 
+def with_written_doubles(strings: list[list[str]], seed: int = 0) -> list[str]:
+    """Each tokenized string with ``=`` written between two neighbouring aromatic atoms, picked at
+    random (``seed``); strings with no such pair are left out."""
+    rng, out = random.Random(seed), []
+    for tokens in strings:
+        pairs = [n for n in range(1, len(tokens)) if is_aromatic(tokens[n - 1]) and is_aromatic(tokens[n])]
+        if pairs:
+            n = rng.choice(pairs)
+            out.append("".join([*tokens[:n], "=", *tokens[n:]]))
+    return out
+
+
 def first_refusal(verdicts: list[bool]) -> int | None:
     return next((n for n, ok in enumerate(verdicts) if not ok), None)
 
@@ -96,13 +112,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", default=None, help="a file of generated SMILES, valid or not")
     parser.add_argument("--num_molecules", type=positive(int), default=1000, help="MOSES test molecules")
     parser.add_argument("--num_samples", type=positive(int), default=1000, help="lines of --samples")
+    parser.add_argument(
+        "--written_doubles",
+        type=positive(int),
+        default=None,
+        help="MOSES molecules to judge again with an = between aromatic atoms",
+    )
     parser.add_argument("--examples", type=int, default=5, help="disagreements to show")
     args = parser.parse_args(argv)
 
     tokenizer = load_tokenizer("smiles")
-    texts = read_smiles(bundled_moses_path("test"))[: args.num_molecules]
+    moses = read_smiles(bundled_moses_path("test"))
+    groups = {"moses": moses[: args.num_molecules]}
     if args.samples:
-        texts += [line for line in read_smiles(args.samples) if line][: args.num_samples]
+        groups["samples"] = [line for line in read_smiles(args.samples) if line][: args.num_samples]
+    if args.written_doubles:
+        groups["written_doubles"] = with_written_doubles(
+            [tokenizer.tokenize(text) for text in moses[: args.written_doubles]]
+        )
+    texts = [text for group in groups.values() for text in group]
     ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
     strings = [tokenizer.convert_ids_to_tokens(row) for row in ids]
     syntax = SmilesSyntax(tokenizer)
@@ -132,6 +160,13 @@ def main(argv: list[str] | None = None) -> None:
     def whole(verdicts: list[list[bool]]) -> float:
         return sum(row[-1] == valid for row, valid in zip(verdicts, rdkit_valid, strict=True)) / len(texts)
 
+    def wrong_by_group(verdicts: list[list[bool]]) -> dict[str, int]:
+        wrong, start = {}, 0
+        for name, group in groups.items():
+            rows = zip(verdicts[start : start + len(group)], rdkit_valid[start : start + len(group)], strict=True)
+            wrong[name], start = sum(row[-1] != valid for row, valid in rows), start + len(group)
+        return wrong
+
     report = {
         "strings": len(texts),
         "moses_molecules": min(args.num_molecules, len(texts)),
@@ -145,6 +180,11 @@ def main(argv: list[str] | None = None) -> None:
         "examples_polydiff_only": shown(only_ours),
         "examples_partialsmiles_only": shown(only_theirs),
         "whole_string_matches_rdkit": {"polydiff": round(whole(ours), 4), "partialsmiles": round(whole(theirs), 4)},
+        "strings_per_group": {name: len(group) for name, group in groups.items()},
+        "whole_strings_judged_unlike_rdkit": {
+            "polydiff": wrong_by_group(ours),
+            "partialsmiles": wrong_by_group(theirs),
+        },
         "moses_prefixes_refused": {
             "polydiff": sum(not ok for row in ours[: args.num_molecules] for ok in row),
             "partialsmiles": sum(not ok for row in theirs[: args.num_molecules] for ok in row),

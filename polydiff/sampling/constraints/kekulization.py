@@ -296,6 +296,7 @@ class MoleculePrefix:
         ``free`` may gain bonds (``coming``: those they will) and those in ``gaining`` will gain one."""
         ring_bonds = self._ring_bonds(free)
         atoms, symbols, incident = self.atoms, self.symbols, self.incident
+        links = self.links  # along aromatic bonds, as written
         role: dict[int, int] = {}
         for i in self.aromatic:
             if i in free:
@@ -306,9 +307,9 @@ class MoleculePrefix:
                 role_i = _final_role(atoms[i], symbols[i])
             if role_i is None:
                 return False
-            if role_i != EXCLUDED:
+            # RDKit asks no ring double bond of an aromatic atom without aromatic bonds (C1CnC=C1).
+            if role_i != EXCLUDED and links[i]:
                 role[i] = role_i
-        links = self.links  # along aromatic ring bonds, as written
         neighbours = {i: [other for k, other in links[i] if other in role and k in ring_bonds] for i in role}
         return _covering_matching_exists(neighbours, [i for i, role_i in role.items() if role_i == REQUIRED])
 
@@ -376,15 +377,25 @@ def _role(token: str, written: Sequence[str], coming: list[str], free: bool, gai
     multiple = not (MULTIPLE_BONDS.isdisjoint(written) and MULTIPLE_BONDS.isdisjoint(coming))
     if token in ("o", "s", "[nH]") and degree > 2 and not (token == "s" and multiple):
         return None  # a furan O, thiophene S or pyrrole NH has no room for a substituent
-    if token in ("o", "s", "[nH]") or multiple:
-        return EXCLUDED  # no double bond in the ring, or one written already (c=O, c1=cc=cc=c1)
+    if token in ("o", "s", "[nH]"):
+        return EXCLUDED  # no double bond in the ring
     if token in ("c", "[cH]"):
-        if degree > 3:
+        # RDKit keeps a written bond as written, between aromatic atoms too, and asks a carbon
+        # for a ring double bond while its valence has room for one: ``c1=ccccc1`` is read as
+        # C1=C=CC=CC=1, ``c1ccccc1=O`` has no room (an aromatic bond counts 1 here).
+        valence = degree + (token == "[cH]")  # each bond 1, unless a multiple one is written
+        if multiple:
+            valence += sum([BOND_ORDERS[symbol] - 1 for symbol in (*written, *coming) if symbol in MULTIPLE_BONDS])
+        if degree > 3 or valence > 4:
             return None
+        if valence == 4:
+            return EXCLUDED
         # With three bonds a carbon has room for nothing but a double bond along one of them:
         # one it has, unless a bond still to come may be aromatic.
         full = not free or (degree == 3 and AROMATIC_BOND.isdisjoint(coming))
         return REQUIRED if full else FREE
+    if multiple:
+        return EXCLUDED  # a ring double bond written already (n=O is refused by the valence)
     if token == "n":
         if degree > 3:
             return None

@@ -2,6 +2,7 @@
 at the first token that no continuation can repair."""
 
 import math
+import random
 
 import pytest
 import torch
@@ -62,6 +63,15 @@ def test_no_prefix_of_a_moses_molecule_or_polymer_is_refused(moses_sample):
         ("c1cccc1", "c1cccc1[SEP]"),
         ("c1ccnc1", "c1ccnc1[SEP]"),  # pyrrole without its H
         ("Cn1ccccc1", "Cn1ccccc1[SEP]"),
+        # A written = between aromatic carbons is a double bond, and each of its two carbons still
+        # needs a ring double bond along its other ring bond: in a ring of five, one c is left out.
+        ("c1cc=cc1=O", "c1cc=cc1"),
+        # The methyl's c has no valence left for a ring double bond; the last c is left without a
+        # partner, unless a substituent fills its valence too (Cc1=cc=cc=c1C is valid).
+        ("Cc1=cc=cc=c1", "Cc1=cc=cc=c1[SEP]"),
+        # The bond to the phenyl is aromatic as written but on no ring: the c needs a double bond
+        # that none of its ring bonds can give.
+        ("C1Cc(c2ccccc2)CC1", "C1Cc(c2ccccc2)C"),
     ],
 )
 def test_an_unkekulizable_aromatic_system_is_refused_where_it_becomes_certain(smiles, refused_at):
@@ -82,11 +92,37 @@ def test_an_unkekulizable_aromatic_system_is_refused_where_it_becomes_certain(sm
         "Cn1ccccc1=O",
         "O=s1cccc1",  # a thiophene S-oxide: the s may take a substituent on a double bond
         "CC(c3cccc(C)n3)C",  # the n stays pyridine-type: the branch closes without it
+        # A written = between aromatic atoms stays a double bond, and RDKit still asks the c for
+        # a ring double bond while its valence has room: c1=ccccc1 is read as C1=C=CC=CC=1.
+        "c1=ccccc1",
+        "Cc1=cc=cc=c1C",
+        # An aromatic atom with no aromatic bond is asked for no double bond.
+        "C1CcCC1",
+        "C1CnC=C1",
+        "C1C(=cO1)C",
+        "CC1cc(=C1)",
     ],
 )
 def test_valid_aromatic_systems_pass(smiles):
     assert Chem.MolFromSmiles(smiles) is not None
     assert first_refusal(smiles) is None
+
+
+def test_whole_strings_with_a_double_bond_written_inside_a_ring_are_judged_as_rdkit_judges_them(moses_sample):
+    """An explicit = between two neighbouring aromatic carbons, at a seeded place of each molecule:
+    where the check and RDKit disagree, a sampler refuses good tokens or keeps bad ones."""
+    quiet_rdkit()
+    rng = random.Random(0)
+    disagreements = []
+    for smiles in moses_sample:
+        tokens = TOKENIZER.tokenize(smiles)
+        pairs = [i for i in range(1, len(tokens)) if tokens[i - 1] == tokens[i] == "c"]
+        if pairs:
+            i = rng.choice(pairs)
+            mutated = "".join([*tokens[:i], "=", *tokens[i:]])
+            if (first_refusal(mutated) is None) != (Chem.MolFromSmiles(mutated) is not None):
+                disagreements.append(mutated)
+    assert disagreements == []
 
 
 def test_a_refused_draw_is_drawn_again_from_the_tokens_left():
