@@ -190,6 +190,16 @@ def test_csv_samples_keep_empty_rows(tmp_path):
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
 
 
+def test_empty_lines_are_invalid_samples_and_said_to_be(tmp_path, capsys):
+    """A sample the model left empty is an empty line; so is a blank line at a file's end, which
+    the note points at rather than guess which of the two it is."""
+    samples = tmp_path / "samples.smi"
+    samples.write_text("CCO\n\nc1ccccc1\n\n\n")
+    run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 5)
+    assert f"{samples}: 3 empty lines (2 at the end of the file) counted as invalid samples" in capsys.readouterr().err
+
+
 def test_a_line_that_is_not_utf8_is_an_invalid_sample(tmp_path):
     samples = tmp_path / "samples.smi"
     samples.write_bytes(b"CCO\n\xff\xfeC\nc1ccccc1\n")

@@ -25,7 +25,8 @@ LINE_FILE_HEADERS = {"SMILES", "PSMILES", "SMILES_STRING"}
 
 
 def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
-    """Reads generated samples, one per line, keeping empty lines (they count as invalid samples).
+    """Reads generated samples, one per line, keeping empty lines (they count as invalid samples, and
+    stderr says how many).
     A line file's title line (``SMILES``, as RDKit's ``SmilesWriter`` writes one) is no sample.
 
     Args:
@@ -46,6 +47,12 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
         samples = samples[1:]
     if not any(samples):
         raise ValueError(f"samples file {path} has no samples")
+    empty = samples.count("")
+    if empty:  # said, not silent: a blank line left at the end of a file lowers validity too
+        at_end = len(samples) - len("\n".join(samples).rstrip("\n").split("\n"))
+        where = f" ({at_end} at the end of the file)" if at_end else ""
+        lines = "line" if empty == 1 else "lines"
+        print(f"polydiff: {path}: {empty} empty {lines}{where} counted as invalid samples", file=sys.stderr)
     return samples
 
 

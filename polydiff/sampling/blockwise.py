@@ -25,6 +25,7 @@ from torch import Tensor
 from polydiff.diffusion.blocks import block_index, sampling_mask
 from polydiff.model.kv_cache import KeyValueCache
 from polydiff.sampling.config import SamplingConfig
+from polydiff.sampling.constraints.completion import CompletionSearch
 from polydiff.sampling.constraints.kekulization import MoleculePrefix
 from polydiff.sampling.constraints.syntax import SmilesSyntax, SyntaxState
 from polydiff.sampling.denoiser import Denoiser
@@ -133,23 +134,36 @@ def drawn_by(config: SamplingConfig, generator: torch.Generator) -> Draw:
 
 
 def draw_completable(
-    logits: Tensor, prefixes: list[MoleculePrefix], vocabulary: Sequence[str], draw: Draw
+    logits: Tensor,
+    prefixes: list[MoleculePrefix],
+    vocabulary: Sequence[str],
+    draw: Draw,
+    fits: Callable[[int, int, MoleculePrefix], bool] | None = None,
 ) -> tuple[Tensor, list[MoleculePrefix | None]]:
-    """Draws one token per row (``draw``), refusing tokens after which no SMILES could be kekulized.
+    """Draws one token per row (``draw``), refusing tokens after which no SMILES could be kekulized
+    (or, with ``fits``, fill its fixed length).
 
     A refused token is removed from its row's distribution and the row draws again: a draw from
     the distribution restricted to the tokens that keep the molecule completable. A row with no
     such token gets None for its prefix: no continuation can make it valid (the check is
     conservative, so a prefix can pass it and still be a dead end).
 
+    Args:
+        fits: a further test, (row, token, the row's prefix with it) -> whether the token may be
+            drawn there (``CompletionSearch.for_rows``: whether the row can still fill its length).
+
     Returns:
         (the tokens, (R,); the rows' prefixes with them).
     """
+
+    def refused(row: int, prefix: MoleculePrefix) -> bool:
+        return not prefix.can_complete() or (fits is not None and not fits(row, int(tokens[row]), prefix))
+
     tokens = draw(logits)
     after: list[MoleculePrefix | None] = [p.then(vocabulary[t]) for p, t in zip(prefixes, tokens.tolist(), strict=True)]
     for row in torch.isinf(logits).all(-1).nonzero().flatten().tolist():  # the automaton left nothing
         after[row] = None
-    pending = [row for row, prefix in enumerate(after) if prefix is not None and not prefix.can_complete()]
+    pending = [row for row, prefix in enumerate(after) if prefix is not None and refused(row, prefix)]
     while pending:
         index = torch.tensor(pending, device=logits.device)
         logits[index, tokens[index]] = -math.inf
@@ -159,12 +173,12 @@ def draw_completable(
         pending = index[~exhausted].tolist()
         if pending:
             tokens[pending] = draw(logits[pending])
-        refused = []
+        again = []
         for row, token in zip(pending, tokens[pending].tolist(), strict=True):
             after[row] = prefixes[row].then(vocabulary[token])
-            if not after[row].can_complete():
-                refused.append(row)
-        pending = refused
+            if refused(row, after[row]):
+                again.append(row)
+        pending = again
     return tokens, after
 
 
@@ -361,6 +375,7 @@ def decode_next_tokens(
     on_step: Callable[[], None] | None,
     free_length: bool,
     syntax: SmilesSyntax | None,
+    vocabulary: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One-token blocks: fills the [MASK]s of x left to right, each drawn from the hidden state of
     the token before it (the causal model ``DiffusionTask`` trains at B = 1). A pass runs on the
@@ -373,9 +388,12 @@ def decode_next_tokens(
         x: (R, N) [CLS], then [MASK]s to fill and fixed tokens; [SEP] and pads too, unless
             ``free_length``: then all [MASK]s, ended by the [SEP] the model draws (pads after it).
         syntax: restricts every draw to the tokens that keep the SMILES well-formed and its
-            aromatic rings kekulizable, and completable by the row's [SEP] (x holds no fixed
-            token after a [MASK] then). A row with no such token ends where it stands, before
+            aromatic rings kekulizable; at a fixed [SEP] (x holds no fixed token after a [MASK]
+            then), to those after which the row can fill every position up to it and end valid
+            there (``CompletionSearch``). A row with no such token ends where it stands, before
             a fixed [SEP].
+        vocabulary: the ids of the tokens ``head`` may give any probability (default: all): the
+            continuations that a fixed length asks for are written with these.
 
     Returns:
         (the filled tokens, the model calls per row).
@@ -386,6 +404,7 @@ def decode_next_tokens(
     calls = torch.zeros(len(x), dtype=torch.long, device=x.device)
     state = syntax.start(len(x), x.device) if syntax is not None else None
     prefixes = [MoleculePrefix()] * len(x)
+    search = CompletionSearch(syntax, vocabulary) if syntax is not None and not free_length else None
     # Where each row's [SEP] goes: its template's or length's, or the last position for a row that ends itself.
     last = torch.where((x == sep).any(-1), (x == sep).int().argmax(-1), x.shape[1] - 1)
     # config.cache: a call encodes only the tokens written since the row's last call.
@@ -410,7 +429,9 @@ def decode_next_tokens(
             else:
                 logits = logits.masked_fill(~syntax.allowed(state, last - p)[rows], -math.inf)
                 drawing = [prefixes[row] for row in rows.tolist()]
-                x[rows, p], drawn = draw_completable(logits, drawing, syntax.tokens, drawn_by(config, generator))
+                # A fixed [SEP] waits at ``last``: each row must fill the positions up to it exactly.
+                fits = None if search is None else search.for_rows(state.ids[rows].tolist(), (last[rows] - p).tolist())
+                x[rows, p], drawn = draw_completable(logits, drawing, syntax.tokens, drawn_by(config, generator), fits)
                 for row, prefix in zip(rows.tolist(), drawn, strict=True):
                     if prefix is None:  # no valid molecule can come of it: end it (short of a fixed end), not write on
                         x[row, p], x[row, p + 1 :], prefix = sep, pad, MoleculePrefix()

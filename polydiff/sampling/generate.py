@@ -215,13 +215,14 @@ def _decode(
     (B = 1), block by block (B > 1; until the model ends, by verified or prefix drafts or the
     reverse process, or at a fixed length) or the whole sequence at once (no blocks). The
     speculative decoder writes ``samples`` sequences through the rows of x, drawing from the tokens
-    ``vocabulary`` (their ids) alone; the others, one each."""
+    ``vocabulary`` (their ids) alone (the others draw from them too, as ``head`` leaves them); the
+    others write one sequence per row."""
     block_size, tokenizer = model.block_size, model.tokenizer
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
     if plan is not None:
         return decode_fragments(model, head, x, config, generator, on_step, syntax, plan)
     if config.strategy is None:  # one token per call: one-token blocks, or a draft head's model at a fixed length
-        return decode_next_tokens(model, head, x, config, generator, on_step, free_length, syntax)
+        return decode_next_tokens(model, head, x, config, generator, on_step, free_length, syntax, vocabulary)
     if config.strategy == "speculative":
         steering = getattr(model, "steering", None)
         return decode_speculative(model, head, x, config, generator, on_step, syntax, steering, samples, vocabulary)

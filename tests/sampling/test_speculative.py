@@ -7,6 +7,7 @@ import pytest
 import torch
 from test_blockwise import TOKENS, replay  # a sibling module: pytest puts this folder on the path
 
+from polydiff.chem.molecules import parse
 from polydiff.diffusion import DiffusionConfig
 from polydiff.diffusion.blocks import sampling_mask
 from polydiff.model.bert_diffusion import ModelConfig
@@ -280,3 +281,21 @@ def test_a_trained_model_writes_no_sequence_longer_than_its_longest_training_one
     # sure of "=" (a ring is never closed by a bond symbol it was not opened with) and of tokens the
     # rules refuse, so its rows also spend their rewinds backing out of positions refused mostly.
     assert sum(ended for _, ended in replayed) >= 28
+
+
+@pytest.fixture(scope="module")
+def head_task() -> DiffusionTask:
+    """A draft head's model as sure of aromatic atoms as of chains: rings that must be finished in time."""
+    return causal_task(TOKENS, {"C": 2.0, "c": 2.0, "1": 1.0, "(": 0.5}, drafter="head")
+
+
+@pytest.mark.parametrize("length", [6, 15])
+def test_at_a_fixed_length_every_row_fills_it_and_ends_a_molecule(head_task, length):
+    """At a fixed length a draft head's model writes one token per call under the rules, each token
+    one after which the row can still fill every position up to its [SEP] and end valid there
+    (``CompletionSearch``). With the automaton's bound alone, 24 of these 48 rows at length 15 ran
+    out of room or ended short, where nothing could follow a finished ring."""
+    result = generate(head_task, 48, SamplingConfig(), length=length, seed=0)
+    for sample in result:
+        assert len(head_task.tokenizer.tokenize(sample)) == length, sample
+        assert parse(sample) is not None, sample

@@ -350,7 +350,9 @@ class MoleculePrefix:
         return ring
 
 
-_MEMOS = ("_children", "_completable")  # what ``then`` and ``can_complete`` keep in an instance
+# What ``then`` and ``can_complete`` keep in an instance, and ``completion.CompletionSearch`` the
+# lengths it can still fill: answers about this prefix, which a child must not inherit.
+_MEMOS = ("_children", "_completable", "_fills")
 
 
 @functools.cache
