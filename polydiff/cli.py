@@ -6,8 +6,11 @@ import logging
 import re
 import sys
 import warnings
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
+import yaml
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -17,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from polydiff import __version__
 from polydiff.commands import OneLineErrors, user_errors
 from polydiff.data.datamodule import MoleculeDataModule
+from polydiff.sampling.config import SamplingConfig
 from polydiff.tasks.checkpoints import NeedsCodeError, check_checkpoint, migrate_hyperparameters
 from polydiff.tasks.diffusion_task import RUN_SETTINGS, DiffusionTask
 from polydiff.tasks.progress import StepProgressBar, hide_lightning_tips
@@ -37,6 +41,8 @@ COMMANDS = "fit, validate, test, predict, sample or evaluate"
 UNKNOWN_OPTION = re.compile(
     r"(?:Validation failed: )?Subcommand '(\w+)' does not accept (?:option|nested key) '([^']+)'.*"
 )
+# A sampling option named on the command line (``--model.sampling.steps 8`` or ``...steps=8``).
+SAMPLING_OPTION = re.compile(r"--model\.sampling\.(\w+)(?:=.*)?")
 # Each subcommand in polydiff's words (Lightning's describe the Trainer's methods, and the
 # first line of its docstring is cut mid-sentence).
 SUBCOMMAND_HELP = {
@@ -166,6 +172,18 @@ class PolydiffCLI(LightningCLI):
                     f"give --data.{key} {value} (or the -c files it was trained with)"
                 )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        command_line = sys.argv[1:] if args is None else args
+        self._sampling_given = _sampling_options_given(command_line) if isinstance(command_line, list) else set()
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # Each sampling option given must matter to the model, even at its default value, as in
+        # ``polydiff sample``: ``--model.sampling.steps 128`` for a model that takes no steps is refused.
+        if isinstance(self.model, DiffusionTask) and self._sampling_given:
+            self.model.sampling = SamplingConfig.asked(self._sampling_given, **asdict(self.model.sampling))
+
     def before_fit(self) -> None:
         # Before the data is prepared: a polymer corpus or a token cache can take minutes to build.
         self.model.check_validation_sampling()
@@ -242,6 +260,43 @@ def _refuse_float16_autocast_on_cpu(config: dict) -> None:
             "trainer.precision 16-mixed (float16 autocast) needs a GPU; on a CPU use bf16-mixed "
             "(recipes/precision/bf16-mixed.yaml) or 32-true"
         )
+
+
+def _sampling_options_given(command_line: Sequence[str]) -> set[str]:
+    """The names of the ``model.sampling`` options given on the command line or in its config
+    files (``-c``, ``--model``, ``--model.sampling``), whatever their values. The parsed config holds
+    values alone, in which an option given at its default looks like one never given."""
+    names: set[str] = set()
+    for i, arg in enumerate(command_line):
+        key, equals, value = arg.partition("=")
+        if not equals:
+            value = command_line[i + 1] if i + 1 < len(command_line) else ""
+        option = SAMPLING_OPTION.fullmatch(arg)
+        if option:
+            names.add(option.group(1))
+        elif key in ("-c", "--config"):
+            config = _yaml(value)
+            # A config's model options, at its root or under the subcommand it was written for.
+            for root in (config, *(config.get(command) for command in SUBCOMMAND_HELP)):
+                names |= set(_mapping(_mapping(_mapping(root).get("model")).get("sampling")))
+        elif key == "--model":
+            names |= set(_mapping(_yaml(value).get("sampling")))
+        elif key == "--model.sampling":
+            names |= set(_yaml(value))
+    return names
+
+
+def _yaml(value: str) -> dict:
+    """The mapping a config option's value gives: a YAML file's, or the value's own (``{steps: 8}``)."""
+    try:
+        text = Path(value).read_text() if Path(value).is_file() else value
+        return _mapping(yaml.safe_load(text))
+    except (OSError, ValueError, yaml.YAMLError):  # the parser has already said what is wrong with it
+        return {}
+
+
+def _mapping(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:

@@ -291,8 +291,15 @@ def test_a_runs_own_settings_given_with_a_checkpoint_are_kept(tmp_path, capsys, 
         (["--data.global_batch_size", "64", "--trainer.accumulate_grad_batches", "3"], "not both"),
         (["--model.sampling.strategy", "ancestral"], "strategy ancestral: a draft head's model decodes speculatively"),
         (["--model.sampling.temperature", "0.5", "--model.sample_every_n_validations", "0"], "samples nothing"),
+        # At its default value, but given: polydiff sample refuses it so, and so does the CLI.
+        (["--model.sampling.steps", "128"], "steps: speculative decoding makes one model call per committed run"),
     ],
-    ids=["two batch settings", "a strategy the model cannot use", "sampling options without samples"],
+    ids=[
+        "two batch settings",
+        "a strategy the model cannot use",
+        "sampling options without samples",
+        "an option at its default the model would ignore",
+    ],
 )
 def test_run_options_that_would_be_overruled_or_ignored_stop_before_the_first_step(
     tmp_path, capsys, smiles_files, args, message
@@ -300,6 +307,17 @@ def test_run_options_that_would_be_overruled_or_ignored_stop_before_the_first_st
     error = one_error_line(capsys, 1, lambda: main(fit_args(tmp_path, smiles_files["train"], *args)))
     assert message in error
     assert not list((tmp_path / "run").glob("**/*.ckpt"))
+
+
+def test_sampling_options_a_config_file_names_are_asked_for(tmp_path, capsys, smiles_files):
+    """A -c file's sampling options count as given, whatever their values: validation that samples
+    nothing refuses ``syntax: true``, the default, as it refuses any other value."""
+    config = tmp_path / "sampling.yaml"
+    config.write_text("model:\n  sample_every_n_validations: 0\n  sampling:\n    syntax: true\n")
+    args = fit_args(tmp_path, smiles_files["train"], "-c", str(config))
+    assert "model.sampling: validation samples nothing" in one_error_line(capsys, 1, lambda: main(args))
+    config.write_text("model:\n  sample_every_n_validations: 0\n")  # nothing named: nothing refused
+    main(fit_args(tmp_path, smiles_files["train"], "-c", str(config), "--trainer.max_steps", "1"))
 
 
 def test_a_model_trains_in_bfloat16_throughout(tmp_path, smiles_files):

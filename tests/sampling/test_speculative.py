@@ -12,6 +12,7 @@ from polydiff.diffusion import DiffusionConfig
 from polydiff.diffusion.blocks import sampling_mask
 from polydiff.model.bert_diffusion import ModelConfig
 from polydiff.sampling import SamplingConfig, generate, speculative
+from polydiff.sampling.constraints import completion
 from polydiff.sampling.constraints.syntax import SmilesSyntax
 from polydiff.tasks.diffusion_task import DiffusionTask
 
@@ -283,18 +284,26 @@ def test_a_trained_model_writes_no_sequence_longer_than_its_longest_training_one
     assert sum(ended for _, ended in replayed) >= 28
 
 
+# Tokens the completion search writes with, so that with no budget it is exhaustive.
+RING_TOKENS = ["C", "c", "O", "N", "n", "1", "2", "[SEP]"]
+
+
 @pytest.fixture(scope="module")
 def head_task() -> DiffusionTask:
-    """A draft head's model as sure of aromatic atoms as of chains: rings that must be finished in time."""
-    return causal_task(TOKENS, {"C": 2.0, "c": 2.0, "1": 1.0, "(": 0.5}, drafter="head")
+    """A draft head's model sure of aromatic atoms and ring labels: rings that must be finished in time."""
+    return causal_task(RING_TOKENS, {"c": 2.0, "C": 1.0, "1": 1.0, "n": 0.5}, drafter="head")
 
 
-@pytest.mark.parametrize("length", [6, 15])
-def test_at_a_fixed_length_every_row_fills_it_and_ends_a_molecule(head_task, length):
-    """At a fixed length a draft head's model writes one token per call under the rules, each token
-    one after which the row can still fill every position up to its [SEP] and end valid there
-    (``CompletionSearch``). With the automaton's bound alone, 24 of these 48 rows at length 15 ran
-    out of room or ended short, where nothing could follow a finished ring."""
+@pytest.mark.parametrize("length", [6, 15, 25])
+def test_at_a_fixed_length_every_row_fills_it_and_ends_a_molecule(head_task, length, monkeypatch):
+    """At a fixed length a draft head's model writes one token per call, each one after which the
+    row can still fill every position up to its [SEP] and end valid there (``CompletionSearch``).
+    A search without budgets over every token the model draws is exhaustive, so a kept token always
+    has a continuation the model can draw, and no row meets a dead end: every sample is a molecule
+    of exactly the length asked. With the automaton's bound alone, 12, 23 and 35 of these 48 rows
+    ran out of room, or ended short where nothing could follow a finished ring."""
+    for limit in ("MAX_NODES", "MAX_NODES_PER_DRAW", "MAX_SLACK"):
+        monkeypatch.setattr(completion, limit, 10**9)
     result = generate(head_task, 48, SamplingConfig(), length=length, seed=0)
     for sample in result:
         assert len(head_task.tokenizer.tokenize(sample)) == length, sample
