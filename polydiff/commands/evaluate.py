@@ -49,7 +49,7 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
         raise ValueError(f"samples file {path} has no samples")
     empty = samples.count("")
     if empty:  # said, not silent: a blank line left at the end of a file lowers validity too
-        at_end = len(samples) - len("\n".join(samples).rstrip("\n").split("\n"))
+        at_end = next(i for i, sample in enumerate(reversed(samples)) if sample)  # one is not empty
         where = f" ({at_end} at the end of the file)" if at_end else ""
         lines = "line" if empty == 1 else "lines"
         print(f"polydiff: {path}: {empty} empty {lines}{where} counted as invalid samples", file=sys.stderr)

@@ -214,9 +214,9 @@ def _decode(
     """Runs the decoder that fits the model on one batch: around fixed fragments, left to right
     (B = 1), block by block (B > 1; until the model ends, by verified or prefix drafts or the
     reverse process, or at a fixed length) or the whole sequence at once (no blocks). The
-    speculative decoder writes ``samples`` sequences through the rows of x, drawing from the tokens
-    ``vocabulary`` (their ids) alone (the others draw from them too, as ``head`` leaves them); the
-    others write one sequence per row."""
+    speculative decoder writes ``samples`` sequences through the rows of x and draws from the tokens
+    ``vocabulary`` (their ids) alone, with which the one-token decoder's fixed-length search writes
+    its continuations; the others write one sequence per row."""
     block_size, tokenizer = model.block_size, model.tokenizer
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
     if plan is not None:

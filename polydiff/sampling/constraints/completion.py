@@ -147,7 +147,9 @@ class CompletionSearch:
         the positions still to come."""
         if depth == 0:
             return True
-        known = prefix.__dict__.setdefault("_fills", {})  # kept under -depth, apart from the rooms
+        # Kept under -depth, apart from the rooms, and for any room: far from the end the room
+        # seldom binds, and the lookahead is a heuristic there, not the search near the end.
+        known = prefix.__dict__.setdefault("_fills", {})
         if -depth in known:
             return known[-depth]
         found = False
