@@ -155,11 +155,11 @@ def draw_completable(
     Returns:
         (the tokens, (R,); the rows' prefixes with them).
     """
+    tokens = draw(logits)
 
-    def refused(row: int, prefix: MoleculePrefix) -> bool:
+    def refused(row: int, prefix: MoleculePrefix) -> bool:  # with its row's token as drawn last
         return not prefix.can_complete() or (fits is not None and not fits(row, int(tokens[row]), prefix))
 
-    tokens = draw(logits)
     after: list[MoleculePrefix | None] = [p.then(vocabulary[t]) for p, t in zip(prefixes, tokens.tolist(), strict=True)]
     for row in torch.isinf(logits).all(-1).nonzero().flatten().tolist():  # the automaton left nothing
         after[row] = None

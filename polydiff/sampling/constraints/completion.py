@@ -68,7 +68,7 @@ class CompletionSearch:
         self.alphabet = torch.tensor(alphabet, dtype=torch.long, device=syntax.table.device)
         self._options: dict[int, list[tuple[int, int]]] = {}
         self._next: dict[tuple[int, int], int] = {}
-        self._debt_rows: dict[int, list[int]] = {}
+        self._answer_rows: dict[int, tuple[list[bool], list[int]]] = {}
         self._nodes, self._budget = 0, MAX_NODES
         # A molecule that may end can fill any room with a chain of C; a polymer's unit ends on its
         # second *, which takes no chain after it.
@@ -95,7 +95,7 @@ class CompletionSearch:
         if token == self.end or budget <= 0:
             return True  # nothing to fill: at a fixed length the head draws no [SEP] before its own
         after = self._step(state, token)
-        if room - self._debts(state)[token] > MAX_SLACK:
+        if room - self._answers(state)[1][token] > MAX_SLACK:
             return self._continues(after, prefix, room)
         return self._fills(after, prefix, room)
 
@@ -169,28 +169,25 @@ class CompletionSearch:
             known[-depth] = found
         return found
 
-    def _debts(self, state: int) -> list[int]:
-        """The automaton's debt after each token of the vocabulary, in ``state``."""
-        debts = self._debt_rows.get(state)
-        if debts is None:
-            _, debt = self.syntax.table.answer(torch.tensor([state], device=self.syntax.table.device))
-            debts = self._debt_rows[state] = debt[0].tolist()
-        return debts
+    def _answers(self, state: int) -> tuple[list[bool], list[int]]:
+        """The automaton's answers in ``state``, over the vocabulary: (allowed, debt after each token)."""
+        answers = self._answer_rows.get(state)
+        if answers is None:
+            by_rules, debt = self.syntax.table.answer(torch.tensor([state], device=self.syntax.table.device))
+            answers = self._answer_rows[state] = (by_rules[0].tolist(), debt[0].tolist())
+        return answers
 
     def _allowed(self, state: int) -> list[tuple[int, int]]:
         """(token, the tokens needed after it before the end) for the alphabet's tokens the
         automaton allows in ``state``, fewest needed first."""
         options = self._options.get(state)
         if options is None:
-            by_rules, debt = self.syntax.table.answer(torch.tensor([state], device=self.syntax.table.device))
-            by_rules, debt = by_rules[0, self.alphabet].tolist(), debt[0, self.alphabet].tolist()
+            by_rules, debt = self._answers(state)
             is_open = self.syntax.table.fields(torch.tensor([state]))["open_rings"][0]
             new_labels = sorted((label, t) for t, label in self._ring_labels.items() if not is_open[label])
             skipped = {token for _, token in new_labels[1:]}  # a ring opened takes the lowest free label
             allowed = [
-                (token, debt)
-                for token, allowed, debt in zip(self.alphabet.tolist(), by_rules, debt, strict=True)
-                if allowed and token not in skipped
+                (token, debt[token]) for token in self.alphabet.tolist() if by_rules[token] and token not in skipped
             ]
             # Fewest needed first; among equals, in the alphabet's order (an aromatic ring goes on aromatic).
             options = sorted(allowed, key=lambda option: option[1])
