@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from polydiff import __version__
-from polydiff.commands import OneLineErrors, user_errors
+from polydiff.commands import OneLineErrors, one_line_warnings, user_errors
 from polydiff.data.datamodule import MoleculeDataModule
 from polydiff.sampling.config import SamplingConfig
 from polydiff.tasks.checkpoints import NeedsCodeError, check_checkpoint, migrate_hyperparameters
@@ -210,6 +210,8 @@ class PolydiffCLI(LightningCLI):
     def _warn_without_checkpoint(self, subcommand: str) -> None:
         if self.config[subcommand].get("ckpt_path") is None:
             rank_zero_warn(f"polydiff {subcommand} without --ckpt_path runs the freshly initialised weights")
+        # Scoring a checkpoint saves none: that its callbacks' old folder is not this run's changes nothing.
+        warnings.filterwarnings("ignore", message="The dirpath has changed from")
 
     def _resolve_subcommand_checkpoint(self) -> dict | None:
         subcommand = self.config.get("subcommand")
@@ -263,9 +265,11 @@ def _refuse_float16_autocast_on_cpu(config: dict) -> None:
 
 
 def _sampling_options_given(command_line: Sequence[str]) -> set[str]:
-    """The names of the ``model.sampling`` options given on the command line or in its config
-    files (``-c``, ``--model``, ``--model.sampling``), whatever their values. The parsed config holds
-    values alone, in which an option given at its default looks like one never given."""
+    """The names of the ``model.sampling`` options given on the command line, as flags or inline
+    (``--model.sampling '{steps: 8}'``), whatever their values: the parsed config holds values
+    alone, in which an option given at its default looks like one never given. A config file
+    counts by its values alone: ``--print_config`` and a run's saved config.yaml write every option
+    at its default, and reusing them (``fit -c my_run.yaml``) must not ask for each."""
     names: set[str] = set()
     for i, arg in enumerate(command_line):
         key, equals, value = arg.partition("=")
@@ -274,24 +278,18 @@ def _sampling_options_given(command_line: Sequence[str]) -> set[str]:
         option = SAMPLING_OPTION.fullmatch(arg)
         if option:
             names.add(option.group(1))
-        elif key in ("-c", "--config"):
-            config = _yaml(value)
-            # A config's model options, at its root or under the subcommand it was written for.
-            for root in (config, *(config.get(command) for command in SUBCOMMAND_HELP)):
-                names |= set(_mapping(_mapping(_mapping(root).get("model")).get("sampling")))
         elif key == "--model":
-            names |= set(_mapping(_yaml(value).get("sampling")))
+            names |= set(_mapping(_inline(value).get("sampling")))
         elif key == "--model.sampling":
-            names |= set(_yaml(value))
+            names |= set(_inline(value))
     return names
 
 
-def _yaml(value: str) -> dict:
-    """The mapping a config option's value gives: a YAML file's, or the value's own (``{steps: 8}``)."""
+def _inline(value: str) -> dict:
+    """The mapping an inline config value gives (``{steps: 8}``); {} for a file's path."""
     try:
-        text = Path(value).read_text() if Path(value).is_file() else value
-        return _mapping(yaml.safe_load(text))
-    except (OSError, ValueError, yaml.YAMLError):  # the parser has already said what is wrong with it
+        return {} if Path(value).is_file() else _mapping(yaml.safe_load(value))
+    except (OSError, yaml.YAMLError):  # the parser has already said what is wrong with it
         return {}
 
 
@@ -347,7 +345,8 @@ def main(args: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(hide_lightning_tips)
     # Lightning's own refusals of a Trainer option (an accelerator this machine lacks, max_steps -5),
     # and an option whose package is not installed (precision transformer-engine).
-    with user_errors("polydiff", also=(MisconfigurationException, ImportError)):
+    # Warnings as one line each, polydiff's and Lightning's, as sample and evaluate show them.
+    with user_errors("polydiff", also=(MisconfigurationException, ImportError)), one_line_warnings("polydiff"):
         PolydiffCLI(
             DiffusionTask,
             MoleculeDataModule,

@@ -24,7 +24,7 @@ def conditioned(tmp_path_factory, fit_tiny) -> Path:
 def sample(capsys, checkpoint: Path, output: Path, *args: str) -> str:
     capsys.readouterr()
     main(["sample", "--ckpt_path", str(checkpoint), "--output", str(output), "--num_samples=16", "--seed=0", *args])
-    return capsys.readouterr().out
+    return capsys.readouterr().err
 
 
 def test_a_conditioned_checkpoint_keeps_its_conditions_and_their_statistics(conditioned):

@@ -1,5 +1,6 @@
 """End-to-end tests of ``polydiff evaluate`` through the CLI's ``main([...])``, on tiny reference files."""
 
+import gzip
 import json
 
 import pytest
@@ -71,11 +72,16 @@ def test_reference_and_train_can_be_skipped_from_a_config_file(files, tmp_path):
     assert set(metrics) == {"valid", "unique@1000", "unique@10000", "IntDiv", "IntDiv2", "Filters"}
 
 
-def test_polymer_mode(tmp_path):
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("polymer_train.smi", "*CC*\n*CC(*)C\n"), ("polymer_train.csv", "name,PSMILES\nPE,*CC*\nPP,*CC(*)C\n")],
+    ids=["line file", "csv with a PSMILES column, as the polymer recipe trains on"],
+)
+def test_polymer_mode(tmp_path, name, text):
     samples = tmp_path / "polymers.smi"
     samples.write_text("*CC(*)c1ccccc1\n*CC*\nCC*\n*=CC*\n\n*C(*)(*)C\n*CC(*)C(=O)OC\n")
-    train = tmp_path / "polymer_train.smi"
-    train.write_text("*CC*\n*CC(*)C\n")
+    train = tmp_path / name
+    train.write_text(text)
     run("--samples", samples, "--output", tmp_path / "out", "--kind", "polymer", "--train", train)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["polymer_valid"] == pytest.approx(3 / 7)
@@ -110,11 +116,11 @@ def test_missing_reference_file_fails_before_any_work(files, tmp_path, capsys):
 
 def test_a_training_csv_without_a_smiles_column_fails_before_any_work(files, tmp_path, capsys):
     train = tmp_path / "train.csv"
-    train.write_text("PSMILES\n*CC*\n")
+    train.write_text("smiles\nCCO\n")
     with pytest.raises(SystemExit) as exit_info:
         run("--samples", files["samples"], "--output", tmp_path / "out", "--reference", files["test"], "--train", train)
     assert exit_info.value.code == 1
-    assert f"--train {train}: no column 'SMILES'" in capsys.readouterr().err
+    assert f"--train {train}: no column 'SMILES' or 'PSMILES' (columns: ['smiles'])" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()  # the reference's statistics were not computed first
 
 
@@ -200,11 +206,42 @@ def test_empty_lines_are_invalid_samples_and_said_to_be(tmp_path, capsys):
     assert f"{samples}: 3 empty lines (2 at the end of the file) counted as invalid samples" in capsys.readouterr().err
 
 
-def test_a_line_that_is_not_utf8_is_an_invalid_sample(tmp_path):
+def test_a_line_that_is_not_utf8_is_an_invalid_sample_and_said_to_be(tmp_path, capsys):
     samples = tmp_path / "samples.smi"
     samples.write_bytes(b"CCO\n\xff\xfeC\nc1ccccc1\n")
     run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
+    err = capsys.readouterr().err
+    assert f"{samples}: 1 line not UTF-8 counted as invalid samples" in err and "empty" not in err
+
+
+@pytest.mark.parametrize("name", ["samples", "S.SMI", "s.smiles.gz"])
+def test_a_samples_file_of_any_line_file_name_is_read(tmp_path, name):
+    """``polydiff sample --output samples`` writes a file with no suffix; upper-case suffixes count."""
+    samples = tmp_path / name
+    text = b"CCO\nc1ccccc1\nC1CC\n"
+    samples.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("cut.smi.gz", gzip.compress(b"".join(b"C1CCCC1O\n" for _ in range(9)))[:-9], "not a whole gzip file"),
+        ("plain.smi.gz", b"CCO\n", "not a whole gzip file"),
+        ("open_quote.csv", b'SMILES\n"CCO\nCCN\n', "line 3: unexpected end of data (a quote left open?)"),
+    ],
+    ids=["gzip cut short", "not gzip", "csv quote left open"],
+)
+def test_a_damaged_samples_file_is_one_line_naming_it(tmp_path, capsys, name, content, message):
+    samples = tmp_path / name
+    samples.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
+    assert exit_info.value.code == 1
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert str(samples) in error and message in error
 
 
 def test_a_reference_line_that_is_not_utf8_is_skipped(tmp_path, moses_sample):

@@ -309,15 +309,21 @@ def test_run_options_that_would_be_overruled_or_ignored_stop_before_the_first_st
     assert not list((tmp_path / "run").glob("**/*.ckpt"))
 
 
-def test_sampling_options_a_config_file_names_are_asked_for(tmp_path, capsys, smiles_files):
-    """A -c file's sampling options count as given, whatever their values: validation that samples
-    nothing refuses ``syntax: true``, the default, as it refuses any other value."""
-    config = tmp_path / "sampling.yaml"
-    config.write_text("model:\n  sample_every_n_validations: 0\n  sampling:\n    syntax: true\n")
-    args = fit_args(tmp_path, smiles_files["train"], "-c", str(config))
-    assert "model.sampling: validation samples nothing" in one_error_line(capsys, 1, lambda: main(args))
-    config.write_text("model:\n  sample_every_n_validations: 0\n")  # nothing named: nothing refused
-    main(fit_args(tmp_path, smiles_files["train"], "-c", str(config), "--trainer.max_steps", "1"))
+def test_a_printed_config_runs_again_and_a_config_file_counts_by_value(tmp_path, capsys, smiles_files):
+    """``--print_config`` writes every sampling option at its default; the file runs as it is (the
+    README's ``fit -c my_run.yaml``). A -c file's sampling option that differs from its default and
+    that the model would ignore is refused, as on the command line."""
+    with pytest.raises(SystemExit) as printed:
+        main([*fit_args(tmp_path, smiles_files["train"]), "--print_config"])
+    assert printed.value.code in (0, None)
+    config = tmp_path / "my_run.yaml"
+    config.write_text(capsys.readouterr().out)
+    assert "steps: 128" in config.read_text()  # an option the default model takes no part of
+    main(["fit", "-c", str(config), "--trainer.max_steps", "1"])
+    ignored = tmp_path / "sampling.yaml"
+    ignored.write_text("model:\n  sampling:\n    steps: 64\n")
+    args = fit_args(tmp_path, smiles_files["train"], "-c", str(ignored))
+    assert "steps: speculative decoding makes one model call" in one_error_line(capsys, 1, lambda: main(args))
 
 
 def test_a_model_trains_in_bfloat16_throughout(tmp_path, smiles_files):

@@ -1,6 +1,7 @@
 """End-to-end tests of generation from a checkpoint: ``polydiff sample``, ``polydiff predict``, ``polydiff.load``."""
 
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ from rdkit import Chem
 
 import polydiff
 from polydiff.cli import main
+from polydiff.commands import one_line_warnings
+from polydiff.commands.sample import _replaced_when_done
 from polydiff.data.tokenizer import SMILES_REGEX
 
 ROOT = Path(__file__).parents[1]
@@ -32,7 +35,7 @@ def smiles_checkpoint(tmp_path_factory, fit_tiny) -> Path:
 def sample(capsys, checkpoint: Path, output: Path, *args: str) -> str:
     capsys.readouterr()
     main(["sample", "--ckpt_path", str(checkpoint), "--output", str(output), *args])
-    return capsys.readouterr().out
+    return capsys.readouterr().err
 
 
 def test_sample_writes_one_sequence_per_line_and_a_summary(checkpoint, tmp_path, capsys):
@@ -58,35 +61,34 @@ def test_same_seed_same_file(checkpoint, tmp_path, capsys):
     assert files[0].read_bytes() != files[2].read_bytes()
 
 
-def test_prompt_file_fills_in_every_template(smiles_checkpoint, tmp_path, capsys):
+def test_prompt_file_fills_in_every_template(smiles_checkpoint, tmp_path, recwarn):
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("c1ccccc1[MASK][MASK]\n\nCC(=O)N[MASK]\n[MASK]C(=O)[MASK]\n")
+    prompts.write_text("# benzenes, amides\nc1ccccc1[MASK][MASK]\n\nCC(=O)N[MASK]\n[MASK]C(=O)[MASK]\n")
     output = tmp_path / "filled.smi"
-    capsys.readouterr()
-    main(
-        [
-            "sample",
-            "--ckpt_path",
-            str(smiles_checkpoint),
-            "--output",
-            str(output),
-            "--num_samples=4",
-            f"--prompt_file={prompts}",
-        ]
-    )
+    main(["sample", "--ckpt_path", str(smiles_checkpoint), "--output", str(output), "--num_samples=4",
+          f"--prompt_file={prompts}"])  # fmt: skip
     lines = output.read_text().splitlines()
-    assert len(lines) == 12
+    assert len(lines) == 12  # the comment line and the blank one are no templates
     assert all(line.startswith("c1ccccc1") for line in lines[:4])
     assert all(line.startswith("CC(=O)N") for line in lines[4:8])
     # The leading [MASK] is one token, which may be several characters ("Cl", "[nH]").
     assert all(re.match(f"(?:{SMILES_REGEX})C\\(=O\\)", line) for line in lines[8:])
     # A block model reads a template left to right: where a [MASK] comes before a fixed token, no
-    # SMILES rule holds it, and it says so, in one line.
-    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert warning.startswith("polydiff sample: warning: templates: this model writes left to right")
+    # SMILES rule holds it, and it says so, once.
+    (warning,) = [str(w.message) for w in recwarn if w.category is UserWarning]
+    assert warning.startswith("templates: this model writes left to right")
 
 
-def test_a_template_that_fixes_a_start_is_completed_under_the_smiles_rules(smiles_checkpoint, tmp_path, capsys):
+def test_a_warning_is_shown_as_one_line():
+    with one_line_warnings("polydiff sample"):
+        shown = warnings.formatwarning("templates: a note", UserWarning, "generate.py", 42)
+    assert shown == "polydiff sample: warning: templates: a note\n"
+    assert "generate.py" in warnings.formatwarning("templates: a note", UserWarning, "generate.py", 42)  # restored
+
+
+def test_a_template_that_fixes_a_start_is_completed_under_the_smiles_rules(
+    smiles_checkpoint, tmp_path, capsys, recwarn
+):
     output = tmp_path / "filled.smi"
     args = ["sample", "--ckpt_path", str(smiles_checkpoint), "--output", str(output), "--num_samples=20", "--seed=0"]
     prompt = ["--prompt", "c1ccccc1C(=O)N[MASK][MASK][MASK][MASK]"]
@@ -96,15 +98,16 @@ def test_a_template_that_fixes_a_start_is_completed_under_the_smiles_rules(smile
         lines = output.read_text().splitlines()
         assert len(lines) == 20 and all(line.startswith("c1ccccc1C(=O)N") for line in lines)
         valid.append(sum(Chem.MolFromSmiles(line) is not None for line in lines))  # as sampled: strict validity
-    assert "warning" not in capsys.readouterr().err
+    assert not [w for w in recwarn if w.category is UserWarning]  # a template the rules hold: nothing to say
     # This model, a few steps old, meets dead ends in four tokens; without the rules it meets more.
     assert valid[0] > valid[1]
     # A start that no SMILES has is refused before any work, in one line.
+    capsys.readouterr()
     with pytest.raises(SystemExit) as refused:
         main([*args, "--prompt", "CC)[MASK]"])
     assert refused.value.code == 1
     (error,) = capsys.readouterr().err.strip().splitlines()
-    assert "prompt 'CC)[MASK]': no SMILES starts 'CC)'" in error
+    assert "prompt 'CC)[MASK]': the SMILES rules the sampler keeps refuse ')' after 'CC'" in error
 
 
 @pytest.mark.parametrize("content", [None, b"", b"not a checkpoint"], ids=["missing", "empty", "corrupt"])
@@ -113,11 +116,36 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, capsys, content):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(SystemExit) as exit_info:
-        main(["sample", "--ckpt_path", str(path), "--num_samples", "2", "--output", str(tmp_path / "out.smi")])
+        main(["sample", "--ckpt_path", str(path), "--num_samples", "2", "--output", str(tmp_path / "new" / "out.smi")])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("polydiff sample: error:") and str(path) in err[0]
-    assert not (tmp_path / "out.smi").exists()
+    assert not (tmp_path / "new").exists()  # the output's folder is made only once the checkpoint loads
+
+
+def test_the_output_is_never_the_checkpoint_and_may_be_stdout(checkpoint, tmp_path, capsys):
+    copy = tmp_path / "model.ckpt"
+    copy.write_bytes(checkpoint.read_bytes())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--ckpt_path", str(copy), "--output", str(copy)])
+    assert exit_info.value.code == 1 and "is the checkpoint" in capsys.readouterr().err
+    assert copy.read_bytes() == checkpoint.read_bytes()
+    main(["sample", "--ckpt_path", str(copy), "--output", "-", "--num_samples=5", "--seed=0"])
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 5 and "wrote 5 sequences to stdout" in err  # the summary stays off stdout
+    assert not (tmp_path / "-").exists()
+
+
+def test_an_interrupted_write_leaves_the_old_output(tmp_path):
+    output = tmp_path / "samples.smi"
+    output.write_text("CCO\n")
+    with pytest.raises(KeyboardInterrupt), _replaced_when_done(output) as file:
+        file.write("half a run\n")
+        raise KeyboardInterrupt
+    assert output.read_text() == "CCO\n" and [p.name for p in tmp_path.iterdir()] == ["samples.smi"]
+    with _replaced_when_done(output) as file:
+        file.write("CCN\n")
+    assert output.read_text() == "CCN\n" and [p.name for p in tmp_path.iterdir()] == ["samples.smi"]
 
 
 @pytest.mark.parametrize(
@@ -130,7 +158,7 @@ def test_bad_checkpoint_is_one_clear_error(tmp_path, capsys, content):
         (["--output", str(ROOT / "pyproject.toml" / "samples.smi")], 1, "pyproject.toml is a file, so no folder"),
         (["--num_threads", "0"], 2, 'Parser key "num_threads"'),
         # Asked for by name, an option must matter even at its default value.
-        (["--syntax", "true"], 1, "syntax: the constraints apply to SMILES"),
+        (["--syntax", "true"], 1, "syntax: the constraints apply to SMILES, and this model writes another"),
         (["--steps", "128"], 1, "steps: speculative decoding makes one model call per committed run"),
     ],
     ids=[
@@ -291,5 +319,18 @@ def test_unconstrained_samples_that_fail_to_parse_are_counted_not_logged(smiles_
     lines = (tmp_path / "free.smi").read_text().splitlines()
     invalid = sum(Chem.MolFromSmiles(line) is None for line in lines if line)
     assert invalid > 0  # a tiny model without the rules writes strings RDKit refuses
-    assert f"valid: {20 - invalid - lines.count('')} of 20" in captured.out
+    assert f"valid: {20 - invalid - lines.count('')} of 20" in captured.err
     assert "SMILES Parse Error" not in captured.err and "SMILES Parse Error" not in captured.out
+
+
+def test_a_printed_sample_config_runs_again(smiles_checkpoint, tmp_path, capsys):
+    """Every sampling option is printed at its default, among them some the default model ignores:
+    in a -c file they count by value, so the file runs as it is."""
+    args = ["sample", "--ckpt_path", str(smiles_checkpoint), "--output", str(tmp_path / "a.smi"), "--num_samples=4"]
+    with pytest.raises(SystemExit):
+        main([*args, "--print_config"])
+    config = tmp_path / "sample.yaml"
+    config.write_text(capsys.readouterr().out)
+    assert "steps: 128" in config.read_text()
+    main(["sample", "-c", str(config)])
+    assert len((tmp_path / "a.smi").read_text().splitlines()) == 4

@@ -36,7 +36,7 @@ from polydiff.chem.fcd import FCDStatistics, chemnet_activations, fcd_statistics
 from polydiff.chem.molecules import PROPERTIES, canonical, map_molecules, molecule_features
 from polydiff.utils.cache import cache_dir, file_digest, save_atomically
 from polydiff.utils.digest_set import DigestSet
-from polydiff.utils.files import read_smiles
+from polydiff.utils.files import molecule_column, read_smiles
 from polydiff.utils.parallel import advancer, default_jobs
 
 FORMAT_VERSION = 1  # bump when what is cached changes
@@ -215,7 +215,7 @@ def reference_stats(
     cache when it has them, else computed (and cached).
 
     Args:
-        path: molecules, one per line (``.smi``/``.txt``, or ``.csv`` with a SMILES column; ``.gz`` allowed).
+        path: molecules, one per line (``.smi``/``.txt``, or ``.csv`` with a SMILES or PSMILES column; ``.gz`` allowed).
         n_jobs: worker processes for RDKit; None for every core.
         device: torch device for ChemNet.
         progress: where to draw progress bars.
@@ -234,7 +234,8 @@ def reference_stats(
         if stats.size:  # (an empty one was cached before empty files were refused: computed again)
             return stats
     _announce(progress, f"statistics of {path}", cached)
-    stats = compute_reference(read_smiles(path), n_jobs or default_jobs(), device, progress, bundled_fcd(path))
+    molecules = read_smiles(path, molecule_column(path))
+    stats = compute_reference(molecules, n_jobs or default_jobs(), device, progress, bundled_fcd(path))
     if stats.size == 0:  # every metric against it would be n/a
         raise ValueError(f"{path}: no line RDKit can parse, so nothing to compare samples with")
     if cached is not None:
@@ -258,7 +259,7 @@ def training_set(
     a molecule written another way is still found (cached after the first run).
 
     Args:
-        path: molecules, one per line (``.smi``/``.txt``, or ``.csv`` with a SMILES column; ``.gz`` allowed).
+        path: molecules, one per line (``.smi``/``.txt``, or ``.csv`` with a SMILES or PSMILES column; ``.gz`` allowed).
         n_jobs: worker processes for RDKit; None for every core.
         progress: where to draw a progress bar.
         use_cache: read and write the on-disk cache.
@@ -270,7 +271,7 @@ def training_set(
     """
     path = Path(path)
     if as_stored:
-        return DigestSet(read_smiles(path))
+        return DigestSet(read_smiles(path, molecule_column(path)))
     cached = _cache_path("train-polymer" if polymer else "train", path, ".txt.gz") if use_cache else None
     if cached is not None and cached.is_file():
         with gzip.open(cached, "rt") as stream:
@@ -278,8 +279,9 @@ def training_set(
         if found:  # (an empty one was cached before empty files were refused: computed again)
             return found
     _announce(progress, f"canonical SMILES of {path}", cached)
+    molecules = read_smiles(path, molecule_column(path))
     canonicals = map_molecules(
-        partial(canonical, polymer=polymer), read_smiles(path), n_jobs or default_jobs(), progress, "training set"
+        partial(canonical, polymer=polymer), molecules, n_jobs or default_jobs(), progress, "training set"
     )
     smiles = sorted({s for s in canonicals if s is not None})
     if not smiles:  # every sample would count as novel

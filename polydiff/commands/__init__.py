@@ -56,16 +56,18 @@ def one_line_warnings(prog: str) -> Iterator[None]:
     if os.environ.get(DEBUG_ENV):
         yield
         return
-    shown = warnings.showwarning
+    # The format, not ``showwarning``: a replaced ``showwarning`` would also take the warnings that
+    # ``warnings.catch_warnings(record=True)`` (pytest.warns) records.
+    formatted = warnings.formatwarning
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        print(f"{prog}: warning: {message}", file=sys.stderr if file is None else file)
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        return f"{prog}: warning: {message}\n"
 
-    warnings.showwarning = show
+    warnings.formatwarning = one_line
     try:
         yield
     finally:
-        warnings.showwarning = shown
+        warnings.formatwarning = formatted
 
 
 class OneLineErrors:

@@ -17,7 +17,7 @@ from polydiff.commands import CommandParser, one_line_warnings, user_errors
 from polydiff.data.files import bundled_moses_path, is_bundled
 from polydiff.types import Kind
 from polydiff.utils.devices import resolve_device
-from polydiff.utils.files import csv_columns, existing_file, is_csv, read_smiles, undecodable
+from polydiff.utils.files import existing_file, is_csv, molecule_column, read_smiles, undecodable
 from polydiff.utils.parallel import default_jobs, progress_bars
 
 # The first field of a line file's title line, as tools write one; none of these parses as a molecule.
@@ -38,22 +38,30 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
         One string per sample.
     """
     existing_file(path, "samples file")
-    # A line that is not UTF-8 is no molecule: an invalid sample, like an empty one.
-    samples = ["" if undecodable(line) else line for line in read_smiles(path, smiles_column, keep_empty=True)]
-    if not is_csv(path) and samples and samples[0].upper() in LINE_FILE_HEADERS:
+    lines = read_smiles(path, smiles_column, keep_empty=True)
+    if not is_csv(path) and lines and lines[0].upper() in LINE_FILE_HEADERS:
         # RDKit's SmilesWriter heads its files "SMILES Name": a title, not a sample (no
         # molecule is written so), and scored as one it would be an invalid sample.
-        print(f"polydiff: {path}: line 1 ({samples[0]!r}) read as the file's header, not a sample", file=sys.stderr)
-        samples = samples[1:]
+        print(f"polydiff: {path}: line 1 ({lines[0]!r}) read as the file's header, not a sample", file=sys.stderr)
+        lines = lines[1:]
+    # A line that is not UTF-8 is no molecule: an invalid sample, like an empty one.
+    garbled = [undecodable(line) for line in lines]
+    samples = ["" if bad else line for line, bad in zip(lines, garbled, strict=True)]
     if not any(samples):
         raise ValueError(f"samples file {path} has no samples")
-    empty = samples.count("")
-    if empty:  # said, not silent: a blank line left at the end of a file lowers validity too
-        at_end = next(i for i, sample in enumerate(reversed(samples)) if sample)  # one is not empty
+    # Said, not silent: a blank line left at the end of a file lowers validity too.
+    if any(garbled):
+        print(f"polydiff: {path}: {_lines(sum(garbled))} not UTF-8 counted as invalid samples", file=sys.stderr)
+    empty = lines.count("")
+    if empty:
+        at_end = next(i for i, line in enumerate(reversed(lines)) if line)  # one is not empty
         where = f" ({at_end} at the end of the file)" if at_end else ""
-        lines = "line" if empty == 1 else "lines"
-        print(f"polydiff: {path}: {empty} empty {lines}{where} counted as invalid samples", file=sys.stderr)
+        print(f"polydiff: {path}: {_lines(empty, 'empty ')}{where} counted as invalid samples", file=sys.stderr)
     return samples
+
+
+def _lines(count: int, kind: str = "") -> str:
+    return f"{count} {kind}{'line' if count == 1 else 'lines'}"
 
 
 def resolve(value: str | None, option: str, split: str, default_on: bool) -> Path | None:
@@ -98,7 +106,7 @@ def evaluate_samples(
         n_jobs: worker processes for RDKit; default: every core.
         device: torch device for ChemNet and the similarity search; default: CUDA when available.
         smiles_column: the column of a CSV samples file (reference and training CSVs are read
-            by their ``SMILES`` column).
+            by their ``SMILES`` column, or ``PSMILES`` where they have none).
 
     Returns:
         The metrics, by MOSES key name.
@@ -121,8 +129,12 @@ def evaluate_samples(
         "test_scaffolds": resolve(test_scaffolds, "test_scaffolds", "test_scaffolds", False),
     }
     for option, path in zip(("reference", "train", "test_scaffolds"), paths.values(), strict=True):
-        if path is not None and is_csv(path) and "SMILES" not in csv_columns(path):  # before the statistics
-            raise ValueError(f"--{option} {path}: no column 'SMILES' (reference and training CSVs are read by it)")
+        if path is None:
+            continue
+        try:  # before the statistics of any
+            molecule_column(path)
+        except ValueError as error:
+            raise ValueError(f"--{option} {error}") from None
     n_jobs = n_jobs or default_jobs()
     with progress_bars(sys.stderr.isatty()) as progress:
         test = reference_stats(paths["test"], n_jobs, device, progress) if paths["test"] else None

@@ -8,10 +8,12 @@ not ``--sampling.top_p``): one declaration of each serves this command and the P
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from jsonargparse import ActionConfigFile
@@ -32,13 +34,15 @@ GIVEN_BY_THE_COMMAND = {"config", "progress", "prompt", "condition"}
 
 
 def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str] | None:
-    """The templates of ``--prompt`` or ``--prompt_file`` (one per non-empty line), or None."""
+    """The templates of ``--prompt`` or ``--prompt_file`` (one per line; blank lines and comments,
+    lines that start with ``#``, which no SMILES does, are skipped), or None."""
     if prompt is not None and prompt_file is not None:
         raise ValueError("give --prompt or --prompt_file, not both")
     if prompt_file is None:
         return None if prompt is None else [prompt]
     path = existing_file(prompt_file, "prompt file")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    lines = (line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines())
+    prompts = [line for line in lines if line and not line.startswith("#")]
     if not prompts:
         raise ValueError(f"prompt file {path} has no prompts")
     return prompts
@@ -59,9 +63,10 @@ def write_samples(
 
     Args:
         ckpt_path: checkpoint written by ``polydiff fit``.
-        output: file to write, one sequence per line.
+        output: file to write, one sequence per line (``-``: standard output); it is replaced
+            only once every sample is drawn.
         prompt: a template such as ``c1ccc([MASK][MASK])cc1`` whose [MASK] tokens are filled in.
-        prompt_file: many templates, one per line.
+        prompt_file: many templates, one per line (``#`` starts a comment line).
         device: cpu, cuda, cuda:1, ...; default: CUDA when available.
         num_threads: CPU threads for torch; fewer than cores helps when other jobs share them.
         condition: property targets, e.g. ``logp=3,qed=0.8``, or ``class=polyamide`` for a
@@ -75,27 +80,54 @@ def write_samples(
     """
     if num_threads is not None:
         torch.set_num_threads(num_threads)
+    to_stdout = output == "-"
     path = Path(output)
-    if path.is_dir():  # checked before sampling, not after
-        raise ValueError(f"--output {output} is a folder: give the file to write")
-    blocking = next((folder for folder in path.parents if folder.exists()), None)
-    if blocking is not None and not blocking.is_dir():
-        raise ValueError(f"--output {output}: {blocking} is a file, so no folder can hold the output there")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not to_stdout:
+        _check_output(path, Path(ckpt_path))
     prompts = read_prompts(prompt, prompt_file)
     targets = parse_condition(condition) if condition is not None else None
     task = load(ckpt_path, device)
-    result = task.sample(prompt=prompts, condition=targets, progress=sys.stderr.isatty(), **generation)
-    path.write_text("".join(f"{sequence}\n" for sequence in result))
+    with contextlib.nullcontext(sys.stdout) if to_stdout else _replaced_when_done(path) as file:
+        # Opened before sampling, so that an output that cannot be written fails before the work.
+        result = task.sample(prompt=prompts, condition=targets, progress=sys.stderr.isatty(), **generation)
+        file.write("".join(f"{sequence}\n" for sequence in result))
     nfe, tokens = result.nfe.float(), result.lengths.float() + task.generates_end  # a block model writes [SEP] too
+    # The summary goes to stderr, with the progress bar: --output - leaves stdout to the samples.
     print(
-        f"polydiff: wrote {len(result)} sequences to {path} in {result.seconds:.1f} s "
+        f"polydiff: wrote {len(result)} sequences to {'stdout' if to_stdout else path} in {result.seconds:.1f} s "
         f"({result.samples_per_s:.1f} samples/s, seed {result.seed})\n"
         f"NFE per sequence: mean {_mean(nfe):.2f}, max {int(nfe.max()) if len(nfe) else 0}\n"
         f"tokens per sequence: mean {_mean(tokens):.2f}\n"
-        f"{_validity(result, task.kind == 'polymer')}"
+        f"{_validity(result, task.kind == 'polymer')}",
+        file=sys.stderr,
     )
     return result
+
+
+def _check_output(path: Path, checkpoint: Path) -> None:
+    """Refuses an output that is a folder, lies under a file, or is the checkpoint itself."""
+    if path.is_dir():
+        raise ValueError(f"--output {path} is a folder: give the file to write")
+    blocking = next((folder for folder in path.parents if folder.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ValueError(f"--output {path}: {blocking} is a file, so no folder can hold the output there")
+    if path.exists() and checkpoint.exists() and path.samefile(checkpoint):
+        raise ValueError(f"--output {path} is the checkpoint: writing the samples there would destroy it")
+
+
+@contextlib.contextmanager
+def _replaced_when_done(path: Path) -> Iterator[TextIO]:
+    """A new file next to ``path`` (its folders made), which replaces ``path`` once the block ends
+    without an error and is removed if it does not: an interrupted run leaves ``path`` as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with partial.open("w") as file:
+            yield file
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
 
 
 def _validity(sequences: list[str], polymer: bool) -> str:
@@ -129,7 +161,8 @@ def main(args: list[str] | None = None) -> None:
         parser = build_parser()
         options = parser.parse_args(args).as_dict()
         options.pop("config", None)
-        # The sampling options given, by name or in a -c file: each must matter, even at its default.
-        given = parser.parse_args(args, defaults=False).as_dict()
-        config = SamplingConfig.asked(given, **{f.name: options.pop(f.name) for f in fields(SamplingConfig)})
+        # The sampling options named on the command line must matter, even at their defaults; a -c
+        # file's count by value (``--print_config`` writes every one at its default).
+        named = {arg[2:].partition("=")[0] for arg in (sys.argv[1:] if args is None else args) if arg[:2] == "--"}
+        config = SamplingConfig.asked(named, **{f.name: options.pop(f.name) for f in fields(SamplingConfig)})
         write_samples(config=config, **options)

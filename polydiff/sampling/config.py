@@ -46,9 +46,11 @@ class SamplingConfig:
             the whole-sequence reverse process re-runs the model only on sequences that changed
             since their last call. Exact: the samples are the same as without it under one seed
             (up to the last bits of float arithmetic, which may flip a rare draw on a GPU).
-        syntax: keep SMILES samples well-formed where the model writes them left to right and
-            ends them itself (one-token blocks, ``speculative`` or ``prefix`` decoding; no fixed
-            length or template): every committed token keeps the prefix completable: balanced
+        syntax: keep SMILES samples well-formed where the model writes them left to right with
+            nothing fixed ahead: one-token blocks, ``speculative`` or ``prefix`` decoding where
+            the model ends its own samples, and one-token-block and draft-head models at a fixed
+            length (``length``, or a template that fixes only a start), which then fill exactly
+            that length. Every committed token keeps the prefix completable: balanced
             parentheses and ring closures, atoms within their valence, the end only where a
             string may end, aromatic rings that can still be kekulized, and for a polymer model
             exactly two ``*`` attachment points, each on one single bond
@@ -83,8 +85,8 @@ class SamplingConfig:
 
     @classmethod
     def asked(cls, names: Iterable[str], **options) -> SamplingConfig:
-        """A config of ``options`` in which those ``names`` were asked for by name (a command line's,
-        a config file's): ``for_model`` refuses one the model would ignore even at its default value
+        """A config of ``options`` in which those ``names`` were asked for by name (on a command
+        line): ``for_model`` refuses one the model would ignore even at its default value
         (``--syntax true`` at a fixed length asks for rules that do not apply there)."""
         config = cls(**options)
         config._asked = frozenset(names) & {f.name for f in fields(cls)}
@@ -165,7 +167,9 @@ class SamplingConfig:
         # Written left to right with nothing fixed ahead, a row can be held to the rules token by token.
         ends_own = free_length and (block_size == 1 or strategy in ("speculative", "prefix"))
         constrained = smiles and (ends_own or (fills_suffix and strategy is None))
-        if "syntax" in changed and not constrained:
+        if "syntax" in changed and not smiles:
+            reasons.append("syntax: the constraints apply to SMILES, and this model writes another representation")
+        elif "syntax" in changed and not constrained:
             reasons.append(
                 "syntax: the constraints apply to SMILES written left to right with nothing fixed ahead (a "
                 "one-token-block or draft-head model, or speculative or prefix decoding; no template with fixed "

@@ -107,7 +107,8 @@ def _check_fixed_start(prompt: str, template: Tensor, syntax: SmilesSyntax, mask
     constraints, each of its rows would end at once, empty or invalid.
 
     Raises:
-        ValueError: naming the first fixed token the SMILES rules refuse, or the start that no
+        ValueError: naming the first fixed token the SMILES rules refuse (they are stricter than
+            RDKit in a few places: no ring closure right after ``)``), or the start that no
             continuation can kekulize.
     """
     state, prefix, written = syntax.start(1, template.device), MoleculePrefix(), ""
@@ -116,9 +117,10 @@ def _check_fixed_start(prompt: str, template: Tensor, syntax: SmilesSyntax, mask
             break
         text = syntax.tokens[int(token)]
         if not syntax.allowed(state)[0, token]:
+            where = f"after {written!r}" if written else "as the first token"
             raise ValueError(
-                f"prompt {prompt!r}: no SMILES starts {written + text!r} "
-                "(give a start the SMILES rules allow, or --syntax false to fill it as written)"
+                f"prompt {prompt!r}: the SMILES rules the sampler keeps refuse {text!r} {where} "
+                "(give a start they allow, or --syntax false to fill it as written)"
             )
         state, prefix, written = syntax.advance(state, token[None]), prefix.then(text), written + text
     if not prefix.can_complete():

@@ -6,11 +6,13 @@ import csv
 import gzip
 import io
 import re
+import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
-SUFFIXES = (".txt", ".smi", ".csv")
+# A file with no suffix is read as a line file too (``polydiff sample --output samples`` writes one).
+SUFFIXES = (".txt", ".smi", ".smiles", ".csv")
 # Files are decoded with errors="surrogateescape": an undecodable byte becomes one of these.
 UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
 
@@ -40,20 +42,24 @@ def iter_rows(
         ValueError: for value columns of a file that is not a CSV, or columns it lacks.
     """
     path = _checked(path)
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    with _text(raw) as text:
+    with _opened(path) as text, _read_errors_named(path):
         if is_csv(path):
             # A cell of any size is read (and screened as too long): csv's default limit, 131,072
             # characters, would end the run at one runaway line.
             csv.field_size_limit(2**31 - 1)
-            # csv.reader, not DictReader: DictReader drops blank rows, and every later line number with them.
-            reader = csv.reader(text)
+            # csv.reader, not DictReader: DictReader drops blank rows, and every later line number
+            # with them. Strict: a quote left open would otherwise swallow every line after it
+            # into one cell, silently.
+            reader = csv.reader(text, strict=True)
             header = next(reader, [])
             _check_columns(path, header, [smiles_column, *value_columns])
             at = [header.index(column) for column in (smiles_column, *value_columns)]
-            for row in reader:
-                smiles, *values = (row[i].strip() if i < len(row) else "" for i in at)
-                yield smiles, values
+            try:
+                for row in reader:
+                    smiles, *values = (row[i].strip() if i < len(row) else "" for i in at)
+                    yield smiles, values
+            except csv.Error as error:
+                raise ValueError(f"{path}, line {reader.line_num}: {error} (a quote left open?)") from None
         elif value_columns:
             raise ValueError(f"{path}: columns {', '.join(value_columns)} need a .csv file with a header")
         else:
@@ -76,17 +82,46 @@ def csv_columns(path: str | Path) -> list[str]:
     path = _checked(path)
     if not is_csv(path):
         return []
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    with _text(raw) as text:
+    with _opened(path) as text, _read_errors_named(path):
         return next(csv.reader(text), [])
 
 
-def _text(raw: BinaryIO) -> io.TextIOWrapper:
-    """``raw`` read as UTF-8 text. A leading byte-order mark (spreadsheets write one in "CSV UTF-8")
-    is dropped, not read into the first line or column name. Undecodable bytes become lone
-    surrogates rather than an exception: the line is then skipped as "not UTF-8"
-    (``polydiff.data.screening``) instead of ending the run."""
+# A reference or training CSV is read by the first of these columns it has (PSMILES: polymer corpora).
+MOLECULE_COLUMNS = ("SMILES", "PSMILES")
+
+
+def molecule_column(path: str | Path) -> str:
+    """The column of a reference or training CSV that holds its molecules: the first of
+    ``MOLECULE_COLUMNS`` it has ("SMILES" for a line file, which has no columns).
+
+    Raises:
+        ValueError: a CSV with none of them.
+    """
+    if not is_csv(path):
+        return "SMILES"
+    columns = csv_columns(path)
+    found = next((column for column in MOLECULE_COLUMNS if column in columns), None)
+    if found is None:
+        raise ValueError(f"{path}: no column {' or '.join(map(repr, MOLECULE_COLUMNS))} (columns: {columns})")
+    return found
+
+
+def _opened(path: Path) -> io.TextIOWrapper:
+    """The file read as UTF-8 text, unzipped if it ends in ``.gz``. A leading byte-order mark
+    (spreadsheets write one in "CSV UTF-8") is dropped, not read into the first line or column
+    name. Undecodable bytes become lone surrogates rather than an exception: the line is then
+    skipped as "not UTF-8" (``polydiff.data.screening``) instead of ending the run."""
+    raw = gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")  # noqa: SIM115
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+@contextmanager
+def _read_errors_named(path: Path) -> Iterator[None]:
+    """A damaged gzip file (cut short, or no gzip at all) fails naming the file."""
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path}: not a whole gzip file ({error})") from None
 
 
 def existing_file(path: str | Path, what: str) -> Path:
@@ -105,13 +140,17 @@ def existing_file(path: str | Path, what: str) -> Path:
 
 def _checked(path: str | Path) -> Path:
     path = existing_file(path, "data file")
-    if _suffix(path) not in SUFFIXES:
-        raise ValueError(f"{path}: expected one of {', '.join(SUFFIXES)} (optionally .gz)")
+    if _suffix(path) not in (*SUFFIXES, ""):
+        raise ValueError(f"{path}: expected one of {', '.join(SUFFIXES)} or no suffix (optionally .gz)")
     return path
 
 
 def _suffix(path: Path) -> str:
-    return path.suffixes[-2] if path.suffix == ".gz" and len(path.suffixes) > 1 else path.suffix
+    """The suffix that names the format, lower-cased (``.SMI``, ``.smi.gz``: ``.smi``)."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes[-1:] == [".gz"]:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
 
 
 def _check_columns(path: Path, header: Sequence[str], wanted: Sequence[str]) -> None:
