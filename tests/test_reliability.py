@@ -115,7 +115,7 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--trainer.max_steps", "abc"], 2, 'Parser key "trainer.max_steps": Expected'),
+        (["--trainer.max_steps", "abc"], 2, "--trainer.max_steps abc: expected an integer"),
         (["--model.no_such_key", "1"], 2, "nrecognized arguments: --model.no_such_key"),  # jsonargparse: U or u
         (["-c", "missing.yaml"], 2, "File does not exist"),
         (["--data.train_file", "missing.smi"], 1, "data file not found: missing.smi"),

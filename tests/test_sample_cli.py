@@ -151,12 +151,12 @@ def test_an_interrupted_write_leaves_the_old_output(tmp_path):
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--strategy", "greedy"], 2, 'Parser key "strategy"'),
+        (["--strategy", "greedy"], 2, "--strategy greedy: expected one of speculative, prefix, confidence, ancestral"),
         (["--temprature", "0.5"], 2, "nrecognized arguments: --temprature"),  # jsonargparse: U or u
-        (["--num_samples", "abc"], 2, 'Parser key "num_samples"'),
+        (["--num_samples", "abc"], 2, "--num_samples abc: expected an integer"),
         (["--output", "."], 1, "--output . is a folder: give the file to write"),
         (["--output", str(ROOT / "pyproject.toml" / "samples.smi")], 1, "pyproject.toml is a file, so no folder"),
-        (["--num_threads", "0"], 2, 'Parser key "num_threads"'),
+        (["--num_threads", "0"], 2, "--num_threads 0: expected an integer above 0 or null"),
         # Asked for by name, an option must matter even at its default value.
         (["--syntax", "true"], 1, "syntax: the constraints apply to SMILES, and this model writes another"),
         (["--steps", "128"], 1, "steps: speculative decoding makes one model call per committed run"),

@@ -18,6 +18,23 @@ DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user err
 # A class_path given for a typed option (a callback) whose own arguments fail: jsonargparse words it
 # amid every subtype it tried and the whole of the option's value (2,000 characters for callbacks).
 CLASS_PATH_PROBLEM = re.compile(r'Parser key "([^"]+)": .*?Problem with given class_path \'([^\']+)\': (.+?)(?: - |$)')
+# A value of the wrong type: jsonargparse names the types by their Python reprs, and for an
+# optional one (``int | None``) lists every subtype it tried with the error of each.
+TYPE_PROBLEM = re.compile(
+    r'Parser key "([^"]+)": (?:Does not validate against any of the Union subtypes Subtypes: \[(.*)\] Errors:'
+    r".* Given value: |Expected an? (.*)\. Got value: )(.*)$"
+)
+TYPE_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "text",
+    "NoneType": "null",
+    "PositiveInt": "an integer above 0",
+    "PositiveFloat": "a number above 0",
+    "NonNegativeInt": "an integer of 0 or more",
+    "NonNegativeFloat": "a number of 0 or more",
+}
 USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError, FloatingPointError)
 
 
@@ -83,8 +100,20 @@ class OneLineErrors:
         problem = CLASS_PATH_PROBLEM.match(message)
         if problem:
             message = "{}: {}: {}".format(*problem.groups())
+        typed = TYPE_PROBLEM.match(message)
+        if typed:
+            key, union, single, value = typed.groups()
+            message = f"--{key} {value}: expected {_plain_types(union or single)}"
         sys.stderr.write(f"{prog}: error: {message} (options: {help_for or prog} --help)\n")
         self.exit(2)
+
+
+def _plain_types(reprs: str) -> str:
+    """``typing.Literal['a', 'b']`` and ``<class 'int'>`` reprs, in words: "one of a, b or null"."""
+    literals = [", ".join(re.findall(r"'([^']*)'", literal)) for literal in re.findall(r"Literal\[([^]]*)\]", reprs)]
+    words = [f"one of {values}" for values in literals]
+    words += [TYPE_NAMES.get(name, name) for name in re.findall(r"<class '(?:[\w.]*\.)?(\w+)'>", reprs)]
+    return " or ".join(words) or reprs
 
 
 class CommandParser(OneLineErrors, ArgumentParser):
