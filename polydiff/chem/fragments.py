@@ -69,7 +69,12 @@ def _with_holes(mol: Chem.Mol, text: str) -> tuple[tuple[str, ...], tuple[str, .
     """The SMILES of ``mol`` split at its attachment points, and the kind of each hole."""
     # Of the roots at real atoms, the one that writes the most fixed text before the first hole:
     # the model then fills the holes with the most of the fragment in view.
-    texts = {Chem.MolToSmiles(mol, rootedAtAtom=atom.GetIdx()) for atom in mol.GetAtoms() if atom.GetAtomicNum()}
+    # RDKit writes an attachment point "[*]" beside some bracket atoms ("[U][*]"), else "*".
+    texts = {
+        Chem.MolToSmiles(mol, rootedAtAtom=atom.GetIdx()).replace("[*]", "*")
+        for atom in mol.GetAtoms()
+        if atom.GetAtomicNum()
+    }
     pieces = max(sorted(texts), key=lambda smiles: len(smiles.split("*")[0])).split("*")
     holes = []
     for after in pieces[1:]:

@@ -60,3 +60,10 @@ def test_fragments_must_sit_on_atoms_of_their_own():
     assert not keeps_fragments("c1ccccc1C(=O)N(C)C", ["c1ccccc1C(=O)N[*]"])
     assert not keeps_fragments("Cc1ccccc1C(=O)NC", ["c1ccccc1C(=O)N[*]"])
     assert keeps_fragments("Cc1ccccc1", ["[1*]c1ccccc1"]) and keeps_fragments("Cc1ccccc1", ["[*:1]c1ccccc1"])
+
+
+def test_an_attachment_point_rdkit_writes_in_brackets_is_a_hole():
+    """RDKit writes ``[U][*]`` as it is, the ``*`` in brackets: still the fragment's tail, so that
+    the sampler can say the model knows no ``[U]`` (not that the [*] could not be placed)."""
+    template = fragment_template("[U][*]")
+    assert template.pieces == ("[U]", "") and template.holes == ("tail",)
