@@ -345,6 +345,8 @@ def generate(
         raise ValueError(f"need num_samples >= 0 and batch_size >= 1, got {num_samples} and {batch_size}")
     if prompts is not None and length is not None:
         raise ValueError("give a length or prompts, not both: a prompt's length is its own")
+    if seed is not None and not -(2**63) <= seed < 2**64:  # what torch's generators take
+        raise ValueError(f"seed must fit in 64 bits, got {seed}")
     block_size, tokenizer, width, device = model.block_size, model.tokenizer, model.max_positions, model.device
     if fragments is not None:
         _check_fragment_request(model, config, length, prompts)

@@ -172,6 +172,14 @@ def test_a_prompt_brings_its_own_length():
         task.sample(1, prompt="CC[MASK]", length=10)
 
 
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1])
+def test_a_seed_past_64_bits_is_refused(seed):
+    task = DiffusionTask(model_config=TINY).eval()
+    with pytest.raises(ValueError, match="seed must fit in 64 bits"):
+        task.sample(1, length=5, seed=seed)
+    assert len(task.sample(1, config=SamplingConfig(steps=4), length=5, seed=2**64 - 1)) == 1
+
+
 def test_a_model_without_histogram_asks_for_a_length():
     task = DiffusionTask(model_config=TINY).eval()
     with pytest.raises(ValueError, match="length histogram"):
