@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from jsonargparse import ArgumentParser
 
 DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
-# FloatingPointError: a non-finite training loss (DiffusionTask stops the run with the step).
 # A class_path given for a typed option (a callback) whose own arguments fail: jsonargparse words it
 # amid every subtype it tried and the whole of the option's value (2,000 characters for callbacks).
 CLASS_PATH_PROBLEM = re.compile(r'Parser key "([^"]+)": .*?Problem with given class_path \'([^\']+)\': (.+?)(?: - |$)')
@@ -35,6 +34,7 @@ TYPE_NAMES = {
     "NonNegativeInt": "an integer of 0 or more",
     "NonNegativeFloat": "a number of 0 or more",
 }
+# FloatingPointError: a non-finite training loss (DiffusionTask stops the run with the step).
 USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError, FloatingPointError)
 
 
