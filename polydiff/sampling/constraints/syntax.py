@@ -14,8 +14,8 @@ A bracket atom may have as many bonds as RDKit lets it have, its charge and hydr
 A polymer repeat unit (PSMILES) has exactly two attachment points, each an ``*`` on one single
 bond. With ``stars=2`` the automaton holds samples to that as it holds them to valence: a third
 ``*`` is refused, and so is the end before the second, a ``*`` bonded to the other (``**`` has
-no unit between them) or a ``.`` between them (``*C.C*``: no backbone); ``*`` has valence 1, so
-its one bond is single, and a bracketed ``[*]``, whose bonds are not counted, is refused.
+no unit between them) or a ``.`` between them (``*C.C*``: no backbone); ``*``, ``[*]`` and
+``[*:1]`` alike have valence 1, so the one bond is single.
 
 The state of a row: the kind of its last token; the bonds its "anchor" (the atom the next bond
 attaches to) has left; a pending bond symbol; the open parentheses, with the bonds left on the
