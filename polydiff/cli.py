@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSA
 from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from polydiff import __version__
 from polydiff.commands import OneLineErrors, one_line_warnings, user_errors
@@ -24,6 +26,7 @@ from polydiff.sampling.config import SamplingConfig
 from polydiff.tasks.checkpoints import NeedsCodeError, check_checkpoint, migrate_hyperparameters
 from polydiff.tasks.diffusion_task import RUN_SETTINGS, DiffusionTask
 from polydiff.tasks.progress import StepProgressBar, hide_lightning_tips
+from polydiff.tasks.termination import CheckpointOnTermination
 
 DESCRIPTION = (
     "Masked diffusion models for molecules and polymers. Also: `polydiff sample` (generate from a checkpoint) "
@@ -187,6 +190,7 @@ class PolydiffCLI(LightningCLI):
     def before_fit(self) -> None:
         # Before the data is prepared: a polymer corpus or a token cache can take minutes to build.
         self.model.check_validation_sampling()
+        self.trainer.callbacks.append(CheckpointOnTermination())
 
     def before_validate(self) -> None:
         self._warn_without_checkpoint("validate")
@@ -309,6 +313,31 @@ def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:
     return changes
 
 
+@contextmanager
+def _ends_on_sigterm() -> Iterator[None]:
+    """Lightning ends a run stopped by SIGTERM with exit code 0, as if it had finished: ``polydiff fit
+    ... && polydiff sample ...`` would go on. It ends with 143 (128 + SIGTERM), saying where to resume."""
+    try:
+        yield
+    except SIGTERMException:
+        sys.stderr.write("polydiff: stopped by SIGTERM; a fit saved last.ckpt there: resume with --ckpt_path last\n")
+        raise SystemExit(128 + signal.SIGTERM) from None
+
+
+def _refuse_config_before_the_command(command_line: Sequence[str]) -> None:
+    """``polydiff -c base.yaml fit`` would parse and then drop the file's every setting (LightningCLI
+    reads a config before the subcommand into a level that no subcommand reads): refused, naming
+    where it goes."""
+    for arg in command_line:
+        if arg in SUBCOMMAND_HELP:
+            return
+        if arg in ("-c", "--config") or arg.startswith(("--config=", "-c=")):
+            sys.stderr.write(
+                "polydiff: error: config files go after the command: polydiff fit -c FILE (options: polydiff --help)\n"
+            )
+            raise SystemExit(2)
+
+
 def main(args: list[str] | None = None) -> None:
     """Runs the CLI on ``args`` (default: ``sys.argv[1:]``).
 
@@ -327,6 +356,7 @@ def main(args: list[str] | None = None) -> None:
 
         evaluate_main(command_line[1:])
         return
+    _refuse_config_before_the_command(command_line)
     # polydiff's batch sampler resumes mid-epoch itself (it skips the batches a checkpoint had
     # trained on), which Lightning cannot see: its warning that the loader is not resumable is wrong here.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
@@ -346,7 +376,11 @@ def main(args: list[str] | None = None) -> None:
     # Lightning's own refusals of a Trainer option (an accelerator this machine lacks, max_steps -5),
     # and an option whose package is not installed (precision transformer-engine).
     # Warnings as one line each, polydiff's and Lightning's, as sample and evaluate show them.
-    with user_errors("polydiff", also=(MisconfigurationException, ImportError)), one_line_warnings("polydiff"):
+    with (
+        _ends_on_sigterm(),
+        user_errors("polydiff", also=(MisconfigurationException, ImportError)),
+        one_line_warnings("polydiff"),
+    ):
         PolydiffCLI(
             DiffusionTask,
             MoleculeDataModule,

@@ -158,6 +158,15 @@ def test_an_unknown_or_missing_command_lists_every_command(capsys, args, message
     assert message in err and "sample or evaluate" in err
 
 
+def test_a_config_file_before_the_command_is_refused(capsys):
+    """LightningCLI would read it and drop every setting in it: a run of the classes' defaults."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-c", BASE, "fit", "--print_config"])
+    assert exit_info.value.code == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert "config files go after the command: polydiff fit -c FILE" in err
+
+
 def test_module_entry_point_reports_version():
     result = subprocess.run([sys.executable, "-m", "polydiff", "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("polydiff ")

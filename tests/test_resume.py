@@ -52,6 +52,25 @@ def test_sigkilled_fit_resumes_from_last_with_the_same_batches_and_losses(tmp_pa
         assert second[step] == first[step]
 
 
+def test_a_sigtermed_fit_saves_its_last_step_exits_nonzero_and_resumes_there(tmp_path, smiles_files):
+    whole = fit(tmp_path, smiles_files, "whole", "whole.jsonl")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    stopped = fit(tmp_path, smiles_files, "stopped", "first.jsonl", "--trainer.callbacks.kill_at_step", "10",
+                  "--trainer.callbacks.kill_signal", "SIGTERM")  # fmt: skip
+    # Not 0, as Lightning leaves it: a script's next command must not take the run for finished.
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "stopped by SIGTERM" in stopped.stderr and "--ckpt_path last" in stopped.stderr
+    resumed = fit(tmp_path, smiles_files, "stopped", "resumed.jsonl", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reference, first = steps(tmp_path / "whole.jsonl"), steps(tmp_path / "first.jsonl")
+    second = steps(tmp_path / "resumed.jsonl")
+    assert sorted(first) == list(range(1, 11)) and sorted(second) == list(range(11, 17))  # saved at step 10
+    for step in range(1, 17):
+        run = first if step <= 10 else second
+        assert run[step]["batch"] == reference[step]["batch"], f"step {step}: another batch"
+        assert run[step]["loss"] == reference[step]["loss"], f"step {step}: another loss"
+
+
 def test_base_recipe_writes_last_checkpoint_at_least_every_two_minutes():
     callbacks = yaml.safe_load((ROOT / "recipes" / "base.yaml").read_text())["trainer"]["callbacks"]
     timed = [c["init_args"] for c in callbacks if c["init_args"].get("train_time_interval")]

@@ -207,8 +207,8 @@ def load_tokenizer(name: str = "smiles") -> PreTrainedTokenizerFast:
         path = Path(name).expanduser()
         if not path.exists():
             raise FileNotFoundError(
-                f"tokenizer {name!r} is not available offline: use 'smiles', 'smiles_full' or 'selfies' (bundled) "
-                "or the path of a local tokenizer.json or tokenizer folder"
+                f"tokenizer {name!r} is not available offline: use 'smiles', 'kekule_smiles', 'smiles_full' or "
+                "'selfies' (bundled) or the path of a local tokenizer.json or tokenizer folder"
             )
     if path.is_dir():
         if not (path / "tokenizer.json").exists():

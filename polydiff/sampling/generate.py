@@ -399,9 +399,13 @@ def generate(
     else:
         sizes = draw_lengths(model, num_samples, generator)
 
+    # Tokens the training data never had (exotic bracket atoms, for a MOSES model; '.', for the
+    # polymer corpus) are not drawn.
+    unseen = model.token_histogram == 0 if model.token_histogram.any() else None
     # A polymer model's repeat units have exactly two attachment points, kept as the syntax is.
     stars = 2 if model.kind == "polymer" else None
-    syntax = SmilesSyntax(tokenizer, device, stars) if config.syntax else None
+    dots = unseen is None or not bool(unseen[tokenizer.convert_tokens_to_ids(".")])
+    syntax = SmilesSyntax(tokenizer, device, stars, dots) if config.syntax else None
     if syntax is not None and encoded is not None:
         for prompt, template in zip(prompts, encoded, strict=True):
             _check_fixed_start(prompt, template, syntax, tokenizer.mask_token_id)
@@ -415,13 +419,11 @@ def generate(
             )
         # The holes together may write as much as a whole training molecule, besides the fragments.
         width = min(model.max_positions, width + plan.fixed_tokens)
-    # A given length puts [SEP] in its place: the model may not end a sequence before it. Tokens
-    # the training data never had (exotic bracket atoms, for a MOSES model) are not drawn.
-    unseen = model.token_histogram == 0 if model.token_histogram.any() else None
     # Templates that fix both attachment points leave their [MASK]s no * to write (a third would
     # make no repeat unit); a template with fewer leaves the rest to the model. Their rows are
     # decoded in batches of their own, whose head draws no *.
     closed = torch.zeros(len(sizes), dtype=torch.bool, device=device)
+    # A given length puts [SEP] in its place: the model may not end a sequence before it.
     heads = {False: _head(model, free_length, unseen)}
     if templates is not None and model.kind == "polymer":
         stars = _star_tokens(model)

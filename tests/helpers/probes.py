@@ -32,15 +32,17 @@ class WeightProbe(Callback):
 
 class LossProbe(Callback):
     """Appends one JSON line per training step (step, loss, digest of the batch); with
-    ``kill_at_step``, kills its own process with SIGKILL right after that step, as a crash would."""
+    ``kill_at_step``, sends its own process ``kill_signal`` right after that step: SIGKILL, as a
+    crash would, or SIGTERM, as ``kill`` or a scheduler would."""
 
-    def __init__(self, output_file: str, kill_at_step: int = 0) -> None:
+    def __init__(self, output_file: str, kill_at_step: int = 0, kill_signal: str = "SIGKILL") -> None:
         self.output_file = Path(output_file)
         self.kill_at_step = kill_at_step
+        self.kill_signal = signal.Signals[kill_signal]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         record = {"step": trainer.global_step, "loss": float(outputs["loss"]), "batch": _digest(batch["input_ids"])}
         with self.output_file.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
         if trainer.global_step == self.kill_at_step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.kill_signal)

@@ -195,14 +195,22 @@ class SmilesSyntax:
         tokenizer: the atom-level SMILES tokenizer (bracket atoms, ``Cl``, ``%nn`` are one token).
         device: where the rows' states live (the tables are put there once, not at every token).
         stars: exactly this many ``*`` atoms per sequence (2: a polymer repeat unit); None: any.
+        dots: whether a ``.`` may be written (a model whose training data had none draws none).
+            Without it, an atom that leaves its fragment with no bond to give is refused while a
+            polymer unit still misses an attachment point, as it is while a ring is open: only a
+            ``.`` could follow it.
     """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerFast, device: torch.device | str = "cpu", stars: int | None = None
+        self,
+        tokenizer: PreTrainedTokenizerFast,
+        device: torch.device | str = "cpu",
+        stars: int | None = None,
+        dots: bool = True,
     ) -> None:
         vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
         self.tokens = [token for token, _ in vocabulary]  # by id
-        self.stars = stars
+        self.stars, self.dots = stars, dots
         # (kind, value, is a counted *, is aromatic) of each token.
         classified = []
         for token in self.tokens:
@@ -296,9 +304,17 @@ class SmilesSyntax:
         top_left = np.where(state.depth[:, None] > 0, np.take_along_axis(state.branch_left, top, 1), 0)
         below_top_full = ((state.branch_left == 0) | (level >= top)).all(-1, keepdims=True)
         top_left_after_atom = top_left - np.where(branch_start, need, 0)
-        atom_stuck = (valence == need) & below_top_full & (top_left_after_atom == 0) & rings_open
-        ring_stuck = (anchor == ring_need) & below_top_full & (top_left == 0) & rings_open_after_ring
-        close_stuck = (top_left == 0) & below_top_full & rings_open
+        # A polymer unit still missing a * cannot end, nor take a '.' once it has one * (or
+        # where '.' is never written): a token that leaves no bond to give is a dead end there too.
+        stars_blocked = np.zeros_like(is_star)
+        if self.stars is not None:
+            written_after = state.stars[:, None] + is_star
+            stars_blocked = (written_after < self.stars) & ((written_after > 0) | (not self.dots))
+        atom_stuck = (valence == need) & below_top_full & (top_left_after_atom == 0) & (rings_open | stars_blocked)
+        ring_stuck = (
+            (anchor == ring_need) & below_top_full & (top_left == 0) & (rings_open_after_ring | stars_blocked)
+        )
+        close_stuck = (top_left == 0) & below_top_full & (rings_open | stars_blocked)
         atom_ok = first_atom | ((anchor >= need) & (valence >= need) & ~atom_stuck)
         can_end = dot_ok = balanced & ~rings_open
         if self.stars is not None:

@@ -128,6 +128,19 @@ def test_repeat_units_keep_exactly_two_single_bonded_attachment_points():
     assert accepted(["*CC(*)C*", "CC"]) == [True, True]
 
 
+def test_a_polymer_fragment_left_with_no_bond_to_give_is_refused_where_only_a_dot_could_follow():
+    """After ``*CC`` a Cl would end the chain with one * written: nothing may follow but [SEP] or
+    '.', and the unit may take neither. Before any *, a '.' may follow (a counter-ion first), unless
+    the model never writes one, as a model of the bundled polymer corpus never does."""
+    with_dots, without = SmilesSyntax(TOKENIZER, stars=2), SmilesSyntax(TOKENIZER, stars=2, dots=False)
+    for units in (with_dots, without):
+        assert accepted(["*CCl", "*CC(Cl)*", "*C(Cl)C*"], end=False, syntax=units) == [False, True, True]
+    assert accepted(["ClBr", "Cl"], end=False, syntax=with_dots) == [True, True]
+    assert accepted(["ClBr", "Cl"], end=False, syntax=without) == [False, True]
+    good = ["*CC(*)c1ccccc1", "*Oc1ccc(C(C)(C)c2ccc(O*)cc2)cc1", "*C(=O)N[C@@H](C)C(*)=O", "*c1ccc(*)s1"]
+    assert accepted(good, syntax=without) == [True] * len(good)
+
+
 def test_with_little_room_left_only_tokens_that_can_still_end_in_time_are_allowed():
     ids = TOKENIZER("CC(C", add_special_tokens=False)["input_ids"]
     state = SYNTAX.start(1, torch.device("cpu"))
@@ -163,8 +176,9 @@ def test_a_polymer_row_keeps_room_for_the_attachment_points_it_still_needs():
     for token in TOKENIZER("CC", add_special_tokens=False)["input_ids"]:
         state = units.advance(state, torch.tensor([token]))
     assert names(units.allowed(state, torch.tensor([1]))) == set()  # two * and [SEP] cannot fit in one
-    assert names(units.allowed(state, torch.tensor([2]))) == stars  # an atom would leave no room for both
-    assert "C" in names(units.allowed(state, torch.tensor([3])))
+    # Nor in two: an atom leaves no room for both, and CC* would leave its one * with nothing after.
+    assert names(units.allowed(state, torch.tensor([2]))) == set()
+    assert "C" in names(units.allowed(state, torch.tensor([3]))) and not stars & names(units.allowed(state))
     state = units.start(1, torch.device("cpu"))
     for token in TOKENIZER("*CC", add_special_tokens=False)["input_ids"]:
         state = units.advance(state, torch.tensor([token]))
