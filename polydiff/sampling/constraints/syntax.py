@@ -311,9 +311,7 @@ class SmilesSyntax:
             written_after = state.stars[:, None] + is_star
             stars_blocked = (written_after < self.stars) & ((written_after > 0) | (not self.dots))
         atom_stuck = (valence == need) & below_top_full & (top_left_after_atom == 0) & (rings_open | stars_blocked)
-        ring_stuck = (
-            (anchor == ring_need) & below_top_full & (top_left == 0) & (rings_open_after_ring | stars_blocked)
-        )
+        ring_stuck = (anchor == ring_need) & below_top_full & (top_left == 0) & (rings_open_after_ring | stars_blocked)
         close_stuck = (top_left == 0) & below_top_full & (rings_open | stars_blocked)
         atom_ok = first_atom | ((anchor >= need) & (valence >= need) & ~atom_stuck)
         can_end = dot_ok = balanced & ~rings_open
