@@ -145,7 +145,7 @@ def test_a_reference_without_one_molecule_is_an_error_not_na(files, tmp_path, ca
     [
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], 1, "device"),
         (["--n_jobs", "-2"], 2, "--n_jobs -2: expected an integer above 0 or null"),
-        (["--kind", "protein"], 2, "--kind protein: expected one of molecule, polymer"),
+        (["--kind", "protein"], 2, "expected one of molecule, polymer"),
         (["--smiles_column", "PSMILES"], 1, "--smiles_column 'PSMILES' names a column of a CSV samples file"),
     ],
     ids=["missing device", "negative jobs", "unknown kind", "a column of no CSV"],

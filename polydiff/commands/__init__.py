@@ -10,6 +10,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 from jsonargparse import ArgumentParser
 
@@ -103,9 +105,31 @@ class OneLineErrors:
         typed = TYPE_PROBLEM.match(message)
         if typed:
             key, union, single, value = typed.groups()
-            message = f"--{key} {value}: expected {_plain_types(union or single)}"
+            message = f"--{key} {value}: expected {self._expected(key) or _plain_types(union or single)}"
+        else:  # older jsonargparse words a bad Literal "Cannot take a Union of no types", without the value
+            keyed = re.match(r'Parser key "([^"]+)": ', message)
+            expected = keyed and self._expected(keyed.group(1))
+            if expected:
+                message = f"--{keyed.group(1)}: expected {expected}"
         sys.stderr.write(f"{prog}: error: {message} (options: {help_for or prog} --help)\n")
         self.exit(2)
+
+    def _expected(self, key: str) -> str | None:
+        """The type of option ``key`` in words, from its declaration; None where it has none here."""
+        action = next((action for action in self._actions if action.dest == key), None)
+        typehint = getattr(action, "_typehint", None)
+        return None if typehint is None else _type_in_words(typehint)
+
+
+def _type_in_words(typehint: object) -> str:
+    """``Literal['a', 'b'] | None`` -> "one of a, b or null"; ``int`` -> "an integer"."""
+    if get_origin(typehint) is Literal:
+        return f"one of {', '.join(map(str, get_args(typehint)))}"
+    if get_origin(typehint) in (Union, UnionType):  # null last, however the declaration orders it
+        members = sorted(get_args(typehint), key=lambda member: member is type(None))
+        return " or ".join(map(_type_in_words, members))
+    name = getattr(typehint, "__name__", str(typehint))
+    return TYPE_NAMES.get(name, name)
 
 
 def _plain_types(reprs: str) -> str:
