@@ -19,11 +19,12 @@ DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user err
 # A class_path given for a typed option (a callback) whose own arguments fail: jsonargparse words it
 # amid every subtype it tried and the whole of the option's value (2,000 characters for callbacks).
 CLASS_PATH_PROBLEM = re.compile(r'Parser key "([^"]+)": .*?Problem with given class_path \'([^\']+)\': (.+?)(?: - |$)')
-# A value of the wrong type: jsonargparse names the types by their Python reprs, and for an
-# optional one (``int | None``) lists every subtype it tried with the error of each.
+# A value of the wrong type: jsonargparse names the types by their Python reprs (for an optional
+# one, every subtype it tried with the error of each), then the value; older versions word a bad
+# Literal "Cannot take a Union of no types", without the value. Said from the declaration instead.
 TYPE_PROBLEM = re.compile(
-    r'Parser key "([^"]+)": (?:Does not validate against any of the Union subtypes Subtypes: \[(.*)\] Errors:'
-    r".* Given value: |Expected an? (.*)\. Got value: )(.*)$"
+    r'Parser key "([^"]+)": (?:Does not validate against any of the Union subtypes|Expected an? |Cannot take a '
+    r"Union of no types).*?(?:(?:Given|Got) value: (.*))?$"
 )
 TYPE_NAMES = {
     "int": "an integer",
@@ -103,14 +104,10 @@ class OneLineErrors:
         if problem:
             message = "{}: {}: {}".format(*problem.groups())
         typed = TYPE_PROBLEM.match(message)
-        if typed:
-            key, union, single, value = typed.groups()
-            message = f"--{key} {value}: expected {self._expected(key) or _plain_types(union or single)}"
-        else:  # older jsonargparse words a bad Literal "Cannot take a Union of no types", without the value
-            keyed = re.match(r'Parser key "([^"]+)": ', message)
-            expected = keyed and self._expected(keyed.group(1))
-            if expected:
-                message = f"--{keyed.group(1)}: expected {expected}"
+        expected = typed and self._expected(typed.group(1))
+        if expected:
+            key, value = typed.groups()
+            message = f"--{key}{f' {value}' if value else ''}: expected {expected}"
         sys.stderr.write(f"{prog}: error: {message} (options: {help_for or prog} --help)\n")
         self.exit(2)
 
@@ -130,14 +127,6 @@ def _type_in_words(typehint: object) -> str:
         return " or ".join(map(_type_in_words, members))
     name = getattr(typehint, "__name__", str(typehint))
     return TYPE_NAMES.get(name, name)
-
-
-def _plain_types(reprs: str) -> str:
-    """``typing.Literal['a', 'b']`` and ``<class 'int'>`` reprs, in words: "one of a, b or null"."""
-    literals = [", ".join(re.findall(r"'([^']*)'", literal)) for literal in re.findall(r"Literal\[([^]]*)\]", reprs)]
-    words = [f"one of {values}" for values in literals]
-    words += [TYPE_NAMES.get(name, name) for name in re.findall(r"<class '(?:[\w.]*\.)?(\w+)'>", reprs)]
-    return " or ".join(words) or reprs
 
 
 class CommandParser(OneLineErrors, ArgumentParser):
