@@ -26,6 +26,7 @@ from polydiff.sampling.config import SamplingConfig
 from polydiff.tasks.checkpoints import NeedsCodeError, check_checkpoint, migrate_hyperparameters
 from polydiff.tasks.diffusion_task import RUN_SETTINGS, DiffusionTask
 from polydiff.tasks.progress import StepProgressBar, hide_lightning_tips
+from polydiff.tasks.resumed_best import BestAcrossResume
 from polydiff.tasks.termination import CheckpointOnTermination
 
 DESCRIPTION = (
@@ -191,6 +192,9 @@ class PolydiffCLI(LightningCLI):
         # Before the data is prepared: a polymer corpus or a token cache can take minutes to build.
         self.model.check_validation_sampling()
         self.trainer.callbacks.append(CheckpointOnTermination())
+        self.trainer.callbacks.append(BestAcrossResume())
+        # A resume into a new version folder: BestAcrossResume restores what this warning says is lost.
+        warnings.filterwarnings("ignore", message="The dirpath has changed from")
 
     def before_validate(self) -> None:
         self._warn_without_checkpoint("validate")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).parents[1]
@@ -77,3 +79,33 @@ def test_base_recipe_writes_last_checkpoint_at_least_every_two_minutes():
     assert [args["save_last"] for args in timed] == [True]
     hours, minutes, seconds = map(int, timed[0]["train_time_interval"].split(":"))
     assert 0 < 3600 * hours + 60 * minutes + seconds <= 120
+
+
+def _monitoring_state(checkpoint: dict) -> dict:
+    (key,) = [key for key in checkpoint["callbacks"] if "'monitor': 'val/nll'" in key]
+    return checkpoint["callbacks"][key]
+
+
+@pytest.mark.parametrize("earlier_best", ["kept", "deleted"])
+def test_a_resumed_fit_keeps_the_best_score_of_the_run_it_continues(tmp_path, fit_tiny, earlier_best):
+    last = fit_tiny(tmp_path)  # validations at steps 6 and 12
+    best = last.with_name("best.ckpt")
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    state = _monitoring_state(checkpoint)
+    assert state["best_model_path"] == str(best)
+    # A best no later validation can beat: Lightning alone would forget it in the new version folder.
+    unbeatable = torch.tensor(0.0)
+    state |= {"best_model_score": unbeatable, "kth_value": unbeatable, "best_k_models": {str(best): unbeatable}}
+    torch.save(checkpoint, last)
+    if earlier_best == "deleted":
+        best.unlink()
+
+    fit_tiny(tmp_path, "--ckpt_path", "last", "--trainer.max_steps", "18")
+    resumed = tmp_path / "lightning_logs/version_1/checkpoints"
+    saved = _monitoring_state(torch.load(resumed / "last.ckpt", map_location="cpu", weights_only=True))
+    if earlier_best == "kept":  # the record goes on: no worse best.ckpt, and the earlier one is where it was
+        assert not (resumed / "best.ckpt").exists() and best.is_file()
+        assert saved["best_model_score"] == 0.0 and saved["best_model_path"] == str(best)
+    else:  # nothing to point at: the callback starts afresh, as Lightning's does
+        assert (resumed / "best.ckpt").is_file()
+        assert saved["best_model_path"] == str(resumed / "best.ckpt") and saved["best_model_score"] > 0

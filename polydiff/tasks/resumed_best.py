@@ -1,0 +1,54 @@
+"""A resumed fit keeps the best score of the run it continues.
+
+``polydiff fit --ckpt_path last`` continues in a new version folder, as every Lightning run gets
+its own. Lightning's ``ModelCheckpoint`` restores its record of the best checkpoint only into the
+folder it was written in; elsewhere it starts afresh ("The dirpath has changed"), so the first
+validation after a resume would write ``best.ckpt`` however bad its score, and ``--ckpt_path best``
+(the newest ``best.ckpt``) would then load a worse model than the run's best. ``BestAcrossResume``
+hands each monitoring checkpoint callback the record it saved: the new folder gets a ``best.ckpt``
+only when the run improves on its best, which until then stays in the earlier folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+
+# What a ModelCheckpoint saves about its best checkpoints (the latest one, ``last_model_path``, is
+# the new folder's own).
+BEST_RECORD = ("best_model_score", "best_model_path", "best_k_models", "kth_best_model_path", "kth_value")
+
+
+class BestAcrossResume(Callback):
+    """Restores, at the start of a resumed fit's training, the best-checkpoint record of each
+    ``ModelCheckpoint`` that monitors a metric and was saved in another folder, when the record's
+    best file is still there (otherwise the callback starts afresh, as Lightning's does)."""
+
+    def __init__(self) -> None:
+        self._records: list[tuple[ModelCheckpoint, dict[str, Any]]] = []
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        saved = checkpoint.get("callbacks") or {}
+        for callback in trainer.checkpoint_callbacks:
+            state = saved.get(callback.state_key) if isinstance(callback, ModelCheckpoint) else None
+            if not state or callback.monitor is None or state.get("dirpath") == callback.dirpath:
+                continue  # nothing saved, nothing monitored, or the same folder: Lightning restores it
+            best = state.get("best_model_path")
+            if best and Path(best).is_file() and all(name in state for name in BEST_RECORD):
+                self._records.append((callback, state))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After every restore: some strategies restore callbacks only once set up.
+        for callback, state in self._records:
+            for name in BEST_RECORD:
+                value = state[name]
+                setattr(callback, name, dict(value) if isinstance(value, dict) else value)
+            rank_zero_info(
+                f"resumed with the run's best {callback.monitor} {float(state['best_model_score']):.5f} "
+                f"({state['best_model_path']}); a new best checkpoint is written once a validation beats it"
+            )
+        self._records.clear()
