@@ -154,6 +154,7 @@ def test_an_interrupted_write_leaves_the_old_output(tmp_path):
         (["--strategy", "greedy"], 2, "--strategy greedy: expected one of speculative, prefix, confidence, ancestral"),
         (["--temprature", "0.5"], 2, "nrecognized arguments: --temprature"),  # jsonargparse: U or u
         (["--num_samples", "abc"], 2, "--num_samples abc: expected an integer"),
+        (["--num_samples", "0"], 2, "--num_samples 0: expected an integer above 0"),  # an empty file otherwise
         (["--output", "."], 1, "--output . is a folder: give the file to write"),
         (["--output", str(ROOT / "pyproject.toml" / "samples.smi")], 1, "pyproject.toml is a file, so no folder"),
         (["--num_threads", "0"], 2, "--num_threads 0: expected an integer above 0 or null"),
@@ -165,6 +166,7 @@ def test_an_interrupted_write_leaves_the_old_output(tmp_path):
         "unknown strategy",
         "misspelt option",
         "not a number",
+        "nothing to sample",
         "output a folder",
         "output under a file",
         "no threads",

@@ -26,6 +26,11 @@ TYPE_PROBLEM = re.compile(
     r'Parser key "([^"]+)": (?:Does not validate against any of the Union subtypes|Expected an? |Cannot take a '
     r"Union of no types).*?(?:(?:Given|Got) value: (.*))?$"
 )
+# A value outside a restricted type (PositiveInt): the value, or what int() or float() said of it.
+RESTRICTION_PROBLEM = re.compile(
+    r'Parser key "([^"]+)": Not of type \w+: (?:(.*?) does not conform to restriction .*|invalid literal for '
+    r"int\(\) with base 10: '(.*)'|could not convert string to float: '(.*)')$"
+)
 TYPE_NAMES = {
     "int": "an integer",
     "float": "a number",
@@ -103,10 +108,11 @@ class OneLineErrors:
         problem = CLASS_PATH_PROBLEM.match(message)
         if problem:
             message = "{}: {}: {}".format(*problem.groups())
-        typed = TYPE_PROBLEM.match(message)
+        typed = TYPE_PROBLEM.match(message) or RESTRICTION_PROBLEM.match(message)
         expected = typed and self._expected(typed.group(1))
         if expected:
-            key, value = typed.groups()
+            key, *values = typed.groups()
+            value = next((value for value in values if value), None)
             message = f"--{key}{f' {value}' if value else ''}: expected {expected}"
         sys.stderr.write(f"{prog}: error: {message} (options: {help_for or prog} --help)\n")
         self.exit(2)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from jsonargparse import lazy_instance
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.cli import OptimizerCallable
@@ -962,12 +963,12 @@ class DiffusionTask(LightningModule):
 
     def sample(
         self,
-        num_samples: int = 1000,
+        num_samples: PositiveInt = 1000,
         *,
         config: SamplingConfig | None = None,
         length: int | None = None,
         prompt: str | list[str] | None = None,
-        batch_size: int = 256,
+        batch_size: PositiveInt = 256,
         seed: int | None = None,
         progress: bool = False,
         condition: Mapping[str, float | str] | None = None,
