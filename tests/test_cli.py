@@ -167,6 +167,9 @@ def test_a_config_file_before_the_command_is_refused(capsys):
     assert "config files go after the command: polydiff fit -c FILE" in err
 
 
-def test_module_entry_point_reports_version():
+def test_module_entry_point_reports_version(capsys):
     result = subprocess.run([sys.executable, "-m", "polydiff", "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("polydiff ")
+    with pytest.raises(SystemExit):  # the parser's answer, after the entry point's quick one
+        main(["--version"])
+    assert capsys.readouterr().out == result.stdout
