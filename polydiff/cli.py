@@ -250,7 +250,7 @@ class PolydiffCLI(LightningCLI):
         except NeedsCodeError as error:
             # Lightning 2.6 and later load a trusted file that holds code: say how.
             if "weights_only" in config:
-                raise NeedsCodeError(f"{error}; a file you trust loads with --weights_only false") from None
+                raise error.advising("--weights_only false") from None
             raise
 
 

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 
+import polydiff
 from polydiff import DiffusionTask
 from polydiff.cli import main
 from polydiff.commands.sample import main as sample_main
@@ -431,9 +432,15 @@ def test_a_checkpoint_that_needs_code_is_refused_without_torchs_advice_unless_tr
     if "weights_only" not in inspect.signature(Trainer.validate).parameters:  # Lightning < 2.6 has no such option
         return
     assert error.endswith("; a file you trust loads with --weights_only false")
-    with pytest.raises(ValueError, match="Weights only load failed"):
-        DiffusionTask.load_from_checkpoint(trusted)
+    with pytest.raises(ValueError, match=r"Weights only load failed.*; a file you trust loads with weights_only=False"):
+        polydiff.load(trusted)
     assert DiffusionTask.load_from_checkpoint(trusted, weights_only=False).conditions == []
+    assert polydiff.load(trusted, "cpu", weights_only=False).conditions == []
+    sample = ["sample", "--ckpt_path", str(trusted), "--output", str(tmp_path / "s.smi"), "--num_samples", "2"]
+    refused = one_error_line(capsys, 1, lambda: main(sample))
+    assert refused.endswith("; a file you trust loads with --weights_only false")
+    main([*sample, "--weights_only", "false"])
+    assert len((tmp_path / "s.smi").read_text().splitlines()) == 2
     trusting = _validated_nll(capsys, tmp_path, *files, "--ckpt_path", str(trusted), "--weights_only", "false")
     assert trusting == _validated_nll(capsys, tmp_path, *files, "--ckpt_path", str(tiny_checkpoint))
 

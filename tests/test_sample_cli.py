@@ -158,6 +158,7 @@ def test_an_interrupted_write_leaves_the_old_output(tmp_path):
         (["--output", "."], 1, "--output . is a folder: give the file to write"),
         (["--output", str(ROOT / "pyproject.toml" / "samples.smi")], 1, "pyproject.toml is a file, so no folder"),
         (["--num_threads", "0"], 2, "--num_threads 0: expected an integer above 0 or null"),
+        (["--ckpt_path", "last"], 1, "--ckpt_path last: polydiff sample takes the checkpoint file, e.g. runs/"),
         # Asked for by name, an option must matter even at its default value.
         (["--syntax", "true"], 1, "syntax: the constraints apply to SMILES, and this model writes another"),
         (["--steps", "128"], 1, "steps: speculative decoding makes one model call per committed run"),
@@ -170,6 +171,7 @@ def test_an_interrupted_write_leaves_the_old_output(tmp_path):
         "output a folder",
         "output under a file",
         "no threads",
+        "last is for the Lightning commands",
         "SMILES rules asked of a SELFIES model",
         "the default steps asked of speculative decoding",
     ],

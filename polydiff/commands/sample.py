@@ -24,6 +24,7 @@ from polydiff.commands import CommandParser, one_line_warnings, user_errors
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.generate import Generation
 from polydiff.sampling.guidance import parse_condition
+from polydiff.tasks.checkpoints import NeedsCodeError
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
 from polydiff.utils.files import existing_file
@@ -57,6 +58,7 @@ def write_samples(
     device: str | None = None,
     num_threads: PositiveInt | None = None,
     condition: str | None = None,
+    weights_only: bool = True,
     **generation: Any,
 ) -> Generation:
     """Generate sequences from a polydiff checkpoint into a file, one per line.
@@ -72,6 +74,8 @@ def write_samples(
         condition: property targets, e.g. ``logp=3,qed=0.8``, or ``class=polyamide`` for a
             polymer model (a checkpoint trained with ``data.conditions``; properties not named are
             left free).
+        weights_only: read the checkpoint's tensors and plain data only; false also runs the code
+            a file holds, only for a file one trusts (Lightning 2.6 or later).
         generation: the other options of ``DiffusionTask.sample`` (``num_samples``, ``config``,
             ``length``, ``batch_size``, ``seed``, ``guidance_scale``, ``steering``, ``fragments``).
 
@@ -80,13 +84,22 @@ def write_samples(
     """
     if num_threads is not None:
         torch.set_num_threads(num_threads)
+    if ckpt_path in ("last", "best") and not Path(ckpt_path).exists():
+        raise FileNotFoundError(
+            f"--ckpt_path {ckpt_path}: polydiff sample takes the checkpoint file, e.g. "
+            f"runs/base/lightning_logs/version_0/checkpoints/{ckpt_path}.ckpt (fit, validate, test and predict find "
+            f"the newest {ckpt_path}.ckpt under their --trainer.default_root_dir)"
+        )
     to_stdout = output == "-"
     path = Path(output)
     if not to_stdout:
         _check_output(path, Path(ckpt_path))
     prompts = read_prompts(prompt, prompt_file)
     targets = parse_condition(condition) if condition is not None else None
-    task = load(ckpt_path, device)
+    try:
+        task = load(ckpt_path, device, weights_only)
+    except NeedsCodeError as error:
+        raise error.advising("--weights_only false") from None
     with contextlib.nullcontext(sys.stdout) if to_stdout else _replaced_when_done(path) as file:
         # Opened before sampling, so that an output that cannot be written fails before the work.
         result = task.sample(prompt=prompts, condition=targets, progress=sys.stderr.isatty(), **generation)

@@ -25,6 +25,7 @@ from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
 from polydiff.types import Kind, RepresentationName
 from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import csv_columns, existing_file, is_csv, iter_smiles, read_smiles
+from polydiff.utils.hparams import as_cli_config
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,9 @@ class MoleculeDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # Built in Python, not by LightningCLI: the same plain config, so the checkpoint loads weights-only.
+        if (config := as_cli_config(self.hparams)) is not None:
+            self.save_hyperparameters(config)
         counts = {
             "batch_size": batch_size,
             "bucket_window": bucket_window,

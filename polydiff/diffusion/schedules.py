@@ -42,8 +42,12 @@ class DiffusionSchedule(ABC):
         return 1 - alpha[1:] / alpha[:-1]
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({args})"
+        # A default not built yet (jsonargparse's lazy_instance) holds its methods as attributes,
+        # whose reprs hold the object again, megabytes deep: it is shown by its arguments.
+        lazy_type = getattr(self, "_lazy_class_type", None)
+        arguments = self._lazy_kwargs if lazy_type is not None else vars(self)
+        args = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+        return f"{(lazy_type or type(self)).__name__}({args})"
 
 
 class PolynomialSchedule(DiffusionSchedule):

@@ -30,6 +30,14 @@ WORD_EMBEDDINGS = "model.bert.embeddings.word_embeddings.weight"
 class NeedsCodeError(ValueError):
     """A checkpoint the weights-only load refused: it holds objects whose loading runs code."""
 
+    def __init__(self, reason: str, how: str | None = None) -> None:
+        super().__init__(reason if how is None else f"{reason}; a file you trust loads with {how}")
+        self.reason = reason
+
+    def advising(self, how: str) -> NeedsCodeError:
+        """The same refusal, saying how to load a file one trusts (``how``: the option as the caller spells it)."""
+        return NeedsCodeError(self.reason, how)
+
 
 def check_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
     """Checks that a file is a polydiff checkpoint, loading it the safe way (``weights_only``: tensors and

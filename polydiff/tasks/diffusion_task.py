@@ -40,6 +40,7 @@ from polydiff.sampling.generate import Generation, evaluating, generate
 from polydiff.sampling.guidance import GuidedDenoiser
 from polydiff.sampling.steering import DEFAULT_WIDTH, Steering
 from polydiff.tasks.checkpoints import (
+    NeedsCodeError,
     WeightsMismatchError,
     check_checkpoint,
     error_summary,
@@ -49,6 +50,7 @@ from polydiff.tasks.checkpoints import (
 from polydiff.tasks.ema import resume_without_average
 from polydiff.tasks.lr_schedule import LRScheduleConfig
 from polydiff.types import Kind, RepresentationName
+from polydiff.utils.hparams import as_cli_config
 
 # Logit given to tokens the model must never predict ([MASK], [PAD], [CLS], [SEP]): far below
 # any real logit, yet finite in fp16 and bf16 so no NaN can arise from -inf arithmetic.
@@ -135,6 +137,9 @@ class DiffusionTask(LightningModule):
         super().__init__()
         # A run's settings stay out of the checkpoint: LightningCLI would let saved ones override the command line.
         self.save_hyperparameters(ignore=list(RUN_SETTINGS))
+        # Built in Python, not by LightningCLI: the same plain config, so the checkpoint loads weights-only.
+        if (config := as_cli_config(self.hparams)) is not None:
+            self.save_hyperparameters(config)
         self.sampling = sampling
         self.representation = get_representation(representation)
         self.tokenizer = load_tokenizer(tokenizer_name or representation)
@@ -214,7 +219,10 @@ class DiffusionTask(LightningModule):
         ``weights_only=False`` is given (Lightning 2.6 or later), for a file one trusts.
         Checkpoints written under an earlier option name load too (``migrated_checkpoint``)."""
         if isinstance(checkpoint_path, str | Path):
-            checked = check_checkpoint(checkpoint_path, weights_only=kwargs.get("weights_only") is not False)
+            try:
+                checked = check_checkpoint(checkpoint_path, weights_only=kwargs.get("weights_only") is not False)
+            except NeedsCodeError as error:
+                raise error.advising("weights_only=False") from None
             checkpoint_path = migrated_checkpoint(checked) or checkpoint_path
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,14 @@ from polydiff.utils.devices import resolve_device
 __all__ = ["SampleWriter", "check_checkpoint", "load"]
 
 
-def load(ckpt_path: str | Path, device: str | torch.device | None = None) -> DiffusionTask:
+def load(ckpt_path: str | Path, device: str | torch.device | None = None, weights_only: bool = True) -> DiffusionTask:
     """Loads a DiffusionTask checkpoint for inference, without the network.
 
     Args:
-        ckpt_path: a ``.ckpt`` file written by ``polydiff fit``.
+        ckpt_path: a ``.ckpt`` file written by ``polydiff fit`` (or by a Trainer in Python).
         device: where to put the model; None picks CUDA when available, else the CPU.
+        weights_only: read tensors and plain data only; False also runs the code a file holds,
+            only for a file one trusts (Lightning 2.6 or later).
 
     Returns:
         The task in eval mode on ``device``.
@@ -32,7 +35,10 @@ def load(ckpt_path: str | Path, device: str | torch.device | None = None) -> Dif
     """
     path = Path(ckpt_path).expanduser()
     device = resolve_device(device)
-    task = DiffusionTask.load_from_checkpoint(path, map_location=device)  # checks the file first
+    trusting = {} if weights_only else {"weights_only": False}
+    if trusting and "weights_only" not in inspect.signature(LightningModule.load_from_checkpoint).parameters:
+        raise ValueError("weights_only=False needs Lightning 2.6 or later")
+    task = DiffusionTask.load_from_checkpoint(path, map_location=device, **trusting)  # checks the file first
     return task.to(device).eval()
 
 
