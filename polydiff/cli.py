@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -29,6 +30,12 @@ from polydiff.tasks.progress import StepProgressBar, hide_lightning_tips
 from polydiff.tasks.resumed_best import BestAcrossResume
 from polydiff.tasks.termination import CheckpointOnTermination
 
+# The data options that decide what validate and test score: the lines, how they are read, and the
+# batches (the bound draws its masking times per batch).
+SCORED_DATA = (
+    "train_file", "val_file", "test_file", "smiles_column", "kind", "polymers", "representation", "tokenizer_name",
+    "max_length", "conditions", "val_size", "seed", "on_bad_line", "batch_size",
+)  # fmt: skip
 DESCRIPTION = (
     "Masked diffusion models for molecules and polymers. Also: `polydiff sample` (generate from a checkpoint) "
     "and `polydiff evaluate` (MOSES metrics of a samples file)."
@@ -146,6 +153,8 @@ class PolydiffCLI(LightningCLI):
         checkpoint = self._resolve_subcommand_checkpoint()  # Lightning 2.5 has no _parse_ckpt_path
         if checkpoint is None:
             return
+        if self.config.subcommand in ("validate", "test"):
+            self._score_the_fits_lines(checkpoint.get("datamodule_hyper_parameters") or {})
         # A checkpoint trained on the wide SMILES vocabulary (before ``smiles`` became the common
         # one) needs its data tokenized the same way; a tokenizer the user names is left alone.
         hparams = dict(checkpoint.get("hyper_parameters") or {})
@@ -175,6 +184,23 @@ class PolydiffCLI(LightningCLI):
                     f"the checkpoint was trained with data.{key} {value}, not {given[key]}: "
                     f"give --data.{key} {value} (or the -c files it was trained with)"
                 )
+
+    def _score_the_fits_lines(self, fitted: dict) -> None:
+        """Data options that decide what is scored, left at the class defaults, take the fit's (the
+        checkpoint keeps them): without the fit's -c files, ``validate`` would hold out 10,000 lines
+        where the fit held out 2,000, and score 8,000 lines it trained on."""
+        subcommand = self.config.subcommand
+        defaults = self.parser._subcommands_action._name_parser_map[subcommand].get_defaults().data
+        given = self.config[subcommand].data
+        taken = {}
+        for name in SCORED_DATA:
+            default = _plain(defaults.get(name))
+            if name in fitted and _plain(given.get(name)) == default and _plain(fitted[name]) != default:
+                taken[name] = fitted[name]
+        if taken:
+            self.config = self.parser.parse_object({subcommand: {"data": taken}}, self.config)
+            options = ", ".join(f"data.{name} {value}" for name, value in taken.items())
+            rank_zero_info(f"--ckpt_path: scoring what the fit scored, with its {options}")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
@@ -218,8 +244,10 @@ class PolydiffCLI(LightningCLI):
     def _warn_without_checkpoint(self, subcommand: str) -> None:
         if self.config[subcommand].get("ckpt_path") is None:
             rank_zero_warn(f"polydiff {subcommand} without --ckpt_path runs the freshly initialised weights")
-        # Scoring a checkpoint saves none: that its callbacks' old folder is not this run's changes nothing.
+        # Scoring a checkpoint saves none: that its callbacks' old folder is not this run's, or that
+        # they are not in this run at all, changes nothing.
         warnings.filterwarnings("ignore", message="The dirpath has changed from")
+        warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used to create")
 
     def _resolve_subcommand_checkpoint(self) -> dict | None:
         subcommand = self.config.get("subcommand")
@@ -252,6 +280,10 @@ class PolydiffCLI(LightningCLI):
             if "weights_only" in config:
                 raise error.advising("--weights_only false") from None
             raise
+
+
+def _plain(value):
+    return value.as_dict() if isinstance(value, Namespace) else value
 
 
 def _refuse_float16_autocast_on_cpu(config: dict) -> None:

@@ -458,3 +458,15 @@ def test_the_command_list_describes_each_subcommand_in_full(capsys):
     listing = " ".join(capsys.readouterr().out.split())
     assert "Score a checkpoint (--ckpt_path) on the test set (data.test_file)." in listing
     assert "never run on your" not in listing  # Lightning's docstring, cut at its first line
+
+
+def test_validate_without_the_fits_config_scores_what_the_fit_scored(
+    tmp_path, capsys, caplog, recwarn, tiny_checkpoint, smiles_files
+):
+    files = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    with_config = _validated_nll(capsys, tmp_path, *files, "--ckpt_path", str(tiny_checkpoint))
+    # The checkpoint alone: the fit's files, length limit and batches come from it, and are named.
+    main(["validate", "--ckpt_path", str(tiny_checkpoint), "--trainer.default_root_dir", str(tmp_path)])
+    assert float(re.search(r"val/nll\s*\S\s*([0-9.]+)", capsys.readouterr().out)[1]) == with_config
+    assert f"data.val_file {smiles_files['val']}" in caplog.text and "data.max_length 64" in caplog.text
+    assert not [w for w in recwarn if "callbacks used to create the checkpoint" in str(w.message)]
