@@ -7,11 +7,15 @@ all take this one dataclass. Which options a model uses depends on how it decode
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 Strategy = Literal["speculative", "prefix", "confidence", "ancestral"]
+# The fields' declared types (as written, under postponed annotations): what each takes from Python.
+FIELD_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,)}
+TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "True or False"}
 
 
 @dataclass(kw_only=True)
@@ -69,13 +73,17 @@ class SamplingConfig:
     syntax: bool = True
 
     def __post_init__(self) -> None:
+        for field in fields(self):  # "false" for a bool would read as true; "0.8" would fail deep in a sampler
+            value, kinds = getattr(self, field.name), FIELD_TYPES.get(field.type, ())
+            if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+                raise TypeError(f"{field.name} must be {TYPE_WORDS[field.type]}, got {value!r}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.strategy not in (None, *Strategy.__args__):
             raise ValueError(f"strategy must be one of {Strategy.__args__}, got {self.strategy!r}")
         # Written so that NaN fails each test too (every comparison with NaN is false).
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.temperature < math.inf:
+            raise ValueError(f"temperature must be >= 0 and finite, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
         if not self.randomness >= 0:

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,6 +35,8 @@ from polydiff.sampling.fragments import FragmentPlan, decode_fragments
 from polydiff.sampling.reverse import ReverseProcess
 from polydiff.sampling.speculative import decode_speculative
 from polydiff.sampling.threads import calls_on_torch_threads, one_thread_between_calls
+
+LINK_EXAMPLE = "[*]C(=O)O.[*]N1CCCC1"  # two fragments a sample links
 
 
 class Generation(list):
@@ -305,6 +308,23 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+def _check_types(**arguments: Any) -> None:
+    """``generate``'s arguments are of the types it declares: a count given as text or a config as a
+    dict is one clear TypeError, not a comparison failing deep inside (or a string read as a list)."""
+    integers = {"num_samples": False, "batch_size": False, "length": True, "seed": True}  # name: may be None
+    for name, optional in integers.items():
+        value = arguments[name]
+        if not (isinstance(value, int) and not isinstance(value, bool)) and not (optional and value is None):
+            raise TypeError(f"{name} must be an integer{' or None' if optional else ''}, got {value!r}")
+    config, prompts, fragments = arguments["config"], arguments["prompts"], arguments["fragments"]
+    if config is not None and not isinstance(config, SamplingConfig):
+        raise TypeError(f"config must be a SamplingConfig, e.g. SamplingConfig(temperature=0.8), got {config!r}")
+    if prompts is not None and (not prompts or not all(isinstance(p, str) for p in prompts)):
+        raise TypeError(f"prompts must be a template or a non-empty list of them, got {prompts!r}")
+    if fragments is not None and not isinstance(fragments, str):
+        raise TypeError(f"fragments must be one string, several joined by '.' ({LINK_EXAMPLE}), got {fragments!r}")
+
+
 def generate(
     model: Denoiser,
     num_samples: int,
@@ -324,8 +344,8 @@ def generate(
         config: how to sample; an option this model would ignore is refused.
         length: tokens per sequence, instead of the model's own ends (block diffusion) or the
             training histogram.
-        prompts: templates whose [MASK] tokens are filled in; ``num_samples`` each, grouped
-            by prompt in the output.
+        prompts: templates whose [MASK] tokens are filled in (one, or a list); ``num_samples``
+            each, grouped by prompt in the output.
         batch_size: sequences denoised together.
         seed: makes the output reproducible (same batch size and device); None draws one.
         progress: show a progress bar on stderr.
@@ -337,8 +357,12 @@ def generate(
         The sequences, with NFE and lengths per sequence, the seed and the wall time.
 
     Raises:
+        TypeError: for an argument of another type (a count given as text, a config as a dict).
         ValueError: for a bad count, length or template, or an option with no effect on this model.
     """
+    prompts = [prompts] if isinstance(prompts, str) else prompts
+    _check_types(num_samples=num_samples, config=config, length=length, prompts=prompts, batch_size=batch_size,
+                 seed=seed, fragments=fragments)  # fmt: skip
     config = config or SamplingConfig()
     unconstrained_by_choice = not config.syntax  # --syntax false: no warning that the rules are off
     if num_samples < 0 or batch_size < 1:
@@ -374,7 +398,10 @@ def generate(
     module = model
     model = calls_on_torch_threads(model)  # the decoder's own operations run on one thread
     generator = torch.Generator(device=device)
-    seed = generator.seed() if seed is None else generator.manual_seed(seed).initial_seed()
+    if seed is None:
+        seed = generator.seed()
+    else:  # kept as given: torch reads a negative seed modulo 2**64, which the user never typed
+        generator.manual_seed(seed)
     start = time.perf_counter()
 
     templates = None

@@ -126,7 +126,8 @@ def test_every_option_of_a_whole_sequence_model_is_used():
     ("option", "value", "message"),
     [
         ("temperature", -0.5, "temperature must be >= 0"),
-        ("temperature", float("nan"), "temperature must be >= 0, got nan"),
+        ("temperature", float("nan"), "temperature must be >= 0 and finite, got nan"),
+        ("temperature", float("inf"), "temperature must be >= 0 and finite, got inf"),  # every logit 0: uniform
         ("randomness", float("nan"), "randomness must be >= 0, got nan"),
         ("top_p", float("nan"), r"top_p must lie in \(0, 1\], got nan"),
         ("threshold", 0.0, r"threshold must lie in \(0, 1\]"),
@@ -153,3 +154,45 @@ def test_an_option_asked_for_by_name_must_matter_even_at_its_default():
     # A block model without a draft head fills a fixed length by its reverse process, in any order.
     with pytest.raises(ValueError, match="syntax: the constraints apply to SMILES"):
         SamplingConfig.asked({"syntax"}, syntax=True).for_model(**suffix | {"draft_head": False})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"syntax": "false"}, "syntax must be True or False, got 'false'"),  # a non-empty string would read as true
+        ({"temperature": "0.8"}, "temperature must be a number, got '0.8'"),
+        ({"steps": 2.0}, "steps must be an integer, got 2.0"),
+        ({"cache": 1}, "cache must be True or False, got 1"),
+    ],
+    ids=["text for a bool", "text for a number", "float for an integer", "integer for a bool"],
+)
+def test_a_field_of_another_type_is_refused(options, message):
+    with pytest.raises(TypeError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        SamplingConfig(**options)
+    assert SamplingConfig(temperature=1, top_p=1).temperature == 1  # an integer is a number
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"num_samples": "5"}, "num_samples must be an integer, got '5'"),
+        ({"num_samples": True}, "num_samples must be an integer, got True"),
+        ({"seed": "1"}, "seed must be an integer or None, got '1'"),
+        ({"config": {"temperature": 0.8}}, "config must be a SamplingConfig"),
+        ({"prompts": []}, "prompts must be a template or a non-empty list of them, got []"),
+        ({"fragments": ["[*]C(=O)O", "[*]N1CCCC1"]}, "fragments must be one string, several joined by '.'"),
+    ],
+    ids=["text count", "bool count", "text seed", "dict config", "no prompts", "list of fragments"],
+)
+def test_generate_refuses_arguments_of_another_type_in_one_line(arguments, message):
+    with pytest.raises(TypeError) as error:
+        generate(tiny_task(4, causal_context=True), **({"num_samples": 2} | arguments))
+    assert str(error.value).startswith(message)
+
+
+def test_one_prompt_is_a_template_not_a_list_of_characters():
+    task = tiny_task(1)
+    one = generate(task, 2, prompts="CC[MASK][MASK]", seed=0, config=SamplingConfig(syntax=False))
+    listed = generate(task, 2, prompts=["CC[MASK][MASK]"], seed=0, config=SamplingConfig(syntax=False))
+    assert list(one) == list(listed) and all(s.startswith("CC") for s in one)
+    assert generate(task, 1, seed=-5).seed == -5  # the seed as given, not read modulo 2**64
