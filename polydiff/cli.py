@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
-from lightning.pytorch.callbacks import BasePredictionWriter, ProgressBar
+from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -217,8 +217,18 @@ class PolydiffCLI(LightningCLI):
     def before_fit(self) -> None:
         # Before the data is prepared: a polymer corpus or a token cache can take minutes to build.
         self.model.check_validation_sampling()
-        self.trainer.callbacks.append(CheckpointOnTermination())
-        self.trainer.callbacks.append(BestAcrossResume())
+        callbacks = self.trainer.callbacks
+        if not self.trainer.loggers and any(isinstance(c, LearningRateMonitor) for c in callbacks):
+            # Lightning would refuse it only once the data is set up and the sanity check run.
+            rank_zero_info("--trainer.logger false: the LearningRateMonitor has nothing to log to and is left out")
+            callbacks[:] = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+        if self.trainer.fast_dev_run:
+            # A smoke test saves nothing, as Lightning promises; its ModelCheckpoint still wrote last.ckpt
+            # at the end, which a later --ckpt_path last would resume.
+            callbacks[:] = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+            return
+        callbacks.append(CheckpointOnTermination())
+        callbacks.append(BestAcrossResume())
         # A resume into a new version folder: BestAcrossResume restores what this warning says is lost.
         warnings.filterwarnings("ignore", message="The dirpath has changed from")
 

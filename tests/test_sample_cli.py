@@ -53,6 +53,12 @@ def test_sample_writes_one_sequence_per_line_and_a_summary(checkpoint, tmp_path,
     assert 0 < nfe <= tokens  # a block model commits at least one token per call, [SEP] included
 
 
+def test_a_fixed_length_counts_the_tokens_asked_for(checkpoint, tmp_path, capsys):
+    summary = sample(capsys, checkpoint, tmp_path / "s.smi", "--num_samples=1", "--length=8", "--seed=0")
+    # The [SEP] at a fixed length is placed, not written: the count is the length asked for.
+    assert "tokens per sequence: mean 8.00" in summary and "wrote 1 sequence to" in summary
+
+
 def test_same_seed_same_file(checkpoint, tmp_path, capsys):
     files = [tmp_path / f"{name}.smi" for name in ("a", "b", "c")]
     for path, seed in zip(files, (5, 5, 6), strict=True):

@@ -87,3 +87,16 @@ def test_block_diffusion_trains_and_samples_through_the_cli(tmp_path, fit_tiny):
     assert task.diffusion_process.config.block_size == 2  # saved with the hyperparameters
     samples = task.sample(6, seed=0)
     assert len(samples) == 6 and all(samples)
+
+
+def test_a_smoke_test_saves_no_checkpoint_for_a_later_resume_to_find(tmp_path, fit_tiny):
+    fit_tiny(tmp_path, "--trainer.fast_dev_run", "true")
+    assert not list(tmp_path.glob("**/*.ckpt"))  # Lightning's ModelCheckpoint wrote last.ckpt at its end
+
+
+def test_no_logger_leaves_the_recipes_learning_rate_monitor_out_rather_than_failing_after_setup(
+    tmp_path, fit_tiny, caplog
+):
+    fit_tiny(tmp_path, "--trainer.logger", "false", "--trainer.max_steps", "2")
+    assert "the LearningRateMonitor has nothing to log to and is left out" in caplog.text
+    assert torch.load(next(tmp_path.glob("**/last.ckpt")), weights_only=True)["global_step"] == 2

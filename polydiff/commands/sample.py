@@ -104,10 +104,13 @@ def write_samples(
         # Opened before sampling, so that an output that cannot be written fails before the work.
         result = task.sample(prompt=prompts, condition=targets, progress=sys.stderr.isatty(), **generation)
         file.write("".join(f"{sequence}\n" for sequence in result))
-    nfe, tokens = result.nfe.float(), result.lengths.float() + task.generates_end  # a block model writes [SEP] too
+    # A block model that ends its own samples writes [SEP] too; a length or template fixes it instead.
+    writes_end = task.generates_end and generation.get("length") is None and prompts is None
+    nfe, tokens = result.nfe.float(), result.lengths.float() + writes_end
     # The summary goes to stderr, with the progress bar: --output - leaves stdout to the samples.
+    count = f"{len(result)} sequence{'' if len(result) == 1 else 's'}"
     print(
-        f"polydiff: wrote {len(result)} sequences to {'stdout' if to_stdout else path} in {result.seconds:.1f} s "
+        f"polydiff: wrote {count} to {'stdout' if to_stdout else path} in {result.seconds:.1f} s "
         f"({result.samples_per_s:.1f} samples/s, seed {result.seed})\n"
         f"NFE per sequence: mean {_mean(nfe):.2f}, max {int(nfe.max()) if len(nfe) else 0}\n"
         f"tokens per sequence: mean {_mean(tokens):.2f}\n"

@@ -36,7 +36,7 @@ class ModelConfig:
     num_layers: int = 2
     num_heads: int = 2
     intermediate_size: int = 512
-    max_position_embeddings: int = 130
+    max_position_embeddings: int = 128  # MoleculeDataModule's max_length, which the command line links here
     dropout: float = 0.1
     time_conditioning: bool = False
 
