@@ -525,11 +525,18 @@ def generate(
                 len(batch),
                 vocabulary,
             )
-            if free_length:
-                lengths[batch.cpu()] = (~torch.isin(x, frame)).sum(-1).cpu()
+            # What each row wrote: its own end, or a fixed end, or short of it at a dead end.
+            lengths[batch.cpu()] = (~torch.isin(x, frame)).sum(-1).cpu()
             texts = tokenizer.batch_decode(x.tolist(), skip_special_tokens=True)
             for i, text in zip(rows, texts, strict=True):
                 sequences[i] = model.representation.to_smiles(text)
             nfe[batch.cpu()] = calls.cpu() * model.evaluations_per_call
             bar.finish()
+    short = int((lengths < sizes.cpu()).sum()) if not free_length else 0
+    if short:
+        warnings.warn(
+            f"{short} of {len(sizes)} samples end short of their fixed length, invalid: they met a dead end, "
+            "where no continuation under the SMILES rules fills the rest of the template or length",
+            stacklevel=2,
+        )
     return Generation(sequences, nfe, lengths, seed, time.perf_counter() - start)

@@ -88,3 +88,15 @@ def test_a_rewound_row_stands_where_it_stood_before_those_tokens(task):
     assert full.state.ids[1] == short.state.ids[1] != full.state.ids[0]  # one automaton: one id per state
     assert full.prefixes[1] == short.prefixes[1] and full.prefixes[0] != short.prefixes[0]
     assert torch.equal(full.allowed(rows[1:], torch.tensor([7])), short.allowed(rows[1:], torch.tensor([7])))
+
+
+def test_a_template_the_rules_cannot_fill_ends_short_with_a_warning_and_its_true_length():
+    torch.manual_seed(0)
+    config = DiffusionConfig(block_size=4, causal_context=True)
+    polymer = DiffusionTask(model_config=TINY, diffusion_config=config, kind="polymer").eval()
+    # Two positions cannot hold a polymer unit's two * after a ring closed on N (C(*)* takes four).
+    with pytest.warns(UserWarning, match="2 of 2 samples end short of their fixed length, invalid"):
+        short = generate(polymer, 2, prompts="O=C1CCCN1[MASK][MASK]", seed=0)
+    assert list(short) == ["O=C1CCCN1"] * 2 and short.lengths.tolist() == [9, 9]  # what was written
+    filled = generate(polymer, 2, prompts="O=C1CCCN1[MASK][MASK][MASK][MASK][MASK]", seed=0)
+    assert all(s.startswith("O=C1CCCN1") and s.count("*") == 2 for s in filled), list(filled)

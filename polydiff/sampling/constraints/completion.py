@@ -17,7 +17,7 @@ molecule that closes with no valence left.
 
 The search writes with a few tokens the model may draw that close what is open (``)``, the open
 ring labels) or carry a chain or ring on (``C``, ``c``, ``n``, ``N``, ``O``, one new ring label,
-and ``*`` for a polymer model's unit): a prefix that only other tokens would complete is refused,
+and ``*`` and ``(`` for a polymer model's unit): a prefix that only other tokens would complete is refused,
 which is stricter, never invalid. A search that passes ``MAX_NODES`` tokens tried, or a row's
 searches at one position ``MAX_NODES_PER_DRAW``, gives the benefit of the doubt, as the
 kekulization check does past a few undecided atoms.
@@ -59,8 +59,9 @@ class CompletionSearch:
         self.syntax = syntax
         ids = {token: i for i, token in enumerate(syntax.tokens)}
         self.end = ids["[SEP]"]
-        # A polymer model's unit still needs its second attachment point; a molecule writes no *.
-        closing = (*CLOSING_TOKENS, "*") if syntax.stars is not None else CLOSING_TOKENS
+        # A polymer model's unit still needs its attachment points, and a * that does not end the
+        # unit goes on a branch (``c1ccccc1C(*)C*``); a molecule writes no *.
+        closing = (*CLOSING_TOKENS, "*", "(") if syntax.stars is not None else CLOSING_TOKENS
         drawn = set(range(len(ids)) if drawable is None else drawable.tolist()) | {self.end}  # [SEP]: fixed
         kind, label = syntax.by_token.kind.tolist(), syntax.by_token.label.tolist()
         self._ring_labels = {t: label[t] for t in range(len(kind)) if kind[t] == RING and t in drawn}

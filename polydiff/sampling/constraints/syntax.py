@@ -346,8 +346,9 @@ class SmilesSyntax:
         may end, [SEP] included: a token per open ring label and per open parenthesis, an atom for
         a pending bond (unless a ring closure takes it) or an empty branch, two atoms for a ring label
         opened, an atom or bond before a closure after ``)``, a ring for an aromatic atom written
-        where none is open, and for a polymer model each ``*`` still missing. A lower bound: valence
-        may ask for more, and so may a ring opened earlier."""
+        where none is open, and for a polymer model each ``*`` still missing (one of which may be
+        the atom a branch, a bond or a new fragment needs: ``C(*)*``). A lower bound: valence may
+        ask for more, and so may a ring opened earlier."""
         kind = self._by_class.kind
         after_atom = open_count + state.depth[:, None] + 1  # close each ring and branch, then end
         # An aromatic atom lies on a ring: with none open, a label, two more atoms and the closure at least.
@@ -365,8 +366,10 @@ class SmilesSyntax:
         debt = np.zeros(closing.shape, dtype=np.int64)
         for token_kind, value in debts:
             debt = np.where(kind == token_kind, value, debt)
-        if self.stars is not None:  # and a token for each * still to be written
-            debt = debt + np.maximum(self.stars - state.stars[:, None] - self._by_class.is_star, 0)
+        if self.stars is not None:  # and a token for each * still to be written, less one that is that atom
+            missing = np.maximum(self.stars - state.stars[:, None] - self._by_class.is_star, 0)
+            star_may_be_the_atom = (kind == OPEN) | (kind == DOT) | ((kind == BOND) & (open_count == 0))
+            debt = debt + np.maximum(missing - star_may_be_the_atom, 0)
         return debt
 
     def _advance(self, state: SyntaxFields, tokens: np.ndarray) -> SyntaxFields:

@@ -53,3 +53,7 @@ def test_a_polymer_unit_needs_room_for_its_second_attachment_point():
     assert fits("*C(", 4, stars=2)  # *C(C)*
     assert fits("*CC*", 1, stars=2)
     assert not fits("*CC*", 3, stars=2)  # nothing but the end may follow the second *
+    # A template with no * yet: a branch holds the first (the search writes "(" for a polymer), and
+    # the atom a branch needs may be a * itself.
+    assert fits("c1ccccc1C", 6, stars=2)  # c1ccccc1C(*)C*
+    assert fits("C1CCCN1C(", 4, stars=2)  # C1CCCN1C(*)*
