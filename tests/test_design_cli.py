@@ -33,6 +33,9 @@ def test_a_conditioned_checkpoint_keeps_its_conditions_and_their_statistics(cond
     mean, std, low, high = task.condition_statistics
     assert (std > 0).all() and (low < mean).all() and (mean < high).all()
     assert 250 <= low[2] < high[2] <= 500  # MOSES molecules weigh 250 to 350 g/mol
+    # Names as chemists write them are the ones they match ignoring case.
+    torch.testing.assert_close(task.condition_vector({"logP": 2.5, "QED": 0.7}),
+                               task.condition_vector({"logp": 2.5, "qed": 0.7}), equal_nan=True)  # fmt: skip
 
 
 def test_guided_sampling_counts_two_evaluations_per_call(conditioned, tmp_path, capsys):
@@ -57,6 +60,7 @@ def test_guided_sampling_counts_two_evaluations_per_call(conditioned, tmp_path, 
         (["--steering", "0.5"], "needs a condition"),
         (["--condition", "logp=2.5", "--steering", "0.5", "--length", "20"], "only speculative decoding"),
         (["--condition", "logp=2.5", "--steering", "0", "--length", "20"], "only speculative decoding"),
+        (["--condition", "logp=2.5", "--steering", "-1"], "steering must be above 0 (0 turns it off), got -1"),
         (["--fragments", "c1ccccc1"], "one fragment with [*] attachment points"),
     ],
 )

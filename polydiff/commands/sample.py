@@ -9,8 +9,9 @@ not ``--sampling.top_p``): one declaration of each serves this command and the P
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,6 +33,8 @@ from polydiff.utils.files import existing_file
 # The command reads a prompt and the condition as text (the template [MASK] would read as a YAML
 # list, and {logp: 3} is a clumsy way to write a target), and shows progress on a terminal.
 GIVEN_BY_THE_COMMAND = {"config", "progress", "prompt", "condition"}
+# The options the command hands to ``DiffusionTask.sample`` as they are.
+GENERATION_OPTIONS = set(inspect.signature(DiffusionTask.sample).parameters) - GIVEN_BY_THE_COMMAND - {"self"}
 
 
 def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str] | None:
@@ -59,7 +62,7 @@ def write_samples(
     num_threads: PositiveInt | None = None,
     condition: str | None = None,
     weights_only: bool = True,
-    **generation: Any,
+    generation: Mapping[str, Any] | None = None,
 ) -> Generation:
     """Generate sequences from a polydiff checkpoint into a file, one per line.
 
@@ -67,7 +70,9 @@ def write_samples(
         ckpt_path: checkpoint written by ``polydiff fit``.
         output: file to write, one sequence per line (``-``: standard output); it is replaced
             only once every sample is drawn.
-        prompt: a template such as ``c1ccc([MASK][MASK])cc1`` whose [MASK] tokens are filled in.
+        prompt: a template such as ``c1ccccc1C(=O)N[MASK][MASK][MASK][MASK]`` whose [MASK] tokens
+            are filled in (under the SMILES rules where the template fixes only a start; to keep
+            a ring and fill its substituents, ``--fragments "c1ccc([*])cc1"``).
         prompt_file: many templates, one per line (``#`` starts a comment line).
         device: cpu, cuda, cuda:1, ...; default: CUDA when available.
         num_threads: CPU threads for torch; fewer than cores helps when other jobs share them.
@@ -82,6 +87,7 @@ def write_samples(
     Returns:
         The generation (sequences, NFE, lengths, seed, time).
     """
+    generation = dict(generation or {})
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     if ckpt_path in ("last", "best") and not Path(ckpt_path).exists():
@@ -164,7 +170,7 @@ def build_parser() -> CommandParser:
     ``SamplingConfig``'s fields."""
     parser = CommandParser(prog="polydiff sample", description=write_samples.__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
-    parser.add_function_arguments(write_samples, as_positional=False)
+    parser.add_function_arguments(write_samples, as_positional=False, skip={"generation"})
     # num_samples, length, seed, ... are declared once, by the method.
     parser.add_method_arguments(DiffusionTask, "sample", skip=GIVEN_BY_THE_COMMAND, as_positional=False)
     parser.add_class_arguments(SamplingConfig, nested_key=None)
@@ -181,4 +187,5 @@ def main(args: list[str] | None = None) -> None:
         # file's count by value (``--print_config`` writes every one at its default).
         named = {arg[2:].partition("=")[0] for arg in (sys.argv[1:] if args is None else args) if arg[:2] == "--"}
         config = SamplingConfig.asked(named, **{f.name: options.pop(f.name) for f in fields(SamplingConfig)})
-        write_samples(config=config, **options)
+        generation = {name: options.pop(name) for name in GENERATION_OPTIONS} | {"config": config}
+        write_samples(**options, generation=generation)

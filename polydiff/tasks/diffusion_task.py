@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +81,12 @@ def _refuse_unused_training_options(schedule: DiffusionSchedule, config: Diffusi
 # skip that a non-finite loss's error advises, another validation sample count), so checkpoints
 # do not keep them.
 RUN_SETTINGS = ("sampling", "sample_every_n_validations", "val_num_samples", "compile", "on_nonfinite_loss")
+
+
+def _in_case_of(name: str, known: Iterable[str]) -> str:
+    """``name`` as written in ``known`` when exactly one of them matches it ignoring case, else as given."""
+    matches = [candidate for candidate in known if candidate.casefold() == name.casefold()]
+    return matches[0] if name not in matches and len(matches) == 1 else name
 
 
 class DiffusionTask(LightningModule):
@@ -323,6 +329,9 @@ class DiffusionTask(LightningModule):
             raise TypeError(f"condition takes a mapping such as {{'logp': 3.0}}, got {type(targets).__name__}")
         if not targets:  # all free: the unconditional model, at twice the calls
             raise ValueError("condition names no property: give at least one target, e.g. {'logp': 3.0}")
+        # As chemists write them (logP, MW, class=Polyamide): a name or category of another case
+        # is the one it matches, where exactly one does.
+        targets = {_in_case_of(name, self.conditions): value for name, value in targets.items()}
         unknown = [name for name in targets if name not in self.conditions]
         if unknown:
             raise ValueError(f"unknown property {unknown[0]!r}: this checkpoint knows {', '.join(self.conditions)}")
@@ -330,6 +339,10 @@ class DiffusionTask(LightningModule):
         vector = torch.full((len(self.condition_columns),), math.nan, device=self.device)
         for name, value in targets.items():
             if name in CATEGORIES:  # one-hot over the category's columns
+                categories = [
+                    column.partition("=")[2] for column in self.condition_columns if column.startswith(f"{name}=")
+                ]
+                value = _in_case_of(value, categories) if isinstance(value, str) else value
                 for k in self._category_columns(name, value):
                     vector[k] = float(self.condition_columns[k] == f"{name}={value}")
                 continue
@@ -421,6 +434,8 @@ class DiffusionTask(LightningModule):
             raise ValueError(f"steering: {'; '.join(reasons)}")
         if width == 0:  # turned off where it would steer by default
             return None
+        if width is not None and not 0 < width < math.inf:
+            raise ValueError(f"steering must be above 0 (0 turns it off), got {width}")
         return Steering(self.property_head, numeric, vector[numeric], width or DEFAULT_WIDTH)
 
     def training_condition(self, batch: dict[str, Tensor]) -> Tensor | None:
@@ -995,8 +1010,9 @@ class DiffusionTask(LightningModule):
                 takes its fields as options of their own: ``--steps``, ``--top_p``, ...).
             length: tokens per sequence; by default a block-diffusion model ends its sequences
                 itself, and others draw the length from the training length histogram.
-            prompt: a template such as ``c1ccc([MASK][MASK])cc1`` (or a list of them) whose [MASK]
-                tokens are filled in.
+            prompt: a template such as ``c1ccccc1C(=O)N[MASK][MASK][MASK][MASK]`` (or a list of
+                them) whose [MASK] tokens are filled in; under the SMILES rules where it fixes only
+                a start (``fragments`` keeps a ring and fills its substituents).
             batch_size: sequences denoised together.
             seed: the same seed, batch size and device give the same sequences; by default a fresh
                 seed.
