@@ -196,6 +196,21 @@ def test_csv_samples_keep_empty_rows(tmp_path):
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
 
 
+def test_polymer_csv_samples_are_read_by_their_psmiles_column(tmp_path):
+    samples = tmp_path / "samples.csv"
+    samples.write_text("PSMILES,score\n*CC*,1\nCC*,2\n*CC(*)C,3\n")  # as the polymer corpus names it
+    run("--samples", samples, "--output", tmp_path / "out", "--kind", "polymer")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["polymer_valid"] == pytest.approx(2 / 3)
+
+
+def test_comment_lines_are_no_samples_and_said_to_be(tmp_path, capsys):
+    samples = tmp_path / "samples.smi"
+    samples.write_text("# polydiff sample, seed 0\nCCO\nC1CC\n# a note\nc1ccccc1\n")
+    run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
+    assert f"{samples}: 2 comment lines (#) skipped, not samples" in capsys.readouterr().err
+
+
 def test_empty_lines_are_invalid_samples_and_said_to_be(tmp_path, capsys):
     """A sample the model left empty is an empty line; so is a blank line at a file's end, which
     the note points at rather than guess which of the two it is."""

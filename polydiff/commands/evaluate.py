@@ -27,7 +27,8 @@ LINE_FILE_HEADERS = {"SMILES", "PSMILES", "SMILES_STRING"}
 def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
     """Reads generated samples, one per line, keeping empty lines (they count as invalid samples, and
     stderr says how many).
-    A line file's title line (``SMILES``, as RDKit's ``SmilesWriter`` writes one) is no sample.
+    A line file's title line (``SMILES``, as RDKit's ``SmilesWriter`` writes one) and its comment
+    lines (``#``, as ``polydiff sample --prompt_file`` takes them; no SMILES starts so) are no samples.
 
     Args:
         path: a ``.smi``/``.txt`` file (the first whitespace-separated field of each line) or a
@@ -44,6 +45,10 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
         # molecule is written so), and scored as one it would be an invalid sample.
         print(f"polydiff: {path}: line 1 ({lines[0]!r}) read as the file's header, not a sample", file=sys.stderr)
         lines = lines[1:]
+    comments = sum(line.startswith("#") for line in lines) if not is_csv(path) else 0
+    if comments:
+        print(f"polydiff: {path}: {_lines(comments, 'comment ')} (#) skipped, not samples", file=sys.stderr)
+        lines = [line for line in lines if not line.startswith("#")]
     # A line that is not UTF-8 is no molecule: an invalid sample, like an empty one.
     garbled = [undecodable(line) for line in lines]
     samples = ["" if bad else line for line, bad in zip(lines, garbled, strict=True)]
@@ -85,7 +90,7 @@ def evaluate_samples(
     kind: Kind = "molecule",
     n_jobs: PositiveInt | None = None,
     device: str | None = None,
-    smiles_column: str = "SMILES",
+    smiles_column: str | None = None,
 ) -> dict[str, float]:
     """MOSES metrics of generated samples: prints a table and writes metrics.json, properties.png, molecules.png.
 
@@ -105,8 +110,8 @@ def evaluate_samples(
             repeat units as canonical PSMILES).
         n_jobs: worker processes for RDKit; default: every core.
         device: torch device for ChemNet and the similarity search; default: CUDA when available.
-        smiles_column: the column of a CSV samples file (reference and training CSVs are read
-            by their ``SMILES`` column, or ``PSMILES`` where they have none).
+        smiles_column: the column of a CSV samples file; default: ``SMILES``, or ``PSMILES``
+            where it has none (as reference and training CSVs are read).
 
     Returns:
         The metrics, by MOSES key name.
@@ -119,9 +124,10 @@ def evaluate_samples(
         existing = next(folder for folder in Path(output).absolute().parents if folder.exists())
         if not (existing.is_dir() and os.access(existing, os.W_OK)):
             raise ValueError(f"--output {output}: cannot make the folder in {existing}")
-    if smiles_column != "SMILES" and not is_csv(samples):
+    if smiles_column is not None and not is_csv(samples):
         raise ValueError(f"--smiles_column {smiles_column!r} names a column of a CSV samples file: {samples} is none")
-    lines = read_samples(samples, smiles_column)
+    existing_file(samples, "samples file")
+    lines = read_samples(samples, smiles_column or molecule_column(samples))
     molecules = kind == "molecule"
     paths = {
         "test": resolve(reference, "reference", "test", molecules),
