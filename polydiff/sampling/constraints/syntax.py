@@ -57,6 +57,9 @@ VALENCES = {
 }  # fmt: skip
 AROMATIC = {"b", "c", "n", "o", "p", "s"}
 UNLIMITED = 8
+# Alkali and alkaline-earth metals: as cations ([Na+], [Ca+2]) they are counter-ions, which SMILES
+# writes apart after a "." (RDKit reads [Na+]C, a methyl radical on a cation, without a word).
+SALT_CATIONS = {"Li", "Na", "K", "Rb", "Cs", "Be", "Mg", "Ca", "Sr", "Ba"}
 
 # May a token of kind `next` (column) follow one of kind `previous` (row)? Valence, CLOSE, DOT
 # and END have further conditions.
@@ -89,12 +92,15 @@ def bracket_valence(token: str) -> int:
     """The most bonds (bond orders, a bond between aromatic atoms as 1) RDKit accepts on a bracket
     atom, its charge and hydrogens as written: the atom (an aromatic one in its aliphatic form)
     with as many methyl groups as it takes before RDKit refuses it. UNLIMITED where RDKit sets no
-    bound below it (metal ions) or does not parse the atom alone, and for ``[*]``."""
+    bound below it (metal ions) or does not parse the atom alone, and for ``[*]``; none for an
+    alkali or alkaline-earth cation (``SALT_CATIONS``), a counter-ion."""
     inner = token[1:-1]
     element = inner.lstrip("0123456789")
     if is_star(token) or not element[:1].isalpha():
         return UNLIMITED
     isotope, symbol = inner[: len(inner) - len(element)], element[:2] if element[1:2].islower() else element[:1]
+    if symbol in SALT_CATIONS and "+" in element:
+        return 0
     atom = f"[{isotope}{symbol.capitalize()}{element[len(symbol) :]}]"  # c, n, se: aromatic
     quiet_rdkit()
     accepted = [bonds for bonds in range(UNLIMITED) if Chem.MolFromSmiles(atom + "(C)" * bonds) is not None]

@@ -86,6 +86,13 @@ def test_malformed_smiles_are_refused(smiles, end):
     assert Chem.MolFromSmiles(smiles) is None  # RDKit agrees
 
 
+def test_a_metal_cation_is_a_counter_ion_that_takes_no_bond():
+    assert Chem.MolFromSmiles("CC(=O)O.[Na+]C") is not None  # RDKit reads a methyl radical on Na+
+    assert accepted(["CC(=O)[O-].[Na+]", "[Ca+2].[O-]C(=O)C", "CC(=O)O.[Na+]C", "[K+]1CC1", "C[Zn+2]C"]) == [
+        True, True, False, False, True  # zinc is no alkali or alkaline-earth metal
+    ]  # fmt: skip
+
+
 def test_ring_labels_do_not_span_a_dot():
     assert Chem.MolFromSmiles("C1CC.C1") is not None  # valid SMILES, but no training string does this
     assert not accepts("C1CC.", end=False)
