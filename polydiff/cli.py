@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import signal
@@ -9,7 +10,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import yaml
@@ -153,7 +154,8 @@ class PolydiffCLI(LightningCLI):
         checkpoint = self._resolve_subcommand_checkpoint()  # Lightning 2.5 has no _parse_ckpt_path
         if checkpoint is None:
             return
-        if self.config.subcommand in ("validate", "test"):
+        # Where the model's options come from the checkpoint (Lightning 2.6 and later), so do the data's.
+        if self.config.subcommand in ("validate", "test") and hasattr(LightningCLI, "_parse_ckpt_path"):
             self._score_the_fits_lines(checkpoint.get("datamodule_hyper_parameters") or {})
         # A checkpoint trained on the wide SMILES vocabulary (before ``smiles`` became the common
         # one) needs its data tokenized the same way; a tokenizer the user names is left alone.
@@ -190,11 +192,11 @@ class PolydiffCLI(LightningCLI):
         checkpoint keeps them): without the fit's -c files, ``validate`` would hold out 10,000 lines
         where the fit held out 2,000, and score 8,000 lines it trained on."""
         subcommand = self.config.subcommand
-        defaults = self.parser._subcommands_action._name_parser_map[subcommand].get_defaults().data
+        defaults = inspect.signature(MoleculeDataModule).parameters
         given = self.config[subcommand].data
         taken = {}
         for name in SCORED_DATA:
-            default = _plain(defaults.get(name))
+            default = _plain(defaults[name].default)
             if name in fitted and _plain(given.get(name)) == default and _plain(fitted[name]) != default:
                 taken[name] = fitted[name]
         if taken:
@@ -293,6 +295,9 @@ class PolydiffCLI(LightningCLI):
 
 
 def _plain(value):
+    """A config value as plain data: a parsed group (jsonargparse's Namespace) or a dataclass as a dict."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
     return value.as_dict() if isinstance(value, Namespace) else value
 
 
