@@ -87,7 +87,8 @@ class FragmentPlan:
         ]
         if unknown:
             raise ValueError(
-                f"fragments {'.'.join(self.template.fragments)!r} hold pieces this model does not know: {unknown}"
+                f"fragments {'.'.join(self.template.fragments)!r} hold pieces this model does not know: {unknown} "
+                f"(in {text!r}, as RDKit writes them)"
             )
         return list(encoding.ids)
 
