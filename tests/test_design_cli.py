@@ -108,7 +108,10 @@ def test_a_checkpoint_fitted_without_condition_dropout_samples_the_conditional_m
 def test_fragment_constrained_samples_keep_their_fragments(conditioned, tmp_path, capsys):
     torch.manual_seed(0)
     output = tmp_path / "linked.smi"
-    sample(capsys, conditioned, output, "--fragments", "[*]C(=O)O.[*]N1CCCC1")
-    for line in output.read_text().splitlines():
+    summary = sample(capsys, conditioned, output, "--fragments", "[*]C(=O)O.[*]N1CCCC1")
+    lines = output.read_text().splitlines()
+    for line in lines:
         if Chem.MolFromSmiles(line) is not None and line:
             assert keeps_fragments(line, ["[*]C(=O)O", "[*]N1CCCC1"]), line
+    kept = sum(keeps_fragments(line, ["[*]C(=O)O", "[*]N1CCCC1"]) for line in lines)
+    assert f"kept the fragments, stereocentres included: {kept} of {len(lines)}" in summary

@@ -134,8 +134,9 @@ def _query(text: str) -> Chem.Mol:
 
 def keeps_fragments(smiles: str, fragments: Sequence[str]) -> bool:
     """Whether a molecule contains every fragment on atoms of its own (no two fragments sharing a
-    non-attachment atom), each ``[*]`` standing for some atom of the molecule and each other atom
-    bonded as in its fragment (substituents only where the fragment has a ``[*]``)."""
+    non-attachment atom), each ``[*]`` standing for some atom of the molecule, each other atom
+    bonded as in its fragment (substituents only where the fragment has a ``[*]``) and each of its
+    stereocentres kept: ``[*][C@H](F)Cl`` completed with an F is no stereocentre any more."""
     mol = parse(smiles)
     if mol is None:
         return False
@@ -143,7 +144,7 @@ def keeps_fragments(smiles: str, fragments: Sequence[str]) -> bool:
     for text in fragments:
         query = _query(text)
         real = [atom.GetIdx() for atom in query.GetAtoms() if atom.GetAtomicNum()]
-        found = mol.GetSubstructMatches(query, uniquify=False, maxMatches=1000)
+        found = mol.GetSubstructMatches(query, uniquify=False, maxMatches=1000, useChirality=True)
         if not found:
             return False
         matches.append([frozenset(match[i] for i in real) for match in found])

@@ -20,6 +20,7 @@ import torch
 from jsonargparse import ActionConfigFile
 from jsonargparse.typing import PositiveInt
 
+from polydiff.chem.fragments import keeps_fragments
 from polydiff.chem.molecules import is_polymer, parse, quiet_rdkit
 from polydiff.commands import CommandParser, one_line_warnings, user_errors
 from polydiff.sampling.config import SamplingConfig
@@ -123,6 +124,9 @@ def write_samples(
         f"{_validity(result, task.kind == 'polymer')}",
         file=sys.stderr,
     )
+    if generation.get("fragments"):
+        kept = sum(keeps_fragments(sample, generation["fragments"].split(".")) for sample in result)
+        print(f"kept the fragments, stereocentres included: {kept} of {len(result)}", file=sys.stderr)
     return result
 
 

@@ -67,3 +67,10 @@ def test_an_attachment_point_rdkit_writes_in_brackets_is_a_hole():
     the sampler can say the model knows no ``[U]`` (not that the [*] could not be placed)."""
     template = fragment_template("[U][*]")
     assert template.pieces == ("[U]", "") and template.holes == ("tail",)
+
+
+def test_a_fragment_is_kept_with_its_stereocentres():
+    fragment = ["[*][C@H](F)Cl"]
+    assert keeps_fragments("CC[C@H](F)Cl", fragment)
+    assert not keeps_fragments("CC[C@@H](F)Cl", fragment)  # the mirror image
+    assert not keeps_fragments("Cl[C@H](F)F", fragment)  # its [*] given an F: no stereocentre left
