@@ -339,11 +339,8 @@ class DiffusionTask(LightningModule):
         vector = torch.full((len(self.condition_columns),), math.nan, device=self.device)
         for name, value in targets.items():
             if name in CATEGORIES:  # one-hot over the category's columns
-                categories = [
-                    column.partition("=")[2] for column in self.condition_columns if column.startswith(f"{name}=")
-                ]
-                value = _in_case_of(value, categories) if isinstance(value, str) else value
-                for k in self._category_columns(name, value):
+                columns, value = self._category_columns(name, value)
+                for k in columns:
                     vector[k] = float(self.condition_columns[k] == f"{name}={value}")
                 continue
             if isinstance(value, str):
@@ -363,11 +360,13 @@ class DiffusionTask(LightningModule):
             vector[k] = (value - mean[k]) / std[k]
         return vector
 
-    def _category_columns(self, name: str, value: float | str) -> list[int]:
-        """The columns of categorical condition ``name``, after checking that ``value`` is one of
-        its categories with enough training sequences (``MIN_CATEGORY_SEQUENCES``)."""
+    def _category_columns(self, name: str, value: float | str) -> tuple[list[int], float | str]:
+        """The columns of categorical condition ``name``, and ``value`` as the category it names
+        (matched ignoring case), after checking that it is one with enough training sequences
+        (``MIN_CATEGORY_SEQUENCES``)."""
         columns = [k for k, column in enumerate(self.condition_columns) if column.partition("=")[0] == name]
         offered = {self.condition_columns[k].partition("=")[2]: self.condition_statistics[3, k].item() for k in columns}
+        value = _in_case_of(value, offered) if isinstance(value, str) else value
         enough = [category for category, count in offered.items() if count >= MIN_CATEGORY_SEQUENCES]
         if value not in offered:
             raise ValueError(f"unknown {name} {value!r}: choose from {', '.join(enough) or 'none'}")
@@ -376,7 +375,7 @@ class DiffusionTask(LightningModule):
                 f"{name}={value}: this checkpoint was trained on about {offered[value]:,.0f} such sequences, "
                 f"fewer than {MIN_CATEGORY_SEQUENCES:,} (it offers {', '.join(enough) or 'none'})"
             )
-        return columns
+        return columns, value
 
     def guided(
         self,
