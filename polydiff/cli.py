@@ -26,7 +26,7 @@ from polydiff.commands import OneLineErrors, one_line_warnings, user_errors
 from polydiff.data.datamodule import MoleculeDataModule
 from polydiff.sampling.config import SamplingConfig
 from polydiff.tasks.checkpoints import NeedsCodeError, check_checkpoint, migrate_hyperparameters
-from polydiff.tasks.diffusion_task import RUN_SETTINGS, DiffusionTask
+from polydiff.tasks.diffusion_task import RUN_SETTINGS, DiffusionTask, data_mismatches
 from polydiff.tasks.progress import StepProgressBar, hide_lightning_tips
 from polydiff.tasks.resumed_best import BestAcrossResume
 from polydiff.tasks.termination import CheckpointOnTermination
@@ -166,26 +166,16 @@ class PolydiffCLI(LightningCLI):
             config.data.tokenizer_name = config.model.tokenizer_name = hparams["tokenizer_name"]
         # Data read otherwise than the model was trained on would be scored or trained on silently wrong;
         # its length limit and conditions shape the model (its positions, its property head).
-        trained = {
-            "kind": hparams.get("kind", "molecule"),
-            "representation": hparams.get("representation"),
-            "tokenizer_name": hparams.get("tokenizer_name") or hparams.get("representation"),
-            "max_length": (hparams.get("model_config") or {}).get("max_position_embeddings"),
-            "conditions": list(hparams.get("conditions") or []),
-        }
-        given = {
-            "kind": config.data.kind,
-            "representation": config.data.representation,
-            "tokenizer_name": config.data.tokenizer_name or config.data.representation,
-            "max_length": config.data.max_length,
-            "conditions": list(config.data.conditions or []),
-        }
-        for key, value in trained.items():
-            if value is not None and given[key] != value:
-                raise ValueError(
-                    f"the checkpoint was trained with data.{key} {value}, not {given[key]}: "
-                    f"give --data.{key} {value} (or the -c files it was trained with)"
-                )
+        mismatches = data_mismatches(hparams, config.data)
+        trained_length = (hparams.get("model_config") or {}).get("max_position_embeddings")
+        if trained_length is not None and config.data.max_length != trained_length:
+            mismatches.append(("max_length", trained_length, config.data.max_length))
+        if mismatches:
+            key, value, given = mismatches[0]
+            raise ValueError(
+                f"the checkpoint was trained with data.{key} {value}, not {given}: "
+                f"give --data.{key} {value} (or the -c files it was trained with)"
+            )
 
     def _score_the_fits_lines(self, fitted: dict) -> None:
         """Data options that decide what is scored, left at the class defaults, take the fit's (the

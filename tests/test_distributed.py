@@ -30,5 +30,7 @@ def test_two_process_ddp_fit_ends_with_equal_weights_on_both_ranks(tmp_path, smi
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["step"] == ranks[1]["step"] == 6
     assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients were all-reduced every step
+    # Every rank counts the run's tokens, not its own share.
+    assert ranks[0]["tokens_seen"] == ranks[1]["tokens_seen"] == sum(r["batch_tokens"] for r in ranks)
     assert (tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
     assert len(list((tmp_path / "cache" / "tokens").iterdir())) == 2  # train and val, tokenized once

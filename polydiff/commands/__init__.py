@@ -44,6 +44,9 @@ TYPE_NAMES = {
 }
 # FloatingPointError: a non-finite training loss (DiffusionTask stops the run with the step).
 USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError, FloatingPointError)
+# Raised by bad input and by bugs alike (torch's own checks, a missing key), so their line says
+# how to see where they came from.
+AMBIGUOUS_ERRORS = (KeyError, RuntimeError)
 
 
 @contextmanager
@@ -56,7 +59,8 @@ def user_errors(prog: str, also: tuple[type[Exception], ...] = ()) -> Iterator[N
     except (*USER_ERRORS, *also) as error:
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f"{prog}: error: {type(error).__name__}: {error}", file=sys.stderr)
+        where = f" ({DEBUG_ENV}=1 shows where it came from)" if isinstance(error, AMBIGUOUS_ERRORS) else ""
+        print(f"{prog}: error: {type(error).__name__}: {error}{where}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

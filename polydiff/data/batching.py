@@ -165,8 +165,8 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
     """Shuffled batches of lines of similar length, so little compute goes to padding.
 
     Each epoch shuffles the lines, sorts every window of ``window`` batches by length, cuts it
-    into batches and shuffles the batches. The length is that of the SMILES line, a close
-    proxy for its token count in either representation that needs no conversion. Every line
+    into batches and shuffles the batches. The length is the line's token count where a token
+    cache holds it, else that of the SMILES line, a close proxy that needs no conversion. Every line
     comes once per epoch; under several processes, each takes every ``num_replicas``-th line of
     the shuffled order (its own shard) and all shards give the same number of batches.
 

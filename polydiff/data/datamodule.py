@@ -58,9 +58,10 @@ class MoleculeDataModule(LightningDataModule):
         tokenizer_name: a local tokenizer path, or None for the bundled tokenizer of the representation.
         max_length: longest tokenized sequence, [CLS] and [SEP] included; longer ones are dropped.
         batch_size: sequences per batch (per device).
-        num_workers: DataLoader worker processes for the training, test and predict batches. Validation
+        num_workers: DataLoader worker processes for the training and test batches. Validation
             batches are collated in the main process: a worker kept for them would hold a process's
-            memory (~300 MB) for the whole run to collate a small held-out set now and then.
+            memory (~300 MB) for the whole run to collate a small held-out set now and then; and
+            predict's batches are sample indices, which need no worker.
         val_size: validation sequences: held out of the training lines when there is no validation
             file, or drawn (by the seed) from a ``val_file`` or the polymer corpus's split that has
             more, so that a validation costs the same whatever the file.
@@ -362,9 +363,9 @@ class MoleculeDataModule(LightningDataModule):
         written; the lines of any other file are canonicalized here, once a run, in this process
         (a pool forked from a training process, with its threads, can hang)."""
         lines: Sequence[str] = self.train_smiles
+        if len(lines) > max_lines:
+            return None
         if isinstance(lines, CachedSequences):
-            if lines.cache.info["lines"] > max_lines:
-                return None
             path, column = self._source("train")
             lines = [line for line in iter_smiles(path, column) if line]
         train_file = self.hparams.train_file

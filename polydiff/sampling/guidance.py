@@ -83,24 +83,25 @@ class GuidedDenoiser:
         return getattr(self.model, name)
 
     @property
-    def guided(self) -> bool:
+    def uses_guidance(self) -> bool:
+        """Whether each call pairs the conditional rows with unconditional ones (scale above 0)."""
         return self.scale > 0
 
     @property
     def evaluations_per_call(self) -> int:
-        return 2 if self.guided else 1
+        return 2 if self.uses_guidance else 1
 
     def _conditions(self, rows: int) -> Tensor:
         """The conditions of ``rows`` rows, then (guided) of as many unconditional ones."""
         given = self.condition.to(self.model.device).expand(rows, -1)
-        return torch.cat([given, torch.full_like(given, math.nan)]) if self.guided else given
+        return torch.cat([given, torch.full_like(given, math.nan)]) if self.uses_guidance else given
 
     def _twice(self, value: Tensor | None) -> Tensor | None:
-        return value if value is None or not self.guided else torch.cat([value, value])
+        return value if value is None or not self.uses_guidance else torch.cat([value, value])
 
     def _paired(self, hidden: Tensor) -> Tensor:
         """(2r, ..., H) conditional then unconditional states -> (r, ..., 2H), side by side for the head."""
-        return torch.cat(hidden.chunk(2), -1) if self.guided else hidden
+        return torch.cat(hidden.chunk(2), -1) if self.uses_guidance else hidden
 
     def encode(
         self,
@@ -125,7 +126,7 @@ class GuidedDenoiser:
         sees_before: Tensor,
         group: Tensor,
     ) -> Tensor:
-        if self.guided:  # the unconditional copy of row i is row i + R of the cache
+        if self.uses_guidance:  # the unconditional copy of row i is row i + R of the cache
             rows = torch.cat([rows, rows + cache.rows // 2])
             input_ids, positions, sees_before, group = (
                 torch.cat([v, v]) for v in (input_ids, positions, sees_before, group)
@@ -147,12 +148,12 @@ class GuidedDenoiser:
 
     def draft(self, context: Tensor, slot_ids: Tensor) -> Tensor:
         """The draft head's window states after paired causal states (``_paired``), paired likewise."""
-        if not self.guided:
+        if not self.uses_guidance:
             return self.model.draft(context, slot_ids)
         return torch.cat([self.model.draft(half, slot_ids) for half in context.chunk(2, -1)], -1)
 
     def logits_from_hidden(self, hidden: Tensor, allow_end: bool = True) -> Tensor:
-        if not self.guided:
+        if not self.uses_guidance:
             return self.model.logits_from_hidden(hidden, allow_end)
         conditional, unconditional = (
             torch.log_softmax(self.model.logits_from_hidden(half, allow_end), -1) for half in hidden.chunk(2, -1)

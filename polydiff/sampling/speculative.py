@@ -521,7 +521,7 @@ def decode_speculative(
         finished = rows[decoder.ended[rows]] if steering is not None else rows[:0]
         while len(finished):  # a row that writes [SEP] again as it backs out is judged again
             last = decoder.last_encoded(finished)
-            if model.guided:  # the guided calls computed the unconditional states
+            if model.uses_guidance:  # the guided calls computed the unconditional states
                 states = model.unconditional(decoder.states[finished, : int(last.max()) + 1])
             else:  # a pass of the unconditional model of their own (positions 0 .. last), counted
                 states = _call(model.model, decoder.x[finished], torch.ones_like(last), last)[0]

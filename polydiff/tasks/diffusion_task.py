@@ -89,6 +89,25 @@ def _in_case_of(name: str, known: Iterable[str]) -> str:
     return matches[0] if name not in matches and len(matches) == 1 else name
 
 
+def data_mismatches(model: Mapping[str, Any], data: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Where ``data`` (a data module's hyperparameters) reads sequences otherwise than ``model`` (a
+    ``DiffusionTask``'s) reads them: (option, the model's value, the data's) for each; an option
+    either leaves unset is not compared. The length limit is compared by each caller, which knows
+    whether the data must match it or only fit in it."""
+    pairs = {
+        "kind": (model.get("kind", "molecule"), data.get("kind")),
+        "representation": (model.get("representation"), data.get("representation")),
+        "tokenizer_name": (
+            model.get("tokenizer_name") or model.get("representation"),
+            data.get("tokenizer_name") or data.get("representation"),
+        ),
+        "conditions": (list(model.get("conditions") or []), list(data.get("conditions") or [])),
+    }
+    return [
+        (name, ours, theirs) for name, (ours, theirs) in pairs.items() if None not in (ours, theirs) and ours != theirs
+    ]
+
+
 class DiffusionTask(LightningModule):
     """Masked ("excited-state") discrete diffusion over SMILES with a BERT denoiser.
 
@@ -237,7 +256,7 @@ class DiffusionTask(LightningModule):
         except (FileNotFoundError, ValueError):
             raise
         except Exception as error:  # torch.load and Lightning raise many types for a bad file
-            raise ValueError(f"{checkpoint_path} could not be loaded ({error_summary(error)})") from None
+            raise ValueError(f"{checkpoint_path} could not be loaded ({error_summary(error)})") from error
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``, with weights that do not fit this model (``validate --ckpt_path``
@@ -503,30 +522,20 @@ class DiffusionTask(LightningModule):
     def _check_data(self, data: Mapping[str, Any]) -> None:
         """Refuses data read otherwise than this model reads it (``data``: the data module's
         hyperparameters). The CLI links these options; a fit from Python gives each twice."""
-        model = self.hparams
-        pairs = {
-            "representation": (data.get("representation"), model.get("representation")),
-            "kind": (data.get("kind"), model.get("kind")),
-            "tokenizer_name": (
-                data.get("tokenizer_name") or data.get("representation"),
-                model.get("tokenizer_name") or model.get("representation"),
-            ),
-        }
-        for name, (given, expected) in pairs.items():
-            if given is not None and expected is not None and given != expected:
-                raise ValueError(f"the data has {name} {given}, the model {expected}: give both the same")
+        for name, expected, given in data_mismatches(self.hparams, data):
+            if name == "conditions":
+                raise ValueError(f"the data computes conditions {given}, the model reads {expected}")
+            raise ValueError(f"the data has {name} {given}, the model {expected}: give both the same")
         if data.get("max_length") is not None and data["max_length"] > self.max_positions:
             raise ValueError(
                 f"the data keeps sequences of up to {data['max_length']} tokens, the model reads "
                 f"{self.max_positions} (model_config.max_position_embeddings): give both the same"
             )
-        given = list(data.get("conditions") or [])
-        if given != self.conditions:
-            raise ValueError(f"the data computes conditions {given}, the model reads {self.conditions}")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The random state that draws t, the masks and dropout: a resumed run continues with the
-        # very numbers an uninterrupted one would have drawn.
+        # very numbers an uninterrupted one would have drawn (not the conditions a collator keeps:
+        # docs/conventions.md, "Resume").
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         checkpoint["validation_runs"] = self._validation_runs  # when to sample next
         checkpoint["skipped_steps"] = self.skipped_steps  # train/skipped_steps counts on after a resume
@@ -874,23 +883,28 @@ class DiffusionTask(LightningModule):
             self.skipped_steps += 1
             self.log("train/skipped_steps", float(self.skipped_steps), batch_size=len(batch["input_ids"]))
             return None
-        self.tokens_seen += batch["attention_mask"].sum()
+        tokens = batch["attention_mask"].sum()
+        if self._trainer is not None:  # summed over the ranks: the checkpoint keeps rank 0's count
+            tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
+        self.tokens_seen += tokens
         self.log("train/tokens_seen", self.tokens_seen.float(), batch_size=len(batch["input_ids"]))
         return loss
 
     def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, metric: MeanMetric, next_metric: MeanMetric) -> None:
         # A fixed generator per batch makes the bound's estimate comparable across epochs.
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        x0, next_nll = batch["input_ids"], None
-        if self.has_draft_head:  # one causal pass gives the head's bound and the next-token NLL alike
-            weight, scored, token_nll, next_nll = self._head_bound(x0, batch["attention_mask"], generator)
-            nll, tokens = self._per_sequence(batch, weight, scored, token_nll)
+        x0, attention_mask = batch["input_ids"], batch["attention_mask"]
+        # With a causal context one pass gives the bound and, from its clean stream (the causal model
+        # the sampler verifies with), the next-token NLL alike.
+        if self.has_draft_head:
+            weight, scored, token_nll, next_nll = self._head_bound(x0, attention_mask, generator)
+        elif self.causal_context:
+            weight, scored, token_nll, next_nll = self._block_pass(x0, attention_mask, self.block_size, generator)
         else:
-            nll, tokens = self.negative_elbo(batch, generator)
+            (weight, scored, token_nll), next_nll = self.masked_cross_entropy(batch, generator), None
+        nll, tokens = self._per_sequence(batch, weight, scored, token_nll)
         metric.update(nll.float().sum() / tokens.sum(), weight=tokens.sum())
-        if self.causal_context:  # the clean stream alone is the causal model the sampler verifies with
-            if next_nll is None:
-                next_nll = self._next_token_cross_entropy(x0, batch["attention_mask"])[2]
+        if next_nll is not None:
             next_metric.update(next_nll.float().mean(), weight=next_nll.numel())
 
     def _metrics_in_float32(self) -> None:

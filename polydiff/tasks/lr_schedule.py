@@ -15,7 +15,8 @@ class LRScheduleConfig:
     """Learning-rate schedule: linear warmup, then cosine decay or constant.
 
     Args:
-        warmup_steps: optimizer steps of linear warmup from 0.
+        warmup_steps: optimizer steps of linear warmup: step k (from 0) runs at (k + 1) / warmup_steps
+            of the peak rate.
         decay: ``cosine`` decays to ``min_lr_ratio`` x lr by the end of training.
         min_lr_ratio: final learning rate as a fraction of the peak.
         decay_over: ``steps`` decays over the trainer's steps (``max_steps``); ``steps_or_time``
@@ -51,7 +52,7 @@ class LRScheduleConfig:
         progress = (step - self.warmup_steps) / max(1.0, total_steps - self.warmup_steps)
         if self.decay_over == "steps_or_time":
             progress = max(progress, time_progress)
-        if self.decay == "constant" or not math.isfinite(progress):
+        if self.decay == "constant":
             return 1.0
         progress = min(1.0, progress)
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

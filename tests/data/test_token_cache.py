@@ -133,3 +133,12 @@ def test_a_second_run_on_the_same_file_waits_for_the_first_to_build(corpus, caps
     second.join(timeout=60)
     assert not second.is_alive() and (folder / "cache.json").is_file()
     assert "waiting for another process to finish tokenizing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("token_cache", [True, False])
+def test_novelty_is_not_checked_above_the_line_cap_with_or_without_a_cache(corpus, token_cache):
+    data = MoleculeDataModule(train_file=str(corpus), val_size=30, max_length=64, token_cache=token_cache, seed=1)
+    data.prepare_data()
+    data.setup("fit")
+    assert data.novelty_reference(max_lines=len(data.train_smiles) - 1) is None
+    assert len(data.novelty_reference(max_lines=len(data.train_smiles))) > 0

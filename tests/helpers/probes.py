@@ -17,15 +17,21 @@ def _digest(*arrays) -> str:
 
 
 class WeightProbe(Callback):
-    """Writes ``rank{r}.json``: the rank, world size, final step and a digest of its weights."""
+    """Writes ``rank{r}.json``: the rank, world size, final step, a digest of its weights, the
+    model's ``tokens_seen`` and the tokens of the batches this rank trained on."""
 
     def __init__(self, output_dir: str) -> None:
         self.output_dir = Path(output_dir)
+        self.batch_tokens = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batch_tokens += int(batch["attention_mask"].sum())
 
     def on_train_end(self, trainer, pl_module) -> None:
         state = sorted(pl_module.state_dict().items())
         record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "step": trainer.global_step}
-        record["weights"] = _digest(*(value for _, value in state))
+        record["weights"] = _digest(*(value for name, value in state if name != "tokens_seen"))
+        record |= {"tokens_seen": int(pl_module.tokens_seen), "batch_tokens": self.batch_tokens}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 

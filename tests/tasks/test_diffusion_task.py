@@ -219,6 +219,9 @@ def test_a_causal_context_trains_noisy_windows_and_the_next_token_in_one_pass(ba
         weight, masked, masked_nll, next_nll = task._window_pass(x0, attention_mask, torch.Generator().manual_seed(1))
         _, content, causal_nll = task._next_token_cross_entropy(x0, attention_mask)
         torch.testing.assert_close(next_nll, causal_nll, atol=1e-5, rtol=1e-5)
+        # So is the clean half of validation's [x_t ; x_0] pass: one pass scores both bounds.
+        block_next_nll = task._block_pass(x0, attention_mask, 2, torch.Generator().manual_seed(1))[3]
+        torch.testing.assert_close(block_next_nll, causal_nll, atol=1e-5, rtol=1e-5)
         torch.manual_seed(1)
         loss = task.training_loss(small)
         assert loss.item() == pytest.approx(
