@@ -18,7 +18,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from polydiff import __version__
@@ -115,6 +115,7 @@ class PolydiffCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         _refuse_float16_autocast_on_cpu(config)
+        _refuse_gpu_devices_without_a_gpu(config)
         # A whole number above 1 is a step count; in a long test session under Lightning 2.5 the
         # union int | float of val_check_interval came back from instantiation as 6.0, which
         # Lightning then refuses.
@@ -147,6 +148,8 @@ class PolydiffCLI(LightningCLI):
             # The model must be the one the weights were trained as: a model option given with them is
             # replaced, and said so (a different learning rate for a resumed fit would be silently lost).
             replaced = _changed(given.as_dict(), self.config[self.config.subcommand].model.as_dict())
+            if self.config.subcommand != "fit":  # nothing but a fit optimizes: its options change nothing here
+                replaced = [name for name in replaced if not name.startswith(("model.optimizer", "model.lr_schedule"))]
             if replaced:
                 rank_zero_warn(f"--ckpt_path: the checkpoint's model options replace the given {', '.join(replaced)}")
 
@@ -309,6 +312,20 @@ def _refuse_float16_autocast_on_cpu(config: dict) -> None:
         )
 
 
+def _refuse_gpu_devices_without_a_gpu(config: dict) -> None:
+    """``recipes/trainer/ddp.yaml`` asks for every GPU (accelerator gpu, devices -1); where there is
+    none, Lightning ends in a backend error or a TypeError traceback that name neither option."""
+    accelerator, devices = config.get("accelerator"), config.get("devices")
+    if accelerator == "gpu" and not (CUDAAccelerator.is_available() or MPSAccelerator.is_available()):
+        raise ValueError(
+            "trainer.accelerator gpu: this machine has no GPU; to run processes on its CPU, give "
+            "--trainer.accelerator cpu --trainer.devices N"
+        )
+    on_cpu = isinstance(accelerator, CPUAccelerator) or accelerator == "cpu"
+    if on_cpu and devices in (-1, "-1"):
+        raise ValueError("trainer.devices -1 (every GPU) with accelerator cpu: give the number of processes, e.g. 2")
+
+
 def _sampling_options_given(command_line: Sequence[str]) -> set[str]:
     """The names of the ``model.sampling`` options given on the command line, as flags or inline
     (``--model.sampling '{steps: 8}'``), whatever their values: the parsed config holds values
@@ -354,6 +371,9 @@ def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:
     return changes
 
 
+SIGTERM_STOPPED = "polydiff: stopped by SIGTERM; a fit saved last.ckpt there: resume with --ckpt_path last\n"
+
+
 @contextmanager
 def _ends_on_sigterm() -> Iterator[None]:
     """Lightning ends a run stopped by SIGTERM with exit code 0, as if it had finished: ``polydiff fit
@@ -361,7 +381,8 @@ def _ends_on_sigterm() -> Iterator[None]:
     try:
         yield
     except SIGTERMException:
-        sys.stderr.write("polydiff: stopped by SIGTERM; a fit saved last.ckpt there: resume with --ckpt_path last\n")
+        if rank_zero_only.rank == 0:  # each process of a DDP run stops alike
+            sys.stderr.write(SIGTERM_STOPPED)
         raise SystemExit(128 + signal.SIGTERM) from None
 
 

@@ -6,16 +6,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from polydiff.tasks.ema import EMAWeightAveraging
+
 ROOT = Path(__file__).parents[1]
 TESTS = Path(__file__).parent
 
 
-def test_two_process_ddp_fit_ends_with_equal_weights_on_both_ranks(tmp_path, smiles_files):
+@pytest.mark.parametrize("recipes", [["ddp.yaml"], ["ddp.yaml", "ema.yaml"]], ids=["ddp", "ddp+ema"])
+def test_two_process_ddp_fit_ends_with_equal_weights_on_both_ranks(tmp_path, smiles_files, recipes):
+    if "ema.yaml" in recipes and EMAWeightAveraging is None:
+        pytest.skip("EMA needs Lightning 2.6 (EMAWeightAveraging)")
     probe = tmp_path / "probe"
+    layers = [arg for recipe in recipes for arg in ("-c", str(ROOT / "recipes" / "trainer" / recipe))]
     command = [
         sys.executable, "-m", "polydiff", "fit",
-        "-c", str(ROOT / "recipes" / "base.yaml"), "-c", str(TESTS / "configs" / "tiny.yaml"),
-        "-c", str(ROOT / "recipes" / "trainer" / "ddp.yaml"),
+        "-c", str(ROOT / "recipes" / "base.yaml"), "-c", str(TESTS / "configs" / "tiny.yaml"), *layers,
         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.precision", "32-true",
         "--trainer.max_steps", "6", "--trainer.default_root_dir", str(tmp_path / "run"),
         "--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"]),
@@ -34,3 +41,20 @@ def test_two_process_ddp_fit_ends_with_equal_weights_on_both_ranks(tmp_path, smi
     assert ranks[0]["tokens_seen"] == ranks[1]["tokens_seen"] == sum(r["batch_tokens"] for r in ranks)
     assert (tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
     assert len(list((tmp_path / "cache" / "tokens").iterdir())) == 2  # train and val, tokenized once
+    if recipes != ["ddp.yaml"]:
+        return
+    # Two processes predict: each writes its share, and the named file holds them all.
+    output = tmp_path / "samples.smi"
+    predict = [
+        sys.executable, "-m", "polydiff", "predict", "-c", str(ROOT / "recipes" / "base.yaml"),
+        "-c", str(TESTS / "configs" / "tiny.yaml"), "-c", str(ROOT / "recipes" / "trainer" / "ddp.yaml"),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.precision", "32-true",
+        "--ckpt_path", str(tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"),
+        "--data.train_file", str(smiles_files["train"]), "--data.num_samples", "7",
+        "--trainer.callbacks+=polydiff.SampleWriter", "--trainer.callbacks.output_file", str(output),
+        "--trainer.default_root_dir", str(tmp_path / "predict"),
+    ]  # fmt: skip
+    result = subprocess.run(predict, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(output.read_text().splitlines()) == 7
+    assert not list(tmp_path.glob("samples.smi.rank*"))

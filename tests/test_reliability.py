@@ -125,6 +125,7 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         (["--trainer.max_steps", "-5"], 1, "MisconfigurationException: `max_steps` must be"),  # Lightning's own
         (["--ckpt_path", "."], 1, ". is a folder: give the checkpoint file in it"),
         (["--trainer.precision", "16-mixed", "--trainer.accelerator", "cpu"], 1, "16-mixed (float16 autocast) needs"),
+        (["--trainer.accelerator", "cpu", "--trainer.devices", "-1"], 1, "devices -1 (every GPU) with accelerator cpu"),
         (["--data.max_length", "0"], 1, "data.max_length must be 3 or more"),
         (["--data.max_length", "-5"], 1, "data.max_length must be 3 or more"),
         (["--model.diffusion_config.block_size", "200"], 1, "block_size 200 does not fit in a sequence of"),
@@ -166,6 +167,7 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         "trainer refusal",
         "checkpoint folder",
         "float16 autocast on a CPU",
+        "every GPU on a CPU",
         "no room for a token",
         "negative length",
         "a block longer than the sequence",
@@ -262,6 +264,11 @@ def test_model_options_given_with_a_checkpoint_give_way_to_its_own(tmp_path, cap
     if hasattr(LightningCLI, "_parse_ckpt_path"):  # Lightning >= 2.6 reads the model from the checkpoint
         with pytest.warns(UserWarning, match=r"replace the given model.model_config.intermediate_size \(128 -> 64\)"):
             main(validate)
+        # What only a fit uses (the optimizer, its schedule) changes nothing when validating: not named.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            main([*validate[:-2], "--model.lr_schedule.warmup_steps", "7"])
+        assert not [w for w in caught if "replace the given" in str(w.message)]
     else:  # Lightning 2.5 builds the model from the config, which the weights then do not fit
         assert "of another shape" in one_error_line(capsys, 1, lambda: main(validate))
 

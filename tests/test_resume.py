@@ -109,3 +109,13 @@ def test_a_resumed_fit_keeps_the_best_score_of_the_run_it_continues(tmp_path, fi
     else:  # nothing to point at: the callback starts afresh, as Lightning's does
         assert (resumed / "best.ckpt").is_file()
         assert saved["best_model_path"] == str(resumed / "best.ckpt") and saved["best_model_score"] > 0
+
+
+def test_resuming_on_another_number_of_processes_says_the_epoch_is_dealt_anew(tmp_path, fit_tiny):
+    last = fit_tiny(tmp_path)
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["world_size"] == 1
+    checkpoint["world_size"] = 2  # as a two-process fit writes it
+    torch.save(checkpoint, last)
+    with pytest.warns(UserWarning, match="trained on 2 processes and resumes on 1: the rest of its epoch is dealt"):
+        fit_tiny(tmp_path, "--ckpt_path", "last", "--trainer.max_steps", "13")

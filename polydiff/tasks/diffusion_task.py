@@ -381,6 +381,8 @@ class DiffusionTask(Conditioning, DiffusionBounds, LightningModule):
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         checkpoint["validation_runs"] = self._validation_runs  # when to sample next
         checkpoint["skipped_steps"] = self.skipped_steps  # train/skipped_steps counts on after a resume
+        if self._trainer is not None:  # each rank's shard of an epoch depends on how many there are
+            checkpoint["world_size"] = self.trainer.world_size
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
 
@@ -416,6 +418,13 @@ class DiffusionTask(Conditioning, DiffusionBounds, LightningModule):
             self._rng_states_to_restore = checkpoint.get("rng_states")
             self._validation_runs = checkpoint.get("validation_runs", 0)
             self.skipped_steps = checkpoint.get("skipped_steps", 0)
+            trained_on = checkpoint.get("world_size", self.trainer.world_size)
+            if trained_on != self.trainer.world_size:
+                rank_zero_warn(
+                    f"this checkpoint was trained on {trained_on} processes and resumes on "
+                    f"{self.trainer.world_size}: the rest of its epoch is dealt to them anew, so some of "
+                    "its lines may come again and others not at all (from the next epoch on, each comes once)"
+                )
 
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         states, self._rng_states_to_restore = self._rng_states_to_restore, None
@@ -465,8 +474,10 @@ class DiffusionTask(Conditioning, DiffusionBounds, LightningModule):
         return loss
 
     def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, metric: MeanMetric, next_metric: MeanMetric) -> None:
-        # A fixed generator per batch makes the bound's estimate comparable across epochs.
-        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
+        # A fixed generator per batch makes the bound's estimate comparable across epochs; each
+        # rank's batches are seeded apart, or every rank would draw the same t for its lines.
+        ranks, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx * ranks + rank)
         x0, attention_mask = batch["input_ids"], batch["attention_mask"]
         # With a causal context one pass gives the bound and, from its clean stream (the causal model
         # the sampler verifies with), the next-token NLL alike.

@@ -63,6 +63,19 @@ class EMA(EMAWeightAveraging or Callback):
         )
         self._raw_weights: dict | None = None
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # The average is a deep copy of the task. Its optimizer factory is not part of the model,
+        # and LightningCLI's reaches objects that cannot be copied (under a launcher that starts
+        # the DDP processes itself, their handles and locks): the copy is made without it.
+        factory = getattr(pl_module, "optimizer", None)
+        if factory is not None:
+            pl_module.optimizer = None
+        try:
+            super().setup(trainer, pl_module, stage)
+        finally:
+            if factory is not None:
+                pl_module.optimizer = factory
+
     @torch.no_grad()
     def _copy_buffers(self, pl_module: LightningModule) -> None:
         if self._average_model is not None:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
 
 from polydiff.tasks.checkpoints import check_checkpoint
 from polydiff.tasks.diffusion_task import DiffusionTask
@@ -48,7 +49,8 @@ class SampleWriter(BasePredictionWriter):
     Add it with ``--trainer.callbacks+=polydiff.SampleWriter --trainer.callbacks.output_file FILE``.
 
     Args:
-        output_file: where to write; with several processes, each writes ``FILE.rankN``.
+        output_file: where to write. With several processes each writes ``FILE.rankN``, and rank 0
+            joins them into ``FILE`` at the end where it can read them all (one file system).
     """
 
     def __init__(self, output_file: str) -> None:
@@ -77,3 +79,18 @@ class SampleWriter(BasePredictionWriter):
         if self._file is not None:
             self._file.close()
             self._file = None
+        if trainer.world_size == 1:
+            return
+        trainer.strategy.barrier("polydiff_sample_writer")  # every rank's part is closed
+        if not trainer.is_global_zero:
+            return
+        parts = [Path(f"{self.output_file}.rank{rank}") for rank in range(trainer.world_size)]
+        if not all(part.is_file() for part in parts):  # nodes without a shared file system
+            rank_zero_info(f"the samples are in {self.output_file}.rankN, one file per process, on each node")
+            return
+        with Path(self.output_file).open("w") as joined:
+            for part in parts:
+                joined.write(part.read_text())
+        for part in parts:
+            part.unlink()
+        rank_zero_info(f"{self.output_file}: the samples of {trainer.world_size} processes")

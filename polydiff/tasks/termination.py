@@ -25,5 +25,5 @@ class CheckpointOnTermination(Callback):
             return
         for callback in trainer.checkpoint_callbacks:
             if getattr(callback, "save_last", False) and callback.dirpath:
-                trainer.save_checkpoint(str(Path(callback.dirpath) / "last.ckpt"))
+                trainer.save_checkpoint(str(Path(callback.dirpath) / "last.ckpt"), weights_only=False)
                 return
