@@ -479,3 +479,14 @@ def test_validate_without_the_fits_config_scores_what_the_fit_scored(
     assert float(re.search(r"val/nll\s*\S\s*([0-9.]+)", capsys.readouterr().out)[1]) == with_config
     assert f"data.val_file {smiles_files['val']}" in caplog.text and "data.max_length 64" in caplog.text
     assert not [w for w in recwarn if "callbacks used to create the checkpoint" in str(w.message)]
+
+
+@pytest.mark.parametrize(("value", "shows_traceback"), [("0", False), ("false", False), ("", False), ("1", True)])
+def test_polydiff_debug_0_keeps_errors_to_one_line(monkeypatch, capsys, value, shows_traceback):
+    monkeypatch.setenv("POLYDIFF_DEBUG", value)
+    run = ["fit", "-c", BASE, "--data.train_file", "missing.smi"]
+    if shows_traceback:
+        with pytest.raises(FileNotFoundError, match="missing.smi"):
+            main(run)
+    else:
+        assert "missing.smi" in one_error_line(capsys, 1, lambda: main(run))

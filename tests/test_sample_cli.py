@@ -309,6 +309,30 @@ def test_predict_writes_samples_through_the_prediction_writer(checkpoint, tmp_pa
     assert len(lines) == 40 and all(lines)
 
 
+def test_an_interrupted_prediction_leaves_the_file_it_would_replace(smiles_checkpoint, tmp_path):
+    from lightning.pytorch import Callback, Trainer
+
+    from polydiff.data.datamodule import MoleculeDataModule
+    from polydiff.tasks.inference import SampleWriter
+
+    class StopAfterTheFirstBatch(Callback):
+        def on_predict_batch_end(self, *args, **kwargs):
+            raise RuntimeError("stopped")
+
+    output = tmp_path / "predicted.smi"
+    output.write_text("earlier\n")
+    task = polydiff.load(smiles_checkpoint)
+    data = MoleculeDataModule(num_samples=40, batch_size=8)
+    writer = SampleWriter(str(output))
+    trainer = Trainer(callbacks=[writer, StopAfterTheFirstBatch()], logger=False, default_root_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="stopped"):
+        trainer.predict(task, datamodule=data)
+    assert output.read_text() == "earlier\n" and sorted(p.name for p in tmp_path.iterdir()) == ["predicted.smi"]
+    trainer = Trainer(callbacks=[writer], logger=False, default_root_dir=tmp_path)
+    trainer.predict(task, datamodule=data)
+    assert len(output.read_text().splitlines()) == 40
+
+
 def test_a_prediction_writer_without_its_file_is_one_short_line(checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", "-c", BASE, "--ckpt_path", str(checkpoint), "--trainer.callbacks+=polydiff.SampleWriter"])

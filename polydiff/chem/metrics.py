@@ -42,7 +42,13 @@ from rich.progress import Progress
 from scipy.stats import wasserstein_distance
 
 from polydiff.chem.fcd import chemnet_activations, fcd_statistics, frechet_distance
-from polydiff.chem.molecules import PROPERTIES, canonical_sample, map_molecules, molecule_features
+from polydiff.chem.molecules import (
+    MAX_SMILES_CHARS,
+    PROPERTIES,
+    canonical_sample,
+    map_molecules,
+    molecule_features,
+)
 from polydiff.chem.reference import ReferenceStats
 from polydiff.types import Kind
 from polydiff.utils.parallel import advancer
@@ -234,6 +240,9 @@ def evaluate(
     else:
         valid = [smiles for smiles, _ in checked if smiles is not None]
     notes = []
+    too_long = sum(len(sample) > MAX_SMILES_CHARS for sample in samples)
+    if too_long:
+        notes.append(f"{too_long} samples longer than {MAX_SMILES_CHARS:,} characters are counted invalid, unread")
     # The other kind's samples score without an error, and wrongly: say which kind they look like.
     units = sum(is_unit for _, is_unit in checked)
     if not polymer and units:

@@ -78,10 +78,16 @@ def map_molecules(
     return parallel_map(function, items, n_jobs, progress, description, initializer=quiet_rdkit, **options)
 
 
+# Longer strings are not read: RDKit's SMILES writer recurses along a chain and ended the process
+# (a segmentation fault) on a chain of 20,000 atoms; 10,000 were written. Far above any molecule
+# a model here writes (128 tokens) or a MOSES set holds (under 100 characters).
+MAX_SMILES_CHARS = 5_000
+
+
 def parse(smiles: str) -> Chem.Mol | None:
-    """The molecule of a SMILES, or None when it is empty, held bytes that are not UTF-8, or RDKit
-    cannot parse and sanitize it."""
-    if not smiles or undecodable(smiles):  # RDKit would raise on the undecoded bytes
+    """The molecule of a SMILES, or None when it is empty, longer than ``MAX_SMILES_CHARS``, held
+    bytes that are not UTF-8, or RDKit cannot parse and sanitize it."""
+    if not smiles or len(smiles) > MAX_SMILES_CHARS or undecodable(smiles):  # RDKit would raise on undecoded bytes
         return None
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,10 @@ def plot_molecules(smiles: list[str], path: str | Path, count: int = 24, per_row
 def write_report(evaluation: Evaluation, reference: ReferenceStats | None, output: str | Path) -> dict[str, Path]:
     """Writes metrics.json, properties.png and molecules.png into ``output``.
 
+    The files are written into a hidden folder beside ``output`` and moved in once all are
+    written, metrics.json last: a run stopped midway leaves an earlier report as it was, never
+    one file of each run.
+
     Args:
         evaluation: the result of ``evaluate``.
         reference: reference statistics for the property plots, if any.
@@ -171,8 +176,15 @@ def write_report(evaluation: Evaluation, reference: ReferenceStats | None, outpu
     """
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {name: folder / name for name in ("metrics.json", "properties.png", "molecules.png")}
-    write_metrics(evaluation.metrics, files["metrics.json"])
-    plot_properties(evaluation, reference, files["properties.png"])
-    plot_molecules(evaluation.valid, files["molecules.png"])
-    return files
+    resolved = folder.resolve()  # a name to put the hidden folder beside, for "." too
+    partial = resolved.with_name(f".{resolved.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left by a run stopped midway
+    partial.mkdir()
+    names = ("properties.png", "molecules.png", "metrics.json")  # the order they are moved in
+    write_metrics(evaluation.metrics, partial / "metrics.json")
+    plot_properties(evaluation, reference, partial / "properties.png")
+    plot_molecules(evaluation.valid, partial / "molecules.png")
+    for name in names:
+        (partial / name).replace(folder / name)
+    partial.rmdir()
+    return {name: folder / name for name in ("metrics.json", "properties.png", "molecules.png")}

@@ -42,6 +42,13 @@ TYPE_NAMES = {
     "NonNegativeInt": "an integer of 0 or more",
     "NonNegativeFloat": "a number of 0 or more",
 }
+
+
+def debugging() -> bool:
+    """Whether POLYDIFF_DEBUG asks for full tracebacks: any value but empty, 0, false or no."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 # FloatingPointError: a non-finite training loss (DiffusionTask stops the run with the step).
 USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError, FloatingPointError)
 # Raised by bad input and by bugs alike (torch's own checks, a missing key), so their line says
@@ -57,7 +64,7 @@ def user_errors(prog: str, also: tuple[type[Exception], ...] = ()) -> Iterator[N
     try:
         yield
     except (*USER_ERRORS, *also) as error:
-        if os.environ.get(DEBUG_ENV):
+        if debugging():
             raise
         where = f" ({DEBUG_ENV}=1 shows where it came from)" if isinstance(error, AMBIGUOUS_ERRORS) else ""
         print(f"{prog}: error: {type(error).__name__}: {error}{where}", file=sys.stderr)
@@ -82,7 +89,7 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
 def one_line_warnings(prog: str) -> Iterator[None]:
     """Shows a warning as one line, ``prog: warning: ...``, not with the file and source line that
     raised it (with POLYDIFF_DEBUG=1, as Python shows it)."""
-    if os.environ.get(DEBUG_ENV):
+    if debugging():
         yield
         return
     # The format, not ``showwarning``: a replaced ``showwarning`` would also take the warnings that
@@ -105,7 +112,7 @@ class OneLineErrors:
 
     def error(self, message: str, ex: Exception | None = None, help_for: str | None = None):
         """``help_for``: the command whose ``--help`` lists the options (default: this parser's)."""
-        if not self.exit_on_error or os.environ.get(DEBUG_ENV):
+        if not self.exit_on_error or debugging():
             return super().error(message, ex)
         prog = self.prog.replace(" [options]", "")
         message = " ".join(message.split())

@@ -153,13 +153,15 @@ def evaluate_samples(
             as_stored = is_bundled(paths["train"])
             train_set = training_set(paths["train"], n_jobs, progress, polymer=not molecules, as_stored=as_stored)
         result = evaluate(lines, test, train_set, scaffolds, kind, DEFAULT_KS, n_jobs, device, progress)
+        replacing = (Path(output) / "metrics.json").is_file()
         files = write_report(result, test, output)
     console = Console()
     valid = "valid" if molecules else "polymer-valid"  # the molecules the metrics after validity are of
     console.print(metrics_table(result.metrics, f"{samples}: {len(lines)} samples, {len(result.valid)} {valid}"))
     for note in result.notes:
         console.print(f"note: {note}", style="yellow")
-    print(f"polydiff: wrote {', '.join(str(path) for path in files.values())}")
+    replaced = " (replacing the report that was there)" if replacing else ""
+    print(f"polydiff: wrote {', '.join(str(path) for path in files.values())}{replaced}")
     return result.metrics
 
 

@@ -41,7 +41,7 @@ from polydiff.data.batching import MoleculeCollator
 from polydiff.data.screening import REASONS, OnBadLine, refuse_bad_line, screen, summary
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.utils.cache import cache_dir, file_digest
-from polydiff.utils.files import iter_rows
+from polydiff.utils.files import is_csv, iter_rows
 from polydiff.utils.parallel import default_jobs, progress_bars
 
 FORMAT_VERSION = 1
@@ -200,6 +200,8 @@ def cache_key(
         "kind": kind,
         "format": FORMAT_VERSION,
     }
+    if is_csv(path):  # (absent otherwise, as below) the same bytes named .txt are lines, not a table
+        key["csv"] = True
     if kind == "polymer":  # (absent otherwise, as below) before, a line was a unit by its two *
         key["units"] = "parsed"
     if value_columns:  # (absent otherwise: caches built before values were kept stay valid)

@@ -49,8 +49,9 @@ class SampleWriter(BasePredictionWriter):
     Add it with ``--trainer.callbacks+=polydiff.SampleWriter --trainer.callbacks.output_file FILE``.
 
     Args:
-        output_file: where to write. With several processes each writes ``FILE.rankN``, and rank 0
-            joins them into ``FILE`` at the end where it can read them all (one file system).
+        output_file: where to write, once predict has ended (until then, a hidden ``.FILE.partial``
+            beside it). With several processes each writes ``FILE.rankN``, and rank 0 joins them
+            into ``FILE`` where it can read them all (one file system).
     """
 
     def __init__(self, output_file: str) -> None:
@@ -58,10 +59,17 @@ class SampleWriter(BasePredictionWriter):
         self.output_file = output_file
         self._file = None
 
+    def _partial(self, trainer: Trainer) -> Path:
+        """Where this rank writes until predict ends: beside the output, hidden, so an interrupted
+        run leaves the file it would replace as it was, never a cut-short one in its place."""
+        path = Path(self.output_file)
+        rank = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"
+        return path.with_name(f".{path.name}{rank}.partial")
+
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        path = Path(self.output_file if trainer.world_size == 1 else f"{self.output_file}.rank{trainer.global_rank}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("w")
+        partial = self._partial(trainer)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        self._file = partial.open("w")
 
     def write_on_batch_end(
         self,
@@ -75,22 +83,33 @@ class SampleWriter(BasePredictionWriter):
     ) -> None:
         self._file.writelines(f"{sequence}\n" for sequence in prediction)
 
-    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+            self._partial(trainer).unlink(missing_ok=True)
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._file.close()
+        self._file = None
         if trainer.world_size == 1:
+            self._partial(trainer).replace(self.output_file)
             return
-        trainer.strategy.barrier("polydiff_sample_writer")  # every rank's part is closed
+        # Each rank's share is whole: FILE.rankN. Rank 0 joins them into FILE where it can read
+        # them all (one file system); elsewhere they stay, one per process.
+        self._partial(trainer).replace(f"{self.output_file}.rank{trainer.global_rank}")
+        trainer.strategy.barrier("polydiff_sample_writer")
         if not trainer.is_global_zero:
             return
         parts = [Path(f"{self.output_file}.rank{rank}") for rank in range(trainer.world_size)]
-        if not all(part.is_file() for part in parts):  # nodes without a shared file system
+        if not all(part.is_file() for part in parts):
             rank_zero_info(f"the samples are in {self.output_file}.rankN, one file per process, on each node")
             return
-        with Path(self.output_file).open("w") as joined:
+        joined = self._partial(trainer).with_name(f".{Path(self.output_file).name}.partial")
+        with joined.open("w") as file:
             for part in parts:
-                joined.write(part.read_text())
+                file.write(part.read_text())
+        joined.replace(self.output_file)
         for part in parts:
             part.unlink()
         rank_zero_info(f"{self.output_file}: the samples of {trainer.world_size} processes")

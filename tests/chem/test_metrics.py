@@ -85,6 +85,13 @@ def test_no_valid_sample_gives_zero_validity_and_undefined_metrics():
         evaluate([])
 
 
+def test_a_sample_too_long_for_rdkit_is_invalid_and_noted_not_a_crash():
+    # A chain of 20,000 atoms ended the process in RDKit's SMILES writer (a segmentation fault).
+    result = evaluate(["C" * 20_000, "CCO"], ks=(2,))
+    assert result.metrics["valid"] == 0.5
+    assert "1 samples longer than 5,000 characters are counted invalid, unread" in result.notes
+
+
 def test_novelty_counts_distinct_molecules_against_canonical_training_set():
     assert novelty(["CCO", "CCO", "c1ccccc1"], {"CCO"}) == pytest.approx(0.5)
     assert evaluate(["OCC", "c1ccccc1", "c1ccccc1"], train={"CCO"}).metrics["Novelty"] == pytest.approx(0.5)

@@ -47,6 +47,25 @@ def test_report_without_reference_or_valid_samples_still_writes_images(tmp_path)
     assert_png(files["molecules.png"], (300, 50))
 
 
+def test_a_report_stopped_midway_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    import polydiff.chem.report as report
+
+    earlier = write_report(evaluate(["CCO", "c1ccccc1"]), None, tmp_path / "report")
+    before = {name: path.read_bytes() for name, path in earlier.items()}
+
+    def interrupted(*args):  # Ctrl-C while the last image is drawn
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "plot_molecules", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(evaluate(["xyz"]), None, tmp_path / "report")
+    assert {name: path.read_bytes() for name, path in earlier.items()} == before
+    monkeypatch.undo()
+    files = write_report(evaluate(["xyz"]), None, tmp_path / "report")  # clears what the stopped run left
+    assert json.loads(files["metrics.json"].read_text())["valid"] == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["report"]
+
+
 def test_polymer_grid_draws_attachment_points(tmp_path):
     plot_molecules(["*CC(*)c1ccccc1", "*CC*"], tmp_path / "polymers.png", per_row=2)
     assert_png(tmp_path / "polymers.png", (400, 150))

@@ -142,3 +142,13 @@ def test_novelty_is_not_checked_above_the_line_cap_with_or_without_a_cache(corpu
     data.setup("fit")
     assert data.novelty_reference(max_lines=len(data.train_smiles) - 1) is None
     assert len(data.novelty_reference(max_lines=len(data.train_smiles))) > 0
+
+
+def test_the_same_bytes_as_a_table_and_as_lines_are_cached_apart(tmp_path):
+    # A .csv is read by its column, a .txt line by line: the header is a bad line of the text file.
+    table, lines = tmp_path / "train.csv", tmp_path / "train.txt"
+    table.write_text("SMILES,score\nCCO,1\nc1ccccc1,2\n")
+    lines.write_bytes(table.read_bytes())
+    assert len(token_cache(table, "smiles", 64, "smiles", n_jobs=1)) == 2
+    with pytest.raises(ValueError, match="no usable line"):
+        token_cache(lines, "smiles", 64, "smiles", n_jobs=1)
