@@ -486,7 +486,7 @@ def test_polydiff_debug_0_keeps_errors_to_one_line(monkeypatch, capsys, value, s
     monkeypatch.setenv("POLYDIFF_DEBUG", value)
     run = ["fit", "-c", BASE, "--data.train_file", "missing.smi"]
     if shows_traceback:
-        with pytest.raises(FileNotFoundError, match="missing.smi"):
+        with pytest.raises(FileNotFoundError, match=r"missing\.smi"):
             main(run)
     else:
         assert "missing.smi" in one_error_line(capsys, 1, lambda: main(run))

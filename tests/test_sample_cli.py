@@ -331,6 +331,8 @@ def test_an_interrupted_prediction_leaves_the_file_it_would_replace(smiles_check
     trainer = Trainer(callbacks=[writer], logger=False, default_root_dir=tmp_path)
     trainer.predict(task, datamodule=data)
     assert len(output.read_text().splitlines()) == 40
+    with pytest.raises(ValueError, match="is a folder: give the file"):
+        SampleWriter(str(tmp_path))
 
 
 def test_a_prediction_writer_without_its_file_is_one_short_line(checkpoint, tmp_path, capsys):

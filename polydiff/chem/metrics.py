@@ -271,9 +271,13 @@ def evaluate(
         smiles = [f.smiles for f in features]
         activations = chemnet_activations(smiles, device, progress=advancer(progress, "ChemNet", len(smiles)))
         fcd_stats = fcd_statistics(activations, counts_kept)
+    elif needs_fcd:
+        notes.append("FCD needs at least 2 valid samples (a covariance): n/a")
     for prefix, stats in (("Test", reference), ("TestSF", test_scaffolds)):
         if stats is not None:
             metrics |= _against(prefix, stats, features, counts_kept, fcd_stats, device)
+            if stats.fcd is None:
+                notes.append(f"FCD/{prefix} needs a reference of at least 2 molecules (a covariance): n/a")
 
     fingerprints = np.frombuffer(b"".join(f.fingerprint for f in features), dtype=np.uint8).reshape(-1, 128)
     metrics["IntDiv"] = internal_diversity(fingerprints, counts_kept, 1, device)

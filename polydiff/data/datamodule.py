@@ -5,18 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from polydiff.chem.conditions import categorical_columns, check_condition_names, condition_columns, data_columns
 from polydiff.chem.molecules import canonical, map_molecules, quiet_rdkit
 from polydiff.data.batching import ConditionCollator, LengthBucketBatchSampler, MoleculeCollator, PaddingCollator
-from polydiff.data.files import bundled_moses_path, is_bundled
+from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
 from polydiff.data.packed_lines import PackedLines
 from polydiff.data.polymers import PolymerCorpus, corpus_files
 from polydiff.data.screening import OnBadLine, refuse_bad_line, screen_lines, summary
@@ -334,6 +335,7 @@ class MoleculeDataModule(LightningDataModule):
             self.trainer.accumulate_grad_batches = accumulation
         if stage in ("fit", "validate", None) and "val" not in self.data:
             train = self._load("train")
+            self._warn_of_unlikely_files()
             if self._source("val") is None:
                 self.data["train"], self.data["val"] = self._hold_out(train)
             else:
@@ -344,6 +346,22 @@ class MoleculeDataModule(LightningDataModule):
                 self.data["test"] = self._load("test")
             elif stage == "test":
                 raise ValueError("data.train_file needs a test file of the same corpus: set data.test_file")
+
+    def _warn_of_unlikely_files(self) -> None:
+        """Files that train and score without an error, and not as meant: polymer repeat units for
+        a molecule model (judged by the first 1,000 lines), or the training file as validation file."""
+        train, val = self.hparams.train_file, self.hparams.val_file
+        if train and val and Path(train).resolve() == Path(val).resolve():
+            rank_zero_warn("data.val_file is data.train_file: validation scores lines the model trains on")
+        if self.hparams.kind != "molecule" or not train or is_bundled(train):
+            return
+        first = list(islice(iter_smiles(Path(train), self.hparams.smiles_column), 1_000))
+        units = sum(is_repeat_unit_line(line) for line in first)
+        if units > len(first) / 2:
+            rank_zero_warn(
+                f"{train}: {units:,} of its first {len(first):,} lines are polymer repeat units (two *): "
+                "a polymer model takes --data.kind polymer (recipes/data/polymers.yaml)"
+            )
 
     def _accumulation(self, world_size: int) -> int:
         per_step = self.hparams.batch_size * world_size

@@ -56,6 +56,8 @@ class SampleWriter(BasePredictionWriter):
 
     def __init__(self, output_file: str) -> None:
         super().__init__(write_interval="batch")
+        if Path(output_file).is_dir():  # found before the model loads, not at its end
+            raise ValueError(f"output_file {output_file} is a folder: give the file to write the samples to")
         self.output_file = output_file
         self._file = None
 

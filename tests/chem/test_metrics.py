@@ -85,6 +85,15 @@ def test_no_valid_sample_gives_zero_validity_and_undefined_metrics():
         evaluate([])
 
 
+def test_fcd_left_undefined_says_why(moses_sample):
+    reference = compute_reference(moses_sample[:20])
+    one = evaluate(["CCO", "xyz"], reference, ks=(2,))
+    assert math.isnan(one.metrics["FCD/Test"]) and "FCD needs at least 2 valid samples (a covariance): n/a" in one.notes
+    assert not any("FCD" in note for note in evaluate(["CCO", "c1ccccc1"], reference, ks=(2,)).notes)
+    single = evaluate(["CCO", "c1ccccc1"], compute_reference(moses_sample[:1]), ks=(2,))
+    assert "FCD/Test needs a reference of at least 2 molecules (a covariance): n/a" in single.notes
+
+
 def test_a_sample_too_long_for_rdkit_is_invalid_and_noted_not_a_crash():
     # A chain of 20,000 atoms ended the process in RDKit's SMILES writer (a segmentation fault).
     result = evaluate(["C" * 20_000, "CCO"], ks=(2,))

@@ -152,3 +152,14 @@ def test_the_same_bytes_as_a_table_and_as_lines_are_cached_apart(tmp_path):
     assert len(token_cache(table, "smiles", 64, "smiles", n_jobs=1)) == 2
     with pytest.raises(ValueError, match="no usable line"):
         token_cache(lines, "smiles", 64, "smiles", n_jobs=1)
+
+
+def test_repeat_units_for_a_molecule_model_and_the_training_file_as_validation_are_warned(tmp_path):
+    units = tmp_path / "units.smi"
+    units.write_text("".join(f"*{'C' * n}O*\n" for n in range(1, 40)))
+    data = MoleculeDataModule(train_file=str(units), val_file=str(units), val_size=5, max_length=64)
+    with pytest.warns(UserWarning) as caught:
+        data.setup("fit")
+    messages = [str(warning.message) for warning in caught]
+    assert any("39 of its first 39 lines are polymer repeat units" in message for message in messages)
+    assert any("data.val_file is data.train_file" in message for message in messages)
