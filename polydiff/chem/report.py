@@ -13,6 +13,7 @@ from rich.table import Table
 from polydiff.chem.metrics import Evaluation
 from polydiff.chem.molecules import PROPERTIES, parse, properties
 from polydiff.chem.reference import ReferenceStats
+from polydiff.utils.files import partial_path
 
 PLOTTED = {
     "weight": "molecular weight (Da)",
@@ -176,8 +177,7 @@ def write_report(evaluation: Evaluation, reference: ReferenceStats | None, outpu
     """
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
-    resolved = folder.resolve()  # a name to put the hidden folder beside, for "." too
-    partial = resolved.with_name(f".{resolved.name}.partial")
+    partial = partial_path(folder.resolve())  # resolved: "." has no name to put one beside
     shutil.rmtree(partial, ignore_errors=True)  # left by a run stopped midway
     partial.mkdir()
     names = ("properties.png", "molecules.png", "metrics.json")  # the order they are moved in

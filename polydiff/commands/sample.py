@@ -29,7 +29,7 @@ from polydiff.sampling.guidance import parse_condition
 from polydiff.tasks.checkpoints import NeedsCodeError
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
-from polydiff.utils.files import existing_file
+from polydiff.utils.files import existing_file, partial_path
 
 # The command reads a prompt and the condition as text (the template [MASK] would read as a YAML
 # list, and {logp: 3} is a clumsy way to write a target), and shows progress on a terminal.
@@ -146,7 +146,7 @@ def _replaced_when_done(path: Path) -> Iterator[TextIO]:
     """A new file next to ``path`` (its folders made), which replaces ``path`` once the block ends
     without an error and is removed if it does not: an interrupted run leaves ``path`` as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    partial = partial_path(path)
     try:
         with partial.open("w") as file:
             yield file

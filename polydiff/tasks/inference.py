@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from polydiff.tasks.checkpoints import check_checkpoint
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.utils.devices import resolve_device
+from polydiff.utils.files import partial_path
 
 __all__ = ["SampleWriter", "check_checkpoint", "load"]
 
@@ -64,9 +65,8 @@ class SampleWriter(BasePredictionWriter):
     def _partial(self, trainer: Trainer) -> Path:
         """Where this rank writes until predict ends: beside the output, hidden, so an interrupted
         run leaves the file it would replace as it was, never a cut-short one in its place."""
-        path = Path(self.output_file)
         rank = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"
-        return path.with_name(f".{path.name}{rank}.partial")
+        return partial_path(f"{self.output_file}{rank}")
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         partial = self._partial(trainer)
@@ -107,7 +107,7 @@ class SampleWriter(BasePredictionWriter):
         if not all(part.is_file() for part in parts):
             rank_zero_info(f"the samples are in {self.output_file}.rankN, one file per process, on each node")
             return
-        joined = self._partial(trainer).with_name(f".{Path(self.output_file).name}.partial")
+        joined = partial_path(self.output_file)
         with joined.open("w") as file:
             for part in parts:
                 file.write(part.read_text())

@@ -171,3 +171,10 @@ def read_smiles(path: str | Path, smiles_column: str = "SMILES", keep_empty: boo
         The SMILES strings, in file order.
     """
     return [s for s in iter_smiles(path, smiles_column) if keep_empty or s]
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where ``path`` is written until it is whole: hidden beside it, then moved into its place,
+    so that a run stopped midway leaves ``path`` as it was, never cut short."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
