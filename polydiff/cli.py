@@ -29,7 +29,7 @@ from polydiff.tasks.checkpoints import NeedsCodeError, check_checkpoint, migrate
 from polydiff.tasks.diffusion_task import RUN_SETTINGS, DiffusionTask, data_mismatches
 from polydiff.tasks.progress import StepProgressBar, hide_lightning_tips
 from polydiff.tasks.resumed_best import BestAcrossResume
-from polydiff.tasks.termination import CheckpointOnTermination
+from polydiff.tasks.termination import CheckpointOnTermination, Stop, last_stop
 
 # The data options that decide what validate and test score: the lines, how they are read, and the
 # batches (the bound draws its masking times per batch).
@@ -371,19 +371,25 @@ def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:
     return changes
 
 
-SIGTERM_STOPPED = "polydiff: stopped by SIGTERM; a fit saved last.ckpt there: resume with --ckpt_path last\n"
-
-
 @contextmanager
-def _ends_on_sigterm() -> Iterator[None]:
-    """Lightning ends a run stopped by SIGTERM with exit code 0, as if it had finished: ``polydiff fit
-    ... && polydiff sample ...`` would go on. It ends with 143 (128 + SIGTERM), saying where to resume."""
+def _ends_on_stop_signals() -> Iterator[None]:
+    """Lightning ends a run stopped by SIGTERM (or by a fit's first Ctrl-C, handed on as SIGTERM:
+    ``tasks/termination.py``) with exit code 0, as if it had finished: ``polydiff fit ... && polydiff
+    sample ...`` would go on. It ends with 128 + the signal (143, 130), saying where to resume."""
+    last_stop.reset()
     try:
         yield
     except SIGTERMException:
         if rank_zero_only.rank == 0:  # each process of a DDP run stops alike
-            sys.stderr.write(SIGTERM_STOPPED)
-        raise SystemExit(128 + signal.SIGTERM) from None
+            sys.stderr.write(_stopped_line(last_stop))
+        raise SystemExit(128 + last_stop.signal) from None
+
+
+def _stopped_line(stop: Stop) -> str:
+    by = "Ctrl-C" if stop.signal == signal.SIGINT else stop.signal.name
+    if stop.checkpoint is None:
+        return f"polydiff: stopped by {by}\n"
+    return f"polydiff: stopped by {by} at step {stop.step}; saved {stop.checkpoint}: resume with --ckpt_path last\n"
 
 
 def _refuse_config_before_the_command(command_line: Sequence[str]) -> None:
@@ -442,7 +448,7 @@ def main(args: list[str] | None = None) -> None:
     # and an option whose package is not installed (precision transformer-engine).
     # Warnings as one line each, polydiff's and Lightning's, as sample and evaluate show them.
     with (
-        _ends_on_sigterm(),
+        _ends_on_stop_signals(),
         user_errors("polydiff", also=(MisconfigurationException, ImportError)),
         one_line_warnings("polydiff"),
     ):

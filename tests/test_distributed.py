@@ -2,11 +2,13 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from polydiff.tasks.ema import EMAWeightAveraging
 
@@ -14,24 +16,31 @@ ROOT = Path(__file__).parents[1]
 TESTS = Path(__file__).parent
 
 
-@pytest.mark.parametrize("recipes", [["ddp.yaml"], ["ddp.yaml", "ema.yaml"]], ids=["ddp", "ddp+ema"])
-def test_two_process_ddp_fit_ends_with_equal_weights_on_both_ranks(tmp_path, smiles_files, recipes):
-    if "ema.yaml" in recipes and EMAWeightAveraging is None:
-        pytest.skip("EMA needs Lightning 2.6 (EMAWeightAveraging)")
-    probe = tmp_path / "probe"
+def environment(tmp_path: Path) -> dict[str, str]:
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS / "helpers"), os.environ.get("PYTHONPATH", "")])}
+    return env | {"POLYDIFF_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+
+def fit_on_two_processes(tmp_path: Path, smiles_files, recipes: list[str], *args: str) -> subprocess.CompletedProcess:
     layers = [arg for recipe in recipes for arg in ("-c", str(ROOT / "recipes" / "trainer" / recipe))]
     command = [
         sys.executable, "-m", "polydiff", "fit",
         "-c", str(ROOT / "recipes" / "base.yaml"), "-c", str(TESTS / "configs" / "tiny.yaml"), *layers,
         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.precision", "32-true",
-        "--trainer.max_steps", "6", "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--trainer.default_root_dir", str(tmp_path / "run"),
         "--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"]),
-        "--data.num_workers", "0", "--data.global_batch_size", "128",
-        "--trainer.callbacks+=probes.WeightProbe", "--trainer.callbacks.output_dir", str(probe),
+        "--data.num_workers", "0", "--data.global_batch_size", "128", *args,
     ]  # fmt: skip
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(TESTS / "helpers"), os.environ.get("PYTHONPATH", "")])}
-    env |= {"POLYDIFF_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, env=environment(tmp_path), capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("recipes", [["ddp.yaml"], ["ddp.yaml", "ema.yaml"]], ids=["ddp", "ddp+ema"])
+def test_two_process_ddp_fit_ends_with_equal_weights_on_both_ranks(tmp_path, smiles_files, recipes):
+    if "ema.yaml" in recipes and EMAWeightAveraging is None:
+        pytest.skip("EMA needs Lightning 2.6 (EMAWeightAveraging)")
+    probe = tmp_path / "probe"
+    probing = ["--trainer.callbacks+=probes.WeightProbe", "--trainer.callbacks.output_dir", str(probe)]
+    result = fit_on_two_processes(tmp_path, smiles_files, recipes, "--trainer.max_steps", "6", *probing)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
@@ -54,7 +63,22 @@ def test_two_process_ddp_fit_ends_with_equal_weights_on_both_ranks(tmp_path, smi
         "--trainer.callbacks+=polydiff.SampleWriter", "--trainer.callbacks.output_file", str(output),
         "--trainer.default_root_dir", str(tmp_path / "predict"),
     ]  # fmt: skip
-    result = subprocess.run(predict, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(predict, env=environment(tmp_path), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(output.read_text().splitlines()) == 7
     assert not list(tmp_path.glob("samples.smi.rank*"))
+
+
+def test_ctrl_c_on_one_process_stops_both_at_the_same_step_and_saves_it(tmp_path, smiles_files):
+    # `kill -INT` of one process (a terminal's Ctrl-C reaches both): rank 0 must stop too, or the
+    # ranks' next collectives would not meet.
+    probing = [
+        "--trainer.callbacks+=probes.LossProbe", "--trainer.callbacks.output_file", str(tmp_path / "losses.jsonl"),
+        "--trainer.callbacks.kill_at_step", "3", "--trainer.callbacks.kill_signal", "SIGINT",
+        "--trainer.callbacks.kill_rank", "1",
+    ]  # fmt: skip
+    result = fit_on_two_processes(tmp_path, smiles_files, ["ddp.yaml"], "--trainer.max_steps", "100", *probing)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
+    last = tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert result.stderr.count(f"stopped by Ctrl-C at step 3; saved {last}") == 1
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3

@@ -4,8 +4,11 @@ import argparse
 import csv
 import inspect
 import logging
+import os
 import re
 import shutil
+import signal
+import threading
 import warnings
 from functools import partial
 from pathlib import Path
@@ -193,6 +196,22 @@ def test_config_and_path_errors_are_one_line(capsys, args, code, message):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory, fit_tiny) -> Path:
     return fit_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def test_ctrl_c_while_sampling_is_one_line_and_130_leaving_the_output_as_it_was(tmp_path, capsys, tiny_checkpoint):
+    output = tmp_path / "samples.smi"
+    output.write_text("CCO\n")
+    # Ctrl-C arrives as SIGINT to the main thread, a second into sampling far more than a second's worth.
+    ctrl_c = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    ctrl_c.start()
+    try:
+        line = one_error_line(capsys, 130, lambda: sample_main(
+            ["--ckpt_path", str(tiny_checkpoint), "--num_samples", "1000000", "--output", str(output)]
+        ))  # fmt: skip
+    finally:
+        ctrl_c.cancel()
+    assert line == "polydiff sample: interrupted by Ctrl-C"
+    assert output.read_text() == "CCO\n" and [p.name for p in tmp_path.iterdir()] == ["samples.smi"]
 
 
 @pytest.fixture(scope="module")

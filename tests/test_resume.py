@@ -54,14 +54,19 @@ def test_sigkilled_fit_resumes_from_last_with_the_same_batches_and_losses(tmp_pa
         assert second[step] == first[step]
 
 
-def test_a_sigtermed_fit_saves_its_last_step_exits_nonzero_and_resumes_there(tmp_path, smiles_files):
+@pytest.mark.parametrize(("stop_signal", "named"), [("SIGTERM", "SIGTERM"), ("SIGINT", "Ctrl-C")])
+def test_a_fit_stopped_by_a_signal_saves_its_last_step_exits_nonzero_and_resumes_there(
+    tmp_path, smiles_files, stop_signal, named
+):
     whole = fit(tmp_path, smiles_files, "whole", "whole.jsonl")
     assert whole.returncode == 0, whole.stderr[-3000:]
     stopped = fit(tmp_path, smiles_files, "stopped", "first.jsonl", "--trainer.callbacks.kill_at_step", "10",
-                  "--trainer.callbacks.kill_signal", "SIGTERM")  # fmt: skip
+                  "--trainer.callbacks.kill_signal", stop_signal)  # fmt: skip
     # Not 0, as Lightning leaves it: a script's next command must not take the run for finished.
-    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
-    assert "stopped by SIGTERM" in stopped.stderr and "--ckpt_path last" in stopped.stderr
+    assert stopped.returncode == 128 + signal.Signals[stop_signal], stopped.stderr[-3000:]
+    saved = tmp_path / "stopped/lightning_logs/version_0/checkpoints/last.ckpt"
+    assert f"stopped by {named} at step 10; saved {saved}: resume with --ckpt_path last" in stopped.stderr
+    assert "Received SIGTERM" not in stopped.stderr or stop_signal == "SIGTERM"
     resumed = fit(tmp_path, smiles_files, "stopped", "resumed.jsonl", "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     reference, first = steps(tmp_path / "whole.jsonl"), steps(tmp_path / "first.jsonl")
@@ -71,6 +76,15 @@ def test_a_sigtermed_fit_saves_its_last_step_exits_nonzero_and_resumes_there(tmp
         run = first if step <= 10 else second
         assert run[step]["batch"] == reference[step]["batch"], f"step {step}: another batch"
         assert run[step]["loss"] == reference[step]["loss"], f"step {step}: another loss"
+
+
+def test_a_second_ctrl_c_stops_the_fit_at_once_saving_nothing(tmp_path, smiles_files):
+    stopped = fit(tmp_path, smiles_files, "stopped", "first.jsonl", "--trainer.callbacks.kill_at_step", "10",
+                  "--trainer.callbacks.kill_signal", "SIGINT", "--trainer.callbacks.kill_times", "2")  # fmt: skip
+    assert stopped.returncode == 1, stopped.stderr[-3000:]  # Lightning's exit after a KeyboardInterrupt
+    assert "Ctrl-C again stops at once" in stopped.stderr and "saved" not in stopped.stderr
+    last = torch.load(tmp_path / "stopped/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 8  # resume.yaml's save every 4 steps, not the step the fit stopped at
 
 
 def test_base_recipe_writes_last_checkpoint_at_least_every_two_minutes():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -59,10 +60,15 @@ AMBIGUOUS_ERRORS = (KeyError, RuntimeError)
 @contextmanager
 def user_errors(prog: str, also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
     """Ends an error a user can cause (missing file, bad value; ``USER_ERRORS`` and ``also``) with
-    one line on stderr and exit code 1, instead of a traceback; with POLYDIFF_DEBUG=1 the error
-    propagates as it is."""
+    one line on stderr and exit code 1, instead of a traceback; Ctrl-C with one line and 130, as a
+    shell counts it. With POLYDIFF_DEBUG=1 either propagates as it is."""
     try:
         yield
+    except KeyboardInterrupt:
+        if debugging():
+            raise
+        print(f"{prog}: interrupted by Ctrl-C", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     except (*USER_ERRORS, *also) as error:
         if debugging():
             raise

@@ -1,29 +1,91 @@
-"""A fit stopped by SIGTERM (``kill``, ``docker stop``, a scheduler's preemption) keeps its last step.
+"""A fit stopped by SIGTERM or Ctrl-C keeps its last step.
 
-Lightning stops a fit at the end of the step in which SIGTERM arrived, by raising
-``SIGTERMException``; its checkpoint callbacks save only at validations and their intervals, so
-the steps since the last save would be lost. ``CheckpointOnTermination`` writes ``last.ckpt``
-there, where ``--ckpt_path last`` resumes from.
+Lightning stops a fit at the end of the step in which SIGTERM arrived (``kill``, ``docker stop``, a
+scheduler's preemption), by raising ``SIGTERMException``; its checkpoint callbacks save only at
+validations and their intervals, so the steps since the last save would be lost.
+``CheckpointOnTermination`` writes ``last.ckpt`` there, where ``--ckpt_path last`` resumes from.
+
+Ctrl-C (SIGINT) would raise ``KeyboardInterrupt`` wherever the fit is, an optimizer step half
+done included, and Lightning then exits saving nothing. While training runs, the first Ctrl-C only
+asks the fit to stop: at the end of the batch, once every process has heard of it (one reduce of a
+flag per batch; a collective in a signal handler could meet another in flight and hang DDP), it
+stops as SIGTERM does and saves the same way. A second Ctrl-C stops at once, as it always did.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+CTRL_C_STOPPING = (
+    "polydiff: Ctrl-C: stopping at the end of this step to save last.ckpt "
+    "(Ctrl-C again stops at once, saving nothing)\n"
+)
+
+
+@dataclass
+class Stop:
+    """How the last fit of this process was stopped: the signal, and the checkpoint it saved at which step."""
+
+    signal: signal.Signals = signal.SIGTERM
+    checkpoint: Path | None = None
+    step: int = 0
+
+    def reset(self) -> None:
+        self.signal, self.checkpoint, self.step = signal.SIGTERM, None, 0
+
+
+last_stop = Stop()  # signals are process-wide; so is what they stopped
 
 
 class CheckpointOnTermination(Callback):
     """Saves ``last.ckpt`` into the folder of the first checkpoint callback that keeps one, when the
-    fit ends by SIGTERM (at a step's end, so the state is whole; not on Ctrl-C, which may land in
-    the middle of an optimizer step)."""
+    fit ends by SIGTERM or by the first Ctrl-C during training, both at a batch's end, so the state
+    is whole."""
+
+    def __init__(self) -> None:
+        self._handler_before = None
+        self._ctrl_c = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._ctrl_c = False
+        if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers
+            self._handler_before = signal.signal(signal.SIGINT, self._ask_to_stop)
+
+    def _ask_to_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._restore()  # a second Ctrl-C raises KeyboardInterrupt
+        self._ctrl_c = True
+        if rank_zero_only.rank == 0:  # Ctrl-C reaches every process of a DDP run
+            sys.stderr.write(CTRL_C_STOPPING)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args, **kwargs) -> None:
+        if trainer.strategy.reduce_boolean_decision(self._ctrl_c, all=False):
+            last_stop.signal = signal.SIGINT
+            raise SIGTERMException  # Lightning's own way out of a fit: on_exception below saves
+
+    def _restore(self) -> None:
+        if self._handler_before is not None and signal.getsignal(signal.SIGINT) == self._ask_to_stop:
+            signal.signal(signal.SIGINT, self._handler_before)
+        self._handler_before = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
         if not isinstance(exception, SIGTERMException):
             return
         for callback in trainer.checkpoint_callbacks:
             if getattr(callback, "save_last", False) and callback.dirpath:
-                trainer.save_checkpoint(str(Path(callback.dirpath) / "last.ckpt"), weights_only=False)
+                last_stop.checkpoint, last_stop.step = Path(callback.dirpath) / "last.ckpt", trainer.global_step
+                trainer.save_checkpoint(str(last_stop.checkpoint), weights_only=False)
                 return

@@ -38,17 +38,24 @@ class WeightProbe(Callback):
 
 class LossProbe(Callback):
     """Appends one JSON line per training step (step, loss, digest of the batch); with
-    ``kill_at_step``, sends its own process ``kill_signal`` right after that step: SIGKILL, as a
-    crash would, or SIGTERM, as ``kill`` or a scheduler would."""
+    ``kill_at_step``, sends its own process ``kill_signal`` ``kill_times`` times right after that
+    step: SIGKILL, as a crash would, SIGTERM, as ``kill`` or a scheduler would, or SIGINT, as Ctrl-C;
+    with ``kill_rank``, only that rank of a DDP run does."""
 
-    def __init__(self, output_file: str, kill_at_step: int = 0, kill_signal: str = "SIGKILL") -> None:
+    def __init__(
+        self, output_file: str, kill_at_step: int = 0, kill_signal: str = "SIGKILL", kill_times: int = 1,
+        kill_rank: int | None = None,
+    ) -> None:  # fmt: skip
         self.output_file = Path(output_file)
         self.kill_at_step = kill_at_step
         self.kill_signal = signal.Signals[kill_signal]
+        self.kill_times = kill_times
+        self.kill_rank = kill_rank
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         record = {"step": trainer.global_step, "loss": float(outputs["loss"]), "batch": _digest(batch["input_ids"])}
         with self.output_file.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
-        if trainer.global_step == self.kill_at_step:
-            os.kill(os.getpid(), self.kill_signal)
+        if trainer.global_step == self.kill_at_step and self.kill_rank in (None, trainer.global_rank):
+            for _ in range(self.kill_times):
+                os.kill(os.getpid(), self.kill_signal)
