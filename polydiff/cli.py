@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 import signal
 import sys
@@ -208,6 +209,7 @@ class PolydiffCLI(LightningCLI):
         # ``polydiff sample``: ``--model.sampling.steps 128`` for a model that takes no steps is refused.
         if isinstance(self.model, DiffusionTask) and self._sampling_given:
             self.model.sampling = SamplingConfig.asked(self._sampling_given, **asdict(self.model.sampling))
+        _make_root_dir(Path(self.trainer.default_root_dir))
 
     def before_fit(self) -> None:
         # Before the data is prepared: a polymer corpus or a token cache can take minutes to build.
@@ -369,6 +371,18 @@ def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:
         elif old != new:
             changes.append(f"{prefix}{key} ({old!r} -> {new!r})")
     return changes
+
+
+def _make_root_dir(root: Path) -> None:
+    """The run's folder, made before the data is prepared: Lightning would fail on it only later,
+    with an OS error that names no option."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = "a file is in the way" if isinstance(error, (FileExistsError, NotADirectoryError)) else error.strerror
+        raise ValueError(f"--trainer.default_root_dir {root}: cannot be made a folder ({reason})") from error
+    if not os.access(root, os.W_OK):
+        raise ValueError(f"--trainer.default_root_dir {root}: the folder is not writable")
 
 
 @contextmanager

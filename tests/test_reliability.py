@@ -193,6 +193,19 @@ def test_config_and_path_errors_are_one_line(capsys, args, code, message):
     assert error.startswith("polydiff") and message in error
 
 
+@pytest.mark.parametrize("folder", ["run", "cache"])
+def test_a_file_where_a_folder_goes_is_one_line_naming_the_option(tmp_path, capsys, monkeypatch, smiles_files, folder):
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    root, cache = (in_the_way / "run", tmp_path / "cache") if folder == "run" else (tmp_path / "run", in_the_way)
+    monkeypatch.setenv("POLYDIFF_CACHE_DIR", str(cache))
+    data = ["--data.train_file", str(smiles_files["train"]), "--data.val_file", str(smiles_files["val"])]
+    run = ["fit", "-c", BASE, "-c", TINY, *data, "--trainer.default_root_dir", str(root)]
+    error = one_error_line(capsys, 1, lambda: main(run))
+    named = f"--trainer.default_root_dir {root}" if folder == "run" else f"POLYDIFF_CACHE_DIR={cache}"
+    assert f"{named}: cannot be made a folder (a file is in the way)" in error
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory, fit_tiny) -> Path:
     return fit_tiny(tmp_path_factory.mktemp("tiny"))

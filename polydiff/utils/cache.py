@@ -18,10 +18,16 @@ CACHE_ENV = "POLYDIFF_CACHE_DIR"
 
 
 def cache_dir() -> Path:
-    """Where polydiff caches: ``$POLYDIFF_CACHE_DIR``, else ``$XDG_CACHE_HOME/polydiff``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "polydiff"
+    """Where polydiff caches, made if missing: ``$POLYDIFF_CACHE_DIR``, else ``$XDG_CACHE_HOME/polydiff``."""
+    given = os.environ.get(CACHE_ENV)
+    folder = Path(given) if given else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "polydiff"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = "a file is in the way" if isinstance(error, (FileExistsError, NotADirectoryError)) else error.strerror
+        named = f"{CACHE_ENV}={folder}" if given else f"the cache folder {folder}"
+        raise OSError(f"{named}: cannot be made a folder ({reason}); set {CACHE_ENV} to a writable folder") from error
+    return folder
 
 
 def file_digest(path: str | Path) -> str:
