@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import warnings
 
 import pytest
 import torch
@@ -187,6 +188,19 @@ def test_samples_of_the_other_kind_are_scored_with_a_note(tmp_path, capsys):
     assert "note: 2 valid samples are polymer repeat units (two *): score them with --kind polymer" in printed
     run("--samples", molecules, "--output", tmp_path / "b", "--kind", "polymer", *none)
     assert "molecules are scored with --kind molecule" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_reference_of_the_other_kind_is_warned_of(tmp_path, moses_sample):
+    units, molecules = tmp_path / "units.smi", tmp_path / "molecules.smi"
+    units.write_text("*CC*\n*CC(*)c1ccccc1\n*OCC*\n\nCCO\n")
+    molecules.write_text("\n".join(moses_sample[:20]) + "\n")
+    with pytest.warns(UserWarning, match=r"--reference .*units.smi: 3 of its first 4 lines are polymer repeat units"):
+        run("--samples", molecules, "--output", tmp_path / "a", "--reference", units, "--train", "none")
+    with pytest.warns(UserWarning, match=r"--train .*molecules.smi: 0 of its first 20 lines are polymer repeat units"):
+        run("--samples", units, "--output", tmp_path / "b", "--kind", "polymer", "--train", molecules)
+    with warnings.catch_warnings():  # each kind with its own kind: nothing said
+        warnings.simplefilter("error", UserWarning)
+        run("--samples", molecules, "--output", tmp_path / "c", "--reference", molecules, "--train", "none")
 
 
 def test_csv_samples_keep_empty_rows(tmp_path):

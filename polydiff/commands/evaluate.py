@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from collections.abc import Iterable
+from itertools import islice
 from pathlib import Path
 
 from jsonargparse import ActionConfigFile
@@ -14,10 +17,10 @@ from polydiff.chem.metrics import DEFAULT_KS, evaluate
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
 from polydiff.commands import CommandParser, one_line_warnings, user_errors
-from polydiff.data.files import bundled_moses_path, is_bundled
+from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
 from polydiff.types import Kind
 from polydiff.utils.devices import resolve_device
-from polydiff.utils.files import existing_file, is_csv, molecule_column, read_smiles, undecodable
+from polydiff.utils.files import existing_file, is_csv, iter_smiles, molecule_column, read_smiles, undecodable
 from polydiff.utils.parallel import default_jobs, progress_bars
 
 # The first field of a line file's title line, as tools write one; none of these parses as a molecule.
@@ -67,6 +70,30 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
 
 def _lines(count: int, kind: str = "") -> str:
     return f"{count} {kind}{'line' if count == 1 else 'lines'}"
+
+
+KIND_LINES = 1_000  # the lines a file's kind is judged by
+
+
+def _warn_of_another_kind(lines: Iterable[str], what: str, kind: Kind) -> None:
+    """A reference of repeat units for molecules (RDKit reads ``*`` as an atom), or of molecules
+    for repeat units, gives numbers without an error, and not the ones meant: said, judged by its
+    first ``KIND_LINES`` lines that are not empty. (Samples of the other kind get a note from
+    ``evaluate``, judged by the valid ones.)"""
+    first = list(islice(filter(None, lines), KIND_LINES))
+    units = sum(map(is_repeat_unit_line, first))
+    if kind == "molecule" and units > len(first) / 2:
+        warnings.warn(
+            f"{what}: {units:,} of its first {len(first):,} lines are polymer repeat units (two *), "
+            "and the samples are scored as molecules: repeat units take --kind polymer",
+            stacklevel=2,
+        )
+    elif kind == "polymer" and units < len(first) / 2:
+        warnings.warn(
+            f"{what}: {units:,} of its first {len(first):,} lines are polymer repeat units (two *), "
+            "and the samples are scored as repeat units: molecules take --kind molecule",
+            stacklevel=2,
+        )
 
 
 def resolve(value: str | None, option: str, split: str, default_on: bool) -> Path | None:
@@ -141,6 +168,9 @@ def evaluate_samples(
             molecule_column(path)
         except ValueError as error:
             raise ValueError(f"--{option} {error}") from None
+    for option, path in zip(("reference", "train", "test_scaffolds"), paths.values(), strict=True):
+        if path is not None and not is_bundled(path):
+            _warn_of_another_kind(iter_smiles(path, molecule_column(path)), f"--{option} {path}", kind)
     n_jobs = n_jobs or default_jobs()
     with progress_bars(sys.stderr.isatty()) as progress:
         test = reference_stats(paths["test"], n_jobs, device, progress) if paths["test"] else None
