@@ -67,7 +67,11 @@ SUBCOMMAND_HELP = {
 
 
 class PolydiffParser(OneLineErrors, LightningArgumentParser):
-    """A parser whose errors stay short: the full usage lists every Trainer option."""
+    """A parser whose errors stay short: the full usage lists every Trainer option. Options are taken
+    by their whole names only, as ``polydiff sample`` takes them (``CommandParser``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
         linked = LINK_ERROR.fullmatch(" ".join(message.split()))

@@ -159,6 +159,7 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         (["--model.kind", "polymer"], 2, "model.kind follows data.kind (the CLI links them): give --data.kind"),
         (["--data.polymers.units_per_class", "10"], 1, "data.polymers builds the polymer corpus: only with"),
         (["--data.smiles_column", "PSMILES"], 1, "data.smiles_column 'PSMILES' names a CSV column"),
+        (["--model.sampling.step", "128"], 2, "nrecognized arguments: --model.sampling.step 128"),
     ],
     ids=[
         "wrong type",
@@ -186,6 +187,7 @@ def test_unusable_files_are_one_line_naming_the_file(tmp_path, capsys, content, 
         "a linked option",
         "polymer options for molecules",
         "a column of no CSV",
+        "an option's prefix",
     ],
 )
 def test_config_and_path_errors_are_one_line(capsys, args, code, message):
@@ -211,19 +213,26 @@ def tiny_checkpoint(tmp_path_factory, fit_tiny) -> Path:
     return fit_tiny(tmp_path_factory.mktemp("tiny"))
 
 
-def test_ctrl_c_while_sampling_is_one_line_and_130_leaving_the_output_as_it_was(tmp_path, capsys, tiny_checkpoint):
+@pytest.mark.parametrize(
+    ("stop", "code", "line"),
+    [(signal.SIGINT, 130, "interrupted by Ctrl-C"), (signal.SIGTERM, 143, "stopped by SIGTERM")],
+    ids=["Ctrl-C", "SIGTERM"],
+)
+def test_a_stopped_sampling_is_one_line_leaving_its_output_as_it_was(
+    tmp_path, capsys, tiny_checkpoint, stop, code, line
+):
     output = tmp_path / "samples.smi"
     output.write_text("CCO\n")
-    # Ctrl-C arrives as SIGINT to the main thread, a second into sampling far more than a second's worth.
-    ctrl_c = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    ctrl_c.start()
+    # The signal arrives a second into sampling far more than a second's worth.
+    signalling = threading.Timer(1.0, os.kill, (os.getpid(), stop))
+    signalling.start()
     try:
-        line = one_error_line(capsys, 130, lambda: sample_main(
+        last = one_error_line(capsys, code, lambda: sample_main(
             ["--ckpt_path", str(tiny_checkpoint), "--num_samples", "1000000", "--output", str(output)]
         ))  # fmt: skip
     finally:
-        ctrl_c.cancel()
-    assert line == "polydiff sample: interrupted by Ctrl-C"
+        signalling.cancel()
+    assert last == f"polydiff sample: {line}"
     assert output.read_text() == "CCO\n" and [p.name for p in tmp_path.iterdir()] == ["samples.smi"]
 
 

@@ -11,6 +11,7 @@ from rdkit import Chem
 import polydiff
 from polydiff.cli import main
 from polydiff.commands import one_line_warnings
+from polydiff.commands.evaluate import read_samples
 from polydiff.commands.sample import _replaced_when_done
 from polydiff.data.tokenizer import SMILES_REGEX
 
@@ -57,6 +58,14 @@ def test_a_fixed_length_counts_the_tokens_asked_for(checkpoint, tmp_path, capsys
     summary = sample(capsys, checkpoint, tmp_path / "s.smi", "--num_samples=1", "--length=8", "--seed=0")
     # The [SEP] at a fixed length is placed, not written: the count is the length asked for.
     assert "tokens per sequence: mean 8.00" in summary and "wrote 1 sequence to" in summary
+
+
+@pytest.mark.parametrize("name", ["samples.smi.gz", "samples.csv", "samples.csv.gz"])
+def test_an_output_is_written_as_its_name_says_for_evaluate_to_read(checkpoint, tmp_path, capsys, name):
+    options = ["--ckpt_path", str(checkpoint), "--num_samples", "6", "--seed", "3"]
+    main(["sample", *options, "--output", str(tmp_path / "plain.smi")])
+    main(["sample", *options, "--output", str(tmp_path / name)])
+    assert read_samples(tmp_path / name) == (tmp_path / "plain.smi").read_text().splitlines()
 
 
 def test_same_seed_same_file(checkpoint, tmp_path, capsys):
@@ -145,11 +154,11 @@ def test_the_output_is_never_the_checkpoint_and_may_be_stdout(checkpoint, tmp_pa
 def test_an_interrupted_write_leaves_the_old_output(tmp_path):
     output = tmp_path / "samples.smi"
     output.write_text("CCO\n")
-    with pytest.raises(KeyboardInterrupt), _replaced_when_done(output) as file:
+    with pytest.raises(KeyboardInterrupt), _replaced_when_done(output, polymer=False) as file:
         file.write("half a run\n")
         raise KeyboardInterrupt
     assert output.read_text() == "CCO\n" and [p.name for p in tmp_path.iterdir()] == ["samples.smi"]
-    with _replaced_when_done(output) as file:
+    with _replaced_when_done(output, polymer=False) as file:
         file.write("CCN\n")
     assert output.read_text() == "CCN\n" and [p.name for p in tmp_path.iterdir()] == ["samples.smi"]
 
@@ -163,11 +172,13 @@ def test_an_interrupted_write_leaves_the_old_output(tmp_path):
         (["--num_samples", "0"], 2, "--num_samples 0: expected an integer above 0"),  # an empty file otherwise
         (["--output", "."], 1, "--output . is a folder: give the file to write"),
         (["--output", str(ROOT / "pyproject.toml" / "samples.smi")], 1, "pyproject.toml is a file, so no folder"),
+        (["--output", "/proc/samples.smi"], 1, "--output /proc/samples.smi: cannot write there"),
         (["--num_threads", "0"], 2, "--num_threads 0: expected an integer above 0 or null"),
         (["--ckpt_path", "last"], 1, "--ckpt_path last: polydiff sample takes the checkpoint file, e.g. runs/"),
         # Asked for by name, an option must matter even at its default value.
         (["--syntax", "true"], 1, "syntax: the constraints apply to SMILES, and this model writes another"),
         (["--steps", "128"], 1, "steps: speculative decoding makes one model call per committed run"),
+        (["--step", "128"], 2, "nrecognized arguments: --step 128"),  # a prefix would slip past the check above
     ],
     ids=[
         "unknown strategy",
@@ -176,10 +187,12 @@ def test_an_interrupted_write_leaves_the_old_output(tmp_path):
         "nothing to sample",
         "output a folder",
         "output under a file",
+        "output where nothing can be written",
         "no threads",
         "last is for the Lightning commands",
         "SMILES rules asked of a SELFIES model",
         "the default steps asked of speculative decoding",
+        "an option's prefix",
     ],
 )
 def test_bad_options_are_one_line(checkpoint, tmp_path, capsys, args, code, message):
@@ -298,14 +311,15 @@ def test_load_gives_an_eval_task_that_samples(checkpoint):
     assert samples == task.sample(8, seed=0) and samples.samples_per_s > 0
 
 
-def test_predict_writes_samples_through_the_prediction_writer(checkpoint, tmp_path):
-    output = tmp_path / "predicted.smi"
+@pytest.mark.parametrize("name", ["predicted.smi", "predicted.csv.gz"])
+def test_predict_writes_samples_through_the_prediction_writer(checkpoint, tmp_path, name):
+    output = tmp_path / name
     main([
         "predict", "-c", BASE, "-c", TINY, "-c", SELFIES, "--ckpt_path", str(checkpoint), "--data.num_samples", "40",
         "--model.sampling.top_p", "0.95", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.callbacks+=polydiff.SampleWriter", "--trainer.callbacks.output_file", str(output),
     ])  # fmt: skip
-    lines = output.read_text().splitlines()
+    lines = read_samples(output)  # as polydiff evaluate reads it
     assert len(lines) == 40 and all(lines)
 
 

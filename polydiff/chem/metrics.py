@@ -55,6 +55,9 @@ from polydiff.utils.parallel import advancer
 
 MOSES_PROPERTIES = ("logP", "SA", "QED", "weight")
 DEFAULT_KS = (1000, 10000)
+# Below this many valid samples a report says that its FCD reads high: the bias of FCD's mean and
+# covariance estimates falls with the sample count (polydiff's benchmarks score 1,000).
+FCD_FEW_SAMPLES = 1_000
 GEN_CHUNK = 1024  # rows of generated fingerprints per similarity block
 REF_CHUNK = 16384  # rows of reference fingerprints per similarity block
 
@@ -249,10 +252,11 @@ def evaluate(
         notes.append(f"{units} valid samples are polymer repeat units (two *): score them with --kind polymer")
     if polymer and metrics["valid"] and not units:
         notes.append("no valid sample is a repeat unit (two *): molecules are scored with --kind molecule")
+    counted = "polymer-valid" if polymer else "valid"  # the samples every metric after validity is of
     for k in ks:
         metrics[f"unique@{k}"] = fraction_unique(valid, k)
         if len(valid) < k:
-            notes.append(f"unique@{k} is computed on all {len(valid)} valid samples (fewer than {k})")
+            notes.append(f"unique@{k} is computed on all {len(valid)} {counted} samples (fewer than {k})")
 
     occurrences = Counter(valid)
     distinct = list(occurrences)
@@ -271,6 +275,11 @@ def evaluate(
         smiles = [f.smiles for f in features]
         activations = chemnet_activations(smiles, device, progress=advancer(progress, "ChemNet", len(smiles)))
         fcd_stats = fcd_statistics(activations, counts_kept)
+        if counts_kept.sum() < FCD_FEW_SAMPLES:
+            notes.append(
+                f"FCD from {counts_kept.sum():,} {counted} samples reads higher than from more (it estimates "
+                f"their mean and covariance): compare FCDs of equal sample counts (MOSES reports 30,000)"
+            )
     elif needs_fcd:
         notes.append("FCD needs at least 2 valid samples (a covariance): n/a")
     for prefix, stats in (("Test", reference), ("TestSF", test_scaffolds)):

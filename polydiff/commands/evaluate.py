@@ -16,7 +16,7 @@ from rich.console import Console
 from polydiff.chem.metrics import DEFAULT_KS, evaluate
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
-from polydiff.commands import CommandParser, one_line_warnings, user_errors
+from polydiff.commands import CommandParser, ends_on_sigterm, one_line_warnings, user_errors
 from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
 from polydiff.types import Kind
 from polydiff.utils.devices import resolve_device
@@ -197,7 +197,7 @@ def evaluate_samples(
 
 def main(args: list[str] | None = None) -> None:
     """Runs ``polydiff evaluate`` on ``args``; user errors end with one line on stderr and exit code 1."""
-    with user_errors("polydiff evaluate"), one_line_warnings("polydiff evaluate"):
+    with user_errors("polydiff evaluate"), ends_on_sigterm("polydiff evaluate"), one_line_warnings("polydiff evaluate"):
         parser = CommandParser(prog="polydiff evaluate", description=evaluate_samples.__doc__.splitlines()[0])
         parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
         parser.add_function_arguments(evaluate_samples, as_positional=False)

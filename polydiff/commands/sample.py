@@ -22,14 +22,14 @@ from jsonargparse.typing import PositiveInt
 
 from polydiff.chem.fragments import keeps_fragments
 from polydiff.chem.molecules import is_polymer, parse, quiet_rdkit
-from polydiff.commands import CommandParser, one_line_warnings, user_errors
+from polydiff.commands import CommandParser, ends_on_sigterm, one_line_warnings, user_errors
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.generate import Generation
 from polydiff.sampling.guidance import parse_condition
 from polydiff.tasks.checkpoints import NeedsCodeError
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
-from polydiff.utils.files import existing_file, partial_path
+from polydiff.utils.files import existing_file, open_samples, partial_path
 
 # The command reads a prompt and the condition as text (the template [MASK] would read as a YAML
 # list, and {logp: 3} is a clumsy way to write a target), and shows progress on a terminal.
@@ -70,7 +70,8 @@ def write_samples(
     Args:
         ckpt_path: checkpoint written by ``polydiff fit``.
         output: file to write, one sequence per line (``-``: standard output); it is replaced
-            only once every sample is drawn.
+            only once every sample is drawn. A ``.gz`` name is gzip-compressed, and a ``.csv``
+            one headed ``SMILES`` (``PSMILES``), as ``polydiff evaluate`` reads them.
         prompt: a template such as ``c1ccccc1C(=O)N[MASK][MASK][MASK][MASK]`` whose [MASK] tokens
             are filled in (under the SMILES rules where the template fixes only a start; to keep
             a ring and fill its substituents, ``--fragments "c1ccc([*])cc1"``).
@@ -107,7 +108,8 @@ def write_samples(
         task = load(ckpt_path, device, weights_only)
     except NeedsCodeError as error:
         raise error.advising("--weights_only false") from None
-    with contextlib.nullcontext(sys.stdout) if to_stdout else _replaced_when_done(path) as file:
+    polymer = task.kind == "polymer"
+    with contextlib.nullcontext(sys.stdout) if to_stdout else _replaced_when_done(path, polymer) as file:
         # Opened before sampling, so that an output that cannot be written fails before the work.
         result = task.sample(prompt=prompts, condition=targets, progress=sys.stderr.isatty(), **generation)
         file.write("".join(f"{sequence}\n" for sequence in result))
@@ -121,7 +123,7 @@ def write_samples(
         f"({result.samples_per_s:.1f} samples/s, seed {result.seed})\n"
         f"NFE per sequence: mean {_mean(nfe):.2f}, max {int(nfe.max()) if len(nfe) else 0}\n"
         f"tokens per sequence: mean {_mean(tokens):.2f}\n"
-        f"{_validity(result, task.kind == 'polymer')}",
+        f"{_validity(result, polymer)}",
         file=sys.stderr,
     )
     if generation.get("fragments"):
@@ -142,13 +144,18 @@ def _check_output(path: Path, checkpoint: Path) -> None:
 
 
 @contextlib.contextmanager
-def _replaced_when_done(path: Path) -> Iterator[TextIO]:
+def _replaced_when_done(path: Path, polymer: bool) -> Iterator[TextIO]:
     """A new file next to ``path`` (its folders made), which replaces ``path`` once the block ends
-    without an error and is removed if it does not: an interrupted run leaves ``path`` as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    without an error and is removed if it does not: an interrupted run leaves ``path`` as it was.
+    Written as ``path``'s name says (``utils.files.open_samples``: ``.gz``, ``.csv``)."""
     partial = partial_path(path)
     try:
-        with partial.open("w") as file:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = open_samples(partial, path, polymer)
+    except OSError as error:  # named as given: the hidden file's name would puzzle
+        raise OSError(f"--output {path}: cannot write there ({error.strerror})") from error
+    try:
+        with file:
             yield file
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -183,7 +190,7 @@ def build_parser() -> CommandParser:
 
 def main(args: list[str] | None = None) -> None:
     """Runs ``polydiff sample`` on ``args``; user errors end with one line on stderr and exit code 1."""
-    with user_errors("polydiff sample"), one_line_warnings("polydiff sample"):
+    with user_errors("polydiff sample"), ends_on_sigterm("polydiff sample"), one_line_warnings("polydiff sample"):
         parser = build_parser()
         options = parser.parse_args(args).as_dict()
         options.pop("config", None)

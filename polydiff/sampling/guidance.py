@@ -41,6 +41,8 @@ def parse_condition(text: str) -> dict[str, float | str]:
             target: float | str = float(value)
         except ValueError:
             target = value if value.isidentifier() else math.nan
+        if sign and name and value.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            raise ValueError(f"--condition {piece.strip()}: a target is a finite number (or a category's name)")
         if not sign or not name or (isinstance(target, float) and not math.isfinite(target)):
             raise ValueError(
                 "--condition takes name=value pairs separated by commas, e.g. logp=3,qed=0.8 or "

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from polydiff.tasks.checkpoints import check_checkpoint
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.utils.devices import resolve_device
-from polydiff.utils.files import partial_path
+from polydiff.utils.files import open_samples, partial_path
 
 __all__ = ["SampleWriter", "check_checkpoint", "load"]
 
@@ -52,7 +52,8 @@ class SampleWriter(BasePredictionWriter):
     Args:
         output_file: where to write, once predict has ended (until then, a hidden ``.FILE.partial``
             beside it). With several processes each writes ``FILE.rankN``, and rank 0 joins them
-            into ``FILE`` where it can read them all (one file system).
+            into ``FILE`` where it can read them all (one file system). A ``.gz`` name is
+            gzip-compressed, and a ``.csv`` one headed ``SMILES`` (``PSMILES``).
     """
 
     def __init__(self, output_file: str) -> None:
@@ -71,7 +72,9 @@ class SampleWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         partial = self._partial(trainer)
         partial.parent.mkdir(parents=True, exist_ok=True)
-        self._file = partial.open("w")
+        # Several processes write plain rank files, which rank 0 joins into the file as named.
+        target = self.output_file if trainer.world_size == 1 else partial
+        self._file = open_samples(partial, target, pl_module.kind == "polymer")
 
     def write_on_batch_end(
         self,
@@ -108,7 +111,7 @@ class SampleWriter(BasePredictionWriter):
             rank_zero_info(f"the samples are in {self.output_file}.rankN, one file per process, on each node")
             return
         joined = partial_path(self.output_file)
-        with joined.open("w") as file:
+        with open_samples(joined, self.output_file, trainer.lightning_module.kind == "polymer") as file:
             for part in parts:
                 file.write(part.read_text())
         joined.replace(self.output_file)

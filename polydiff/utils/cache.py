@@ -46,6 +46,10 @@ def save_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as stream:
-        write(stream)
+    try:
+        with open(temporary, "wb") as stream:
+            write(stream)
+    except BaseException:  # Ctrl-C or SIGTERM included: no temporary file left behind
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)

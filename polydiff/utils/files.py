@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 # A file with no suffix is read as a line file too (``polydiff sample --output samples`` writes one).
 SUFFIXES = (".txt", ".smi", ".smiles", ".csv")
@@ -178,3 +179,14 @@ def partial_path(path: str | Path) -> Path:
     so that a run stopped midway leaves ``path`` as it was, never cut short."""
     path = Path(path)
     return path.with_name(f".{path.name}.partial")
+
+
+def open_samples(partial: Path, target: str | Path, polymer: bool) -> TextIO:
+    """A text stream into ``partial`` for samples that will be named ``target``, written as
+    polydiff's readers take such a name: gzip-compressed where it ends in ``.gz``, and headed by its
+    column (``SMILES``, or ``PSMILES`` for repeat units) where it is a CSV."""
+    # The caller closes it (a ``with`` block, or the prediction writer at predict's end).
+    stream = gzip.open(partial, "wt") if str(target).endswith(".gz") else partial.open("w")  # noqa: SIM115
+    if is_csv(target):
+        stream.write(f"{MOLECULE_COLUMNS[polymer]}\n")
+    return stream

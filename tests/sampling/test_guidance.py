@@ -112,6 +112,12 @@ def test_a_malformed_condition_is_refused(text):
         parse_condition(text)
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "Infinity"])
+def test_a_target_that_is_no_finite_number_is_said_to_be(value):
+    with pytest.raises(ValueError, match=f"--condition logp={value}: a target is a finite number"):
+        parse_condition(f"logp={value}")
+
+
 def test_a_condition_is_read_as_name_value_pairs():
     assert parse_condition(" logp = 3 , qed=0.8") == {"logp": 3.0, "qed": 0.8}
 
