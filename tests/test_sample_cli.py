@@ -300,6 +300,16 @@ def test_options_come_from_the_method_and_a_prompt_stays_text():
     assert "sequences denoised together" in parser.format_help()  # and its help
 
 
+def test_a_repeat_unit_template_for_a_molecule_model_is_warned_of(smiles_checkpoint):
+    task = polydiff.load(smiles_checkpoint, device="cpu")
+    with pytest.warns(UserWarning, match=r"templates with two \* are polymer repeat units, and this model writes mol"):
+        task.sample(2, prompt="*CC[MASK][MASK]*", seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        task.sample(2, prompt="CC[MASK][MASK]*", seed=0)  # one *: a molecule with an atom of any kind
+    assert not any("repeat units" in str(warning.message) for warning in caught)
+
+
 def test_load_gives_an_eval_task_that_samples(checkpoint):
     task = polydiff.load(checkpoint, device="cpu")
     assert not task.training and task.device == torch.device("cpu")

@@ -22,6 +22,7 @@ from polydiff.chem.conditions import (
     check_condition_names,
     condition_columns,
 )
+from polydiff.data.files import is_repeat_unit_line
 from polydiff.data.representation import get_representation
 from polydiff.data.tokenizer import load_tokenizer
 from polydiff.diffusion.forward import DiffusionConfig, ExcitedStateDiffusion
@@ -635,6 +636,11 @@ class DiffusionTask(Conditioning, DiffusionBounds, LightningModule):
             cost: ``nfe`` and ``lengths`` per sequence, the ``seed``, ``seconds`` and ``samples_per_s``.
         """
         prompts = [prompt] if isinstance(prompt, str) else prompt
+        if self.kind == "molecule" and any(map(is_repeat_unit_line, prompts or ())):
+            rank_zero_warn(
+                "templates with two * are polymer repeat units, and this model writes molecules: its samples "
+                "keep each * as an atom, and only a polymer model (--data.kind polymer) writes repeat units"
+            )
         with evaluating(self):  # no dropout, e.g. when called during validation; a guided model wraps this one
             model = self.guided(condition, guidance_scale, steering)
             return generate(model, num_samples, config, length, prompts, batch_size, seed, progress, fragments)
