@@ -1,6 +1,9 @@
 """End-to-end tests of generation from a checkpoint: ``polydiff sample``, ``polydiff predict``, ``polydiff.load``."""
 
+import os
 import re
+import stat
+import threading
 import warnings
 from pathlib import Path
 
@@ -66,6 +69,27 @@ def test_an_output_is_written_as_its_name_says_for_evaluate_to_read(checkpoint, 
     main(["sample", *options, "--output", str(tmp_path / "plain.smi")])
     main(["sample", *options, "--output", str(tmp_path / name)])
     assert read_samples(tmp_path / name) == (tmp_path / "plain.smi").read_text().splitlines()
+
+
+@pytest.mark.parametrize("command", ["sample", "predict"])
+def test_a_pipe_or_device_output_is_written_as_it_is_not_replaced(checkpoint, tmp_path, command):
+    # As /dev/null is: moving a finished file into its place would put a file where the device was.
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    read = []
+    reader = threading.Thread(target=lambda: read.extend(pipe.read_text().splitlines()), daemon=True)
+    reader.start()
+    if command == "sample":
+        main(["sample", "--ckpt_path", str(checkpoint), "--num_samples", "5", "--output", str(pipe)])
+    else:
+        main([
+            "predict", "-c", BASE, "-c", TINY, "-c", SELFIES, "--ckpt_path", str(checkpoint),
+            "--data.num_samples", "5", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.callbacks+=polydiff.SampleWriter", "--trainer.callbacks.output_file", str(pipe),
+        ])  # fmt: skip
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO(pipe.stat().st_mode) and len(read) == 5
+    assert not list(tmp_path.glob(".*partial"))
 
 
 def test_same_seed_same_file(checkpoint, tmp_path, capsys):

@@ -29,7 +29,7 @@ from polydiff.sampling.guidance import parse_condition
 from polydiff.tasks.checkpoints import NeedsCodeError
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
-from polydiff.utils.files import existing_file, open_samples, partial_path
+from polydiff.utils.files import existing_file, open_samples, partial_path, written_in_place
 
 # The command reads a prompt and the condition as text (the template [MASK] would read as a YAML
 # list, and {logp: 3} is a clumsy way to write a target), and shows progress on a terminal.
@@ -147,7 +147,12 @@ def _check_output(path: Path, checkpoint: Path) -> None:
 def _replaced_when_done(path: Path, polymer: bool) -> Iterator[TextIO]:
     """A new file next to ``path`` (its folders made), which replaces ``path`` once the block ends
     without an error and is removed if it does not: an interrupted run leaves ``path`` as it was.
-    Written as ``path``'s name says (``utils.files.open_samples``: ``.gz``, ``.csv``)."""
+    Written as ``path``'s name says (``utils.files.open_samples``: ``.gz``, ``.csv``); a device or a
+    pipe (``/dev/null``) as it is."""
+    if written_in_place(path):
+        with open_samples(path, path, polymer) as file:
+            yield file
+        return
     partial = partial_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from polydiff.tasks.checkpoints import check_checkpoint
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.utils.devices import resolve_device
-from polydiff.utils.files import open_samples, partial_path
+from polydiff.utils.files import open_samples, partial_path, written_in_place
 
 __all__ = ["SampleWriter", "check_checkpoint", "load"]
 
@@ -67,7 +67,12 @@ class SampleWriter(BasePredictionWriter):
         """Where this rank writes until predict ends: beside the output, hidden, so an interrupted
         run leaves the file it would replace as it was, never a cut-short one in its place."""
         rank = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"
-        return partial_path(f"{self.output_file}{rank}")
+        return self._written_at(f"{self.output_file}{rank}")
+
+    @staticmethod
+    def _written_at(path: str) -> Path:
+        """``path``'s hidden partial file, or ``path`` itself where it is a device or a pipe."""
+        return Path(path) if written_in_place(path) else partial_path(path)
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         partial = self._partial(trainer)
@@ -92,13 +97,16 @@ class SampleWriter(BasePredictionWriter):
         if self._file is not None:
             self._file.close()
             self._file = None
-            self._partial(trainer).unlink(missing_ok=True)
+            partial = self._partial(trainer)
+            if not written_in_place(partial):
+                partial.unlink(missing_ok=True)
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._file.close()
         self._file = None
         if trainer.world_size == 1:
-            self._partial(trainer).replace(self.output_file)
+            if not written_in_place(self.output_file):
+                self._partial(trainer).replace(self.output_file)
             return
         # Each rank's share is whole: FILE.rankN. Rank 0 joins them into FILE where it can read
         # them all (one file system); elsewhere they stay, one per process.
@@ -110,11 +118,12 @@ class SampleWriter(BasePredictionWriter):
         if not all(part.is_file() for part in parts):
             rank_zero_info(f"the samples are in {self.output_file}.rankN, one file per process, on each node")
             return
-        joined = partial_path(self.output_file)
+        joined = self._written_at(self.output_file)
         with open_samples(joined, self.output_file, trainer.lightning_module.kind == "polymer") as file:
             for part in parts:
                 file.write(part.read_text())
-        joined.replace(self.output_file)
+        if not written_in_place(self.output_file):
+            joined.replace(self.output_file)
         for part in parts:
             part.unlink()
         rank_zero_info(f"{self.output_file}: the samples of {trainer.world_size} processes")

@@ -174,6 +174,14 @@ def read_smiles(path: str | Path, smiles_column: str = "SMILES", keep_empty: boo
     return [s for s in iter_smiles(path, smiles_column) if keep_empty or s]
 
 
+def written_in_place(path: str | Path) -> bool:
+    """Whether ``path`` is written as it is, not through ``partial_path``: a file that is not a
+    regular one (``/dev/null``, a named pipe, a terminal), which moving a file into its place would
+    replace, a device node by a file of samples."""
+    path = Path(path)
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 def partial_path(path: str | Path) -> Path:
     """Where ``path`` is written until it is whole: hidden beside it, then moved into its place,
     so that a run stopped midway leaves ``path`` as it was, never cut short."""
