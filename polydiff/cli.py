@@ -213,7 +213,8 @@ class PolydiffCLI(LightningCLI):
         # ``polydiff sample``: ``--model.sampling.steps 128`` for a model that takes no steps is refused.
         if isinstance(self.model, DiffusionTask) and self._sampling_given:
             self.model.sampling = SamplingConfig.asked(self._sampling_given, **asdict(self.model.sampling))
-        _make_root_dir(Path(self.trainer.default_root_dir))
+        if "://" not in str(self.trainer.default_root_dir):  # a remote one (s3://...) is fsspec's to make
+            _make_root_dir(Path(self.trainer.default_root_dir))
 
     def before_fit(self) -> None:
         # Before the data is prepared: a polymer corpus or a token cache can take minutes to build.

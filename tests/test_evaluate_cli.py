@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -201,6 +203,16 @@ def test_a_reference_of_the_other_kind_is_warned_of(tmp_path, moses_sample):
     with warnings.catch_warnings():  # each kind with its own kind: nothing said
         warnings.simplefilter("error", UserWarning)
         run("--samples", molecules, "--output", tmp_path / "c", "--reference", molecules, "--train", "none")
+
+
+def test_a_run_with_worker_processes_ends_quietly(tmp_path, moses_sample):
+    # The pool ends its workers by SIGTERM, which they must not take for the command's own.
+    samples = tmp_path / "samples.smi"
+    samples.write_text("\n".join(moses_sample[:300]) + "\n")  # enough for the pool (utils.parallel.INLINE_BELOW)
+    options = ["--output", str(tmp_path / "out"), "--reference", "none", "--train", "none", "--n_jobs", "2"]
+    command = [sys.executable, "-m", "polydiff", "evaluate", "--samples", str(samples), *options]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "SIGTERM" not in result.stderr, result.stderr[-2000:]
 
 
 def test_csv_samples_keep_empty_rows(tmp_path):

@@ -78,6 +78,20 @@ def test_a_fit_stopped_by_a_signal_saves_its_last_step_exits_nonzero_and_resumes
         assert run[step]["loss"] == reference[step]["loss"], f"step {step}: another loss"
 
 
+def test_ctrl_c_within_an_accumulation_window_stops_at_its_end_and_resumes_as_if_never_stopped(tmp_path, smiles_files):
+    accumulating = ["--data.global_batch_size", "64"]  # tiny.yaml's batches of 32: two per optimizer step
+    whole = fit(tmp_path, smiles_files, "whole", "whole.jsonl", *accumulating)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    stopped = fit(tmp_path, smiles_files, "stopped", "first.jsonl", *accumulating, "--trainer.callbacks.kill_at_batch",
+                  "8", "--trainer.callbacks.kill_signal", "SIGINT")  # fmt: skip
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-3000:]
+    assert "stopped by Ctrl-C at step 5" in stopped.stderr  # batch 9 closes the window batch 8 opened
+    resumed = fit(tmp_path, smiles_files, "stopped", "resumed.jsonl", *accumulating, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records = [(tmp_path / name).read_text().splitlines() for name in ("whole.jsonl", "first.jsonl", "resumed.jsonl")]
+    assert len(records[1]) == 10 and records[1] + records[2] == records[0]  # same batches, same losses
+
+
 def test_a_second_ctrl_c_stops_the_fit_at_once_saving_nothing(tmp_path, smiles_files):
     stopped = fit(tmp_path, smiles_files, "stopped", "first.jsonl", "--trainer.callbacks.kill_at_step", "10",
                   "--trainer.callbacks.kill_signal", "SIGINT", "--trainer.callbacks.kill_times", "2")  # fmt: skip

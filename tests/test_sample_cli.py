@@ -92,6 +92,15 @@ def test_a_pipe_or_device_output_is_written_as_it_is_not_replaced(checkpoint, tm
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_a_linked_output_is_written_through_its_link(checkpoint, tmp_path):
+    # As /dev/stdout is when a shell sends it to a file: the link stays, its file gets the samples.
+    target, link = tmp_path / "target.smi", tmp_path / "link.smi"
+    target.write_text("CCO\n")
+    link.symlink_to(target)
+    main(["sample", "--ckpt_path", str(checkpoint), "--num_samples", "5", "--output", str(link)])
+    assert link.is_symlink() and len(target.read_text().splitlines()) == 5
+
+
 def test_same_seed_same_file(checkpoint, tmp_path, capsys):
     files = [tmp_path / f"{name}.smi" for name in ("a", "b", "c")]
     for path, seed in zip(files, (5, 5, 6), strict=True):

@@ -78,6 +78,10 @@ def user_errors(prog: str, also: tuple[type[Exception], ...] = ()) -> Iterator[N
         raise SystemExit(1) from None
 
 
+class Terminated(SystemExit):
+    """Raised by ``ends_on_sigterm``'s handler: SIGTERM asked the command to stop."""
+
+
 @contextmanager
 def ends_on_sigterm(prog: str) -> Iterator[None]:
     """SIGTERM (``kill``, ``timeout``, a scheduler) ends a command as Ctrl-C does, unwinding, so that
@@ -87,14 +91,21 @@ def ends_on_sigterm(prog: str) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():  # the only thread that may set handlers
         yield
         return
+    main_pid = os.getpid()
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        print(f"{prog}: stopped by SIGTERM", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGTERM)
+        if os.getpid() != main_pid:  # a forked worker, which its pool ends by SIGTERM: as it would end
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated(128 + signal.SIGTERM)
 
     before = signal.signal(signal.SIGTERM, stop)
     try:
         yield
+    except Terminated:
+        print(f"{prog}: stopped by SIGTERM", file=sys.stderr)  # not in the handler: it may interrupt a write
+        raise
     finally:
         signal.signal(signal.SIGTERM, before)
 

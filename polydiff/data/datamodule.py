@@ -27,6 +27,7 @@ from polydiff.types import Kind, RepresentationName
 from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import csv_columns, existing_file, is_csv, iter_smiles, read_smiles
 from polydiff.utils.hparams import as_cli_config
+from polydiff.utils.parallel import ignore_ctrl_c
 
 log = logging.getLogger(__name__)
 
@@ -496,6 +497,7 @@ class MoleculeDataModule(LightningDataModule):
             collate_fn=collate,
             num_workers=workers,
             persistent_workers=workers > 0,
+            worker_init_fn=ignore_ctrl_c if workers else None,
             # Worker seeds from a generator of the loader's own, not torch's global one: starting
             # a loader then draws nothing from the stream that masks and drops out, so a resumed
             # run (which starts its loaders at other moments) draws the same noise.

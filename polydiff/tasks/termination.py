@@ -7,15 +7,18 @@ validations and their intervals, so the steps since the last save would be lost.
 
 Ctrl-C (SIGINT) would raise ``KeyboardInterrupt`` wherever the fit is, an optimizer step half
 done included, and Lightning then exits saving nothing. While training runs, the first Ctrl-C only
-asks the fit to stop: at the end of the batch, once every process has heard of it (one reduce of a
-flag per batch; a collective in a signal handler could meet another in flight and hang DDP), it
-stops as SIGTERM does and saves the same way. A second Ctrl-C stops at once, as it always did.
+asks the fit to stop: at the end of the next batch that steps the optimizer (so no accumulated
+gradient is lost), once every process has heard of it (one reduce of a flag at such batches; a
+collective in a signal handler could meet another in flight and hang DDP), it stops as SIGTERM
+does and saves the same way. A second Ctrl-C stops at once, as it always did. DataLoader workers
+ignore Ctrl-C (``utils.parallel.ignore_ctrl_c``): a terminal sends it to them too, and a worker that quit would
+end the fit in an error instead.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +29,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-CTRL_C_STOPPING = (
-    "polydiff: Ctrl-C: stopping at the end of this step to save last.ckpt "
-    "(Ctrl-C again stops at once, saving nothing)\n"
-)
+CTRL_C_STOPPING = "polydiff: Ctrl-C: stopping once this optimizer step (and any validation under way) is done"
+CTRL_C_SAVES = " to save last.ckpt (Ctrl-C again stops at once, saving nothing)\n"
+CTRL_C_SAVES_NOTHING = "; no checkpoint callback keeps last.ckpt, so nothing is saved\n"
 
 
 @dataclass
@@ -49,26 +51,41 @@ last_stop = Stop()  # signals are process-wide; so is what they stopped
 
 class CheckpointOnTermination(Callback):
     """Saves ``last.ckpt`` into the folder of the first checkpoint callback that keeps one, when the
-    fit ends by SIGTERM or by the first Ctrl-C during training, both at a batch's end, so the state
-    is whole."""
+    fit ends by SIGTERM or by the first Ctrl-C during training, both at a batch's end (Ctrl-C at
+    one that stepped the optimizer), so the state is whole."""
 
     def __init__(self) -> None:
         self._handler_before = None
         self._ctrl_c = False
+        self._stopping = ""
+        self._pid = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ctrl_c = False
-        if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers
+        saves = any(getattr(c, "save_last", False) and c.dirpath for c in trainer.checkpoint_callbacks)
+        self._stopping = CTRL_C_STOPPING + (CTRL_C_SAVES if saves else CTRL_C_SAVES_NOTHING)
+        if threading.current_thread() is not threading.main_thread():  # the only thread that may set handlers
+            return
+        # Left alone where Ctrl-C is ignored (a fit started in a script's background) or was set
+        # outside Python, which could not be put back.
+        if signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
+            self._pid = os.getpid()
             self._handler_before = signal.signal(signal.SIGINT, self._ask_to_stop)
 
     def _ask_to_stop(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._pid:  # a process forked from this one: the main process decides
+            return
         self._restore()  # a second Ctrl-C raises KeyboardInterrupt
         self._ctrl_c = True
         if rank_zero_only.rank == 0:  # Ctrl-C reaches every process of a DDP run
-            sys.stderr.write(CTRL_C_STOPPING)
+            # Straight to the file descriptor: a write to sys.stderr here could land inside one
+            # under way (a progress bar's), which Python refuses as a reentrant call.
+            os.write(2, self._stopping.encode())
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args, **kwargs) -> None:
-        if trainer.strategy.reduce_boolean_decision(self._ctrl_c, all=False):
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        # Every rank is at the same batch, so all of them reduce here or none.
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if stepped and trainer.strategy.reduce_boolean_decision(self._ctrl_c, all=False):
             last_stop.signal = signal.SIGINT
             raise SIGTERMException  # Lightning's own way out of a fit: on_exception below saves
 

@@ -176,10 +176,10 @@ def read_smiles(path: str | Path, smiles_column: str = "SMILES", keep_empty: boo
 
 def written_in_place(path: str | Path) -> bool:
     """Whether ``path`` is written as it is, not through ``partial_path``: a file that is not a
-    regular one (``/dev/null``, a named pipe, a terminal), which moving a file into its place would
-    replace, a device node by a file of samples."""
+    regular one (``/dev/null``, a named pipe, a terminal), or a link (``/dev/stdout``), which moving
+    a file into its place would replace: a device node, or the link, by a file of samples."""
     path = Path(path)
-    return path.exists() and not path.is_file() and not path.is_dir()
+    return path.is_symlink() or (path.exists() and not path.is_file() and not path.is_dir())
 
 
 def partial_path(path: str | Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
@@ -14,6 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 T = TypeVar("T")
 R = TypeVar("R")
 INLINE_BELOW = 200  # starting worker processes costs more than this many molecules
+
+
+def ignore_ctrl_c(worker_id: int = 0) -> None:
+    """A DataLoader ``worker_init_fn``: Ctrl-C, which a terminal sends to every process of the
+    group, is the main process's to act on (a worker would quit, and its loader fail)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_jobs() -> int:

@@ -40,14 +40,16 @@ class LossProbe(Callback):
     """Appends one JSON line per training step (step, loss, digest of the batch); with
     ``kill_at_step``, sends its own process ``kill_signal`` ``kill_times`` times right after that
     step: SIGKILL, as a crash would, SIGTERM, as ``kill`` or a scheduler would, or SIGINT, as Ctrl-C;
-    with ``kill_rank``, only that rank of a DDP run does."""
+    with ``kill_rank``, only that rank of a DDP run does; with ``kill_at_batch``, after that batch of
+    the first epoch instead (one within a gradient accumulation window, say)."""
 
     def __init__(
-        self, output_file: str, kill_at_step: int = 0, kill_signal: str = "SIGKILL", kill_times: int = 1,
-        kill_rank: int | None = None,
+        self, output_file: str, kill_at_step: int | None = None, kill_signal: str = "SIGKILL", kill_times: int = 1,
+        kill_rank: int | None = None, kill_at_batch: int | None = None,
     ) -> None:  # fmt: skip
         self.output_file = Path(output_file)
         self.kill_at_step = kill_at_step
+        self.kill_at_batch = kill_at_batch
         self.kill_signal = signal.Signals[kill_signal]
         self.kill_times = kill_times
         self.kill_rank = kill_rank
@@ -56,6 +58,10 @@ class LossProbe(Callback):
         record = {"step": trainer.global_step, "loss": float(outputs["loss"]), "batch": _digest(batch["input_ids"])}
         with self.output_file.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
-        if trainer.global_step == self.kill_at_step and self.kill_rank in (None, trainer.global_rank):
+        if self.kill_at_batch is not None:
+            due = trainer.current_epoch == 0 and batch_idx == self.kill_at_batch
+        else:
+            due = trainer.global_step == self.kill_at_step
+        if due and self.kill_rank in (None, trainer.global_rank):
             for _ in range(self.kill_times):
                 os.kill(os.getpid(), self.kill_signal)
