@@ -88,11 +88,14 @@ class Conditioning:
         offered = {self.condition_columns[k].partition("=")[2]: self.condition_statistics[3, k].item() for k in columns}
         value = _in_case_of(value, offered) if isinstance(value, str) else value
         enough = [category for category, count in offered.items() if count >= MIN_CATEGORY_SEQUENCES]
+        if not isinstance(value, str):
+            raise ValueError(f"{name} takes a category's name, not a number: choose from {', '.join(enough) or 'none'}")
         if value not in offered:
             raise ValueError(f"unknown {name} {value!r}: choose from {', '.join(enough) or 'none'}")
         if offered[value] < MIN_CATEGORY_SEQUENCES:
+            trained = f"{offered[value]:,.0f} such sequence{'' if round(offered[value]) == 1 else 's'}"
             raise ValueError(
-                f"{name}={value}: this checkpoint was trained on about {offered[value]:,.0f} such sequences, "
+                f"{name}={value}: this checkpoint was trained on about {trained}, "
                 f"fewer than {MIN_CATEGORY_SEQUENCES:,} (it offers {', '.join(enough) or 'none'})"
             )
         return columns, value

@@ -154,6 +154,7 @@ def test_a_class_condition_is_one_hot_and_leaves_the_rest_free(polymer_task):
         ({"class": "polyketone"}, "unknown class 'polyketone': choose from polyamide"),
         ({"class": "polyimide"}, "about 200 such sequences, fewer than 1,000"),
         ({"logp": "high"}, "logp takes a number"),
+        ({"class": 3.0}, "class takes a category's name, not a number: choose from polyamide"),
         ({}, "condition names no property"),  # all free would be the unconditional model at twice the calls
     ],
 )
