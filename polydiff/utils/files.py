@@ -157,7 +157,10 @@ def _suffix(path: Path) -> str:
 def _check_columns(path: Path, header: Sequence[str], wanted: Sequence[str]) -> None:
     missing = [column for column in wanted if column not in header]
     if missing:
-        raise ValueError(f"{path}: no column {missing[0]!r} (columns: {list(header)})")
+        hint = ""
+        if missing[0] == "SMILES" and "PSMILES" in header:  # a polymer table, read without naming its column
+            hint = "; its repeat units are read with smiles_column PSMILES (--data.smiles_column in polydiff fit)"
+        raise ValueError(f"{path}: no column {missing[0]!r} (columns: {list(header)}){hint}")
 
 
 def read_smiles(path: str | Path, smiles_column: str = "SMILES", keep_empty: bool = False) -> list[str]:

@@ -26,6 +26,9 @@ def test_read_smiles_errors(tmp_path):
     (tmp_path / "b.csv").write_text("id,smiles\n1,CCO\n")
     with pytest.raises(ValueError, match="no column 'SMILES'"):
         read_smiles(tmp_path / "b.csv")
+    (tmp_path / "p.csv").write_text("id,PSMILES\n1,*CC*\n")
+    with pytest.raises(ValueError, match=r"no column 'SMILES' .*; its repeat units are read with smiles_column PSM"):
+        read_smiles(tmp_path / "p.csv")
     with pytest.raises(FileNotFoundError, match=r"missing\.smi"):
         read_smiles(tmp_path / "missing.smi")
     (tmp_path / "x.json").write_text("{}")
