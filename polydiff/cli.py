@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import re
 import signal
 import sys
@@ -31,6 +30,7 @@ from polydiff.tasks.diffusion_task import RUN_SETTINGS, DiffusionTask, data_mism
 from polydiff.tasks.progress import StepProgressBar, hide_lightning_tips
 from polydiff.tasks.resumed_best import BestAcrossResume
 from polydiff.tasks.termination import CheckpointOnTermination, Stop, last_stop
+from polydiff.utils.files import make_folder
 
 # The data options that decide what validate and test score: the lines, how they are read, and the
 # batches (the bound draws its masking times per batch).
@@ -213,8 +213,10 @@ class PolydiffCLI(LightningCLI):
         # ``polydiff sample``: ``--model.sampling.steps 128`` for a model that takes no steps is refused.
         if isinstance(self.model, DiffusionTask) and self._sampling_given:
             self.model.sampling = SamplingConfig.asked(self._sampling_given, **asdict(self.model.sampling))
-        if "://" not in str(self.trainer.default_root_dir):  # a remote one (s3://...) is fsspec's to make
-            _make_root_dir(Path(self.trainer.default_root_dir))
+        root = str(self.trainer.default_root_dir)
+        if "://" not in root:  # a remote one (s3://...) is fsspec's to make
+            # Made before the data is prepared: Lightning would fail on it only later, naming no option.
+            make_folder(Path(root), f"--trainer.default_root_dir {root}")
 
     def before_fit(self) -> None:
         # Before the data is prepared: a polymer corpus or a token cache can take minutes to build.
@@ -378,23 +380,11 @@ def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:
     return changes
 
 
-def _make_root_dir(root: Path) -> None:
-    """The run's folder, made before the data is prepared: Lightning would fail on it only later,
-    with an OS error that names no option."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        reason = "a file is in the way" if isinstance(error, (FileExistsError, NotADirectoryError)) else error.strerror
-        raise ValueError(f"--trainer.default_root_dir {root}: cannot be made a folder ({reason})") from error
-    if not os.access(root, os.W_OK):
-        raise ValueError(f"--trainer.default_root_dir {root}: the folder is not writable")
-
-
 @contextmanager
 def _ends_on_stop_signals() -> Iterator[None]:
-    """Lightning ends a run stopped by SIGTERM (or by a fit's first Ctrl-C, handed on as SIGTERM:
-    ``tasks/termination.py``) with exit code 0, as if it had finished: ``polydiff fit ... && polydiff
-    sample ...`` would go on. It ends with 128 + the signal (143, 130), saying where to resume."""
+    """Lightning ends a run stopped by SIGTERM (or by a fit's first Ctrl-C, which stops it the same
+    way: ``tasks/termination.py``) with exit code 0, as if it had finished: ``polydiff fit ... &&
+    polydiff sample ...`` would go on. It ends with 128 + the signal (143, 130), saying where to resume."""
     last_stop.reset()
     try:
         yield

@@ -29,7 +29,7 @@ from polydiff.sampling.guidance import parse_condition
 from polydiff.tasks.checkpoints import NeedsCodeError
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
-from polydiff.utils.files import existing_file, open_samples, partial_path, written_in_place
+from polydiff.utils.files import existing_file, open_samples, writing_path
 
 # The command reads a prompt and the condition as text (the template [MASK] would read as a YAML
 # list, and {logp: 3} is a clumsy way to write a target), and shows progress on a terminal.
@@ -149,11 +149,11 @@ def _replaced_when_done(path: Path, polymer: bool) -> Iterator[TextIO]:
     without an error and is removed if it does not: an interrupted run leaves ``path`` as it was.
     Written as ``path``'s name says (``utils.files.open_samples``: ``.gz``, ``.csv``); a device or a
     pipe (``/dev/null``) as it is."""
-    if written_in_place(path):
+    partial = writing_path(path)
+    if partial == path:
         with open_samples(path, path, polymer) as file:
             yield file
         return
-    partial = partial_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         file = open_samples(partial, path, polymer)

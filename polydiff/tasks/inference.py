@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from polydiff.tasks.checkpoints import check_checkpoint
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.utils.devices import resolve_device
-from polydiff.utils.files import open_samples, partial_path, written_in_place
+from polydiff.utils.files import open_samples, writing_path, written_in_place
 
 __all__ = ["SampleWriter", "check_checkpoint", "load"]
 
@@ -67,12 +67,7 @@ class SampleWriter(BasePredictionWriter):
         """Where this rank writes until predict ends: beside the output, hidden, so an interrupted
         run leaves the file it would replace as it was, never a cut-short one in its place."""
         rank = "" if trainer.world_size == 1 else f".rank{trainer.global_rank}"
-        return self._written_at(f"{self.output_file}{rank}")
-
-    @staticmethod
-    def _written_at(path: str) -> Path:
-        """``path``'s hidden partial file, or ``path`` itself where it is a device or a pipe."""
-        return Path(path) if written_in_place(path) else partial_path(path)
+        return writing_path(f"{self.output_file}{rank}")
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         partial = self._partial(trainer)
@@ -118,7 +113,7 @@ class SampleWriter(BasePredictionWriter):
         if not all(part.is_file() for part in parts):
             rank_zero_info(f"the samples are in {self.output_file}.rankN, one file per process, on each node")
             return
-        joined = self._written_at(self.output_file)
+        joined = writing_path(self.output_file)
         with open_samples(joined, self.output_file, trainer.lightning_module.kind == "polymer") as file:
             for part in parts:
                 file.write(part.read_text())

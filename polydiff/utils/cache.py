@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from polydiff.utils.files import make_folder
+
 CACHE_ENV = "POLYDIFF_CACHE_DIR"
 
 
@@ -21,12 +23,7 @@ def cache_dir() -> Path:
     """Where polydiff caches, made if missing: ``$POLYDIFF_CACHE_DIR``, else ``$XDG_CACHE_HOME/polydiff``."""
     given = os.environ.get(CACHE_ENV)
     folder = Path(given) if given else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "polydiff"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        reason = "a file is in the way" if isinstance(error, (FileExistsError, NotADirectoryError)) else error.strerror
-        named = f"{CACHE_ENV}={folder}" if given else f"the cache folder {folder}"
-        raise OSError(f"{named}: cannot be made a folder ({reason}); set {CACHE_ENV} to a writable folder") from error
+    make_folder(folder, f"{CACHE_ENV}={folder}" if given else f"the cache folder {folder} (set {CACHE_ENV})")
     return folder
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import os
 import re
 import zlib
 from collections.abc import Iterator, Sequence
@@ -190,6 +191,24 @@ def partial_path(path: str | Path) -> Path:
     so that a run stopped midway leaves ``path`` as it was, never cut short."""
     path = Path(path)
     return path.with_name(f".{path.name}.partial")
+
+
+def writing_path(path: str | Path) -> Path:
+    """Where ``path`` is written: its ``partial_path``, or ``path`` itself where it is
+    ``written_in_place``."""
+    return Path(path) if written_in_place(path) else partial_path(path)
+
+
+def make_folder(folder: Path, named: str) -> None:
+    """Makes ``folder`` and its parents, or raises one line that names it as ``named`` (the option
+    or variable that gave it): an OS error alone names neither."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = "a file is in the way" if isinstance(error, (FileExistsError, NotADirectoryError)) else error.strerror
+        raise OSError(f"{named}: cannot be made a folder ({reason})") from error
+    if not os.access(folder, os.W_OK):
+        raise OSError(f"{named}: the folder is not writable")
 
 
 def open_samples(partial: Path, target: str | Path, polymer: bool) -> TextIO:
