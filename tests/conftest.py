@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,17 @@ def temporary_cache(tmp_path_factory):
         del os.environ[CACHE_ENV]
     else:
         os.environ[CACHE_ENV] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_as_a_terminal_sends_it():
+    """Ctrl-C as an interactive shell leaves it: a background job (CI's runner, say) starts with
+    SIGINT ignored, and so does every process it starts, so the tests of Ctrl-C would wait for a
+    stop that never comes. Handled here, the processes the tests start get it back (exec resets
+    caught signals to their default)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="session")

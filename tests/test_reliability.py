@@ -228,7 +228,7 @@ def test_a_stopped_sampling_is_one_line_leaving_its_output_as_it_was(
     signalling.start()
     try:
         last = one_error_line(capsys, code, lambda: sample_main(
-            ["--ckpt_path", str(tiny_checkpoint), "--num_samples", "1000000", "--output", str(output)]
+            ["--ckpt_path", str(tiny_checkpoint), "--num_samples", "300000", "--output", str(output)]
         ))  # fmt: skip
     finally:
         signalling.cancel()
