@@ -62,7 +62,7 @@ class CheckpointOnTermination(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ctrl_c = False
-        saves = any(getattr(c, "save_last", False) and c.dirpath for c in trainer.checkpoint_callbacks)
+        saves = _last_checkpoint_folder(trainer) is not None
         self._stopping = CTRL_C_STOPPING + (CTRL_C_SAVES if saves else CTRL_C_SAVES_NOTHING)
         if threading.current_thread() is not threading.main_thread():  # the only thread that may set handlers
             return
@@ -101,8 +101,15 @@ class CheckpointOnTermination(Callback):
         self._restore()
         if not isinstance(exception, SIGTERMException):
             return
-        for callback in trainer.checkpoint_callbacks:
-            if getattr(callback, "save_last", False) and callback.dirpath:
-                last_stop.checkpoint, last_stop.step = Path(callback.dirpath) / "last.ckpt", trainer.global_step
-                trainer.save_checkpoint(str(last_stop.checkpoint), weights_only=False)
-                return
+        folder = _last_checkpoint_folder(trainer)
+        if folder is not None:
+            last_stop.checkpoint, last_stop.step = folder / "last.ckpt", trainer.global_step
+            trainer.save_checkpoint(str(last_stop.checkpoint), weights_only=False)
+
+
+def _last_checkpoint_folder(trainer: pl.Trainer) -> Path | None:
+    """The folder of the first checkpoint callback that keeps a ``last.ckpt``, if any."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "save_last", False) and callback.dirpath:
+            return Path(callback.dirpath)
+    return None
