@@ -19,6 +19,10 @@ def main() -> None:
     # libgomp reads this once, when torch is imported. A value the user set is kept.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     run_under_jemalloc()  # returns here where it does not run the command again under jemalloc
+    from polydiff.commands.plain import run_plain_command
+
+    if run_plain_command(sys.argv[1:]):  # sample, evaluate: before the CLI module, which imports Lightning
+        return
     from polydiff.cli import main as cli_main
 
     cli_main()

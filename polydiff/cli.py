@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 
 from polydiff import __version__
 from polydiff.commands import OneLineErrors, one_line_warnings, user_errors
+from polydiff.commands.plain import run_plain_command
 from polydiff.data.datamodule import MoleculeDataModule
 from polydiff.sampling.config import SamplingConfig
 from polydiff.tasks.checkpoints import NeedsCodeError, check_checkpoint, migrate_hyperparameters
@@ -423,15 +424,7 @@ def main(args: list[str] | None = None) -> None:
     ``polydiff sample`` and ``polydiff evaluate`` are plain typed commands (``polydiff.commands``), not LightningCLI.
     """
     command_line = sys.argv[1:] if args is None else args
-    if command_line[:1] == ["sample"]:
-        from polydiff.commands.sample import main as sample_main  # its own light parser
-
-        sample_main(command_line[1:])
-        return
-    if command_line[:1] == ["evaluate"]:
-        from polydiff.commands.evaluate import main as evaluate_main  # plain typed command, like sample
-
-        evaluate_main(command_line[1:])
+    if run_plain_command(command_line):
         return
     _refuse_config_before_the_command(command_line)
     # polydiff's batch sampler resumes mid-epoch itself (it skips the batches a checkpoint had

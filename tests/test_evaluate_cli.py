@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -213,6 +214,20 @@ def test_a_run_with_worker_processes_ends_quietly(tmp_path, moses_sample):
     command = [sys.executable, "-m", "polydiff", "evaluate", "--samples", str(samples), *options]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "SIGTERM" not in result.stderr, result.stderr[-2000:]
+
+
+def test_the_command_scores_samples_without_importing_lightning(tmp_path):
+    # Lightning's import is seconds of every start-up; evaluate loads no model and has no use for it.
+    samples = tmp_path / "samples.smi"
+    samples.write_text("CCO\nc1ccccc1\n")
+    options = ["--output", str(tmp_path / "out"), "--reference", "none", "--train", "none"]
+    command = [sys.executable, "-X", "importtime", "-m", "polydiff", "evaluate", "--samples", str(samples), *options]
+    environment = {**os.environ, "POLYDIFF_ALLOCATOR": "system"}  # this process, not one run again under jemalloc
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines() if line.startswith("import")}
+    assert "rdkit" in imported and "polydiff.chem.metrics" in imported
+    assert not [name for name in imported if name.partition(".")[0] in ("lightning", "pytorch_lightning")]
 
 
 def test_csv_samples_keep_empty_rows(tmp_path):

@@ -45,7 +45,9 @@ def test_polymer_corpus_fit_sample_evaluate(tmp_path, monkeypatch, capsys):
     monomers = tmp_path / "monomers.smi"
     monomers.write_text(MONOMERS)
 
-    checkpoint = fit(tmp_path / "first", monomers)
+    # A few hundred units hold far fewer than 1,000 of any class: the fit says so, not only a sample later.
+    with pytest.warns(UserWarning, match=r"fewer than 1,000 training sequences of class .*polyamide.*will refuse them"):
+        checkpoint = fit(tmp_path / "first", monomers)
     assert "building a polymer corpus" in capsys.readouterr().err
     (corpus,) = (tmp_path / "cache" / "polymers").iterdir()
     train = read_smiles(corpus / "train.csv")
@@ -71,7 +73,7 @@ def test_polymer_corpus_fit_sample_evaluate(tmp_path, monkeypatch, capsys):
     assert "Novelty" in metrics or metrics["polymer_valid"] == 0
     assert (report / "molecules.png").is_file() and (report / "properties.png").is_file()
 
-    # A few hundred units hold far fewer than 1,000 of any class: a class is refused, clearly.
+    # ... and sampling refuses such a class, clearly.
     capsys.readouterr()
     with pytest.raises(SystemExit) as refused:
         main(["sample", "--ckpt_path", str(checkpoint), "--output", str(samples), "--condition", "class=polyamide"])

@@ -73,7 +73,13 @@ def check_condition_names(names: Sequence[str], kind: str | None = None, header:
             if header
             else "or, with a CSV training file, one of its columns"
         )
-        raise ValueError(f"unknown property {unknown[0]!r}: the conditions are {', '.join(CONDITIONS)}, {columns}")
+        known = [*CONDITIONS, *header]
+        # Sampling reads names in any case (logP, TG); a fit keeps the case its columns are written in.
+        same = [candidate for candidate in known if candidate.casefold() == unknown[0].casefold()]
+        hint = f" (names keep their case: did you mean {same[0]!r}?)" if same else ""
+        raise ValueError(
+            f"unknown property {unknown[0]!r}{hint}: the conditions are {', '.join(CONDITIONS)}, {columns}"
+        )
 
 
 def _value(function: Callable[[Chem.Mol], float], mol: Chem.Mol) -> float:

@@ -100,6 +100,16 @@ class Conditioning:
             )
         return columns, value
 
+    def thin_categories(self) -> dict[str, list[str]]:
+        """Per categorical condition (``class``), the categories this model saw too few training
+        sequences of (``MIN_CATEGORY_SEQUENCES``) to be guided toward, as ``condition_statistics`` counts them."""
+        thin: dict[str, list[str]] = {}
+        for k, column in enumerate(self.condition_columns):
+            name, _, category = column.partition("=")
+            if name in CATEGORIES and self.condition_statistics[3, k].item() < MIN_CATEGORY_SEQUENCES:
+                thin.setdefault(name, []).append(category)
+        return thin
+
     def guided(
         self,
         condition: Mapping[str, float | str] | None = None,

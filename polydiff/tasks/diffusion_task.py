@@ -18,6 +18,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from polydiff.chem.conditions import (
+    MIN_CATEGORY_SEQUENCES,
     categorical_columns,
     check_condition_names,
     condition_columns,
@@ -361,6 +362,11 @@ class DiffusionTask(Conditioning, DiffusionBounds, LightningModule):
             self._check_data(getattr(datamodule, "hparams", {}))
         if stage == "fit" and datamodule is not None and self.conditions:
             self.condition_statistics.copy_(datamodule.condition_statistics())
+            for name, categories in self.thin_categories().items():  # told now, not when a sample asks for one
+                rank_zero_warn(
+                    f"fewer than {MIN_CATEGORY_SEQUENCES:,} training sequences of {name} {', '.join(categories)}: "
+                    "too few to learn, so sampling will refuse them as targets"
+                )
 
     def _check_data(self, data: Mapping[str, Any]) -> None:
         """Refuses data read otherwise than this model reads it (``data``: the data module's

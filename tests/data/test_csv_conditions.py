@@ -79,6 +79,11 @@ def test_a_condition_that_is_no_property_and_no_csv_column_is_one_clear_error(cs
         MoleculeDataModule(str(csv_files["train"]), str(csv_files["val"]), conditions=["Tg"])
     with pytest.raises(ValueError, match=r"unknown property 'score'.*with a CSV training file"):
         MoleculeDataModule(str(smiles_files["train"]), str(smiles_files["val"]), conditions=["score"])
+    # Sampling reads logP as logp; a fit names what it learns as written, and says which was meant.
+    with pytest.raises(ValueError, match=r"unknown property 'Score' \(names keep their case: did you mean 'score'\?\)"):
+        MoleculeDataModule(str(csv_files["train"]), str(csv_files["val"]), conditions=["Score"])
+    with pytest.raises(ValueError, match=r"did you mean 'logp'\?"):
+        MoleculeDataModule(str(csv_files["train"]), str(csv_files["val"]), conditions=["logP"])
     with pytest.raises(ValueError, match="through its token cache"):
         MoleculeDataModule(str(csv_files["train"]), str(csv_files["val"]), conditions=["score"], token_cache=False)
 
