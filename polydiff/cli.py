@@ -385,7 +385,9 @@ def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:
 def _ends_on_stop_signals() -> Iterator[None]:
     """Lightning ends a run stopped by SIGTERM (or by a fit's first Ctrl-C, which stops it the same
     way: ``tasks/termination.py``) with exit code 0, as if it had finished: ``polydiff fit ... &&
-    polydiff sample ...`` would go on. It ends with 128 + the signal (143, 130), saying where to resume."""
+    polydiff sample ...`` would go on. It ends with 128 + the signal (143, 130), saying where to resume.
+    A Ctrl-C that stops the fit at once (before training begins, or the second), which Lightning ends
+    with 1, ends with 130 too, saying that nothing was saved."""
     last_stop.reset()
     try:
         yield
@@ -393,6 +395,18 @@ def _ends_on_stop_signals() -> Iterator[None]:
         if rank_zero_only.rank == 0:  # each process of a DDP run stops alike
             sys.stderr.write(_stopped_line(last_stop))
         raise SystemExit(128 + last_stop.signal) from None
+    except SystemExit as leaving:
+        if not (last_stop.at_once and leaving.code == 1):
+            raise
+        # Lightning's exit after a KeyboardInterrupt (Ctrl-C in data setup, the sanity check, or a second one).
+        if rank_zero_only.rank == 0:
+            sys.stderr.write(_stopped_at_once_line(last_stop))
+        raise SystemExit(128 + signal.SIGINT) from None
+
+
+def _stopped_at_once_line(stop: Stop) -> str:
+    earlier = f"; resume from the last saved, {stop.earlier}, with --ckpt_path last" if stop.earlier else ""
+    return f"polydiff: stopped by Ctrl-C at once, at step {stop.step}, saving nothing{earlier}\n"
 
 
 def _stopped_line(stop: Stop) -> str:

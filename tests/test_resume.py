@@ -95,10 +95,23 @@ def test_ctrl_c_within_an_accumulation_window_stops_at_its_end_and_resumes_as_if
 def test_a_second_ctrl_c_stops_the_fit_at_once_saving_nothing(tmp_path, smiles_files):
     stopped = fit(tmp_path, smiles_files, "stopped", "first.jsonl", "--trainer.callbacks.kill_at_step", "10",
                   "--trainer.callbacks.kill_signal", "SIGINT", "--trainer.callbacks.kill_times", "2")  # fmt: skip
-    assert stopped.returncode == 1, stopped.stderr[-3000:]  # Lightning's exit after a KeyboardInterrupt
-    assert "Ctrl-C again stops at once" in stopped.stderr and "saved" not in stopped.stderr
-    last = torch.load(tmp_path / "stopped/lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-3000:]  # 130, as a shell counts Ctrl-C
+    saved = tmp_path / "stopped/lightning_logs/version_0/checkpoints/last.ckpt"
+    assert "Ctrl-C again stops at once" in stopped.stderr
+    assert stopped.stderr.endswith(
+        f"polydiff: stopped by Ctrl-C at once, at step 10, saving nothing; resume from the last saved, {saved}, "
+        "with --ckpt_path last\n"
+    )
+    last = torch.load(saved, weights_only=True)
     assert last["global_step"] == 8  # resume.yaml's save every 4 steps, not the step the fit stopped at
+
+
+def test_ctrl_c_before_training_begins_ends_with_one_line_and_130(tmp_path, smiles_files):
+    stopped = fit(tmp_path, smiles_files, "stopped", "first.jsonl", "--trainer.callbacks.kill_at_setup", "true",
+                  "--trainer.callbacks.kill_signal", "SIGINT")  # fmt: skip
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-3000:]
+    assert stopped.stderr.endswith("polydiff: stopped by Ctrl-C at once, at step 0, saving nothing\n")
+    assert "Traceback" not in stopped.stderr and not (tmp_path / "first.jsonl").exists()
 
 
 def test_base_recipe_writes_last_checkpoint_at_least_every_two_minutes():

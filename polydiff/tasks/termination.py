@@ -41,9 +41,13 @@ class Stop:
     signal: signal.Signals = signal.SIGTERM
     checkpoint: Path | None = None
     step: int = 0
+    # Ctrl-C that stopped the fit where it was (before training, or a second one), which Lightning
+    # ends with exit code 1; ``earlier`` is the last.ckpt an earlier step left, if any.
+    at_once: bool = False
+    earlier: Path | None = None
 
     def reset(self) -> None:
-        self.signal, self.checkpoint, self.step = signal.SIGTERM, None, 0
+        self.signal, self.checkpoint, self.step, self.at_once, self.earlier = signal.SIGTERM, None, 0, False, None
 
 
 last_stop = Stop()  # signals are process-wide; so is what they stopped
@@ -99,9 +103,13 @@ class CheckpointOnTermination(Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore()
+        folder = _last_checkpoint_folder(trainer)
+        if isinstance(exception, KeyboardInterrupt):  # Lightning exits with 1 next; the CLI says what stopped
+            last_stop.signal, last_stop.at_once, last_stop.step = signal.SIGINT, True, trainer.global_step
+            earlier = folder / "last.ckpt" if folder is not None else None
+            last_stop.earlier = earlier if earlier is not None and earlier.is_file() else None
         if not isinstance(exception, SIGTERMException):
             return
-        folder = _last_checkpoint_folder(trainer)
         if folder is not None:
             last_stop.checkpoint, last_stop.step = folder / "last.ckpt", trainer.global_step
             trainer.save_checkpoint(str(last_stop.checkpoint), weights_only=False)

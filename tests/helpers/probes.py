@@ -41,11 +41,12 @@ class LossProbe(Callback):
     ``kill_at_step``, sends its own process ``kill_signal`` ``kill_times`` times right after that
     step: SIGKILL, as a crash would, SIGTERM, as ``kill`` or a scheduler would, or SIGINT, as Ctrl-C;
     with ``kill_rank``, only that rank of a DDP run does; with ``kill_at_batch``, after that batch of
-    the first epoch instead (one within a gradient accumulation window, say)."""
+    the first epoch instead (one within a gradient accumulation window, say); with ``kill_at_setup``,
+    at the fit's setup, before any batch."""
 
     def __init__(
         self, output_file: str, kill_at_step: int | None = None, kill_signal: str = "SIGKILL", kill_times: int = 1,
-        kill_rank: int | None = None, kill_at_batch: int | None = None,
+        kill_rank: int | None = None, kill_at_batch: int | None = None, kill_at_setup: bool = False,
     ) -> None:  # fmt: skip
         self.output_file = Path(output_file)
         self.kill_at_step = kill_at_step
@@ -53,6 +54,11 @@ class LossProbe(Callback):
         self.kill_signal = signal.Signals[kill_signal]
         self.kill_times = kill_times
         self.kill_rank = kill_rank
+        self.kill_at_setup = kill_at_setup
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        if self.kill_at_setup:
+            os.kill(os.getpid(), self.kill_signal)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         record = {"step": trainer.global_step, "loss": float(outputs["loss"]), "batch": _digest(batch["input_ids"])}
