@@ -59,13 +59,21 @@ def data_columns(names: Sequence[str]) -> list[str]:
 def check_condition_names(names: Sequence[str], kind: str | None = None, header: Sequence[str] | None = None) -> None:
     """Raises ValueError for a repeated name, a polymer ``class`` asked of molecules (given the
     data's ``kind``), or, given the training file's CSV ``header``, a name that is neither a
-    property polydiff computes nor one of its columns."""
+    property polydiff computes nor one of its columns, or both."""
     if len(set(names)) < len(names):
         raise ValueError(f"a property is named twice in {list(names)}")
     if kind is not None and "class" in names and kind != "polymer":
         raise ValueError("conditions: class is a polymer repeat unit's class: it needs kind: polymer")
     if header is None:
         return
+    # A measured logp beside RDKit's: reading either one silently would train on what the user did not mean.
+    shadowed = [name for name in names if name in PROPERTY_FUNCTIONS and name in header]
+    if shadowed:
+        name = shadowed[0]
+        raise ValueError(
+            f"conditions: {name!r} is a property polydiff computes with RDKit, and the training CSV has a "
+            f"column {name!r} too: rename the column (say {name}_measured) and name that to train on its values"
+        )
     unknown = [name for name in data_columns(names) if name not in header]
     if unknown:
         columns = (

@@ -200,6 +200,8 @@ def load_tokenizer(name: str = "smiles") -> PreTrainedTokenizerFast:
 
     Raises:
         FileNotFoundError: when ``name`` is neither bundled nor an existing local path.
+        ValueError: for a file that is no tokenizer (a ``vocab.txt``, a training file), or one
+            without polydiff's special tokens.
     """
     if name in BUNDLED_TOKENIZERS:
         path = bundled_tokenizer_path(name)
@@ -210,12 +212,19 @@ def load_tokenizer(name: str = "smiles") -> PreTrainedTokenizerFast:
                 f"tokenizer {name!r} is not available offline: use 'smiles', 'kekule_smiles', 'smiles_full' or "
                 "'selfies' (bundled) or the path of a local tokenizer.json or tokenizer folder"
             )
-    if path.is_dir():
-        if not (path / "tokenizer.json").exists():
-            raise FileNotFoundError(f"tokenizer folder {path} has no tokenizer.json")
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
-    else:
-        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    if path.is_dir() and not (path / "tokenizer.json").exists():
+        raise FileNotFoundError(f"tokenizer folder {path} has no tokenizer.json")
+    try:
+        if path.is_dir():
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        else:
+            tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path))
+    except Exception as error:  # the Rust library raises a bare Exception for a file it cannot read
+        file = path / "tokenizer.json" if path.is_dir() else path
+        raise ValueError(
+            f"tokenizer {name!r}: {file} is not a tokenizer.json as Hugging Face's tokenizers writes it "
+            f"({str(error).strip() or type(error).__name__})"
+        ) from error
     special = dict(zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"), SPECIAL_TOKENS, strict=True))
     for attribute, token in special.items():
         if getattr(tokenizer, attribute) is None:

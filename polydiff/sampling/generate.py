@@ -29,7 +29,7 @@ from polydiff.chem.fragments import fragment_template
 from polydiff.sampling.blockwise import decode_blocks, decode_next_tokens, decode_prefix, decode_until_end
 from polydiff.sampling.config import SamplingConfig
 from polydiff.sampling.constraints.kekulization import MoleculePrefix
-from polydiff.sampling.constraints.syntax import SmilesSyntax, is_star
+from polydiff.sampling.constraints.syntax import SmilesSyntax, SyntaxState, is_star
 from polydiff.sampling.denoiser import Denoiser
 from polydiff.sampling.fragments import FragmentPlan, decode_fragments
 from polydiff.sampling.reverse import ReverseProcess
@@ -111,8 +111,9 @@ def _check_fixed_start(prompt: str, template: Tensor, syntax: SmilesSyntax, mask
 
     Raises:
         ValueError: naming the first fixed token the SMILES rules refuse (they are stricter than
-            RDKit in a few places: no ring closure right after ``)``), or the start that no
-            continuation can kekulize.
+            RDKit in a few places: no ring closure right after ``)``), the start that no
+            continuation can kekulize, or (a template that fixes only a start) [MASK]s too few to
+            finish it.
     """
     state, prefix, written = syntax.start(1, template.device), MoleculePrefix(), ""
     for token in template[1:]:
@@ -128,6 +129,24 @@ def _check_fixed_start(prompt: str, template: Tensor, syntax: SmilesSyntax, mask
         state, prefix, written = syntax.advance(state, token[None]), prefix.then(text), written + text
     if not prefix.can_complete():
         raise ValueError(f"prompt {prompt!r}: no continuation of {written!r} can be kekulized")
+    masks = int((template == mask_token_id).sum())
+    if _fixes_only_a_start(template, mask_token_id) and _too_short(syntax, state, masks):
+        counted = f"{masks} [MASK]{'s' if masks > 1 else ''}"
+        finished = f"{written!r} as" if written else "as"
+        raise ValueError(f"prompt {prompt!r}: {counted} cannot finish {finished} {_ENDS_AS[syntax.stars]}: give more")
+
+
+# What a sequence must be before it may end, by the automaton's count of * (None for molecules).
+_ENDS_AS = {
+    None: "a molecule (every ring and branch closed)",
+    2: "a repeat unit (every ring and branch closed, two * on atoms of their own)",
+}
+
+
+def _too_short(syntax: SmilesSyntax, state: SyntaxState, room: int) -> bool:
+    """Whether no token may follow ``state`` (one row) with ``room`` positions after it, [SEP]'s
+    included: by the rules' count of the tokens still needed, a lower bound, no row could end there."""
+    return not bool(syntax.allowed(state, torch.tensor([room], device=state.ids.device))[0].any())
 
 
 def _star_tokens(model: Denoiser) -> Tensor:
@@ -436,6 +455,8 @@ def generate(
     if syntax is not None and encoded is not None:
         for prompt, template in zip(prompts, encoded, strict=True):
             _check_fixed_start(prompt, template, syntax, tokenizer.mask_token_id)
+    if syntax is not None and length is not None and _too_short(syntax, syntax.start(1, device), length):
+        raise ValueError(f"length {length} is too short to write {_ENDS_AS[syntax.stars]}")
     plan = None
     if fragments is not None:
         plan = FragmentPlan(fragment_template(fragments), tokenizer, syntax)

@@ -88,6 +88,16 @@ def test_a_condition_that_is_no_property_and_no_csv_column_is_one_clear_error(cs
         MoleculeDataModule(str(csv_files["train"]), str(csv_files["val"]), conditions=["score"], token_cache=False)
 
 
+def test_a_csv_column_named_as_a_computed_property_is_refused_not_shadowed(tmp_path):
+    # A measured logp column would otherwise be replaced by RDKit's logP without a word.
+    for name in ("train", "val"):
+        (tmp_path / f"{name}.csv").write_text("SMILES,logp,mw\n" + "CCO,-5,1\nc1ccccc1,-4,2\n" * 10)
+    files = [str(tmp_path / "train.csv"), str(tmp_path / "val.csv")]
+    with pytest.raises(ValueError, match=r"'logp' is a property polydiff computes .* rename the column \(say logp_"):
+        MoleculeDataModule(*files, conditions=["qed", "logp"])
+    MoleculeDataModule(*files, conditions=["qed"])  # a column no condition names is only read past
+
+
 def test_a_model_fitted_on_a_csv_column_is_guided_toward_it(csv_files, fit_tiny, tmp_path, capsys):
     data = ["--data.train_file", str(csv_files["train"]), "--data.val_file", str(csv_files["val"])]
     checkpoint = fit_tiny(tmp_path, *data, "--data.conditions", "[logp, score]")

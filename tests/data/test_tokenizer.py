@@ -81,3 +81,13 @@ def test_loads_from_a_local_folder_and_file(tokenizer, tmp_path):
 def test_a_hub_name_is_refused_without_network():
     with pytest.raises(FileNotFoundError, match="not available offline"):
         load_tokenizer("seyonec/ChemBERTa-zinc-base-v1")
+
+
+@pytest.mark.parametrize("content", ["{}", "[PAD]\n[UNK]\nC\n", "CCO\nc1ccccc1\n", "{"])
+def test_a_file_that_is_no_tokenizer_is_one_clear_error(tmp_path, content):
+    # An empty JSON, a BERT vocab.txt, a training file, a broken JSON: each named, not a Rust traceback.
+    path = tmp_path / "tokenizer.json"
+    path.write_text(content)
+    for given in (path, tmp_path):
+        with pytest.raises(ValueError, match=rf"{path} is not a tokenizer.json as Hugging Face's tokenizers writes it"):
+            load_tokenizer(str(given))

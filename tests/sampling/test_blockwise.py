@@ -94,9 +94,31 @@ def test_a_template_the_rules_cannot_fill_ends_short_with_a_warning_and_its_true
     torch.manual_seed(0)
     config = DiffusionConfig(block_size=4, causal_context=True)
     polymer = DiffusionTask(model_config=TINY, diffusion_config=config, kind="polymer").eval()
-    # Two positions cannot hold a polymer unit's two * after a ring closed on N (C(*)* takes four).
+    # Three positions cannot hold a polymer unit's two * after a ring closed on N (C(*)* takes four),
+    # which the rules' count of the tokens still needed, a lower bound, does not see (two are refused before).
     with pytest.warns(UserWarning, match="2 of 2 samples end short of their fixed length, invalid"):
-        short = generate(polymer, 2, prompts="O=C1CCCN1[MASK][MASK]", seed=0)
+        short = generate(polymer, 2, prompts="O=C1CCCN1[MASK][MASK][MASK]", seed=0)
     assert list(short) == ["O=C1CCCN1"] * 2 and short.lengths.tolist() == [9, 9]  # what was written
     filled = generate(polymer, 2, prompts="O=C1CCCN1[MASK][MASK][MASK][MASK][MASK]", seed=0)
     assert all(s.startswith("O=C1CCCN1") and s.count("*") == 2 for s in filled), list(filled)
+
+
+def test_a_template_or_length_too_short_for_any_sequence_is_refused_before_sampling():
+    torch.manual_seed(0)
+    config = DiffusionConfig(block_size=4, causal_context=True)
+    polymer = DiffusionTask(model_config=TINY, diffusion_config=config, kind="polymer").eval()
+    # Rows that could only end short, empty or invalid, are refused by the rules' count of what is still needed.
+    with pytest.raises(ValueError, match=r"prompt '\[MASK\]': 1 \[MASK\] cannot finish as a repeat unit"):
+        generate(polymer, 2, prompts="[MASK]", seed=0)
+    with pytest.raises(ValueError, match=r"1 \[MASK\] cannot finish '\[\*\]CC\(C' as a repeat unit .*: give more"):
+        generate(polymer, 2, prompts="[*]CC(C[MASK]", seed=0)  # *CC(C*) takes two
+    with pytest.raises(ValueError, match=r"2 \[MASK\]s cannot finish 'O=C1CCCN1' as a repeat unit"):
+        generate(polymer, 2, prompts="O=C1CCCN1[MASK][MASK]", seed=0)  # N has one bond left, for one *
+    with pytest.raises(ValueError, match=r"length 2 is too short to write a repeat unit"):
+        generate(polymer, 2, length=2, seed=0)  # *C* is the shortest
+    shortest = generate(polymer, 2, length=3, seed=0)  # an untrained model's: [*:1][Si][*:2], say
+    assert shortest.lengths.tolist() == [3, 3] and all(s.count("*") == 2 for s in shortest), list(shortest)
+    molecule = DiffusionTask(model_config=TINY, diffusion_config=config).eval()
+    with pytest.raises(ValueError, match=r"1 \[MASK\] cannot finish 'C1CC\(C' as a molecule \(every ring and branch"):
+        generate(molecule, 2, prompts="C1CC(C[MASK]", seed=0)
+    assert all(s.startswith("C1CC(C") for s in generate(molecule, 2, prompts="C1CC(C[MASK][MASK]", seed=0))

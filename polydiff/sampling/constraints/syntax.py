@@ -353,7 +353,8 @@ class SmilesSyntax:
         a pending bond (unless a ring closure takes it) or an empty branch, two atoms for a ring label
         opened, an atom or bond before a closure after ``)``, a ring for an aromatic atom written
         where none is open, and for a polymer model each ``*`` still missing (one of which may be
-        the atom a branch, a bond or a new fragment needs: ``C(*)*``). A lower bound: valence may
+        the atom a branch, a bond or a new fragment needs: ``C(*)*``; the first * of a sequence
+        needs an atom after it besides). A lower bound: valence may
         ask for more, and so may a ring opened earlier."""
         kind = self._by_class.kind
         after_atom = open_count + state.depth[:, None] + 1  # close each ring and branch, then end
@@ -376,6 +377,10 @@ class SmilesSyntax:
             missing = np.maximum(self.stars - state.stars[:, None] - self._by_class.is_star, 0)
             star_may_be_the_atom = (kind == OPEN) | (kind == DOT) | ((kind == BOND) & (open_count == 0))
             debt = debt + np.maximum(missing - star_may_be_the_atom, 0)
+            # A * that starts the sequence bonds to an atom, which the other * cannot be (no **):
+            # *C* is the shortest unit.
+            starts = (state.previous == START)[:, None] & self._by_class.is_star & (missing > 0)
+            debt = debt + starts
         return debt
 
     def _advance(self, state: SyntaxFields, tokens: np.ndarray) -> SyntaxFields:
