@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 from jsonargparse import Namespace
+from jsonargparse.typing import import_object
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -57,6 +58,7 @@ UNKNOWN_OPTION = re.compile(
 )
 # A sampling option named on the command line (``--model.sampling.steps 8`` or ``...steps=8``).
 SAMPLING_OPTION = re.compile(r"--model\.sampling\.(\w+)(?:=.*)?")
+MODEL_OPTION = re.compile(r"--(model\.[\w.]+)(?:=.*)?")
 # Each subcommand in polydiff's words (Lightning's describe the Trainer's methods, and the
 # first line of its docstring is cut mid-sentence).
 SUBCOMMAND_HELP = {
@@ -153,7 +155,10 @@ class PolydiffCLI(LightningCLI):
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
             # The model must be the one the weights were trained as: a model option given with them is
             # replaced, and said so (a different learning rate for a resumed fit would be silently lost).
-            replaced = _changed(given.as_dict(), self.config[self.config.subcommand].model.as_dict())
+            defaults = self._parser(self.config.subcommand).get_defaults().model.as_dict()
+            replaced = _changed(
+                given.as_dict(), self.config[self.config.subcommand].model.as_dict(), defaults, self._model_given
+            )
             if self.config.subcommand != "fit":  # nothing but a fit optimizes: its options change nothing here
                 replaced = [name for name in replaced if not name.startswith(("model.optimizer", "model.lr_schedule"))]
             if replaced:
@@ -204,9 +209,12 @@ class PolydiffCLI(LightningCLI):
             rank_zero_info(f"--ckpt_path: scoring what the fit scored, with its {options}")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        super().parse_arguments(parser, args)
         command_line = sys.argv[1:] if args is None else args
-        self._sampling_given = _sampling_options_given(command_line) if isinstance(command_line, list) else set()
+        listed = command_line if isinstance(command_line, list) else []
+        # Named on the command line, whatever their values (a checkpoint's options replacing them are said to).
+        self._model_given = {option.group(1) for option in map(MODEL_OPTION.fullmatch, listed) if option}
+        super().parse_arguments(parser, args)
+        self._sampling_given = _sampling_options_given(listed)
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -369,16 +377,28 @@ def _mapping(value: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _changed(before: dict, after: dict, prefix: str = "model.") -> list[str]:
-    """``key (old -> new)`` for every dotted key whose value differs between two nested dicts."""
+def _changed(before: dict, after: dict, defaults: dict, named: set[str], prefix: str = "model.") -> list[str]:
+    """``key (old -> new)`` for every dotted key whose value differs between two nested dicts, among
+    the options a user gave: those ``named`` on the command line, and those ``before`` sets otherwise
+    than ``defaults`` (a config file counts by its values, as ``_sampling_options_given`` says why)."""
     changes = []
     for key in sorted(before.keys() | after.keys()):
-        old, new = before.get(key), after.get(key)
+        old, new, default, dotted = before.get(key), after.get(key), defaults.get(key), f"{prefix}{key}"
         if isinstance(old, dict) and isinstance(new, dict):
-            changes += _changed(old, new, f"{prefix}{key}.")
-        elif old != new:
-            changes.append(f"{prefix}{key} ({old!r} -> {new!r})")
+            changes += _changed(old, new, default if isinstance(default, dict) else {}, named, f"{dotted}.")
+        elif old != new and (old != default or dotted in named) and not _same_class(key, old, new):
+            changes.append(f"{dotted} ({old!r} -> {new!r})")
     return changes
+
+
+def _same_class(key: str, path: object, other: object) -> bool:
+    """Whether two class paths name one class (``polydiff.CosineSchedule``, ``polydiff.diffusion.CosineSchedule``)."""
+    if key != "class_path":
+        return False
+    try:
+        return import_object(path) is import_object(other)
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return False
 
 
 @contextmanager

@@ -310,6 +310,15 @@ def test_model_options_given_with_a_checkpoint_give_way_to_its_own(tmp_path, cap
             warnings.simplefilter("always")
             main([*validate[:-2], "--model.lr_schedule.warmup_steps", "7"])
         assert not [w for w in caught if "replace the given" in str(w.message)]
+        # Without -c files nothing was given: the classes' defaults (block_size 0, two layers) go unnamed ...
+        bare = ["validate", *files, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(tiny_checkpoint)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            main([*bare, "--trainer.limit_val_batches", "1"])
+        assert not [w for w in caught if "replace the given" in str(w.message)]
+        # ... unless named on the command line, at the default value too.
+        with pytest.warns(UserWarning, match=r"replace the given model.model_config.num_layers \(2 -> 1\)$"):
+            main([*bare, "--trainer.limit_val_batches", "1", "--model.model_config.num_layers", "2"])
     else:  # Lightning 2.5 builds the model from the config, which the weights then do not fit
         assert "of another shape" in one_error_line(capsys, 1, lambda: main(validate))
 
