@@ -123,6 +123,8 @@ class PolydiffCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         _refuse_float16_autocast_on_cpu(config)
+        if self.config.subcommand == "fit":
+            _refuse_float16_weights(config)
         _refuse_gpu_devices_without_a_gpu(config)
         # A whole number above 1 is a step count; in a long test session under Lightning 2.5 the
         # union int | float of val_check_interval came back from instantiation as 6.0, which
@@ -222,6 +224,12 @@ class PolydiffCLI(LightningCLI):
         # ``polydiff sample``: ``--model.sampling.steps 128`` for a model that takes no steps is refused.
         if isinstance(self.model, DiffusionTask) and self._sampling_given:
             self.model.sampling = SamplingConfig.asked(self._sampling_given, **asdict(self.model.sampling))
+        subcommand = self.config.subcommand
+        if subcommand != "predict" and any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            raise ValueError(
+                f"trainer.callbacks: polydiff.SampleWriter writes what polydiff predict samples; polydiff "
+                f"{subcommand} predicts nothing (validation logs its own samples: model.sample_every_n_validations)"
+            )
         root = str(self.trainer.default_root_dir)
         if "://" not in root:  # a remote one (s3://...) is fsspec's to make
             # Made before the data is prepared: Lightning would fail on it only later, naming no option.
@@ -229,6 +237,8 @@ class PolydiffCLI(LightningCLI):
 
     def before_fit(self) -> None:
         # Before the data is prepared: a polymer corpus or a token cache can take minutes to build.
+        if self.trainer.max_steps == 0:  # Lightning would end at once, saving nothing, with exit code 0
+            raise ValueError("trainer.max_steps 0 trains nothing: give the steps to train (-1: no limit)")
         self.model.check_validation_sampling()
         callbacks = self.trainer.callbacks
         if not self.trainer.loggers and any(isinstance(c, LearningRateMonitor) for c in callbacks):
@@ -279,13 +289,14 @@ class PolydiffCLI(LightningCLI):
     def _resolve_checkpoint(self, subcommand: str, config) -> dict | None:
         """``--ckpt_path last`` means the newest last.ckpt under the run's default_root_dir (a new run
         gets a new version folder, where Lightning would find none), and ``best`` the newest best.ckpt
-        there (validate, test, predict); any other path must be a readable polydiff checkpoint, which
-        is returned. ``--weights_only false`` loads a file that needs code, for a source one trusts."""
+        there (a fit goes on from it; Lightning's own ``best`` needs a run in this process); any other
+        path must be a readable polydiff checkpoint, which is returned. ``--weights_only false`` loads a
+        file that needs code, for a source one trusts."""
         path = config.get("ckpt_path")
-        if path == "last" or (path == "best" and subcommand != "fit"):
+        if path in ("last", "best"):
             root = Path(config.get("trainer", {}).get("default_root_dir") or ".")
             found = sorted(root.glob(f"**/checkpoints/{path}*.ckpt"), key=lambda p: p.stat().st_mtime)
-            if not found and subcommand == "fit":
+            if not found and subcommand == "fit" and path == "last":
                 rank_zero_warn(f"--ckpt_path last: no last.ckpt under {root} yet; training starts from scratch")
                 config["ckpt_path"] = None
                 return None
@@ -327,6 +338,17 @@ def _refuse_float16_autocast_on_cpu(config: dict) -> None:
         raise ValueError(
             "trainer.precision 16-mixed (float16 autocast) needs a GPU; on a CPU use bf16-mixed "
             "(recipes/precision/bf16-mixed.yaml) or 32-true"
+        )
+
+
+def _refuse_float16_weights(config: dict) -> None:
+    """``16-true`` trains the weights themselves, and AdamW's moments, in float16, where the
+    optimizer's eps (1e-8) rounds to 0: a gradient whose square underflows makes the first step
+    divide by zero, and the loss is NaN from then on, on any device and at any learning rate."""
+    if str(config.get("precision")) == "16-true":
+        raise ValueError(
+            "trainer.precision 16-true: AdamW cannot train float16 weights (its eps rounds to 0, and the "
+            "first step turns them NaN); use 16-mixed on a GPU, or bf16-mixed (recipes/precision/) or 32-true"
         )
 
 

@@ -1,6 +1,7 @@
 """Killed runs resume: `polydiff fit --ckpt_path last` after SIGKILL continues with the same batches and losses."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -160,3 +161,14 @@ def test_resuming_on_another_number_of_processes_says_the_epoch_is_dealt_anew(tm
     torch.save(checkpoint, last)
     with pytest.warns(UserWarning, match="trained on 2 processes and resumes on 1: the rest of its epoch is dealt"):
         fit_tiny(tmp_path, "--ckpt_path", "last", "--trainer.max_steps", "13")
+
+
+def test_a_fit_goes_on_from_the_best_checkpoint_as_from_last(tmp_path, fit_tiny, caplog):
+    last = fit_tiny(tmp_path, "--trainer.max_steps", "6")  # one validation: best.ckpt at step 6
+    best = last.with_name("best.ckpt")
+    assert torch.load(best, map_location="cpu", weights_only=True)["global_step"] == 6
+    with caplog.at_level(logging.INFO):  # Lightning's own "best" needs a run in this process
+        fit_tiny(tmp_path, "--ckpt_path", "best", "--trainer.max_steps", "8")
+    assert f"resuming from {best}" in caplog.text
+    resumed = torch.load(tmp_path / "lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 8
