@@ -550,3 +550,23 @@ def test_polydiff_debug_0_keeps_errors_to_one_line(monkeypatch, capsys, value, s
             main(run)
     else:
         assert "missing.smi" in one_error_line(capsys, 1, lambda: main(run))
+
+
+def test_a_training_file_changed_since_the_fit_is_said_to_be_when_validating_or_resuming(tmp_path, smiles_files):
+    train = tmp_path / "train.smi"
+    lines = smiles_files["train"].read_text().splitlines()
+    train.write_text("\n".join(lines) + "\n")
+    run = ["-c", BASE, "-c", TINY, "--data.train_file", str(train), "--data.val_size", "50"]
+    run += ["--trainer.default_root_dir", str(tmp_path)]
+    main(["fit", *run])
+    checkpoint = str(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["validate", *run, "--ckpt_path", checkpoint])
+    assert not [w for w in caught if "has changed" in str(w.message)]
+    train.write_text("\n".join(reversed(lines)) + "\n")  # the same lines: another 50 held out
+    changed = rf"data.train_file {re.escape(str(train))} has changed since the checkpoint was saved: "
+    with pytest.warns(UserWarning, match=changed + "validation holds out and scores other lines than the fit's"):
+        main(["validate", *run, "--ckpt_path", checkpoint])
+    with pytest.warns(UserWarning, match=changed + "the resumed fit reads other lines than the run it continues"):
+        main(["fit", *run, "--ckpt_path", "last", "--trainer.max_steps", "13"])

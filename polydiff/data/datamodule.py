@@ -24,6 +24,7 @@ from polydiff.data.screening import OnBadLine, refuse_bad_line, screen_lines, su
 from polydiff.data.token_cache import CachedSequences, TokenCache, WithValues, token_cache
 from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
 from polydiff.types import Kind, RepresentationName
+from polydiff.utils.cache import file_digest
 from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import csv_columns, existing_file, is_csv, iter_smiles, read_smiles
 from polydiff.utils.hparams import as_cli_config
@@ -177,6 +178,7 @@ class MoleculeDataModule(LightningDataModule):
         # Lines (a list of SMILES) or cached token ids (CachedSequences), per split.
         self.data: dict[str, Sequence] = {}
         self._corpus: dict[str, Path] | None = None  # the polymer corpus's files, once built
+        self._digests: dict[str, str] = {}  # SHA-256 of the files read, by path: once per run
 
     @property
     def builds_corpus(self) -> bool:
@@ -320,6 +322,42 @@ class MoleculeDataModule(LightningDataModule):
         if isinstance(val, CachedSequences):
             return val.subset(drawn)
         return [line for line, keep in zip(val, drawn, strict=True) if keep]
+
+    def _files_read(self) -> dict[str, dict[str, str]]:
+        """The files the training and validation lines come from (a user's, not the bundled sets):
+        split -> path and SHA-256."""
+        files = {}
+        for split in ("train", "val"):
+            source = self._source(split)
+            if source is not None and not is_bundled(source[0]) and source[0].is_file():
+                path = str(source[0])
+                if path not in self._digests:
+                    self._digests[path] = file_digest(path)
+                files[split] = {"path": path, "sha256": self._digests[path]}
+        return files
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the data: the files its lines came from, with their digests."""
+        return {"files": self._files_read()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Says where a file of the fit's, at the same path, has changed since (Lightning restores
+        this after ``setup``): validation would hold out and score other lines than the fit's, and a
+        resumed fit would train on other batches than the run it continues, without a word."""
+        stage = getattr(self.trainer, "state", None)
+        stage = getattr(getattr(stage, "fn", None), "value", None)
+        if stage not in ("fit", "validate"):
+            return
+        now = self._files_read()
+        for split, fitted in (state_dict.get("files") or {}).items():
+            if split in now and now[split]["path"] == fitted["path"] and now[split]["sha256"] != fitted["sha256"]:
+                option = "data.train_file" if split == "train" else "data.val_file"
+                meaning = (
+                    "the resumed fit reads other lines than the run it continues"
+                    if stage == "fit"
+                    else "validation holds out and scores other lines than the fit's"
+                )
+                rank_zero_warn(f"{option} {fitted['path']} has changed since the checkpoint was saved: {meaning}")
 
     def _check_stage(self, stage: str | None) -> None:
         """Refuses the options that the Trainer stage (a ``TrainerFn``, or None) would not use."""
