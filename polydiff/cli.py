@@ -40,6 +40,8 @@ SCORED_DATA = (
     "train_file", "val_file", "test_file", "smiles_column", "kind", "polymers", "representation", "tokenizer_name",
     "max_length", "conditions", "val_size", "seed", "on_bad_line", "batch_size",
 )  # fmt: skip
+# Those that decide the validation lines alone.
+HELD_OUT = ("val_file", "val_size")
 DESCRIPTION = (
     "Masked diffusion models for molecules and polymers. Also: `polydiff sample` (generate from a checkpoint) "
     "and `polydiff evaluate` (MOSES metrics of a samples file)."
@@ -59,6 +61,15 @@ UNKNOWN_OPTION = re.compile(
 # A sampling option named on the command line (``--model.sampling.steps 8`` or ``...steps=8``).
 SAMPLING_OPTION = re.compile(r"--model\.sampling\.(\w+)(?:=.*)?")
 MODEL_OPTION = re.compile(r"--(model\.[\w.]+)(?:=.*)?")
+# Model options a command has no use for, with why, refused where named on its command line (a
+# config file counts by its values, as ``_sampling_options_given`` says, and is left alone).
+TRAINING = ("model.optimizer", "model.lr_schedule", "model.on_nonfinite_loss", "model.compile")
+VALIDATION_SAMPLES = ("model.sample_every_n_validations", "model.val_num_samples")
+UNUSED_OPTIONS = {
+    "validate": {TRAINING: "trains nothing"},
+    "test": {TRAINING: "trains nothing", VALIDATION_SAMPLES: "scores the bound alone and samples nothing"},
+    "predict": {TRAINING: "trains nothing", VALIDATION_SAMPLES: "runs no validation (it samples by model.sampling)"},
+}
 # Each subcommand in polydiff's words (Lightning's describe the Trainer's methods, and the
 # first line of its docstring is cut mid-sentence).
 SUBCOMMAND_HELP = {
@@ -202,6 +213,8 @@ class PolydiffCLI(LightningCLI):
         given = self.config[subcommand].data
         taken = {}
         for name in SCORED_DATA:
+            if subcommand == "test" and name in HELD_OUT:  # a test reads its own file
+                continue
             default = _plain(defaults[name].default)
             if name in fitted and _plain(given.get(name)) == default and _plain(fitted[name]) != default:
                 taken[name] = fitted[name]
@@ -225,6 +238,10 @@ class PolydiffCLI(LightningCLI):
         if isinstance(self.model, DiffusionTask) and self._sampling_given:
             self.model.sampling = SamplingConfig.asked(self._sampling_given, **asdict(self.model.sampling))
         subcommand = self.config.subcommand
+        for options, reason in UNUSED_OPTIONS.get(subcommand, {}).items():
+            for name in sorted(self._model_given):
+                if name.startswith(options):
+                    raise ValueError(f"--{name}: polydiff {subcommand} {reason}")
         if subcommand != "predict" and any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
             raise ValueError(
                 f"trainer.callbacks: polydiff.SampleWriter writes what polydiff predict samples; polydiff "

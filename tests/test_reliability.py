@@ -315,11 +315,9 @@ def test_model_options_given_with_a_checkpoint_give_way_to_its_own(tmp_path, cap
     if hasattr(LightningCLI, "_parse_ckpt_path"):  # Lightning >= 2.6 reads the model from the checkpoint
         with pytest.warns(UserWarning, match=r"replace the given model.model_config.intermediate_size \(128 -> 64\)"):
             main(validate)
-        # What only a fit uses (the optimizer, its schedule) changes nothing when validating: not named.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            main([*validate[:-2], "--model.lr_schedule.warmup_steps", "7"])
-        assert not [w for w in caught if "replace the given" in str(w.message)]
+        # What only a fit uses (the optimizer, its schedule) changes nothing when validating: refused.
+        refused = one_error_line(capsys, 1, lambda: main([*validate[:-2], "--model.lr_schedule.warmup_steps", "7"]))
+        assert "--model.lr_schedule.warmup_steps: polydiff validate trains nothing" in refused
         # Without -c files nothing was given: the classes' defaults (block_size 0, two layers) go unnamed ...
         bare = ["validate", *files, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(tiny_checkpoint)]
         with warnings.catch_warnings(record=True) as caught:
@@ -344,13 +342,19 @@ def test_a_runs_own_settings_given_with_a_checkpoint_are_kept(tmp_path, capsys, 
     validate += ["--ckpt_path", str(older), "--model.sample_every_n_validations", "1", "--model.val_num_samples", "20"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        main([*validate, "--model.on_nonfinite_loss", "skip", "--model.sampling.temperature", "0.5"])
+        main([*validate, "--model.sampling.temperature", "0.5"])
     assert not [w for w in caught if "replace the given" in str(w.message)]
     assert "val/valid" in capsys.readouterr().out  # `polydiff validate` samples, as the given options ask
-    # A test samples nothing: sampling options there are refused.
-    test = [*validate, "--data.test_file", str(smiles_files["val"]), "--model.sampling.temperature", "0.5"]
+    # Options a command has no use for are refused: validate trains nothing, a test samples nothing.
+    refused = one_error_line(capsys, 1, lambda: main([*validate, "--model.on_nonfinite_loss", "skip"]))
+    assert "--model.on_nonfinite_loss: polydiff validate trains nothing" in refused
+    test = [*validate, "--data.test_file", str(smiles_files["val"])]
     test[0] = "test"
-    assert "polydiff test scores the bound alone" in one_error_line(capsys, 1, lambda: main(test))
+    refused = one_error_line(capsys, 1, lambda: main(test))
+    assert "--model.sample_every_n_validations: polydiff test scores the bound alone and samples nothing" in refused
+    bound = ["test", *validate[1:-4], "--data.test_file", str(smiles_files["val"]), "--model.sampling.temperature", "1"]
+    refused = one_error_line(capsys, 1, lambda: main(bound))  # validate[-4:]: the validation-sampling options
+    assert "model.sampling: polydiff test scores the bound alone and samples nothing" in refused
 
 
 @pytest.mark.parametrize(
@@ -570,3 +574,14 @@ def test_a_training_file_changed_since_the_fit_is_said_to_be_when_validating_or_
         main(["validate", *run, "--ckpt_path", checkpoint])
     with pytest.warns(UserWarning, match=changed + "the resumed fit reads other lines than the run it continues"):
         main(["fit", *run, "--ckpt_path", "last", "--trainer.max_steps", "13"])
+
+
+@pytest.mark.skipif(not hasattr(LightningCLI, "_parse_ckpt_path"), reason="Lightning 2.5 takes no options from it")
+def test_a_test_takes_the_fits_data_options_but_not_those_of_its_validation(tmp_path, tiny_checkpoint, caplog):
+    test_file = tmp_path / "test.smi"
+    test_file.write_text("CCO\nc1ccccc1\nCC(=O)O\n")
+    with caplog.at_level(logging.INFO):
+        main(["test", "--ckpt_path", str(tiny_checkpoint), "--data.test_file", str(test_file)])
+    (taken,) = [r.getMessage() for r in caplog.records if "scoring what the fit scored" in r.getMessage()]
+    assert "data.train_file" in taken and "data.batch_size 32" in taken, taken
+    assert "val_file" not in taken and "val_size" not in taken, taken  # nothing a test reads
