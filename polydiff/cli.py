@@ -373,9 +373,12 @@ def _refuse_gpu_devices_without_a_gpu(config: dict) -> None:
     """``recipes/trainer/ddp.yaml`` asks for every GPU (accelerator gpu, devices -1); where there is
     none, Lightning ends in a backend error or a TypeError traceback that name neither option."""
     accelerator, devices = config.get("accelerator"), config.get("devices")
-    if accelerator == "gpu" and not (CUDAAccelerator.is_available() or MPSAccelerator.is_available()):
+    available = {"cuda": CUDAAccelerator.is_available(), "mps": MPSAccelerator.is_available()}
+    available["gpu"] = available["cuda"] or available["mps"]
+    if accelerator in available and not available[accelerator]:
+        which = "GPU" if accelerator == "gpu" else f"{accelerator.upper()} device"
         raise ValueError(
-            "trainer.accelerator gpu: this machine has no GPU; to run processes on its CPU, give "
+            f"trainer.accelerator {accelerator}: this machine has no {which}; to run processes on its CPU, give "
             "--trainer.accelerator cpu --trainer.devices N"
         )
     on_cpu = isinstance(accelerator, CPUAccelerator) or accelerator == "cpu"
