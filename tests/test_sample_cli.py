@@ -206,6 +206,7 @@ def test_an_interrupted_write_leaves_the_old_output(tmp_path):
         (["--output", "."], 1, "--output . is a folder: give the file to write"),
         (["--output", str(ROOT / "pyproject.toml" / "samples.smi")], 1, "pyproject.toml is a file, so no folder"),
         (["--output", "/proc/samples.smi"], 1, "--output /proc/samples.smi: cannot write there"),
+        (["--output", "samples.sdf"], 1, "--output samples.sdf: samples are SMILES lines, written under a name in"),
         (["--num_threads", "0"], 2, "--num_threads 0: expected an integer above 0 or null"),
         (["--ckpt_path", "last"], 1, "--ckpt_path last: polydiff sample takes the checkpoint file, e.g. runs/"),
         # Asked for by name, an option must matter even at its default value.
@@ -221,6 +222,7 @@ def test_an_interrupted_write_leaves_the_old_output(tmp_path):
         "output a folder",
         "output under a file",
         "output where nothing can be written",
+        "output named as a molfile",
         "no threads",
         "last is for the Lightning commands",
         "SMILES rules asked of a SELFIES model",
@@ -390,6 +392,8 @@ def test_an_interrupted_prediction_leaves_the_file_it_would_replace(smiles_check
     assert len(output.read_text().splitlines()) == 40
     with pytest.raises(ValueError, match="is a folder: give the file"):
         SampleWriter(str(tmp_path))
+    with pytest.raises(ValueError, match=r"output_file .*samples.sdf: samples are SMILES lines"):
+        SampleWriter(str(tmp_path / "samples.sdf"))
 
 
 def test_a_prediction_writer_without_its_file_is_one_short_line(checkpoint, tmp_path, capsys):

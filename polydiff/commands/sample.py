@@ -29,7 +29,7 @@ from polydiff.sampling.guidance import parse_condition
 from polydiff.tasks.checkpoints import NeedsCodeError
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.tasks.inference import load
-from polydiff.utils.files import existing_file, open_samples, writing_path
+from polydiff.utils.files import check_samples_name, existing_file, open_samples, writing_path
 
 # The command reads a prompt and the condition as text (the template [MASK] would read as a YAML
 # list, and {logp: 3} is a clumsy way to write a target), and shows progress on a terminal.
@@ -133,7 +133,8 @@ def write_samples(
 
 
 def _check_output(path: Path, checkpoint: Path) -> None:
-    """Refuses an output that is a folder, lies under a file, or is the checkpoint itself."""
+    """Refuses an output that is a folder, is named as no samples file is, lies under a file, or is
+    the checkpoint itself."""
     if path.is_dir():
         raise ValueError(f"--output {path} is a folder: give the file to write")
     blocking = next((folder for folder in path.parents if folder.exists()), None)
@@ -141,6 +142,7 @@ def _check_output(path: Path, checkpoint: Path) -> None:
         raise ValueError(f"--output {path}: {blocking} is a file, so no folder can hold the output there")
     if path.exists() and checkpoint.exists() and path.samefile(checkpoint):
         raise ValueError(f"--output {path} is the checkpoint: writing the samples there would destroy it")
+    check_samples_name(path, "--output")
 
 
 @contextlib.contextmanager

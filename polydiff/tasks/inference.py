@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from polydiff.tasks.checkpoints import check_checkpoint
 from polydiff.tasks.diffusion_task import DiffusionTask
 from polydiff.utils.devices import resolve_device
-from polydiff.utils.files import open_samples, writing_path, written_in_place
+from polydiff.utils.files import check_samples_name, open_samples, writing_path, written_in_place
 
 __all__ = ["SampleWriter", "check_checkpoint", "load"]
 
@@ -60,6 +60,7 @@ class SampleWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         if Path(output_file).is_dir():  # found before the model loads, not at its end
             raise ValueError(f"output_file {output_file} is a folder: give the file to write the samples to")
+        check_samples_name(output_file, "output_file")
         self.output_file = output_file
         self._file = None
 

@@ -147,6 +147,16 @@ def _checked(path: str | Path) -> Path:
     return path
 
 
+def check_samples_name(path: str | Path, option: str) -> None:
+    """Refuses a name for written samples that polydiff's readers would refuse (``samples.sdf``:
+    SMILES lines under a molfile's name), as ``option`` gave it."""
+    if _suffix(Path(path)) not in (*SUFFIXES, ""):
+        raise ValueError(
+            f"{option} {path}: samples are SMILES lines, written under a name in {', '.join(SUFFIXES)} or none "
+            "(optionally .gz), as polydiff evaluate reads them"
+        )
+
+
 def _suffix(path: Path) -> str:
     """The suffix that names the format, lower-cased (``.SMI``, ``.smi.gz``: ``.smi``)."""
     suffixes = [suffix.lower() for suffix in path.suffixes]
