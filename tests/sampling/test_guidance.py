@@ -112,6 +112,11 @@ def test_a_malformed_condition_is_refused(text):
         parse_condition(text)
 
 
+def test_a_comma_too_many_is_said_to_be():
+    with pytest.raises(ValueError, match=r"got an empty pair in 'logp=3,' \(a comma too many\?\)"):
+        parse_condition("logp=3,")
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "Infinity"])
 def test_a_target_that_is_no_finite_number_is_said_to_be(value):
     with pytest.raises(ValueError, match=f"--condition logp={value}: a target is a finite number"):
