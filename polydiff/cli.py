@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+import torch
 import yaml
 from jsonargparse import Namespace
 from jsonargparse.typing import import_object
@@ -134,8 +135,6 @@ class PolydiffCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         _refuse_float16_autocast_on_cpu(config)
-        if self.config.subcommand == "fit":
-            _refuse_float16_weights(config)
         _refuse_gpu_devices_without_a_gpu(config)
         # A whole number above 1 is a step count; in a long test session under Lightning 2.5 the
         # union int | float of val_check_interval came back from instantiation as 6.0, which
@@ -237,14 +236,15 @@ class PolydiffCLI(LightningCLI):
         # ``polydiff sample``: ``--model.sampling.steps 128`` for a model that takes no steps is refused.
         if isinstance(self.model, DiffusionTask) and self._sampling_given:
             self.model.sampling = SamplingConfig.asked(self._sampling_given, **asdict(self.model.sampling))
-        subcommand = self.config.subcommand
+        subcommand = self.config.get("subcommand")  # None where the CLI is built without running
         for options, reason in UNUSED_OPTIONS.get(subcommand, {}).items():
             for name in sorted(self._model_given):
-                if name.startswith(options):
+                if any(name == option or name.startswith(f"{option}.") for option in options):
                     raise ValueError(f"--{name}: polydiff {subcommand} {reason}")
-        if subcommand != "predict" and any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+        writers = [c for c in self.trainer.callbacks if isinstance(c, BasePredictionWriter)]
+        if subcommand in ("fit", "validate", "test") and writers:
             raise ValueError(
-                f"trainer.callbacks: polydiff.SampleWriter writes what polydiff predict samples; polydiff "
+                f"trainer.callbacks: {type(writers[0]).__name__} writes what polydiff predict samples; polydiff "
                 f"{subcommand} predicts nothing (validation logs its own samples: model.sample_every_n_validations)"
             )
         root = str(self.trainer.default_root_dir)
@@ -256,6 +256,7 @@ class PolydiffCLI(LightningCLI):
         # Before the data is prepared: a polymer corpus or a token cache can take minutes to build.
         if self.trainer.max_steps == 0:  # Lightning would end at once, saving nothing, with exit code 0
             raise ValueError("trainer.max_steps 0 trains nothing: give the steps to train (-1: no limit)")
+        _refuse_float16_adam(str(self.trainer.precision), self.model.optimizer)
         self.model.check_validation_sampling()
         callbacks = self.trainer.callbacks
         if not self.trainer.loggers and any(isinstance(c, LearningRateMonitor) for c in callbacks):
@@ -358,13 +359,17 @@ def _refuse_float16_autocast_on_cpu(config: dict) -> None:
         )
 
 
-def _refuse_float16_weights(config: dict) -> None:
-    """``16-true`` trains the weights themselves, and AdamW's moments, in float16, where the
-    optimizer's eps (1e-8) rounds to 0: a gradient whose square underflows makes the first step
-    divide by zero, and the loss is NaN from then on, on any device and at any learning rate."""
-    if str(config.get("precision")) == "16-true":
+def _refuse_float16_adam(precision: str, optimizer) -> None:
+    """``16-true`` trains the weights themselves in float16, and an Adam-family optimizer keeps its
+    moments in their dtype, where its eps (1e-8) rounds to 0: a gradient whose square underflows
+    makes the first step divide by zero, and the loss is NaN from then on, on any device and at any
+    learning rate."""
+    if precision != "16-true":
+        return
+    name = type(optimizer([torch.nn.Parameter(torch.zeros(1))])).__name__  # the class the callable builds
+    if "adam" in name.lower():
         raise ValueError(
-            "trainer.precision 16-true: AdamW cannot train float16 weights (its eps rounds to 0, and the "
+            f"trainer.precision 16-true: {name} cannot train float16 weights (its eps rounds to 0, and the "
             "first step turns them NaN); use 16-mixed on a GPU, or bf16-mixed (recipes/precision/) or 32-true"
         )
 
@@ -428,9 +433,16 @@ def _changed(before: dict, after: dict, defaults: dict, named: set[str], prefix:
         old, new, default, dotted = before.get(key), after.get(key), defaults.get(key), f"{prefix}{key}"
         if isinstance(old, dict) and isinstance(new, dict):
             changes += _changed(old, new, default if isinstance(default, dict) else {}, named, f"{dotted}.")
-        elif old != new and (old != default or dotted in named) and not _same_class(key, old, new):
+        elif old != new and (old != default or _named(dotted, named)) and not _same_class(key, old, new):
             changes.append(f"{dotted} ({old!r} -> {new!r})")
     return changes
+
+
+def _named(dotted: str, named: set[str]) -> bool:
+    """Whether option ``dotted`` was named on the command line, itself or within one named whole
+    (``--model.lr_schedule '{...}'``); a class's arguments are named without jsonargparse's ``init_args``."""
+    plain = dotted.replace(".init_args.", ".")
+    return any(plain == name or plain.startswith(f"{name}.") for name in named)
 
 
 def _same_class(key: str, path: object, other: object) -> bool:
@@ -467,8 +479,9 @@ def _ends_on_stop_signals() -> Iterator[None]:
 
 
 def _stopped_at_once_line(stop: Stop) -> str:
-    earlier = f"; resume from the last saved, {stop.earlier}, with --ckpt_path last" if stop.earlier else ""
-    return f"polydiff: stopped by Ctrl-C at once, at step {stop.step}, saving nothing{earlier}\n"
+    when = f"at once, at step {stop.step}" if stop.began else "before training began"
+    earlier = f"; the last saved is {stop.earlier}" if stop.earlier else ""
+    return f"polydiff: stopped by Ctrl-C {when}, saving nothing{earlier}\n"
 
 
 def _stopped_line(stop: Stop) -> str:

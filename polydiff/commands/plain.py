@@ -1,7 +1,8 @@
 """Where ``polydiff`` sends ``sample`` and ``evaluate``: polydiff's own commands beside LightningCLI's.
 
-They run without importing Lightning, which costs seconds of start-up that ``evaluate`` (no model
-at all) has no use for; so ``polydiff.__main__`` asks here before it imports the CLI module.
+``polydiff.__main__`` asks here before it imports the CLI module, which imports Lightning: seconds
+of start-up that ``evaluate`` (no model at all) has no use for. (``sample`` loads a checkpoint's
+LightningModule, and so imports Lightning itself.)
 """
 
 from __future__ import annotations

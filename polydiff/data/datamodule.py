@@ -178,7 +178,7 @@ class MoleculeDataModule(LightningDataModule):
         # Lines (a list of SMILES) or cached token ids (CachedSequences), per split.
         self.data: dict[str, Sequence] = {}
         self._corpus: dict[str, Path] | None = None  # the polymer corpus's files, once built
-        self._digests: dict[str, str] = {}  # SHA-256 of the files read, by path: once per run
+        self._files: dict[str, dict[str, str]] = {}  # the user's files the fit's lines came from (``_files_read``)
 
     @property
     def builds_corpus(self) -> bool:
@@ -324,33 +324,29 @@ class MoleculeDataModule(LightningDataModule):
         return [line for line, keep in zip(val, drawn, strict=True) if keep]
 
     def _files_read(self) -> dict[str, dict[str, str]]:
-        """The files the training and validation lines come from (a user's, not the bundled sets):
-        split -> path and SHA-256."""
-        files = {}
-        for split in ("train", "val"):
-            source = self._source(split)
-            if source is not None and not is_bundled(source[0]) and source[0].is_file():
-                path = str(source[0])
-                if path not in self._digests:
-                    self._digests[path] = file_digest(path)
-                files[split] = {"path": path, "sha256": self._digests[path]}
-        return files
+        """The user's files the training and validation lines come from (not the bundled sets, nor a
+        polymer corpus, which its cache's key keeps): split -> resolved path and SHA-256."""
+        given = {"train": self.hparams.train_file, "val": self.hparams.val_file}
+        return {
+            split: {"path": str(Path(path).resolve()), "sha256": file_digest(path)}
+            for split, path in given.items()
+            if path and not is_bundled(path) and Path(path).is_file()
+        }
 
     def state_dict(self) -> dict:
-        """What a checkpoint keeps of the data: the files its lines came from, with their digests."""
-        return {"files": self._files_read()}
+        """What a checkpoint keeps of the data: the files its lines were read from, as ``setup`` read them."""
+        return {"files": self._files}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Says where a file of the fit's, at the same path, has changed since (Lightning restores
-        this after ``setup``): validation would hold out and score other lines than the fit's, and a
-        resumed fit would train on other batches than the run it continues, without a word."""
-        stage = getattr(self.trainer, "state", None)
-        stage = getattr(getattr(stage, "fn", None), "value", None)
+        """Says where a file of the fit's has changed since (Lightning restores this after
+        ``setup``): validation would hold out and score other lines than the fit's, and a resumed fit
+        would train on other batches than the run it continues, without a word."""
+        stage = getattr(getattr(getattr(self.trainer, "state", None), "fn", None), "value", None)
         if stage not in ("fit", "validate"):
             return
-        now = self._files_read()
         for split, fitted in (state_dict.get("files") or {}).items():
-            if split in now and now[split]["path"] == fitted["path"] and now[split]["sha256"] != fitted["sha256"]:
+            now = self._files.get(split)
+            if now is not None and now["path"] == fitted["path"] and now["sha256"] != fitted["sha256"]:
                 option = "data.train_file" if split == "train" else "data.val_file"
                 meaning = (
                     "the resumed fit reads other lines than the run it continues"
@@ -380,6 +376,7 @@ class MoleculeDataModule(LightningDataModule):
             else:
                 self.data["train"], self.data["val"] = train, self._at_most_val_size(self._load("val"))
             log.info("data: %d training and %d validation sequences", len(self.train_smiles), len(self.val_smiles))
+            self._files = self._files_read()  # as just read (the digest is memoized: a token cache took it)
         if stage in ("test", None) and "test" not in self.data:
             if self._source("test") is not None:
                 self.data["test"] = self._load("test")

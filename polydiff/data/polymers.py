@@ -46,7 +46,6 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
-from polydiff.chem.conditions import MIN_CATEGORY_SEQUENCES
 from polydiff.chem.molecules import canonical_polymer, is_polymer, map_molecules, parse
 from polydiff.data.files import bundled_moses_path
 from polydiff.types import POLYMER_CLASSES, PolymerClass
@@ -320,10 +319,3 @@ def _build(corpus: PolymerCorpus, key: dict[str, object], folder: Path, progress
         f"in {info['seconds']} s: {folder}",
         file=sys.stderr,
     )
-    thin = [c for c, n in counts.items() if n < MIN_CATEGORY_SEQUENCES]
-    if thin:
-        print(
-            f"polydiff: fewer than {MIN_CATEGORY_SEQUENCES:,} units of {', '.join(thin)}: too few for a model to "
-            "learn the class well (offer more monomers: polymers.monomer_file)",
-            file=sys.stderr,
-        )

@@ -219,7 +219,9 @@ def load_tokenizer(name: str = "smiles") -> PreTrainedTokenizerFast:
             tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
         else:
             tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path))
-    except Exception as error:  # the Rust library raises a bare Exception for a file it cannot read
+    except OSError:  # unreadable (permissions): as the system says
+        raise
+    except Exception as error:  # the Rust library raises a bare Exception for a file it cannot parse
         file = path / "tokenizer.json" if path.is_dir() else path
         raise ValueError(
             f"tokenizer {name!r}: {file} is not a tokenizer.json as Hugging Face's tokenizers writes it "

@@ -44,7 +44,7 @@ def parse_condition(text: str) -> dict[str, float | str]:
         if sign and name and value.lower().lstrip("+-") in ("nan", "inf", "infinity"):
             raise ValueError(f"--condition {piece.strip()}: a target is a finite number (or a category's name)")
         if not sign or not name or (isinstance(target, float) and not math.isfinite(target)):
-            got = f"an empty pair in {text!r} (a comma too many?)" if not piece.strip() else repr(piece)
+            got = f"an empty pair in {text!r} (a comma too many?)" if not piece.strip() and "," in text else repr(piece)
             raise ValueError(
                 "--condition takes name=value pairs separated by commas, e.g. logp=3,qed=0.8 or "
                 f"class=polyamide; got {got}"

@@ -362,10 +362,12 @@ class DiffusionTask(Conditioning, DiffusionBounds, LightningModule):
             self._check_data(getattr(datamodule, "hparams", {}))
         if stage == "fit" and datamodule is not None and self.conditions:
             self.condition_statistics.copy_(datamodule.condition_statistics())
+            corpus = getattr(datamodule, "builds_corpus", False)
+            more = " (more monomers make more units: data.polymers.monomer_file)" if corpus else ""
             for name, categories in self.thin_categories().items():  # told now, not when a sample asks for one
                 rank_zero_warn(
                     f"fewer than {MIN_CATEGORY_SEQUENCES:,} training sequences of {name} {', '.join(categories)}: "
-                    "too few to learn, so sampling will refuse them as targets"
+                    f"too few to learn, so sampling will refuse them as targets{more}"
                 )
 
     def _check_data(self, data: Mapping[str, Any]) -> None:

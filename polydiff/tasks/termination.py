@@ -41,13 +41,16 @@ class Stop:
     signal: signal.Signals = signal.SIGTERM
     checkpoint: Path | None = None
     step: int = 0
-    # Ctrl-C that stopped the fit where it was (before training, or a second one), which Lightning
-    # ends with exit code 1; ``earlier`` is the last.ckpt an earlier step left, if any.
+    # Ctrl-C that stopped the fit where it was (before training began, or a second one), which
+    # Lightning ends with exit code 1; ``earlier`` is the last.ckpt an earlier step left, or the
+    # checkpoint the fit was resuming, if any.
     at_once: bool = False
+    began: bool = False
     earlier: Path | None = None
 
     def reset(self) -> None:
-        self.signal, self.checkpoint, self.step, self.at_once, self.earlier = signal.SIGTERM, None, 0, False, None
+        self.signal, self.checkpoint, self.step = signal.SIGTERM, None, 0
+        self.at_once, self.began, self.earlier = False, False, None
 
 
 last_stop = Stop()  # signals are process-wide; so is what they stopped
@@ -62,12 +65,14 @@ class CheckpointOnTermination(Callback):
         self._handler_before = None
         self._ctrl_c = False
         self._stopping = ""
+        self._began = False  # training has started (on_train_start)
         self._pid = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._ctrl_c = False
         saves = _last_checkpoint_folder(trainer) is not None
         self._stopping = CTRL_C_STOPPING + (CTRL_C_SAVES if saves else CTRL_C_SAVES_NOTHING)
+        self._began = True
         if threading.current_thread() is not threading.main_thread():  # the only thread that may set handlers
             return
         # Left alone where Ctrl-C is ignored (a fit started in a script's background) or was set
@@ -106,8 +111,10 @@ class CheckpointOnTermination(Callback):
         folder = _last_checkpoint_folder(trainer)
         if isinstance(exception, KeyboardInterrupt):  # Lightning exits with 1 next; the CLI says what stopped
             last_stop.signal, last_stop.at_once, last_stop.step = signal.SIGINT, True, trainer.global_step
+            last_stop.began = self._began
             earlier = folder / "last.ckpt" if folder is not None else None
-            last_stop.earlier = earlier if earlier is not None and earlier.is_file() else None
+            resumed = Path(trainer.ckpt_path) if trainer.ckpt_path else None
+            last_stop.earlier = earlier if earlier is not None and earlier.is_file() else resumed
         if not isinstance(exception, SIGTERMException):
             return
         if folder is not None:

@@ -27,13 +27,22 @@ def cache_dir() -> Path:
     return folder
 
 
+# Digests already taken in this process, by file, size and modification time: a token cache's key
+# and a checkpoint's record of its data read a large corpus once.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of a file's bytes (hex), read once per process while its size and time stay."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def save_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:

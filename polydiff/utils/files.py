@@ -142,7 +142,7 @@ def existing_file(path: str | Path, what: str) -> Path:
 
 def _checked(path: str | Path) -> Path:
     path = existing_file(path, "data file")
-    if _suffix(path) not in (*SUFFIXES, ""):
+    if not _readable_name(path):
         raise ValueError(f"{path}: expected one of {', '.join(SUFFIXES)} or no suffix (optionally .gz)")
     return path
 
@@ -150,11 +150,16 @@ def _checked(path: str | Path) -> Path:
 def check_samples_name(path: str | Path, option: str) -> None:
     """Refuses a name for written samples that polydiff's readers would refuse (``samples.sdf``:
     SMILES lines under a molfile's name), as ``option`` gave it."""
-    if _suffix(Path(path)) not in (*SUFFIXES, ""):
+    if not _readable_name(Path(path)):
         raise ValueError(
             f"{option} {path}: samples are SMILES lines, written under a name in {', '.join(SUFFIXES)} or none "
             "(optionally .gz), as polydiff evaluate reads them"
         )
+
+
+def _readable_name(path: Path) -> bool:
+    """Whether polydiff reads a line file of this name: one of ``SUFFIXES`` or none, optionally .gz."""
+    return _suffix(path) in (*SUFFIXES, "")
 
 
 def _suffix(path: Path) -> str:

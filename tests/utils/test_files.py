@@ -1,8 +1,9 @@
 import gzip
+import re
 
 import pytest
 
-from polydiff.utils.files import csv_columns, iter_rows, read_smiles
+from polydiff.utils.files import check_samples_name, csv_columns, iter_rows, read_smiles
 
 
 @pytest.mark.parametrize("name", ["excel.csv", "excel.csv.gz"])
@@ -32,3 +33,14 @@ def test_a_blank_csv_row_is_an_empty_line_and_keeps_the_line_numbers(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("name,SMILES,Tg\na,CCO,350\n\nb,CCN\n")
     assert list(iter_rows(path, "SMILES", ["Tg"])) == [("CCO", ["350"]), ("", [""]), ("CCN", [""])]
+
+
+@pytest.mark.parametrize("name", ["-", "/dev/stdout", "samples", "x.smi.gz", "S.SMI", "a.csv", "dir.v2/out.txt"])
+def test_samples_are_written_under_any_name_polydiff_reads(name):
+    check_samples_name(name, "--output")  # no error
+
+
+@pytest.mark.parametrize("name", ["samples.sdf", "samples.sdf.gz", "temp0.8", "out.json"])
+def test_samples_are_refused_a_name_no_reader_takes(name):
+    with pytest.raises(ValueError, match=rf"--output {re.escape(name)}: samples are SMILES lines"):
+        check_samples_name(name, "--output")
