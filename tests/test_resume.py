@@ -167,7 +167,7 @@ def test_a_fit_goes_on_from_the_best_checkpoint_as_from_last(tmp_path, fit_tiny,
     best = last.with_name("best.ckpt")
     assert torch.load(best, map_location="cpu", weights_only=True)["global_step"] == 6
     with caplog.at_level(logging.INFO):  # Lightning's own "best" needs a run in this process
-        fit_tiny(tmp_path, "--ckpt_path", "best", "--trainer.max_steps", "8")
+        fit_tiny(tmp_path, "--ckpt_path", "best", "--trainer.max_steps", "12")  # saved at its validation
     assert f"resuming from {best}" in caplog.text
     resumed = torch.load(tmp_path / "lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
-    assert resumed["global_step"] == 8
+    assert resumed["global_step"] == 12
