@@ -171,3 +171,10 @@ def test_a_fit_goes_on_from_the_best_checkpoint_as_from_last(tmp_path, fit_tiny,
     assert f"resuming from {best}" in caplog.text
     resumed = torch.load(tmp_path / "lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
     assert resumed["global_step"] == 12
+
+
+def test_a_fit_ending_between_validations_keeps_its_last_steps(tmp_path, fit_tiny):
+    # tiny.yaml validates every 6 steps: steps 7 and 8 would be lost under Lightning 2.5, which saves
+    # last.ckpt only at validations and its intervals.
+    last = fit_tiny(tmp_path, "--trainer.max_steps", "8")
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 8

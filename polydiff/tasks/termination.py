@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -105,6 +105,12 @@ class CheckpointOnTermination(Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
+        # Lightning 2.5's ModelCheckpoint keeps last.ckpt only at validations and its intervals (2.6
+        # saves it at the end too): a fit ending at max_steps or max_time would lose the steps since.
+        keeping = _keeping_last(trainer)
+        saves_at_end = keeping is None or type(keeping).on_train_end is not Callback.on_train_end
+        if not saves_at_end and getattr(keeping, "_last_global_step_saved", None) != trainer.global_step:
+            trainer.save_checkpoint(str(Path(keeping.dirpath) / "last.ckpt"), weights_only=False)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore()
@@ -122,9 +128,12 @@ class CheckpointOnTermination(Callback):
             trainer.save_checkpoint(str(last_stop.checkpoint), weights_only=False)
 
 
+def _keeping_last(trainer: pl.Trainer) -> Checkpoint | None:
+    """The first checkpoint callback that keeps a ``last.ckpt``, if any."""
+    return next((c for c in trainer.checkpoint_callbacks if getattr(c, "save_last", False) and c.dirpath), None)
+
+
 def _last_checkpoint_folder(trainer: pl.Trainer) -> Path | None:
     """The folder of the first checkpoint callback that keeps a ``last.ckpt``, if any."""
-    for callback in trainer.checkpoint_callbacks:
-        if getattr(callback, "save_last", False) and callback.dirpath:
-            return Path(callback.dirpath)
-    return None
+    keeping = _keeping_last(trainer)
+    return Path(keeping.dirpath) if keeping is not None else None
