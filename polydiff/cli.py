@@ -172,7 +172,7 @@ class PolydiffCLI(LightningCLI):
                 given.as_dict(), self.config[self.config.subcommand].model.as_dict(), defaults, self._model_given
             )
             if self.config.subcommand != "fit":  # nothing but a fit optimizes: its options change nothing here
-                replaced = [name for name in replaced if not name.startswith(("model.optimizer", "model.lr_schedule"))]
+                replaced = [name for name in replaced if not name.startswith(TRAINING)]
             if replaced:
                 rank_zero_warn(f"--ckpt_path: the checkpoint's model options replace the given {', '.join(replaced)}")
 

@@ -1,4 +1,4 @@
-"""A fit stopped by SIGTERM or Ctrl-C keeps its last step.
+"""A fit stopped by SIGTERM or Ctrl-C keeps its last step, and so does one that ends between saves.
 
 Lightning stops a fit at the end of the step in which SIGTERM arrived (``kill``, ``docker stop``, a
 scheduler's preemption), by raising ``SIGTERMException``; its checkpoint callbacks save only at
@@ -13,6 +13,9 @@ collective in a signal handler could meet another in flight and hang DDP), it st
 does and saves the same way. A second Ctrl-C stops at once, as it always did. DataLoader workers
 ignore Ctrl-C (``utils.parallel.ignore_ctrl_c``): a terminal sends it to them too, and a worker that quit would
 end the fit in an error instead.
+
+A fit that reaches ``max_steps`` or ``max_time`` between validations gets its ``last.ckpt`` at the
+end from Lightning 2.6's ModelCheckpoint; under 2.5, which has no such save, from this callback.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ last_stop = Stop()  # signals are process-wide; so is what they stopped
 class CheckpointOnTermination(Callback):
     """Saves ``last.ckpt`` into the folder of the first checkpoint callback that keeps one, when the
     fit ends by SIGTERM or by the first Ctrl-C during training, both at a batch's end (Ctrl-C at
-    one that stepped the optimizer), so the state is whole."""
+    one that stepped the optimizer), so the state is whole; and at the end of training where that
+    callback does not save there itself (Lightning 2.5)."""
 
     def __init__(self) -> None:
         self._handler_before = None
