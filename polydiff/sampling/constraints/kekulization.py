@@ -12,7 +12,7 @@ extended and the atoms with an open branch, while their valence has room, and th
 ring label can still gain one (they are "free"); every other atom is final.
 ``MoleculePrefix.can_complete`` asks whether some continuation could satisfy RDKit: each final
 aromatic atom lies on a ring (or on a ring that a future bond through the free atoms could close),
-and the matching exists with the free atoms matched or not, as their later bonds may decide; a
+each free one has two bonds that are or may still be ring bonds, and the matching exists with the free atoms matched or not, as their later bonds may decide; a
 free aromatic atom that need not bond again is tried both as final and as bonding again. A token
 that makes it false can never be repaired, so a sampler may refuse it, as ``smiles_syntax``
 refuses an unbalanced parenthesis.
@@ -300,6 +300,11 @@ class MoleculePrefix:
         role: dict[int, int] = {}
         for i in self.aromatic:
             if i in free:
+                # A ring passes through two of its atoms' bonds: ones that may lie on a ring, or ones
+                # still to come (C[nH] and Co leave the N and O one bond, so no ring).
+                left = _bonds_left(atoms[i], symbols[i])
+                if left < 2 and left + sum([bond in ring_bonds for bond in incident[i]]) < 2:
+                    return False
                 role_i = _role(atoms[i], symbols[i], coming[i], True, i in gaining)
             elif ring_bonds.isdisjoint(incident[i]):
                 return False  # a final aromatic atom off every ring
@@ -363,6 +368,15 @@ def _room(token: str, written: tuple[str, ...]) -> bool:
     if token in ("c", "n") and len(written) >= 3:
         return False
     return sum([BOND_ORDERS.get(symbol, 1) for symbol in written]) < classify_token(token)[1]
+
+
+@functools.cache
+def _bonds_left(token: str, written: tuple[str, ...]) -> int:
+    """How many more single bonds an atom ``token`` with bonds ``written`` may take (``_room``)."""
+    more: tuple[str, ...] = ()
+    while _room(token, written + more):
+        more += ("",)
+    return len(more)
 
 
 @functools.cache

@@ -54,7 +54,11 @@ def test_no_prefix_of_a_moses_molecule_or_polymer_is_refused(moses_sample):
         ("CCc1nc(-c2cc(N)nnc2SC)o1", "CCc1nc(-c2cc(N)nnc2SC)o1"),  # a four-membered oxazole
         ("Cc1nc(-c=O)ccc1", "Cc1nc(-c=O"),  # the O is full: the c can reach a ring through nothing
         ("Cc1nnc(C)s1C", "Cc1nnc(C)s1C"),  # a thiophene S with a substituent
-        ("Co1cccc1", "Co1"),  # the O would need a third bond to go on
+        # A ring passes through two of an atom's bonds: after the C, the O and the NH have one left.
+        ("Co1cccc1", "Co"),
+        ("C[nH]1cccc1", "C[nH]"),
+        ("Cl[nH](-C)c1ccccc1", "Cl[nH]"),
+        ("c1ccccc1-[nH]1cccc1", "c1ccccc1-[nH]"),
         # With rings 1 and 2 open, the n that closes ring 3 must bond again (to stay on a ring, the
         # c(=O) needs a path through it): a pyrrole-type n, which leaves five c to pair.
         ("CC(Cn1nc(C)c2c(=O)c3cccc(OC)n3)C", "CC(Cn1nc(C)c2c(=O)c3cccc(OC)n3"),
