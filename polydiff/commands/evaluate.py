@@ -20,11 +20,16 @@ from polydiff.commands import CommandParser, ends_on_sigterm, one_line_warnings,
 from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
 from polydiff.types import Kind
 from polydiff.utils.devices import resolve_device
-from polydiff.utils.files import existing_file, is_csv, iter_smiles, molecule_column, read_smiles, undecodable
+from polydiff.utils.files import (
+    existing_file,
+    is_csv,
+    is_title,
+    iter_smiles,
+    molecule_column,
+    read_smiles,
+    undecodable,
+)
 from polydiff.utils.parallel import default_jobs, progress_bars
-
-# The first field of a line file's title line, as tools write one; none of these parses as a molecule.
-LINE_FILE_HEADERS = {"SMILES", "PSMILES", "SMILES_STRING"}
 
 
 def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
@@ -43,7 +48,7 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
     """
     existing_file(path, "samples file")
     lines = read_smiles(path, smiles_column, keep_empty=True)
-    if not is_csv(path) and lines and lines[0].upper() in LINE_FILE_HEADERS:
+    if not is_csv(path) and lines and is_title(lines[0]):
         # RDKit's SmilesWriter heads its files "SMILES Name": a title, not a sample (no
         # molecule is written so), and scored as one it would be an invalid sample.
         print(f"polydiff: {path}: line 1 ({lines[0]!r}) read as the file's header, not a sample", file=sys.stderr)

@@ -77,7 +77,7 @@ class MoleculeDataModule(LightningDataModule):
             than memory and DDP. False keeps the lines in memory, screened the same way at setup,
             and converts them as they are batched; None (the default) caches your files and the
             polymer corpus but reads the bundled MOSES sets, which are clean, as lines.
-        on_bad_line: what to do with a line that cannot be trained on (blank, comment, not
+        on_bad_line: what to do with a line that cannot be trained on (blank, comment, title, not
             UTF-8, invalid SMILES, unknown token, too long, a non-numeric condition value;
             ``polydiff.data.screening``):
             ``skip`` it, counted by reason and summarised at setup, or stop with an ``error``

@@ -1,7 +1,8 @@
 """Which corpus lines are fit to train on, and why the others are skipped.
 
-Real corpora hold blank lines, comments, bytes that are not UTF-8, SMILES that RDKit cannot
-parse, lines longer than ``max_length`` and atoms the vocabulary lacks. Each such line is
+Real corpora hold blank lines, comments, a title line (``SMILES Name``), bytes that are not
+UTF-8, SMILES that RDKit cannot parse, lines longer than ``max_length`` and atoms the vocabulary
+lacks. Each such line is
 skipped for one named reason (``REASONS``, checked in that order) and counted, so a run says
 what it left out; with ``data.on_bad_line: error`` the first one stops the run instead,
 naming the file and line. A long molecule is skipped, never truncated: a truncated SMILES is
@@ -17,13 +18,14 @@ from typing import Literal
 
 from polydiff.data.files import is_repeat_unit_line
 from polydiff.data.tokenizer import unknown_token_hint
-from polydiff.utils.files import undecodable
+from polydiff.utils.files import is_title, undecodable
 
 OnBadLine = Literal["skip", "error"]
 NOT_A_UNIT = "not a repeat unit (two *)"
 REASONS = (
     "empty",
     "comment",
+    "title line",  # ``SMILES`` (``utils.files.is_title``), as a tool heads a line file
     "not UTF-8",
     NOT_A_UNIT,
     "invalid SMILES",
@@ -44,7 +46,7 @@ def screen(line: str, kind: str = "molecule") -> str | None:
         kind: ``molecule``, or ``polymer`` (a repeat unit: ``polydiff.chem.molecules.is_polymer``).
 
     Returns:
-        One of the first five ``REASONS``, or None.
+        One of the first six ``REASONS``, or None.
     """
     # Here, not at the top: RDKit loads only where lines are screened.
     from rdkit import Chem
@@ -55,6 +57,8 @@ def screen(line: str, kind: str = "molecule") -> str | None:
         return "empty"
     if line.startswith("#"):
         return "comment"
+    if is_title(line):
+        return "title line"
     if undecodable(line):
         return "not UTF-8"
     if kind == "polymer" and not is_repeat_unit_line(line):  # cheap, before the parse

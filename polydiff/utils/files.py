@@ -17,6 +17,9 @@ from typing import TextIO
 SUFFIXES = (".txt", ".smi", ".smiles", ".csv")
 # Files are decoded with errors="surrogateescape": an undecodable byte becomes one of these.
 UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
+# The first field of a line file's title line, as tools write one (RDKit's SmilesWriter heads its
+# files "SMILES Name"); none of these parses as a molecule.
+TITLE_FIELDS = frozenset({"SMILES", "PSMILES", "SMILES_STRING"})
 
 
 def iter_smiles(path: str | Path, smiles_column: str = "SMILES") -> Iterator[str]:
@@ -66,7 +69,14 @@ def iter_rows(
             raise ValueError(f"{path}: columns {', '.join(value_columns)} need a .csv file with a header")
         else:
             for line in text:
-                yield (line.split(maxsplit=1)[0] if line.strip() else ""), []
+                fields = line.split(maxsplit=1)
+                # A comment is kept whole: a skipped one is then quoted as written, not as "#".
+                yield (line.strip() if fields and fields[0].startswith("#") else fields[0] if fields else ""), []
+
+
+def is_title(line: str) -> bool:
+    """Whether a line file's line (its first field) is a title, ``SMILES`` or the like, not a molecule."""
+    return line.upper() in TITLE_FIELDS
 
 
 def undecodable(line: str) -> bool:

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 from filelock import FileLock
+from rdkit import Chem
 
 from polydiff.data.batching import MoleculeCollator
 from polydiff.data.datamodule import MoleculeDataModule
@@ -100,6 +101,20 @@ def test_a_long_skipped_line_is_shown_by_its_start_and_its_end(tmp_path):
     path.write_text(f"{line}\n")
     with pytest.raises(ValueError, match=r"'C{30}' \.\.\. 'C{29}\(' \(102 characters\)"):
         token_cache(path, "smiles", 128, "smiles", n_jobs=1)
+
+
+def test_a_title_line_and_a_comment_are_skipped_by_name_and_quoted_whole(tmp_path):
+    path = tmp_path / "written.smi"
+    writer = Chem.SmilesWriter(str(path))  # heads its file "SMILES Name"
+    for smiles in ("CCO", "c1ccccc1"):
+        writer.write(Chem.MolFromSmiles(smiles))
+    writer.close()
+    path.write_text(path.read_text() + "# made by hand\n")
+    cache = token_cache(path, "smiles", 64, "smiles", n_jobs=1)
+    assert len(cache) == 2 and cache.dropped == {"title line": 1, "comment": 1}
+    path.write_text("# made by hand\nCCO\n")
+    with pytest.raises(ValueError, match=r"line 1: comment: '# made by hand'"):
+        token_cache(path, "smiles", 64, "smiles", n_jobs=1, on_bad_line="error")
 
 
 def test_on_bad_line_error_names_the_first_bad_line_of_a_cache_built_under_skip(tmp_path, moses_sample):

@@ -12,8 +12,9 @@ extended and the atoms with an open branch, while their valence has room, and th
 ring label can still gain one (they are "free"); every other atom is final.
 ``MoleculePrefix.can_complete`` asks whether some continuation could satisfy RDKit: each final
 aromatic atom lies on a ring (or on a ring that a future bond through the free atoms could close),
-each free one has two bonds that are or may still be ring bonds, and the matching exists with the free atoms matched or not, as their later bonds may decide; a
-free aromatic atom that need not bond again is tried both as final and as bonding again. A token
+each free one has two bonds that are or may still be ring bonds, and the matching exists with the
+free atoms matched or not, as their later bonds may decide; a free aromatic atom that need not
+bond again is tried both as final and as bonding again. A token
 that makes it false can never be repaired, so a sampler may refuse it, as ``smiles_syntax``
 refuses an unbalanced parenthesis.
 The test is conservative: it refuses only what no continuation can fix. Bracket atoms other than
