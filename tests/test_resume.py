@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,29 +128,58 @@ def _monitoring_state(checkpoint: dict) -> dict:
     return checkpoint["callbacks"][key]
 
 
-@pytest.mark.parametrize("earlier_best", ["kept", "deleted"])
-def test_a_resumed_fit_keeps_the_best_score_of_the_run_it_continues(tmp_path, fit_tiny, earlier_best):
-    last = fit_tiny(tmp_path)  # validations at steps 6 and 12
+def _unbeatable(last: Path) -> Path:
+    """Gives the run of ``last`` a best val/nll of 0, which no later validation beats (Lightning alone
+    would forget it in a new version folder); returns the best checkpoint's path."""
     best = last.with_name("best.ckpt")
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     state = _monitoring_state(checkpoint)
     assert state["best_model_path"] == str(best)
-    # A best no later validation can beat: Lightning alone would forget it in the new version folder.
     unbeatable = torch.tensor(0.0)
     state |= {"best_model_score": unbeatable, "kth_value": unbeatable, "best_k_models": {str(best): unbeatable}}
     torch.save(checkpoint, last)
+    return best
+
+
+def _resumed_record(root: Path) -> dict:
+    return _monitoring_state(torch.load(root / "lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True))
+
+
+@pytest.mark.parametrize("earlier_best", ["kept", "deleted"])
+def test_a_resumed_fit_keeps_the_best_score_of_the_run_it_continues(tmp_path, fit_tiny, earlier_best):
+    last = fit_tiny(tmp_path)  # validations at steps 6 and 12
+    best = _unbeatable(last)
     if earlier_best == "deleted":
         best.unlink()
 
     fit_tiny(tmp_path, "--ckpt_path", "last", "--trainer.max_steps", "18")
     resumed = tmp_path / "lightning_logs/version_1/checkpoints"
-    saved = _monitoring_state(torch.load(resumed / "last.ckpt", map_location="cpu", weights_only=True))
+    saved = _resumed_record(tmp_path)
     if earlier_best == "kept":  # the record goes on: no worse best.ckpt, and the earlier one is where it was
         assert not (resumed / "best.ckpt").exists() and best.is_file()
         assert saved["best_model_score"] == 0.0 and saved["best_model_path"] == str(best)
     else:  # nothing to point at: the callback starts afresh, as Lightning's does
         assert (resumed / "best.ckpt").is_file()
         assert saved["best_model_path"] == str(resumed / "best.ckpt") and saved["best_model_score"] > 0
+
+
+def test_a_moved_run_resumes_with_the_best_checkpoint_beside_the_one_it_resumes(tmp_path, fit_tiny):
+    _unbeatable(fit_tiny(tmp_path / "first"))
+    shutil.move(tmp_path / "first", tmp_path / "moved")  # its record names the folder it left
+    moved = tmp_path / "moved/lightning_logs/version_0/checkpoints"
+    fit_tiny(tmp_path / "moved", "--ckpt_path", str(moved / "last.ckpt"), "--trainer.max_steps", "18")
+    assert not (tmp_path / "moved/lightning_logs/version_1/checkpoints/best.ckpt").exists()
+    assert _resumed_record(tmp_path / "moved")["best_model_path"] == str(moved / "best.ckpt")
+
+
+def test_a_fit_resumed_on_another_validation_set_starts_its_best_afresh(tmp_path, fit_tiny):
+    _unbeatable(fit_tiny(tmp_path))  # validated on all 200 lines of val.smi
+    with pytest.warns(UserWarning, match="validation set is not the resumed run's"):
+        fit_tiny(tmp_path, "--ckpt_path", "last", "--trainer.max_steps", "18", "--data.val_size", "100")
+    resumed = tmp_path / "lightning_logs/version_1/checkpoints"
+    assert (resumed / "best.ckpt").is_file()
+    record = _resumed_record(tmp_path)
+    assert record["best_model_path"] == str(resumed / "best.ckpt") and record["best_model_score"] > 0
 
 
 def test_resuming_on_another_number_of_processes_says_the_epoch_is_dealt_anew(tmp_path, fit_tiny):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from functools import partial
@@ -36,6 +37,20 @@ SPLITS = ("train", "val", "test")
 NOVELTY_MAX_LINES = 2_000_000  # above this, validation samples are not checked for novelty
 PREDICT_NUM_SAMPLES = 1000  # sequences that ``polydiff predict`` writes unless told otherwise
 DEFAULT_CONDITION_DROPOUT = 0.2  # one sequence in five trains the unconditional model
+
+
+def validation_digest(sequences: Sequence) -> dict[str, str]:
+    """The SHA-256 of a validation set's sequences (lines or token ids, with their values where a
+    condition has them), and which of the two it holds: what a checkpoint compares to tell that a
+    resumed fit scores another set."""
+    digest = hashlib.sha256()
+    for item in sequences:
+        for part in item if isinstance(item, tuple) else (item,):
+            digest.update(part.encode() if isinstance(part, str) else np.ascontiguousarray(part).tobytes())
+            digest.update(b"\0")
+    first = sequences[0] if len(sequences) else ""
+    lines = isinstance(first[0] if isinstance(first, tuple) else first, str)
+    return {"form": "lines" if lines else "token ids", "sha256": digest.hexdigest()}
 
 
 class MoleculeDataModule(LightningDataModule):
@@ -179,6 +194,9 @@ class MoleculeDataModule(LightningDataModule):
         self.data: dict[str, Sequence] = {}
         self._corpus: dict[str, Path] | None = None  # the polymer corpus's files, once built
         self._files: dict[str, dict[str, str]] = {}  # the user's files the fit's lines came from (``_files_read``)
+        self._validation: dict[str, str] = {}  # what the validation set holds (``validation_digest``)
+        # Set by a resumed fit's checkpoint whose validation set was another: its val/nll scored other sequences.
+        self.validation_changed = False
 
     @property
     def builds_corpus(self) -> bool:
@@ -334,8 +352,9 @@ class MoleculeDataModule(LightningDataModule):
         }
 
     def state_dict(self) -> dict:
-        """What a checkpoint keeps of the data: the files its lines were read from, as ``setup`` read them."""
-        return {"files": self._files}
+        """What a checkpoint keeps of the data: the files its lines were read from, as ``setup`` read
+        them, and the digest of its validation set."""
+        return {"files": self._files, "validation": self._validation}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Says where a file of the fit's has changed since (Lightning restores this after
@@ -354,6 +373,14 @@ class MoleculeDataModule(LightningDataModule):
                     else "validation holds out and scores other lines than the fit's"
                 )
                 rank_zero_warn(f"{option} {fitted['path']} has changed since the checkpoint was saved: {meaning}")
+        saved, now = state_dict.get("validation") or {}, self._validation
+        # Lines and token ids of the same set digest apart: only a set read the same way compares.
+        if stage == "fit" and saved and now and saved["form"] == now["form"] and saved["sha256"] != now["sha256"]:
+            self.validation_changed = True
+            rank_zero_warn(
+                "the validation set is not the resumed run's (another training or validation file, or "
+                "data.val_size): its val/nll scores other sequences, so the run's best checkpoint starts afresh"
+            )
 
     def _check_stage(self, stage: str | None) -> None:
         """Refuses the options that the Trainer stage (a ``TrainerFn``, or None) would not use."""
@@ -377,6 +404,7 @@ class MoleculeDataModule(LightningDataModule):
                 self.data["train"], self.data["val"] = train, self._at_most_val_size(self._load("val"))
             log.info("data: %d training and %d validation sequences", len(self.train_smiles), len(self.val_smiles))
             self._files = self._files_read()  # as just read (the digest is memoized: a token cache took it)
+            self._validation = validation_digest(self.val_smiles)
         if stage in ("test", None) and "test" not in self.data:
             if self._source("test") is not None:
                 self.data["test"] = self._load("test")

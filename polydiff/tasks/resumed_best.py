@@ -7,6 +7,12 @@ validation after a resume would write ``best.ckpt`` however bad its score, and `
 (the newest ``best.ckpt``) would then load a worse model than the run's best. ``BestAcrossResume``
 hands each monitoring checkpoint callback the record it saved: the new folder gets a ``best.ckpt``
 only when the run improves on its best, which until then stays in the earlier folder.
+
+A run folder copied or moved elsewhere and resumed there keeps its record with the best file beside
+the checkpoint it resumes, not the path it was written at. A fit whose validation set is another
+than the run's (the data module says so: ``validation_changed``) keeps no record, in a new folder or
+in its own: its val/nll scores other sequences, and a best score it could not compare to would keep
+every new checkpoint from becoming ``best.ckpt``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -37,12 +44,19 @@ class BestAcrossResume(Callback):
             state = saved.get(callback.state_key) if isinstance(callback, ModelCheckpoint) else None
             if not state or callback.monitor is None or state.get("dirpath") == callback.dirpath:
                 continue  # nothing saved, nothing monitored, or the same folder: Lightning restores it
-            best = state.get("best_model_path")
-            if best and Path(best).is_file() and all(name in state for name in BEST_RECORD):
+            if not all(name in state for name in BEST_RECORD) or not state["best_model_path"]:
+                continue
+            state = _beside(state, Path(trainer.ckpt_path).parent) if trainer.ckpt_path else state
+            if Path(state["best_model_path"]).is_file():
                 self._records.append((callback, state))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After every restore: some strategies restore callbacks only once set up.
+        if getattr(trainer.datamodule, "validation_changed", False):
+            self._records.clear()
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, ModelCheckpoint) and callback.monitor is not None:
+                    _forget_best(callback)  # restored by Lightning where the folder is the run's own
         for callback, state in self._records:
             for name in BEST_RECORD:
                 value = state[name]
@@ -52,3 +66,30 @@ class BestAcrossResume(Callback):
                 f"({state['best_model_path']}); a new best checkpoint is written once a validation beats it"
             )
         self._records.clear()
+
+
+def _beside(state: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The record with its files in ``folder`` (the resumed checkpoint's) where the best one is
+    there under its name: the run was copied or moved, and its record names the folder it left."""
+    if (
+        Path(state["dirpath"]).resolve() == folder.resolve()
+        or not (folder / Path(state["best_model_path"]).name).is_file()
+    ):
+        return state
+
+    def moved(path: str) -> str:
+        return str(folder / Path(path).name) if path else path
+
+    return {
+        **state,
+        "best_model_path": moved(state["best_model_path"]),
+        "kth_best_model_path": moved(state["kth_best_model_path"]),
+        "best_k_models": {moved(path): score for path, score in state["best_k_models"].items()},
+    }
+
+
+def _forget_best(callback: ModelCheckpoint) -> None:
+    """The callback's best-checkpoint record as a new ModelCheckpoint starts with it."""
+    callback.best_k_models, callback.kth_best_model_path = {}, ""
+    callback.best_model_score, callback.best_model_path = None, ""
+    callback.kth_value = torch.tensor(torch.inf if callback.mode == "min" else -torch.inf)
