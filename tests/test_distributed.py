@@ -82,3 +82,15 @@ def test_ctrl_c_on_one_process_stops_both_at_the_same_step_and_saves_it(tmp_path
     last = tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert result.stderr.count(f"stopped by Ctrl-C at step 3; saved {last}") == 1
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+
+
+def test_a_bad_file_ends_a_two_process_fit_with_its_own_error_not_the_backends(tmp_path, smiles_files):
+    bad = tmp_path / "bad.smi"
+    bad.write_text("C1CC(\nxyz\n")
+    result = fit_on_two_processes(tmp_path, smiles_files, ["ddp.yaml"], "--data.train_file", str(bad))
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("polydiff: error:")]
+    assert errors and "no usable line" in errors[0]
+    # The other process hears only that a peer closed its socket: it says so, not gloo's words.
+    assert all("no usable line" in line or "another process of the run stopped" in line for line in errors), errors
+    assert "Connection closed by peer" not in result.stderr

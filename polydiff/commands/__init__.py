@@ -56,6 +56,9 @@ USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError, F
 # Raised by bad input and by bugs alike (torch's own checks, a missing key), so their line says
 # how to see where they came from.
 AMBIGUOUS_ERRORS = (KeyError, RuntimeError)
+# What a process of a multi-process run (DDP) is told by its collective backend when another process
+# of the run ended: that one's error is the run's; this one's traceback names only the socket.
+PEER_GONE = re.compile(r"Connection (?:closed|reset) by peer")
 
 
 @contextmanager
@@ -73,6 +76,10 @@ def user_errors(prog: str, also: tuple[type[Exception], ...] = ()) -> Iterator[N
     except (*USER_ERRORS, *also) as error:
         if debugging():
             raise
+        if isinstance(error, RuntimeError) and PEER_GONE.search(str(error)):
+            ended = "another process of the run stopped (its error is above), so did this one"
+            print(f"{prog}: error: {ended}", file=sys.stderr)
+            raise SystemExit(1) from None
         where = f" ({DEBUG_ENV}=1 shows where it came from)" if isinstance(error, AMBIGUOUS_ERRORS) else ""
         print(f"{prog}: error: {type(error).__name__}: {error}{where}", file=sys.stderr)
         raise SystemExit(1) from None
