@@ -120,11 +120,11 @@ def test_missing_reference_file_fails_before_any_work(files, tmp_path, capsys):
 
 def test_a_training_csv_without_a_smiles_column_fails_before_any_work(files, tmp_path, capsys):
     train = tmp_path / "train.csv"
-    train.write_text("smiles\nCCO\n")
+    train.write_text("mol\nCCO\n")
     with pytest.raises(SystemExit) as exit_info:
         run("--samples", files["samples"], "--output", tmp_path / "out", "--reference", files["test"], "--train", train)
     assert exit_info.value.code == 1
-    assert f"--train {train}: no column 'SMILES' or 'PSMILES' (columns: ['smiles'])" in capsys.readouterr().err
+    assert f"--train {train}: no column 'SMILES' or 'PSMILES' (columns: ['mol'])" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()  # the reference's statistics were not computed first
 
 
@@ -191,6 +191,56 @@ def test_samples_of_the_other_kind_are_scored_with_a_note(tmp_path, capsys):
     assert "note: 2 valid samples are polymer repeat units (two *): score them with --kind polymer" in printed
     run("--samples", molecules, "--output", tmp_path / "b", "--kind", "polymer", *none)
     assert "molecules are scored with --kind molecule" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_polymers_samples_that_are_no_units_are_counted_by_what_they_are(tmp_path, capsys):
+    samples = tmp_path / "samples.smi"
+    samples.write_text("*CC*\nCCO\n*CC\n*C(*)C*\n")  # a unit, a molecule, one * and three *
+    run("--samples", samples, "--output", tmp_path / "out", "--kind", "polymer", "--reference", "none")
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "note: 1 valid samples are molecules (no *), not repeat units" in printed
+    assert "--kind molecule" not in printed  # one sample is a unit: the file is a polymer's
+    assert "note: 2 valid samples have a * yet are no repeat unit" in printed
+
+
+@pytest.mark.parametrize("option", ["--reference", "--train", "--test_scaffolds"])
+def test_the_bundled_moses_sets_are_refused_for_repeat_units(tmp_path, capsys, option):
+    samples = tmp_path / "units.smi"
+    samples.write_text("*CC*\n*OCC*\n")
+    with pytest.raises(SystemExit) as exit_info:
+        run("--samples", samples, "--output", tmp_path / "out", "--kind", "polymer", option, "moses")
+    assert exit_info.value.code == 1
+    assert f"{option} moses: MOSES holds molecules" in capsys.readouterr().err
+
+
+def test_a_file_whose_lines_do_not_parse_says_how_it_was_read(tmp_path, capsys):
+    none = ["--reference", "none", "--train", "none"]
+    table, named = tmp_path / "table.smi", tmp_path / "named.smi"
+    table.write_text("CCO,ethanol\nc1ccccc1,benzene\n")  # a CSV named .smi
+    named.write_text("m1\tCCO\nm2\tc1ccccc1\n")  # the name first
+    run("--samples", table, "--output", tmp_path / "a", *none)
+    printed = " ".join(capsys.readouterr().out.split())  # as rich wraps it
+    assert "the lines hold commas: a table is read by its columns when named .csv" in printed
+    run("--samples", named, "--output", tmp_path / "b", *none)
+    assert "a line file is read by the first field of each line" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_csvs_molecule_column_is_found_in_any_case_and_a_named_one_is_hinted(tmp_path, capsys):
+    samples = tmp_path / "samples.csv"
+    samples.write_text("id,smiles,score\n1,CCO,2\n2,c1ccccc1,3\n")
+    run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == 1
+    with pytest.raises(
+        ValueError, match=r"no column 'SMILES' \(columns: \['id', 'smiles', 'score'\]\); 'smiles' differs"
+    ):
+        read_smiles(samples, "SMILES")  # a column an option names is taken as written
+
+
+def test_a_polymer_table_of_monomers_and_units_is_read_by_its_units(tmp_path):
+    samples = tmp_path / "samples.csv"
+    samples.write_text("SMILES,PSMILES\nC=C,*CC*\nC=CC,*CC(*)C\n")
+    run("--samples", samples, "--output", tmp_path / "out", "--kind", "polymer", "--reference", "none")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["polymer_valid"] == 1
 
 
 def test_a_reference_of_the_other_kind_is_warned_of(tmp_path, moses_sample):
@@ -315,4 +365,12 @@ def test_a_smiles_writer_title_line_is_no_sample(tmp_path, capsys):
     samples.write_text("SMILES Name\nCCO 0\nc1ccccc1 1\nC1CC 2\n")  # as RDKit's SmilesWriter heads a file
     run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
-    assert "line 1 ('SMILES') read as the file's header" in capsys.readouterr().err
+    assert "line 1 ('SMILES') read as a title, not a sample" in capsys.readouterr().err
+
+
+def test_title_lines_of_joined_shards_and_of_other_names_are_no_samples(tmp_path, capsys):
+    samples = tmp_path / "samples.smi"
+    samples.write_text("canonical_smiles\nCCO\nc1ccccc1\ncanonical_smiles\nCC(=O)O\n")  # two shards joined
+    run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == 1
+    assert "2 lines read as titles (line 1 ('canonical_smiles'), ...), not samples" in capsys.readouterr().err

@@ -580,9 +580,11 @@ def test_a_training_file_changed_since_the_fit_is_said_to_be_when_validating_or_
     changed = rf"data.train_file {re.escape(str(train))} has changed since the checkpoint was saved: "
     with pytest.warns(UserWarning, match=changed + "validation holds out and scores other lines than the fit's"):
         main(["validate", *run, "--ckpt_path", checkpoint])
-    with pytest.warns(UserWarning, match=changed + "the resumed fit reads other lines than the run it continues"):
-        with pytest.warns(UserWarning, match="the validation set is not the resumed run's"):  # another 50
-            main(["fit", *run, "--ckpt_path", "last", "--trainer.max_steps", "14"])
+    with (
+        pytest.warns(UserWarning, match=changed + "the resumed fit reads other lines than the run it continues"),
+        pytest.warns(UserWarning, match="the validation set is not the resumed run's"),  # another 50 held out
+    ):
+        main(["fit", *run, "--ckpt_path", "last", "--trainer.max_steps", "14"])
 
 
 @pytest.mark.skipif(not hasattr(LightningCLI, "_parse_ckpt_path"), reason="Lightning 2.5 takes no options from it")

@@ -250,8 +250,16 @@ def evaluate(
     units = sum(is_unit for _, is_unit in checked)
     if not polymer and units:
         notes.append(f"{units} valid samples are polymer repeat units (two *): score them with --kind polymer")
-    if polymer and metrics["valid"] and not units:
-        notes.append("no valid sample is a repeat unit (two *): molecules are scored with --kind molecule")
+    if polymer:
+        # Valid molecules that are no unit: with no * (molecules), or with * but not two single-bonded ones.
+        others = [smiles for smiles, is_unit in checked if smiles is not None and not is_unit]
+        starred = sum("*" in smiles for smiles in others)
+        if len(others) > starred:
+            molecules = len(others) - starred
+            hint = ": molecules are scored with --kind molecule" if not units else ""
+            notes.append(f"{molecules} valid samples are molecules (no *), not repeat units{hint}")
+        if starred:
+            notes.append(f"{starred} valid samples have a * yet are no repeat unit (two *, each on one single bond)")
     counted = "polymer-valid" if polymer else "valid"  # the samples every metric after validity is of
     for k in ks:
         metrics[f"unique@{k}"] = fraction_unique(valid, k)

@@ -21,6 +21,7 @@ from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_l
 from polydiff.types import Kind
 from polydiff.utils.devices import resolve_device
 from polydiff.utils.files import (
+    MOLECULE_COLUMNS,
     existing_file,
     is_csv,
     is_title,
@@ -35,8 +36,9 @@ from polydiff.utils.parallel import default_jobs, progress_bars
 def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
     """Reads generated samples, one per line, keeping empty lines (they count as invalid samples, and
     stderr says how many).
-    A line file's title line (``SMILES``, as RDKit's ``SmilesWriter`` writes one) and its comment
-    lines (``#``, as ``polydiff sample --prompt_file`` takes them; no SMILES starts so) are no samples.
+    A line file's title lines (``SMILES``, as RDKit's ``SmilesWriter`` writes one, ``canonical_smiles``;
+    one per shard where shards were joined) and its comment lines (``#``, as ``polydiff sample
+    --prompt_file`` takes them; no SMILES starts so) are no samples.
 
     Args:
         path: a ``.smi``/``.txt`` file (the first whitespace-separated field of each line) or a
@@ -48,11 +50,15 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
     """
     existing_file(path, "samples file")
     lines = read_smiles(path, smiles_column, keep_empty=True)
-    if not is_csv(path) and lines and is_title(lines[0]):
-        # RDKit's SmilesWriter heads its files "SMILES Name": a title, not a sample (no
-        # molecule is written so), and scored as one it would be an invalid sample.
-        print(f"polydiff: {path}: line 1 ({lines[0]!r}) read as the file's header, not a sample", file=sys.stderr)
-        lines = lines[1:]
+    titles = [i for i, line in enumerate(lines) if is_title(line)] if not is_csv(path) else []
+    if titles:
+        # A title, not a sample (no molecule is written so): scored as one it would be an invalid sample.
+        first = f"line {titles[0] + 1} ({lines[titles[0]]!r})"
+        said = f"{len(titles)} lines read as titles ({first}, ...), not samples"
+        if len(titles) == 1:
+            said = f"{first} read as a title, not a sample"
+        print(f"polydiff: {path}: {said}", file=sys.stderr)
+        lines = [line for line in lines if not is_title(line)]
     comments = sum(line.startswith("#") for line in lines) if not is_csv(path) else 0
     if comments:
         print(f"polydiff: {path}: {_lines(comments, 'comment ')} (#) skipped, not samples", file=sys.stderr)
@@ -143,7 +149,8 @@ def evaluate_samples(
         n_jobs: worker processes for RDKit; default: every core.
         device: torch device for ChemNet and the similarity search; default: CUDA when available.
         smiles_column: the column of a CSV samples file; default: ``SMILES``, or ``PSMILES``
-            where it has none (as reference and training CSVs are read).
+            where it has none (as reference and training CSVs are read), in any case; for
+            ``--kind polymer``, ``PSMILES`` first.
 
     Returns:
         The metrics, by MOSES key name.
@@ -159,8 +166,10 @@ def evaluate_samples(
     if smiles_column is not None and not is_csv(samples):
         raise ValueError(f"--smiles_column {smiles_column!r} names a column of a CSV samples file: {samples} is none")
     existing_file(samples, "samples file")
-    lines = read_samples(samples, smiles_column or molecule_column(samples))
     molecules = kind == "molecule"
+    # A table of both holds monomers beside their repeat units: a polymer's samples are the units.
+    columns = MOLECULE_COLUMNS if molecules else tuple(reversed(MOLECULE_COLUMNS))
+    lines = read_samples(samples, smiles_column or molecule_column(samples, columns))
     paths = {
         "test": resolve(reference, "reference", "test", molecules),
         "train": resolve(train, "train", "train", molecules),
@@ -169,6 +178,8 @@ def evaluate_samples(
     for option, path in zip(("reference", "train", "test_scaffolds"), paths.values(), strict=True):
         if path is None:
             continue
+        if not molecules and is_bundled(path):  # every unit "novel", an FCD of 50: numbers of nothing
+            raise ValueError(f"--{option} moses: MOSES holds molecules; repeat units are compared with a file of units")
         try:  # before the statistics of any
             molecule_column(path)
         except ValueError as error:
@@ -193,11 +204,21 @@ def evaluate_samples(
     console = Console()
     valid = "valid" if molecules else "polymer-valid"  # the molecules the metrics after validity are of
     console.print(metrics_table(result.metrics, f"{samples}: {len(lines)} samples, {len(result.valid)} {valid}"))
-    for note in result.notes:
+    for note in [*result.notes, *_unread_hint(samples, lines, result.metrics["valid"])]:
         console.print(f"note: {note}", style="yellow")
     replaced = " (replacing the report that was there)" if replacing else ""
     print(f"polydiff: wrote {', '.join(str(path) for path in files.values())}{replaced}")
     return result.metrics
+
+
+def _unread_hint(path: str, samples: list[str], valid: float) -> list[str]:
+    """Where no sample parses, how the file may have been misread: a table named as a line file
+    (no SMILES holds a comma), or a line file whose first field is not the SMILES."""
+    if valid or is_csv(path):
+        return []
+    if any("," in sample for sample in samples):
+        return ["no sample parses, and the lines hold commas: a table is read by its columns when named .csv"]
+    return ["no sample parses: a line file is read by the first field of each line (split at whitespace)"]
 
 
 def main(args: list[str] | None = None) -> None:

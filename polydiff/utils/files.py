@@ -17,9 +17,10 @@ from typing import TextIO
 SUFFIXES = (".txt", ".smi", ".smiles", ".csv")
 # Files are decoded with errors="surrogateescape": an undecodable byte becomes one of these.
 UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
-# The first field of a line file's title line, as tools write one (RDKit's SmilesWriter heads its
-# files "SMILES Name"); none of these parses as a molecule.
-TITLE_FIELDS = frozenset({"SMILES", "PSMILES", "SMILES_STRING"})
+# The first field of a line file's title line, as tools write one: RDKit's SmilesWriter heads its
+# files "SMILES Name", others write "canonical_smiles", "PSMILES". No SMILES holds "smiles" in any
+# case (there is no atom m, M or Sm outside brackets), so no molecule is read as one.
+TITLE_FIELD = re.compile(r"[\w.\-]*smiles[\w.\-]*", re.IGNORECASE | re.ASCII)
 
 
 def iter_smiles(path: str | Path, smiles_column: str = "SMILES") -> Iterator[str]:
@@ -76,7 +77,7 @@ def iter_rows(
 
 def is_title(line: str) -> bool:
     """Whether a line file's line (its first field) is a title, ``SMILES`` or the like, not a molecule."""
-    return line.upper() in TITLE_FIELDS
+    return TITLE_FIELD.fullmatch(line) is not None
 
 
 def undecodable(line: str) -> bool:
@@ -102,19 +103,22 @@ def csv_columns(path: str | Path) -> list[str]:
 MOLECULE_COLUMNS = ("SMILES", "PSMILES")
 
 
-def molecule_column(path: str | Path) -> str:
-    """The column of a reference or training CSV that holds its molecules: the first of
-    ``MOLECULE_COLUMNS`` it has ("SMILES" for a line file, which has no columns).
+def molecule_column(path: str | Path, columns: Sequence[str] = MOLECULE_COLUMNS) -> str:
+    """The column of a reference or training CSV that holds its molecules: the first of ``columns``
+    (``MOLECULE_COLUMNS``, or another order of them) it has, in any case where none is written as
+    named ("SMILES" for a line file, which has no columns).
 
     Raises:
         ValueError: a CSV with none of them.
     """
     if not is_csv(path):
         return "SMILES"
-    columns = csv_columns(path)
-    found = next((column for column in MOLECULE_COLUMNS if column in columns), None)
+    header = csv_columns(path)
+    # Exactly as named, else in another case (``smiles``, as many tables write it).
+    found = next((column for column in columns if column in header), None)
+    found = found or next((near for column in columns for near in header if near.lower() == column.lower()), None)
     if found is None:
-        raise ValueError(f"{path}: no column {' or '.join(map(repr, MOLECULE_COLUMNS))} (columns: {columns})")
+        raise ValueError(f"{path}: no column {' or '.join(map(repr, columns))} (columns: {header})")
     return found
 
 
@@ -183,10 +187,18 @@ def _suffix(path: Path) -> str:
 def _check_columns(path: Path, header: Sequence[str], wanted: Sequence[str]) -> None:
     missing = [column for column in wanted if column not in header]
     if missing:
-        hint = ""
+        hint = _case_hint(missing[:1], header)
         if missing[0] == "SMILES" and "PSMILES" in header:  # a polymer table, read without naming its column
             hint = "; its repeat units are read with smiles_column PSMILES (--data.smiles_column in polydiff fit)"
         raise ValueError(f"{path}: no column {missing[0]!r} (columns: {list(header)}){hint}")
+
+
+def _case_hint(wanted: Sequence[str], header: Sequence[str]) -> str:
+    """``; 'smiles' differs only in case`` where a column of ``header`` is one of ``wanted`` but for
+    its case: a column named by an option is matched exactly."""
+    lowered = {column.lower() for column in wanted}
+    near = next((column for column in header if column.lower() in lowered), None)
+    return f"; {near!r} differs only in case" if near else ""
 
 
 def read_smiles(path: str | Path, smiles_column: str = "SMILES", keep_empty: bool = False) -> list[str]:
