@@ -236,6 +236,18 @@ def test_a_csvs_molecule_column_is_found_in_any_case_and_a_named_one_is_hinted(t
         read_smiles(samples, "SMILES")  # a column an option names is taken as written
 
 
+def test_samples_piped_in_are_read_from_the_standard_input(tmp_path):
+    options = ["--output", str(tmp_path / "out"), "--reference", "none", "--train", "none"]
+    command = [sys.executable, "-m", "polydiff", "evaluate", "--samples", "-", *options]
+    env = os.environ | {"POLYDIFF_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(
+        command, input="CCO\nc1ccccc1\nC1CC\n", capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "stdin: 3 samples, 2 valid" in result.stdout
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
+
+
 def test_a_polymer_table_of_monomers_and_units_is_read_by_its_units(tmp_path):
     samples = tmp_path / "samples.csv"
     samples.write_text("SMILES,PSMILES\nC=C,*CC*\nC=CC,*CC(*)C\n")

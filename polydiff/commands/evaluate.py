@@ -24,6 +24,7 @@ from polydiff.utils.files import (
     MOLECULE_COLUMNS,
     existing_file,
     is_csv,
+    is_stdin,
     is_title,
     iter_smiles,
     molecule_column,
@@ -48,7 +49,8 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
     Returns:
         One string per sample.
     """
-    existing_file(path, "samples file")
+    if not is_stdin(path):
+        existing_file(path, "samples file")
     lines = read_smiles(path, smiles_column, keep_empty=True)
     titles = [i for i, line in enumerate(lines) if is_title(line)] if not is_csv(path) else []
     if titles:
@@ -136,7 +138,8 @@ def evaluate_samples(
     computed on first use and cached (``POLYDIFF_CACHE_DIR``, default ``~/.cache/polydiff``).
 
     Args:
-        samples: generated molecules, one per line (``.smi``/``.txt``, or ``.csv``; ``.gz`` allowed).
+        samples: generated molecules, one per line (``.smi``/``.txt``, or ``.csv``; ``.gz`` allowed),
+            or ``-`` for those piped in (``polydiff sample --output - | polydiff evaluate --samples -``).
         output: folder for metrics.json, properties.png and molecules.png.
         reference: test molecules for FCD/SNN/Frag/Scaf/Test and the property distances: a file,
             ``moses`` or ``none``; default: the bundled MOSES test set for molecules, none for polymers.
@@ -165,7 +168,8 @@ def evaluate_samples(
             raise ValueError(f"--output {output}: cannot make the folder in {existing}")
     if smiles_column is not None and not is_csv(samples):
         raise ValueError(f"--smiles_column {smiles_column!r} names a column of a CSV samples file: {samples} is none")
-    existing_file(samples, "samples file")
+    if not is_stdin(samples):
+        existing_file(samples, "samples file")
     molecules = kind == "molecule"
     # A table of both holds monomers beside their repeat units: a polymer's samples are the units.
     columns = MOLECULE_COLUMNS if molecules else tuple(reversed(MOLECULE_COLUMNS))
@@ -203,7 +207,8 @@ def evaluate_samples(
         files = write_report(result, test, output)
     console = Console()
     valid = "valid" if molecules else "polymer-valid"  # the molecules the metrics after validity are of
-    console.print(metrics_table(result.metrics, f"{samples}: {len(lines)} samples, {len(result.valid)} {valid}"))
+    named = "stdin" if is_stdin(samples) else samples
+    console.print(metrics_table(result.metrics, f"{named}: {len(lines)} samples, {len(result.valid)} {valid}"))
     for note in [*result.notes, *_unread_hint(samples, lines, result.metrics["valid"])]:
         console.print(f"note: {note}", style="yellow")
     replaced = " (replacing the report that was there)" if replacing else ""

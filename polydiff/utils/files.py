@@ -7,6 +7,7 @@ import gzip
 import io
 import os
 import re
+import sys
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -122,12 +123,23 @@ def molecule_column(path: str | Path, columns: Sequence[str] = MOLECULE_COLUMNS)
     return found
 
 
+def is_stdin(path: str | Path) -> bool:
+    """Whether a samples file is the standard input (``-``, ``/dev/stdin``): lines piped in, as
+    ``polydiff sample --output -`` writes them."""
+    return str(path) in ("-", "/dev/stdin")
+
+
 def _opened(path: Path) -> io.TextIOWrapper:
     """The file read as UTF-8 text, unzipped if it ends in ``.gz``. A leading byte-order mark
     (spreadsheets write one in "CSV UTF-8") is dropped, not read into the first line or column
     name. Undecodable bytes become lone surrogates rather than an exception: the line is then
     skipped as "not UTF-8" (``polydiff.data.screening``) instead of ending the run."""
-    raw = gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")  # noqa: SIM115
+    if is_stdin(path):  # read as a line file; left open for the process
+        raw = open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115
+    elif path.suffix.lower() == ".gz":
+        raw = gzip.open(path, "rb")  # noqa: SIM115
+    else:
+        raw = open(path, "rb")  # noqa: SIM115
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
@@ -155,6 +167,8 @@ def existing_file(path: str | Path, what: str) -> Path:
 
 
 def _checked(path: str | Path) -> Path:
+    if is_stdin(path):  # a samples file (``existing_file`` refuses it for every other)
+        return Path(path)
     path = existing_file(path, "data file")
     if not _readable_name(path):
         raise ValueError(f"{path}: expected one of {', '.join(SUFFIXES)} or no suffix (optionally .gz)")
