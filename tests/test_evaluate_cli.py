@@ -198,9 +198,9 @@ def test_a_polymers_samples_that_are_no_units_are_counted_by_what_they_are(tmp_p
     samples.write_text("*CC*\nCCO\n*CC\n*C(*)C*\n")  # a unit, a molecule, one * and three *
     run("--samples", samples, "--output", tmp_path / "out", "--kind", "polymer", "--reference", "none")
     printed = " ".join(capsys.readouterr().out.split())
-    assert "note: 1 valid samples are molecules (no *), not repeat units" in printed
+    assert "note: 1 valid sample is a molecule (no *), not repeat units" in printed
     assert "--kind molecule" not in printed  # one sample is a unit: the file is a polymer's
-    assert "note: 2 valid samples have a * yet are no repeat unit" in printed
+    assert "note: 2 valid samples have a * but are no repeat units" in printed
 
 
 @pytest.mark.parametrize("option", ["--reference", "--train", "--test_scaffolds"])

@@ -257,9 +257,15 @@ def evaluate(
         if len(others) > starred:
             molecules = len(others) - starred
             hint = ": molecules are scored with --kind molecule" if not units else ""
-            notes.append(f"{molecules} valid samples are molecules (no *), not repeat units{hint}")
+            are = "1 valid sample is a molecule" if molecules == 1 else f"{molecules} valid samples are molecules"
+            notes.append(f"{are} (no *), not repeat units{hint}")
         if starred:
-            notes.append(f"{starred} valid samples have a * yet are no repeat unit (two *, each on one single bond)")
+            have = (
+                "1 valid sample has a * but is no repeat unit"
+                if starred == 1
+                else (f"{starred} valid samples have a * but are no repeat units")
+            )
+            notes.append(f"{have} (two *, each on one single bond)")
     counted = "polymer-valid" if polymer else "valid"  # the samples every metric after validity is of
     for k in ks:
         metrics[f"unique@{k}"] = fraction_unique(valid, k)

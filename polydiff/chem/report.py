@@ -156,7 +156,10 @@ def plot_molecules(smiles: list[str], path: str | Path, count: int = 24, per_row
     for number, mol in enumerate(mols, 1):
         logp, _, qed, weight, *_ = properties(mol, "")
         legends.append(f"{number}: logP {logp:.2f}, QED {qed:.2f}, MW {weight:.0f}")
-    image = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(250, 200), legends=legends)
+    # Each at its own scale: at one scale, one long chain among them shrinks every other to a dot.
+    options = Draw.MolDrawOptions()
+    options.drawMolsSameScale = False
+    image = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(250, 200), legends=legends, drawOptions=options)
     image.save(path)
 
 

@@ -63,7 +63,7 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
         lines = [line for line in lines if not is_title(line)]
     comments = sum(line.startswith("#") for line in lines) if not is_csv(path) else 0
     if comments:
-        print(f"polydiff: {path}: {_lines(comments, 'comment ')} (#) skipped, not samples", file=sys.stderr)
+        print(f"polydiff: {path}: {_count(comments, 'comment line')} (#) skipped, not samples", file=sys.stderr)
         lines = [line for line in lines if not line.startswith("#")]
     # A line that is not UTF-8 is no molecule: an invalid sample, like an empty one.
     garbled = [undecodable(line) for line in lines]
@@ -72,17 +72,17 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
         raise ValueError(f"samples file {path} has no samples")
     # Said, not silent: a blank line left at the end of a file lowers validity too.
     if any(garbled):
-        print(f"polydiff: {path}: {_lines(sum(garbled))} not UTF-8 counted as invalid samples", file=sys.stderr)
+        print(f"polydiff: {path}: {_count(sum(garbled), 'line')} not UTF-8 counted as invalid samples", file=sys.stderr)
     empty = lines.count("")
     if empty:
         at_end = next(i for i, line in enumerate(reversed(lines)) if line)  # one is not empty
         where = f" ({at_end} at the end of the file)" if at_end else ""
-        print(f"polydiff: {path}: {_lines(empty, 'empty ')}{where} counted as invalid samples", file=sys.stderr)
+        print(f"polydiff: {path}: {_count(empty, 'empty line')}{where} counted as invalid samples", file=sys.stderr)
     return samples
 
 
-def _lines(count: int, kind: str = "") -> str:
-    return f"{count} {kind}{'line' if count == 1 else 'lines'}"
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 KIND_LINES = 1_000  # the lines a file's kind is judged by
@@ -208,7 +208,9 @@ def evaluate_samples(
     console = Console()
     valid = "valid" if molecules else "polymer-valid"  # the molecules the metrics after validity are of
     named = "stdin" if is_stdin(samples) else samples
-    console.print(metrics_table(result.metrics, f"{named}: {len(lines)} samples, {len(result.valid)} {valid}"))
+    console.print(
+        metrics_table(result.metrics, f"{named}: {_count(len(lines), 'sample')}, {len(result.valid)} {valid}")
+    )
     for note in [*result.notes, *_unread_hint(samples, lines, result.metrics["valid"])]:
         console.print(f"note: {note}", style="yellow")
     replaced = " (replacing the report that was there)" if replacing else ""

@@ -71,6 +71,13 @@ def test_polymer_grid_draws_attachment_points(tmp_path):
     assert_png(tmp_path / "polymers.png", (400, 150))
 
 
+def test_a_long_chain_in_the_grid_leaves_the_other_molecules_their_size(tmp_path):
+    plot_molecules(["C" * 300, "c1ccccc1O"], tmp_path / "grid.png")
+    pixels = np.asarray(Image.open(tmp_path / "grid.png").convert("L"))
+    phenol = pixels[:170, 250:500]  # its cell (250 x 200), above its legend
+    assert (phenol < 128).sum() > 500  # drawn at the chain's scale, it was a dot of a dozen pixels
+
+
 def test_metrics_json_is_strict_json(tmp_path):
     write_metrics({"valid": 0.5, "FCD/Test": math.nan}, tmp_path / "m.json")
     text = (tmp_path / "m.json").read_text()
