@@ -306,6 +306,15 @@ def test_polymer_csv_samples_are_read_by_their_psmiles_column(tmp_path):
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["polymer_valid"] == pytest.approx(2 / 3)
 
 
+def test_reference_lines_rdkit_cannot_read_are_counted(tmp_path, capsys, moses_sample):
+    samples, reference = tmp_path / "samples.smi", tmp_path / "reference.smi"
+    samples.write_text("\n".join(moses_sample[:10]) + "\n")
+    reference.write_text("\n".join([*moses_sample[10:14], "C1CC", "xyz"]) + "\n")
+    run("--samples", samples, "--output", tmp_path / "out", "--reference", reference, "--train", reference)
+    printed = " ".join("".join(capsys.readouterr()).split())
+    assert printed.count(f"{reference}: 2 of its 6 lines RDKit cannot read, left out") == 2  # as test and train
+
+
 def test_comment_lines_are_no_samples_and_said_to_be(tmp_path, capsys):
     samples = tmp_path / "samples.smi"
     samples.write_text("# polydiff sample, seed 0\nCCO\nC1CC\n# a note\nc1ccccc1\n")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+import sys
 from collections import Counter
 from collections.abc import Container
 from dataclasses import dataclass
@@ -87,6 +88,16 @@ def _announce(progress: Progress | None, what: str, cached: Path | None) -> None
     if progress is not None:
         where = f"; caching them in {cached.parent}" if cached is not None else ""
         progress.console.print(f"polydiff: computing the {what} (once{where})", soft_wrap=True)
+
+
+def _say_left_out(progress: Progress | None, path: Path, left_out: int, lines: int) -> None:
+    """Says how many of a reference file's lines RDKit could not read, which its statistics leave out."""
+    if left_out:
+        said = f"polydiff: {path}: {left_out:,} of its {lines:,} lines RDKit cannot read, left out"
+        if progress is not None:
+            progress.console.print(said, soft_wrap=True)
+        else:
+            print(said, file=sys.stderr)
 
 
 def bundled_fcd(path: Path) -> FCDStatistics | None:
@@ -238,6 +249,7 @@ def reference_stats(
     stats = compute_reference(molecules, n_jobs or default_jobs(), device, progress, bundled_fcd(path))
     if stats.size == 0:  # every metric against it would be n/a
         raise ValueError(f"{path}: no line RDKit can parse, so nothing to compare samples with")
+    _say_left_out(progress, path, len(molecules) - stats.size, len(molecules))
     if cached is not None:
         save_reference(stats, cached)
     return stats
@@ -286,6 +298,7 @@ def training_set(
     smiles = sorted({s for s in canonicals if s is not None})
     if not smiles:  # every sample would count as novel
         raise ValueError(f"{path}: no line RDKit can parse, so no training set to measure Novelty against")
+    _say_left_out(progress, path, sum(s is None for s in canonicals), len(molecules))
     if cached is not None:
         save_atomically(cached, lambda stream: stream.write(gzip.compress("\n".join(smiles).encode(), 6)))
     return set(smiles)
