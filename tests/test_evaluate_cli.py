@@ -306,6 +306,15 @@ def test_polymer_csv_samples_are_read_by_their_psmiles_column(tmp_path):
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["polymer_valid"] == pytest.approx(2 / 3)
 
 
+def test_the_report_says_what_its_metrics_are_of(files, tmp_path):
+    run("--samples", files["samples"], "--output", tmp_path / "out", "--reference", files["test"], "--train", "moses")
+    inputs = json.loads((tmp_path / "out" / "inputs.json").read_text())
+    assert inputs["samples"]["path"] == str(files["samples"].resolve()) and len(inputs["samples"]["sha256"]) == 64
+    assert (inputs["num_samples"], inputs["num_valid"], inputs["kind"]) == (53, 51, "molecule")  # one empty, one bad
+    assert inputs["reference"]["path"] == str(files["test"].resolve())
+    assert (inputs["train"], inputs["test_scaffolds"]) == ("moses train", None)
+
+
 def test_reference_lines_rdkit_cannot_read_are_counted(tmp_path, capsys, moses_sample):
     samples, reference = tmp_path / "samples.smi", tmp_path / "reference.smi"
     samples.write_text("\n".join(moses_sample[:10]) + "\n")

@@ -163,8 +163,11 @@ def plot_molecules(smiles: list[str], path: str | Path, count: int = 24, per_row
     image.save(path)
 
 
-def write_report(evaluation: Evaluation, reference: ReferenceStats | None, output: str | Path) -> dict[str, Path]:
-    """Writes metrics.json, properties.png and molecules.png into ``output``.
+def write_report(
+    evaluation: Evaluation, reference: ReferenceStats | None, output: str | Path, inputs: dict | None = None
+) -> dict[str, Path]:
+    """Writes metrics.json, properties.png and molecules.png into ``output``, and inputs.json (what
+    was measured: ``inputs``) where given.
 
     The files are written into a hidden folder beside ``output`` and moved in once all are
     written, metrics.json last: a run stopped midway leaves an earlier report as it was, never
@@ -174,6 +177,8 @@ def write_report(evaluation: Evaluation, reference: ReferenceStats | None, outpu
         evaluation: the result of ``evaluate``.
         reference: reference statistics for the property plots, if any.
         output: the folder (created if missing).
+        inputs: what the metrics are of (the samples, their counts, the reference sets), as JSON:
+            a number copied from metrics.json means little without them.
 
     Returns:
         The written files by name.
@@ -184,10 +189,13 @@ def write_report(evaluation: Evaluation, reference: ReferenceStats | None, outpu
     shutil.rmtree(partial, ignore_errors=True)  # left by a run stopped midway
     partial.mkdir()
     names = ("properties.png", "molecules.png", "metrics.json")  # the order they are moved in
+    if inputs is not None:
+        names = ("inputs.json", *names)
+        (partial / "inputs.json").write_text(json.dumps(inputs, indent=2) + "\n")
     write_metrics(evaluation.metrics, partial / "metrics.json")
     plot_properties(evaluation, reference, partial / "properties.png")
     plot_molecules(evaluation.valid, partial / "molecules.png")
     for name in names:
         (partial / name).replace(folder / name)
     partial.rmdir()
-    return {name: folder / name for name in ("metrics.json", "properties.png", "molecules.png")}
+    return {name: folder / name for name in ("metrics.json", *names[:-1])}

@@ -13,12 +13,14 @@ from jsonargparse import ActionConfigFile
 from jsonargparse.typing import PositiveInt
 from rich.console import Console
 
+from polydiff import __version__
 from polydiff.chem.metrics import DEFAULT_KS, evaluate
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
 from polydiff.commands import CommandParser, ends_on_sigterm, one_line_warnings, user_errors
-from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
+from polydiff.data.files import MOSES_SPLITS, bundled_moses_path, is_bundled, is_repeat_unit_line
 from polydiff.types import Kind
+from polydiff.utils.cache import file_digest
 from polydiff.utils.devices import resolve_device
 from polydiff.utils.files import (
     MOLECULE_COLUMNS,
@@ -204,7 +206,17 @@ def evaluate_samples(
             train_set = training_set(paths["train"], n_jobs, progress, polymer=not molecules, as_stored=as_stored)
         result = evaluate(lines, test, train_set, scaffolds, kind, DEFAULT_KS, n_jobs, device, progress)
         replacing = (Path(output) / "metrics.json").is_file()
-        files = write_report(result, test, output)
+        inputs = {
+            "samples": "stdin" if is_stdin(samples) else _described(Path(samples)),
+            "kind": kind,
+            "num_samples": len(lines),
+            "num_valid": len(result.valid),  # polymer-valid ones for a polymer: the metrics after validity's
+            "reference": _described(paths["test"]),
+            "train": _described(paths["train"]),
+            "test_scaffolds": _described(paths["test_scaffolds"]),
+            "polydiff": __version__,
+        }
+        files = write_report(result, test, output, inputs)
     console = Console()
     valid = "valid" if molecules else "polymer-valid"  # the molecules the metrics after validity are of
     named = "stdin" if is_stdin(samples) else samples
@@ -216,6 +228,17 @@ def evaluate_samples(
     replaced = " (replacing the report that was there)" if replacing else ""
     print(f"polydiff: wrote {', '.join(str(path) for path in files.values())}{replaced}")
     return result.metrics
+
+
+def _described(path: Path | None) -> dict[str, str] | str | None:
+    """A file the metrics are of, for inputs.json: ``moses test`` for a bundled set, else its path
+    and SHA-256 (a reference file changed later gives other numbers); None where none was used."""
+    if path is None:
+        return None
+    bundled = next((split for split in MOSES_SPLITS if path == bundled_moses_path(split)), None)
+    if bundled is not None:
+        return f"moses {bundled}"
+    return {"path": str(path.resolve()), "sha256": file_digest(path)}
 
 
 def _unread_hint(path: str, samples: list[str], valid: float) -> list[str]:
