@@ -52,6 +52,8 @@ def metrics_table(metrics: dict[str, float], title: str = "MOSES metrics") -> Ta
     table.add_column("what", style="dim")
     for key, value in metrics.items():
         description = DESCRIPTIONS.get(key) or PREFIX_DESCRIPTIONS.get(key.split("/")[0].split("@")[0], "")
+        if "polymer_valid" in metrics and key.startswith("unique@"):  # a polymer's are counted among its units
+            description = description.replace("valid", "polymer-valid")
         table.add_row(key, "n/a" if math.isnan(value) else f"{value:.4f}", description)
     return table
 

@@ -89,6 +89,9 @@ def test_metrics_table_lists_every_metric():
     console.print(metrics_table({"valid": 0.25, "unique@1000": 1.0, "FCD/Test": math.nan}))
     text = console.export_text()
     assert "0.2500" in text and "unique@1000" in text and "n/a" in text and "Fréchet" in text
+    assert "first k valid" in text
+    console.print(metrics_table({"valid": 0.5, "polymer_valid": 0.25, "unique@1000": 1.0}))
+    assert "distinct among the first k polymer-valid" in console.export_text()  # a polymer's units
 
 
 def test_histogram_bins_cover_a_distribution_far_from_the_reference():
