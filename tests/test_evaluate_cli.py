@@ -292,11 +292,12 @@ def test_the_command_scores_samples_without_importing_lightning(tmp_path):
     assert not [name for name in imported if name.partition(".")[0] in ("lightning", "pytorch_lightning")]
 
 
-def test_csv_samples_keep_empty_rows(tmp_path):
+def test_csv_samples_keep_empty_rows(tmp_path, capsys):
     samples = tmp_path / "samples.csv"
     samples.write_text("SMILES,score\nCCO,1\n,2\nc1ccccc1,3\n")
     run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
+    assert f"{samples}: 1 empty SMILES cell counted as invalid samples" in capsys.readouterr().err
 
 
 def test_polymer_csv_samples_are_read_by_their_psmiles_column(tmp_path):

@@ -79,7 +79,8 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
     if empty:
         at_end = next(i for i, line in enumerate(reversed(lines)) if line)  # one is not empty
         where = f" ({at_end} at the end of the file)" if at_end else ""
-        print(f"polydiff: {path}: {_count(empty, 'empty line')}{where} counted as invalid samples", file=sys.stderr)
+        cells = _count(empty, f"empty {smiles_column} cell" if is_csv(path) else "empty line")
+        print(f"polydiff: {path}: {cells}{where} counted as invalid samples", file=sys.stderr)
     return samples
 
 
