@@ -143,7 +143,8 @@ def evaluate_samples(
     Args:
         samples: generated molecules, one per line (``.smi``/``.txt``, or ``.csv``; ``.gz`` allowed),
             or ``-`` for those piped in (``polydiff sample --output - | polydiff evaluate --samples -``).
-        output: folder for metrics.json, properties.png and molecules.png.
+        output: folder for metrics.json, inputs.json (what the metrics are of), properties.png and
+            molecules.png.
         reference: test molecules for FCD/SNN/Frag/Scaf/Test and the property distances: a file,
             ``moses`` or ``none``; default: the bundled MOSES test set for molecules, none for polymers.
         train: training molecules for Novelty: a file, ``moses`` or ``none``; default: the bundled
@@ -174,19 +175,20 @@ def evaluate_samples(
     if not is_stdin(samples):
         existing_file(samples, "samples file")
     molecules = kind == "molecule"
-    # A table of both holds monomers beside their repeat units: a polymer's samples are the units.
-    columns = MOLECULE_COLUMNS if molecules else tuple(reversed(MOLECULE_COLUMNS))
-    lines = read_samples(samples, smiles_column or molecule_column(samples, columns))
     paths = {
         "test": resolve(reference, "reference", "test", molecules),
         "train": resolve(train, "train", "train", molecules),
         "test_scaffolds": resolve(test_scaffolds, "test_scaffolds", "test_scaffolds", False),
     }
     for option, path in zip(("reference", "train", "test_scaffolds"), paths.values(), strict=True):
+        if not molecules and path is not None and is_bundled(path):  # every unit "novel", an FCD of 50
+            raise ValueError(f"--{option} moses: MOSES holds molecules; repeat units are compared with a file of units")
+    # A table of both holds monomers beside their repeat units: a polymer's samples are the units.
+    columns = MOLECULE_COLUMNS if molecules else tuple(reversed(MOLECULE_COLUMNS))
+    lines = read_samples(samples, smiles_column or molecule_column(samples, columns))
+    for option, path in zip(("reference", "train", "test_scaffolds"), paths.values(), strict=True):
         if path is None:
             continue
-        if not molecules and is_bundled(path):  # every unit "novel", an FCD of 50: numbers of nothing
-            raise ValueError(f"--{option} moses: MOSES holds molecules; repeat units are compared with a file of units")
         try:  # before the statistics of any
             molecule_column(path)
         except ValueError as error:
