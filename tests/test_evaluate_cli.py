@@ -223,6 +223,10 @@ def test_a_file_whose_lines_do_not_parse_says_how_it_was_read(tmp_path, capsys):
     assert "the lines hold commas: a table is read by its columns when named .csv" in printed
     run("--samples", named, "--output", tmp_path / "b", *none)
     assert "a line file is read by the first field of each line" in " ".join(capsys.readouterr().out.split())
+    scores = tmp_path / "scores.csv"
+    scores.write_text("name,SMILES,score\na,CCO,1\nb,CC,2\n")
+    run("--samples", scores, "--output", tmp_path / "c", "--smiles_column", "score", *none)
+    assert "its column 'score' holds no SMILES?" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_csvs_molecule_column_is_found_in_any_case_and_a_named_one_is_hinted(tmp_path, capsys):

@@ -185,7 +185,8 @@ def evaluate_samples(
             raise ValueError(f"--{option} moses: MOSES holds molecules; repeat units are compared with a file of units")
     # A table of both holds monomers beside their repeat units: a polymer's samples are the units.
     columns = MOLECULE_COLUMNS if molecules else tuple(reversed(MOLECULE_COLUMNS))
-    lines = read_samples(samples, smiles_column or molecule_column(samples, columns))
+    column = smiles_column or molecule_column(samples, columns)
+    lines = read_samples(samples, column)
     for option, path in zip(("reference", "train", "test_scaffolds"), paths.values(), strict=True):
         if path is None:
             continue
@@ -226,7 +227,7 @@ def evaluate_samples(
     console.print(
         metrics_table(result.metrics, f"{named}: {_count(len(lines), 'sample')}, {len(result.valid)} {valid}")
     )
-    for note in [*result.notes, *_unread_hint(samples, lines, result.metrics["valid"])]:
+    for note in [*result.notes, *_unread_hint(samples, column, lines, result.metrics["valid"])]:
         console.print(f"note: {note}", style="yellow")
     replaced = " (replacing the report that was there)" if replacing else ""
     print(f"polydiff: wrote {', '.join(str(path) for path in files.values())}{replaced}")
@@ -244,11 +245,14 @@ def _described(path: Path | None) -> dict[str, str] | str | None:
     return {"path": str(path.resolve()), "sha256": file_digest(path)}
 
 
-def _unread_hint(path: str, samples: list[str], valid: float) -> list[str]:
-    """Where no sample parses, how the file may have been misread: a table named as a line file
-    (no SMILES holds a comma), or a line file whose first field is not the SMILES."""
-    if valid or is_csv(path):
+def _unread_hint(path: str, column: str, samples: list[str], valid: float) -> list[str]:
+    """Where no sample parses, how the file may have been misread: a table's column that holds no
+    SMILES, a table named as a line file (no SMILES holds a comma), or a line file whose first
+    field is not the SMILES."""
+    if valid:
         return []
+    if is_csv(path):
+        return [f"no sample parses: its column {column!r} holds no SMILES? (--smiles_column names another)"]
     if any("," in sample for sample in samples):
         return ["no sample parses, and the lines hold commas: a table is read by its columns when named .csv"]
     return ["no sample parses: a line file is read by the first field of each line (split at whitespace)"]
