@@ -16,7 +16,8 @@ Fragments (``--fragment_ckpt_path``, default the same checkpoint): cases cut fro
 molecules with a fixed seed, ``--cases`` per task: extend a motif (one cut bond with 5 or more
 atoms on its smaller side, the larger kept), link two fragments (two cut bonds, the two end pieces
 kept, 1 to 5 atoms between them) and decorate a scaffold (the Bemis-Murcko scaffold with its side
-chains replaced by [*], two or three of them). ``--fragment_samples`` per case:
+chains replaced by [*], two or three of them), and extend five small groups (``GROUPS``: CF3,
+CHF2, tBu, NMe2, OMe), whatever ``--cases`` says. ``--fragment_samples`` per case:
 valid, fragments kept among the valid, unique among the valid, quality (GenMol's: unique valid
 molecules with QED >= 0.6 and SA <= 4, over all samples) and diversity (mean pairwise Tanimoto
 distance of the valid ones' Morgan fingerprints), averaged over the cases.
@@ -134,8 +135,14 @@ def _heavy(mol: Chem.Mol) -> int:
     return sum(atom.GetAtomicNum() > 0 for atom in mol.GetAtoms())
 
 
+# Small terminal groups a chemist extends (``polydiff.chem.fragments.SMALL_GROUP``): written first,
+# CF3's text up to its hole reads as a molecule nearly done.
+GROUPS = ["[*]C(F)(F)F", "[*]C(F)F", "[*]C(C)(C)C", "[*]N(C)C", "[*]OC"]
+
+
 def fragment_cases(count: int, seed: int) -> dict[str, list[str]]:
-    """``count`` requests per task cut from MOSES test molecules (shuffled with ``seed``)."""
+    """``count`` requests per task cut from MOSES test molecules (shuffled with ``seed``), and the
+    fixed small ``GROUPS`` to extend."""
     test = read_smiles(bundled_moses_path("test"), "SMILES")
     random.Random(seed).shuffle(test)
     cases: dict[str, list[str]] = {"extend": [], "link": [], "decorate": []}
@@ -174,7 +181,7 @@ def fragment_cases(count: int, seed: int) -> dict[str, list[str]]:
                     atom.SetIsotope(0)
                 if 2 <= sum(a.GetAtomicNum() == 0 for a in decorated.GetAtoms()) <= 3:
                     cases["decorate"].append(_text(decorated))
-    return cases
+    return {**cases, "extend a group": GROUPS}
 
 
 def _diversity(valid: list[str]) -> float:
@@ -298,7 +305,7 @@ def markdown(report: dict) -> str:
             "| task | cases | valid | kept | unique | quality | diversity | NFE/token |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for name in ("extend", "link", "decorate"):
+        for name in ("extend", "link", "decorate", "extend a group"):
             if name in frags:
                 mean = frags[name]["mean"]
                 keys = ("valid", "kept", "unique", "quality", "diversity", "nfe_per_token")

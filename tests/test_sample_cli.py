@@ -346,7 +346,7 @@ def test_a_repeat_unit_template_for_a_molecule_model_is_warned_of(smiles_checkpo
 
 
 def test_load_gives_an_eval_task_that_samples(checkpoint):
-    task = polydiff.load(checkpoint, device="cpu")
+    task = polydiff.load(checkpoint, device="cpu:0")  # the CPU by its index, as torch names it too
     assert not task.training and task.device == torch.device("cpu")
     assert task.length_histogram.sum() == 1000
     samples = task.sample(8, seed=0)

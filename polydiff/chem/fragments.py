@@ -9,6 +9,12 @@ with one bond, comes out either as the last atom of a branch (``C(*)(=O)c1ccccc1
 by that branch's ``)``) or as the last atom of the string (``c1ccc(*)cc1*``, a hole closed by the
 end). For linking, the second fragment is written from its attachment atom on and is appended
 where the model closes the first fragment's hole: the linker runs from one to the other.
+
+A small group to extend (``[*]C(F)(F)F``, ``[*]N(C)C``: ``SMALL_GROUP`` heavy atoms or fewer) is
+written the other way round, as the second fragment of a link with nothing before it: the model
+writes a molecule and the group is appended where it ends. Written first, the group's text up to
+its hole reads as a molecule nearly done (``FC(F)(F)``), and the model closed it with one atom:
+CF4 in 40 of 40 samples.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from rdkit import Chem
 from polydiff.chem.molecules import parse
 
 Task = Literal["extend", "decorate", "link"]
+# The most heavy atoms of a group extended by writing the molecule first (docs/design.md: so, every one
+# of 40 samples extending CF3, CHF2, tBu or NMe2 differed; with the group written first, 3 to 58% did).
+SMALL_GROUP = 5
 BOND_SYMBOLS = {Chem.BondType.SINGLE: "", Chem.BondType.DOUBLE: "=", Chem.BondType.TRIPLE: "#"}
 
 
@@ -34,8 +43,8 @@ class FragmentTemplate:
         pieces: fixed SMILES text around the holes, one more than there are holes; the piece after
             a ``branch`` hole starts with the ``)`` that closes it, the piece after a ``tail`` hole is empty.
         holes: ``branch`` or ``tail``, per hole.
-        suffix: for ``link``, the second fragment from its attachment atom on, written where the
-            (single) hole is closed; None otherwise.
+        suffix: for ``link`` and a small group's ``extend``, the (second) fragment from its
+            attachment atom on, written where the (single) hole is closed; None otherwise.
         fragments: the fragments as given, for ``keeps_fragments``.
     """
 
@@ -109,6 +118,8 @@ def fragment_template(text: str) -> FragmentTemplate:
     parts = text.split(".")
     mols = [_fragment(part) for part in parts]
     counts = [len(_attachments(mol)) for mol in mols]
+    if len(mols) == 1 and counts[0] == 1 and mols[0].GetNumHeavyAtoms() <= SMALL_GROUP:
+        return FragmentTemplate("extend", ("", ""), ("tail",), _from_attachment(mols[0]), tuple(parts))
     if len(mols) == 1 and counts[0] >= 1:
         pieces, holes = _with_holes(mols[0], text)
         return FragmentTemplate("extend" if counts[0] == 1 else "decorate", pieces, holes, None, tuple(parts))

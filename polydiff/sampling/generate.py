@@ -426,11 +426,16 @@ def generate(
     templates = None
     if encoded is not None:
         if block_size and model.representation.is_smiles and not (config.syntax or unconstrained_by_choice):
+            # Fragments are a molecule model's way to fix parts under the rules; a polymer model's is a start.
+            instead = (
+                "fragments keep parts of a molecule fixed under the rules (--fragments)"
+                if model.kind == "molecule"
+                else "a repeat unit held to them fixes only its start (*C(=O)N[MASK]...)"
+            )
             warnings.warn(
                 "templates: this model writes left to right, so a [MASK] sees only the tokens before it (and "
                 "its block's), and no SMILES rule holds these [MASK]s (the rules hold a template that fixes "
-                "only a start, where the model writes one token per call); fragments keep parts of a "
-                "molecule fixed under the rules (--fragments)",
+                f"only a start, where the model writes one token per call); {instead}",
                 UserWarning,
                 stacklevel=2,
             )

@@ -28,4 +28,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             raise ValueError(f"device {device} is not available: no Apple GPU (MPS) found (ask for device cpu instead)")
     elif resolved.type != "cpu":
         raise ValueError(f"device {device} is not supported: polydiff runs on cpu, cuda or mps")
+    else:  # one CPU device, whatever its index: torch.load's map_location cannot restore "cpu:0"
+        resolved = torch.device("cpu")
     return resolved

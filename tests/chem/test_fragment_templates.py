@@ -14,6 +14,8 @@ from polydiff.chem.fragments import fragment_template, keeps_fragments
         ("c1ccc([*])cc1[*]", "decorate", 2),
         ("O=C([*])Nc1ccc([*])cc1", "decorate", 2),
         ("[*]C(=O)O.[*]N1CCCC1", "link", 1),
+        ("[*]C(F)(F)F", "extend", 1),  # a small group: written after the model's molecule
+        ("O=[*]", "extend", 1),
     ],
 )
 def test_a_template_puts_back_the_fragment_where_its_holes_are_filled(request_, task, holes):
@@ -27,6 +29,8 @@ def test_a_template_puts_back_the_fragment_where_its_holes_are_filled(request_, 
     filled = Chem.MolFromSmiles(text)
     assert filled is not None
     expected = Chem.MolFromSmiles(request_.split(".")[0].replace("[*]", "C"))
+    if template.suffix and template.task == "extend":  # the group itself is the suffix
+        expected = Chem.MolFromSmiles(request_.replace("[*]", "C"))
     assert filled.HasSubstructMatch(expected)
     assert keeps_fragments(text, request_.split("."))
 
@@ -65,8 +69,16 @@ def test_fragments_must_sit_on_atoms_of_their_own():
 def test_an_attachment_point_rdkit_writes_in_brackets_is_a_hole():
     """RDKit writes ``[U][*]`` as it is, the ``*`` in brackets: still the fragment's tail, so that
     the sampler can say the model knows no ``[U]`` (not that the [*] could not be placed)."""
-    template = fragment_template("[U][*]")
-    assert template.pieces == ("[U]", "") and template.holes == ("tail",)
+    template = fragment_template("CCCCCC[U][*]")
+    assert template.pieces[0].endswith("[U]") and template.pieces[1:] == ("",) and template.holes == ("tail",)
+
+
+@pytest.mark.parametrize(("group", "suffix"), [("[*]C(F)(F)F", "C(F)(F)F"), ("CN(C)[*]", "N(C)C"), ("[*]=O", "=O")])
+def test_a_small_group_is_extended_by_the_molecule_written_before_it(group, suffix):
+    # Written first, CF3's text up to its hole, FC(F)(F), reads as a molecule nearly done.
+    template = fragment_template(group)
+    assert (template.pieces, template.holes, template.suffix) == (("", ""), ("tail",), suffix)
+    assert fragment_template("[*]c1ccccc1").pieces == ("c1ccccc1", "")  # six atoms: the motif first
 
 
 def test_a_fragment_is_kept_with_its_stereocentres():
