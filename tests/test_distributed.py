@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from polydiff.commands import user_errors
 from polydiff.tasks.ema import EMAWeightAveraging
 
 ROOT = Path(__file__).parents[1]
@@ -94,3 +95,24 @@ def test_a_bad_file_ends_a_two_process_fit_with_its_own_error_not_the_backends(t
     # The other process hears only that a peer closed its socket: it says so, not gloo's words.
     assert all("no usable line" in line or "another process of the run stopped" in line for line in errors), errors
     assert "Connection closed by peer" not in result.stderr
+
+
+@pytest.mark.parametrize("rank", [None, "1"])
+def test_a_peers_closed_socket_is_said_to_be_another_processs_failure_only_in_a_multi_process_run(
+    monkeypatch, capsys, rank
+):
+    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    if rank is not None:
+        monkeypatch.setenv("LOCAL_RANK", rank)  # as Lightning's launcher starts the other processes
+    gloo = "[../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:23168"
+    with pytest.raises(SystemExit), user_errors("polydiff fit"):
+        raise RuntimeError(gloo)
+    said = capsys.readouterr().err
+    if rank is None:  # one process: the error is its own, said as it is
+        assert "RuntimeError: [../gloo" in said
+    else:
+        assert (
+            said
+            == "polydiff fit: error: another process of the run stopped (its own error says why), so did this one\n"
+        )

@@ -255,8 +255,11 @@ def test_samples_piped_in_are_read_from_the_standard_input(tmp_path):
 def test_a_polymer_table_of_monomers_and_units_is_read_by_its_units(tmp_path):
     samples = tmp_path / "samples.csv"
     samples.write_text("SMILES,PSMILES\nC=C,*CC*\nC=CC,*CC(*)C\n")
-    run("--samples", samples, "--output", tmp_path / "out", "--kind", "polymer", "--reference", "none")
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["polymer_valid"] == 1
+    with warnings.catch_warnings():  # the training table is read by its units too: no "other kind"
+        warnings.simplefilter("error", UserWarning)
+        run("--samples", samples, "--output", tmp_path / "out", "--kind", "polymer", "--train", samples)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["polymer_valid"] == 1 and metrics["Novelty"] == 0  # every unit is in it
 
 
 def test_a_reference_of_the_other_kind_is_warned_of(tmp_path, moses_sample):

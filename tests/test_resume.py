@@ -163,13 +163,17 @@ def test_a_resumed_fit_keeps_the_best_score_of_the_run_it_continues(tmp_path, fi
         assert saved["best_model_path"] == str(resumed / "best.ckpt") and saved["best_model_score"] > 0
 
 
-def test_a_moved_run_resumes_with_the_best_checkpoint_beside_the_one_it_resumes(tmp_path, fit_tiny):
+def test_a_moved_run_resumes_with_its_best_checkpoint_where_it_was_moved(tmp_path, fit_tiny):
     _unbeatable(fit_tiny(tmp_path / "first"))
-    shutil.move(tmp_path / "first", tmp_path / "moved")  # its record names the folder it left
-    moved = tmp_path / "moved/lightning_logs/version_0/checkpoints"
-    fit_tiny(tmp_path / "moved", "--ckpt_path", str(moved / "last.ckpt"), "--trainer.max_steps", "18")
-    assert not (tmp_path / "moved/lightning_logs/version_1/checkpoints/best.ckpt").exists()
-    assert _resumed_record(tmp_path / "moved")["best_model_path"] == str(moved / "best.ckpt")
+    fit_tiny(tmp_path / "first", "--ckpt_path", "last", "--trainer.max_steps", "18")  # best stays in version_0
+    shutil.move(tmp_path / "first", tmp_path / "moved")  # its record names the folders it left
+    logs = tmp_path / "moved/lightning_logs"
+    fit_tiny(
+        tmp_path / "moved", "--ckpt_path", str(logs / "version_1/checkpoints/last.ckpt"), "--trainer.max_steps", "24"
+    )
+    assert not (logs / "version_2/checkpoints/best.ckpt").exists()
+    record = _monitoring_state(torch.load(logs / "version_2/checkpoints/last.ckpt", weights_only=True))
+    assert record["best_model_path"] == str(logs / "version_0/checkpoints/best.ckpt")
 
 
 def test_a_fit_resumed_on_another_validation_set_starts_its_best_afresh(tmp_path, fit_tiny):

@@ -98,14 +98,11 @@ def _with_holes(mol: Chem.Mol, text: str) -> tuple[tuple[str, ...], tuple[str, .
 
 def _from_attachment(mol: Chem.Mol) -> str:
     """The SMILES of a one-``[*]`` fragment without its ``[*]``, starting at the atom it was bonded
-    to, led by the symbol of that bond (none for a single bond)."""
+    to, led by the symbol of that bond (``=O``, ``/C=C/F``; none for a single bond). Written rooted
+    at the ``[*]`` and cut after it, so that its atom keeps its hydrogens and stereo: the molecule
+    without the ``[*]`` would be another (``[*]S(=O)(=O)C`` as ``[SH](C)(=O)=O``)."""
     (star,) = _attachments(mol)
-    bond = star.GetBonds()[0]
-    neighbor = star.GetNeighbors()[0].GetIdx()
-    editable = Chem.RWMol(mol)
-    editable.RemoveAtom(star.GetIdx())
-    neighbor -= neighbor > star.GetIdx()
-    return BOND_SYMBOLS.get(bond.GetBondType(), "") + Chem.MolToSmiles(editable, rootedAtAtom=neighbor)
+    return Chem.MolToSmiles(mol, rootedAtAtom=star.GetIdx()).removeprefix("[*]").removeprefix("*")
 
 
 def fragment_template(text: str) -> FragmentTemplate:

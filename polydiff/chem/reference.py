@@ -37,7 +37,7 @@ from polydiff.chem.fcd import FCDStatistics, chemnet_activations, fcd_statistics
 from polydiff.chem.molecules import PROPERTIES, canonical, map_molecules, molecule_features
 from polydiff.utils.cache import cache_dir, file_digest, save_atomically
 from polydiff.utils.digest_set import DigestSet
-from polydiff.utils.files import molecule_column, read_smiles
+from polydiff.utils.files import is_title, molecule_column, read_smiles
 from polydiff.utils.parallel import advancer, default_jobs
 
 FORMAT_VERSION = 1  # bump when what is cached changes
@@ -88,6 +88,20 @@ def _announce(progress: Progress | None, what: str, cached: Path | None) -> None
     if progress is not None:
         where = f"; caching them in {cached.parent}" if cached is not None else ""
         progress.console.print(f"polydiff: computing the {what} (once{where})", soft_wrap=True)
+
+
+def _column_and_kind(kind: str, path: Path, column: str | None) -> tuple[str, str]:
+    """The column to read, and the cache's name for what is read: a column other than the one
+    ``molecule_column`` picks (a polymer's ``PSMILES`` beside its monomers' ``SMILES``) is its own."""
+    default = molecule_column(path)
+    column = column or default
+    return column, kind if column == default else f"{kind}-{column}"
+
+
+def _molecules(path: Path, column: str) -> list[str]:
+    """A reference file's molecules: its lines (or column) without the title lines and comments a
+    line file may hold, which are no molecules."""
+    return [line for line in read_smiles(path, column) if not (line.startswith("#") or is_title(line))]
 
 
 def _say_left_out(progress: Progress | None, path: Path, left_out: int, lines: int) -> None:
@@ -221,6 +235,7 @@ def reference_stats(
     device: str = "cpu",
     progress: Progress | None = None,
     use_cache: bool = True,
+    column: str | None = None,
 ) -> ReferenceStats:
     """Statistics of a reference file: the shipped ones for the bundled MOSES test sets, else from the
     cache when it has them, else computed (and cached).
@@ -231,6 +246,7 @@ def reference_stats(
         device: torch device for ChemNet.
         progress: where to draw progress bars.
         use_cache: read and write the on-disk cache.
+        column: the CSV column to read; None for ``molecule_column``'s.
 
     Returns:
         The statistics.
@@ -239,13 +255,14 @@ def reference_stats(
     shipped = bundled_reference(path)
     if shipped is not None:
         return shipped
-    cached = _cache_path("reference", path, ".npz") if use_cache else None
+    column, kind = _column_and_kind("reference", path, column)
+    cached = _cache_path(kind, path, ".npz") if use_cache else None
     if cached is not None and cached.is_file():
         stats = load_reference(cached)
         if stats.size:  # (an empty one was cached before empty files were refused: computed again)
             return stats
     _announce(progress, f"statistics of {path}", cached)
-    molecules = read_smiles(path, molecule_column(path))
+    molecules = _molecules(path, column)
     stats = compute_reference(molecules, n_jobs or default_jobs(), device, progress, bundled_fcd(path))
     if stats.size == 0:  # every metric against it would be n/a
         raise ValueError(f"{path}: no line RDKit can parse, so nothing to compare samples with")
@@ -262,6 +279,7 @@ def training_set(
     use_cache: bool = True,
     polymer: bool = False,
     as_stored: bool = False,
+    column: str | None = None,
 ) -> Container[str]:
     """The canonical SMILES of a training file (for Novelty), from the cache when it has them.
 
@@ -277,21 +295,23 @@ def training_set(
         use_cache: read and write the on-disk cache.
         polymer: write repeat units as canonical PSMILES (``canonical_polymer``), as polymer samples are.
         as_stored: the lines are canonical already; take them as written.
+        column: the CSV column to read; None for ``molecule_column``'s.
 
     Returns:
         The canonical SMILES of its valid lines: a set, or a ``DigestSet`` of the lines as written.
     """
     path = Path(path)
+    column, kind = _column_and_kind("train-polymer" if polymer else "train", path, column)
     if as_stored:
-        return DigestSet(read_smiles(path, molecule_column(path)))
-    cached = _cache_path("train-polymer" if polymer else "train", path, ".txt.gz") if use_cache else None
+        return DigestSet(read_smiles(path, column))
+    cached = _cache_path(kind, path, ".txt.gz") if use_cache else None
     if cached is not None and cached.is_file():
         with gzip.open(cached, "rt") as stream:
             found = set(stream.read().split("\n")) - {""}
         if found:  # (an empty one was cached before empty files were refused: computed again)
             return found
     _announce(progress, f"canonical SMILES of {path}", cached)
-    molecules = read_smiles(path, molecule_column(path))
+    molecules = _molecules(path, column)
     canonicals = map_molecules(
         partial(canonical, polymer=polymer), molecules, n_jobs or default_jobs(), progress, "training set"
     )

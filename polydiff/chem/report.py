@@ -199,5 +199,7 @@ def write_report(
     plot_molecules(evaluation.valid, partial / "molecules.png")
     for name in names:
         (partial / name).replace(folder / name)
+    if inputs is None:  # an earlier run's would say what these metrics are not of
+        (folder / "inputs.json").unlink(missing_ok=True)
     partial.rmdir()
     return {name: folder / name for name in ("metrics.json", *names[:-1])}

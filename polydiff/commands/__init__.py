@@ -76,13 +76,22 @@ def user_errors(prog: str, also: tuple[type[Exception], ...] = ()) -> Iterator[N
     except (*USER_ERRORS, *also) as error:
         if debugging():
             raise
-        if isinstance(error, RuntimeError) and PEER_GONE.search(str(error)):
-            ended = "another process of the run stopped (its error is above), so did this one"
+        if isinstance(error, RuntimeError) and PEER_GONE.search(str(error)) and _one_of_several_processes():
+            ended = "another process of the run stopped (its own error says why), so did this one"
             print(f"{prog}: error: {ended}", file=sys.stderr)
             raise SystemExit(1) from None
         where = f" ({DEBUG_ENV}=1 shows where it came from)" if isinstance(error, AMBIGUOUS_ERRORS) else ""
         print(f"{prog}: error: {type(error).__name__}: {error}{where}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _one_of_several_processes() -> bool:
+    """Whether this process is one of a multi-process run: launched as a rank (Lightning's launcher
+    and torchrun set these) or in a process group."""
+    if any(name in os.environ for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE")):
+        return True
+    distributed = sys.modules.get("torch.distributed")  # not imported here: evaluate runs without torch
+    return distributed is not None and distributed.is_available() and distributed.is_initialized()
 
 
 class Terminated(SystemExit):

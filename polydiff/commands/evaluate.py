@@ -187,27 +187,29 @@ def evaluate_samples(
     columns = MOLECULE_COLUMNS if molecules else tuple(reversed(MOLECULE_COLUMNS))
     column = smiles_column or molecule_column(samples, columns)
     lines = read_samples(samples, column)
-    for option, path in zip(("reference", "train", "test_scaffolds"), paths.values(), strict=True):
+    read_by = {}  # each reference file's column, in the samples' order of preference
+    for option, (split, path) in zip(("reference", "train", "test_scaffolds"), paths.items(), strict=True):
         if path is None:
             continue
         try:  # before the statistics of any
-            molecule_column(path)
+            read_by[split] = molecule_column(path, columns)
         except ValueError as error:
             raise ValueError(f"--{option} {error}") from None
-    for option, path in zip(("reference", "train", "test_scaffolds"), paths.values(), strict=True):
-        if path is not None and not is_bundled(path):
-            _warn_of_another_kind(iter_smiles(path, molecule_column(path)), f"--{option} {path}", kind)
+        if not is_bundled(path):
+            _warn_of_another_kind(iter_smiles(path, read_by[split]), f"--{option} {path}", kind)
     n_jobs = n_jobs or default_jobs()
     with progress_bars(sys.stderr.isatty()) as progress:
-        test = reference_stats(paths["test"], n_jobs, device, progress) if paths["test"] else None
-        scaffolds = (
-            reference_stats(paths["test_scaffolds"], n_jobs, device, progress) if paths["test_scaffolds"] else None
+        test, scaffolds = (
+            reference_stats(paths[split], n_jobs, device, progress, column=read_by[split]) if paths[split] else None
+            for split in ("test", "test_scaffolds")
         )
         train_set = None
         if paths["train"]:
             # MOSES's training SMILES are canonical: compared as written, as MOSES compares them.
             as_stored = is_bundled(paths["train"])
-            train_set = training_set(paths["train"], n_jobs, progress, polymer=not molecules, as_stored=as_stored)
+            train_set = training_set(
+                paths["train"], n_jobs, progress, polymer=not molecules, as_stored=as_stored, column=read_by["train"]
+            )
         result = evaluate(lines, test, train_set, scaffolds, kind, DEFAULT_KS, n_jobs, device, progress)
         replacing = (Path(output) / "metrics.json").is_file()
         inputs = {

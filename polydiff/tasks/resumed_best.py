@@ -8,8 +8,8 @@ validation after a resume would write ``best.ckpt`` however bad its score, and `
 hands each monitoring checkpoint callback the record it saved: the new folder gets a ``best.ckpt``
 only when the run improves on its best, which until then stays in the earlier folder.
 
-A run folder copied or moved elsewhere and resumed there keeps its record with the best file beside
-the checkpoint it resumes, not the path it was written at. A fit whose validation set is another
+A run folder copied or moved elsewhere and resumed there keeps its record with its files where they
+lie in the moved folder, not at the paths they were written at. A fit whose validation set is another
 than the run's (the data module says so: ``validation_changed``) keeps no record, in a new folder or
 in its own: its val/nll scores other sequences, and a best score it could not compare to would keep
 every new checkpoint from becoming ``best.ckpt``.
@@ -17,6 +17,7 @@ every new checkpoint from becoming ``best.ckpt``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +70,17 @@ class BestAcrossResume(Callback):
 
 
 def _beside(state: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """The record with its files in ``folder`` (the resumed checkpoint's) where the best one is
-    there under its name: the run was copied or moved, and its record names the folder it left."""
-    if (
-        Path(state["dirpath"]).resolve() == folder.resolve()
-        or not (folder / Path(state["best_model_path"]).name).is_file()
-    ):
-        return state
+    """The record with its files where they lie relative to ``folder`` (the resumed checkpoint's) as
+    they lay relative to the folder it was saved in, where its best file is there: the run was
+    moved or copied, and its record names the folders it left (its best may lie in an earlier
+    version folder of the run, where an earlier resume left it)."""
+    saved_in = Path(state["dirpath"])
 
     def moved(path: str) -> str:
-        return str(folder / Path(path).name) if path else path
+        return os.path.normpath(folder / os.path.relpath(path, saved_in)) if path else path
 
+    if saved_in.resolve() == folder.resolve() or not Path(moved(state["best_model_path"])).is_file():
+        return state
     return {
         **state,
         "best_model_path": moved(state["best_model_path"]),

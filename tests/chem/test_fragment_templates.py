@@ -16,6 +16,10 @@ from polydiff.chem.fragments import fragment_template, keeps_fragments
         ("[*]C(=O)O.[*]N1CCCC1", "link", 1),
         ("[*]C(F)(F)F", "extend", 1),  # a small group: written after the model's molecule
         ("O=[*]", "extend", 1),
+        ("[*]S(=O)(=O)C", "extend", 1),  # its S keeps no H: the fragment without its [*] would have one
+        ("[*][C@H](F)Cl", "extend", 1),  # and its stereocentre
+        ("[*]/C=C/F", "extend", 1),
+        ("[*]C(=O)O.[*][C@@H](C)S(=O)(=O)C", "link", 1),
     ],
 )
 def test_a_template_puts_back_the_fragment_where_its_holes_are_filled(request_, task, holes):
@@ -73,7 +77,10 @@ def test_an_attachment_point_rdkit_writes_in_brackets_is_a_hole():
     assert template.pieces[0].endswith("[U]") and template.pieces[1:] == ("",) and template.holes == ("tail",)
 
 
-@pytest.mark.parametrize(("group", "suffix"), [("[*]C(F)(F)F", "C(F)(F)F"), ("CN(C)[*]", "N(C)C"), ("[*]=O", "=O")])
+@pytest.mark.parametrize(
+    ("group", "suffix"),
+    [("[*]C(F)(F)F", "C(F)(F)F"), ("CN(C)[*]", "N(C)C"), ("[*]=O", "=O"), ("[*]S(=O)(=O)C", "S(C)(=O)=O")],
+)
 def test_a_small_group_is_extended_by_the_molecule_written_before_it(group, suffix):
     # Written first, CF3's text up to its hole, FC(F)(F), reads as a molecule nearly done.
     template = fragment_template(group)

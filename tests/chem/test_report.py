@@ -50,7 +50,8 @@ def test_report_without_reference_or_valid_samples_still_writes_images(tmp_path)
 def test_a_report_stopped_midway_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
     import polydiff.chem.report as report
 
-    earlier = write_report(evaluate(["CCO", "c1ccccc1"]), None, tmp_path / "report")
+    earlier = write_report(evaluate(["CCO", "c1ccccc1"]), None, tmp_path / "report", {"samples": "earlier.smi"})
+    assert sorted(earlier) == ["inputs.json", "metrics.json", "molecules.png", "properties.png"]
     before = {name: path.read_bytes() for name, path in earlier.items()}
 
     def interrupted(*args):  # Ctrl-C while the last image is drawn
@@ -58,11 +59,12 @@ def test_a_report_stopped_midway_leaves_the_earlier_one_whole(tmp_path, monkeypa
 
     monkeypatch.setattr(report, "plot_molecules", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        write_report(evaluate(["xyz"]), None, tmp_path / "report")
+        write_report(evaluate(["xyz"]), None, tmp_path / "report", {"samples": "stopped.smi"})
     assert {name: path.read_bytes() for name, path in earlier.items()} == before
     monkeypatch.undo()
     files = write_report(evaluate(["xyz"]), None, tmp_path / "report")  # clears what the stopped run left
     assert json.loads(files["metrics.json"].read_text())["valid"] == 0
+    assert not (tmp_path / "report" / "inputs.json").exists()  # the earlier one is of other samples
     assert sorted(path.name for path in tmp_path.iterdir()) == ["report"]
 
 
