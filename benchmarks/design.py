@@ -135,8 +135,8 @@ def _heavy(mol: Chem.Mol) -> int:
     return sum(atom.GetAtomicNum() > 0 for atom in mol.GetAtoms())
 
 
-# Small terminal groups a chemist extends (``polydiff.chem.fragments.SMALL_GROUP``): written first,
-# CF3's text up to its hole reads as a molecule nearly done.
+# Small terminal groups a chemist extends, written after the molecule the model writes
+# (``polydiff.chem.fragments.SMALL_GROUP``): written first, CF3 came out as CF4.
 GROUPS = ["[*]C(F)(F)F", "[*]C(F)F", "[*]C(C)(C)C", "[*]N(C)C", "[*]OC"]
 
 

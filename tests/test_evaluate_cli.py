@@ -198,7 +198,7 @@ def test_a_polymers_samples_that_are_no_units_are_counted_by_what_they_are(tmp_p
     samples.write_text("*CC*\nCCO\n*CC\n*C(*)C*\n")  # a unit, a molecule, one * and three *
     run("--samples", samples, "--output", tmp_path / "out", "--kind", "polymer", "--reference", "none")
     printed = " ".join(capsys.readouterr().out.split())
-    assert "note: 1 valid sample is a molecule (no *), not repeat units" in printed
+    assert "note: 1 valid sample is a molecule (no *), not a repeat unit" in printed
     assert "--kind molecule" not in printed  # one sample is a unit: the file is a polymer's
     assert "note: 2 valid samples have a * but are no repeat units" in printed
 
@@ -304,7 +304,7 @@ def test_csv_samples_keep_empty_rows(tmp_path, capsys):
     samples.write_text("SMILES,score\nCCO,1\n,2\nc1ccccc1,3\n")
     run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
-    assert f"{samples}: 1 empty SMILES cell counted as invalid samples" in capsys.readouterr().err
+    assert f"{samples}: 1 empty SMILES cell counted as an invalid sample" in capsys.readouterr().err
 
 
 def test_polymer_csv_samples_are_read_by_their_psmiles_column(tmp_path):
@@ -356,7 +356,7 @@ def test_a_line_that_is_not_utf8_is_an_invalid_sample_and_said_to_be(tmp_path, c
     run("--samples", samples, "--output", tmp_path / "out", "--reference", "none", "--train", "none")
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["valid"] == pytest.approx(2 / 3)
     err = capsys.readouterr().err
-    assert f"{samples}: 1 line not UTF-8 counted as invalid samples" in err and "empty" not in err
+    assert f"{samples}: 1 line not UTF-8 counted as an invalid sample" in err and "empty" not in err
 
 
 @pytest.mark.parametrize("name", ["samples", "S.SMI", "s.smiles.gz"])

@@ -257,8 +257,10 @@ def evaluate(
         if len(others) > starred:
             molecules = len(others) - starred
             hint = ": molecules are scored with --kind molecule" if not units else ""
-            are = "1 valid sample is a molecule" if molecules == 1 else f"{molecules} valid samples are molecules"
-            notes.append(f"{are} (no *), not repeat units{hint}")
+            are = "1 valid sample is a molecule (no *), not a repeat unit"
+            if molecules > 1:
+                are = f"{molecules} valid samples are molecules (no *), not repeat units"
+            notes.append(f"{are}{hint}")
         if starred:
             have = (
                 "1 valid sample has a * but is no repeat unit"

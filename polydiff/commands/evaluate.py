@@ -18,7 +18,7 @@ from polydiff.chem.metrics import DEFAULT_KS, evaluate
 from polydiff.chem.reference import reference_stats, training_set
 from polydiff.chem.report import metrics_table, write_report
 from polydiff.commands import CommandParser, ends_on_sigterm, one_line_warnings, user_errors
-from polydiff.data.files import MOSES_SPLITS, bundled_moses_path, is_bundled, is_repeat_unit_line
+from polydiff.data.files import bundled_moses_path, bundled_split, is_bundled, is_repeat_unit_line
 from polydiff.types import Kind
 from polydiff.utils.cache import file_digest
 from polydiff.utils.devices import resolve_device
@@ -74,18 +74,23 @@ def read_samples(path: str | Path, smiles_column: str = "SMILES") -> list[str]:
         raise ValueError(f"samples file {path} has no samples")
     # Said, not silent: a blank line left at the end of a file lowers validity too.
     if any(garbled):
-        print(f"polydiff: {path}: {_count(sum(garbled), 'line')} not UTF-8 counted as invalid samples", file=sys.stderr)
+        bad = sum(garbled)
+        print(f"polydiff: {path}: {_count(bad, 'line')} not UTF-8 {_as_invalid(bad)}", file=sys.stderr)
     empty = lines.count("")
     if empty:
         at_end = next(i for i, line in enumerate(reversed(lines)) if line)  # one is not empty
         where = f" ({at_end} at the end of the file)" if at_end else ""
         cells = _count(empty, f"empty {smiles_column} cell" if is_csv(path) else "empty line")
-        print(f"polydiff: {path}: {cells}{where} counted as invalid samples", file=sys.stderr)
+        print(f"polydiff: {path}: {cells}{where} {_as_invalid(empty)}", file=sys.stderr)
     return samples
 
 
 def _count(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _as_invalid(count: int) -> str:
+    return "counted as an invalid sample" if count == 1 else "counted as invalid samples"
 
 
 KIND_LINES = 1_000  # the lines a file's kind is judged by
@@ -174,6 +179,8 @@ def evaluate_samples(
         raise ValueError(f"--smiles_column {smiles_column!r} names a column of a CSV samples file: {samples} is none")
     if not is_stdin(samples):
         existing_file(samples, "samples file")
+    elif sys.stdin.isatty():  # it would wait for lines typed in, without a word
+        raise ValueError(f"--samples {samples} reads samples piped in, and none are (polydiff sample --output - | ...)")
     molecules = kind == "molecule"
     paths = {
         "test": resolve(reference, "reference", "test", molecules),
@@ -216,7 +223,9 @@ def evaluate_samples(
             "samples": "stdin" if is_stdin(samples) else _described(Path(samples)),
             "kind": kind,
             "num_samples": len(lines),
-            "num_valid": len(result.valid),  # polymer-valid ones for a polymer: the metrics after validity's
+            "num_valid": round(result.metrics["valid"] * len(lines)),
+            # A polymer's metrics after validity are of its polymer-valid samples.
+            **({} if molecules else {"num_polymer_valid": len(result.valid)}),
             "reference": _described(paths["test"]),
             "train": _described(paths["train"]),
             "test_scaffolds": _described(paths["test_scaffolds"]),
@@ -241,7 +250,7 @@ def _described(path: Path | None) -> dict[str, str] | str | None:
     and SHA-256 (a reference file changed later gives other numbers); None where none was used."""
     if path is None:
         return None
-    bundled = next((split for split in MOSES_SPLITS if path == bundled_moses_path(split)), None)
+    bundled = bundled_split(path)
     if bundled is not None:
         return f"moses {bundled}"
     return {"path": str(path.resolve()), "sha256": file_digest(path)}

@@ -18,9 +18,14 @@ def bundled_moses_path(split: str) -> Path:
     return Path(str(resources.files("polydiff.data") / "bundled" / f"{split}.csv.gz"))
 
 
+def bundled_split(path: str | Path) -> str | None:
+    """The MOSES split a path is the bundled file of (``test``, ...), None for any other file."""
+    return next((split for split in MOSES_SPLITS if Path(path) == bundled_moses_path(split)), None)
+
+
 def is_bundled(path: str | Path) -> bool:
     """Whether a path is one of the bundled MOSES sets."""
-    return any(Path(path) == bundled_moses_path(split) for split in MOSES_SPLITS)
+    return bundled_split(path) is not None
 
 
 def is_repeat_unit_line(line: str) -> bool:

@@ -21,7 +21,7 @@ UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
 # The first field of a line file's title line, as tools write one: RDKit's SmilesWriter heads its
 # files "SMILES Name", others write "canonical_smiles", "PSMILES". No SMILES holds "smiles" in any
 # case (there is no atom m, M or Sm outside brackets), so no molecule is read as one.
-TITLE_FIELD = re.compile(r"[\w.\-]*smiles[\w.\-]*", re.IGNORECASE | re.ASCII)
+TITLE_FIELD = re.compile(r"[\w.,\-]*smiles[\w.,\-]*", re.IGNORECASE | re.ASCII)  # "SMILES,Name" too
 
 
 def iter_smiles(path: str | Path, smiles_column: str = "SMILES") -> Iterator[str]:

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from polydiff.utils.files import check_samples_name, csv_columns, iter_rows, read_smiles
+from polydiff.utils.files import check_samples_name, csv_columns, is_title, iter_rows, read_smiles
 
 
 @pytest.mark.parametrize("name", ["excel.csv", "excel.csv.gz"])
@@ -44,3 +44,13 @@ def test_samples_are_written_under_any_name_polydiff_reads(name):
 def test_samples_are_refused_a_name_no_reader_takes(name):
     with pytest.raises(ValueError, match=rf"--output {re.escape(name)}: samples are SMILES lines"):
         check_samples_name(name, "--output")
+
+
+@pytest.mark.parametrize("line", ["SMILES", "smiles", "canonical_smiles", "PSMILES", "SMILES,Name", "isomeric-SMILES"])
+def test_title_fields_are_read_as_titles(line):
+    assert is_title(line)
+
+
+@pytest.mark.parametrize("line", ["CCO", "c1ccccc1", "[Sm+3]", "CSC", "O=S(=O)(C)C", "*CC*", "[SiH4]"])
+def test_no_molecule_is_read_as_a_title(line):
+    assert not is_title(line)  # no SMILES holds "smiles": there is no atom m outside brackets
