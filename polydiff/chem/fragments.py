@@ -31,7 +31,6 @@ Task = Literal["extend", "decorate", "link"]
 # The most heavy atoms of a group extended by writing the molecule first (docs/design.md: so, every one
 # of 40 samples extending CF3, CHF2, tBu or NMe2 differed; with the group written first, 3 to 58% did).
 SMALL_GROUP = 5
-BOND_SYMBOLS = {Chem.BondType.SINGLE: "", Chem.BondType.DOUBLE: "=", Chem.BondType.TRIPLE: "#"}
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,7 @@ def evaluate_samples(
         existing_file(samples, "samples file")
     elif sys.stdin.isatty():  # it would wait for lines typed in, without a word
         raise ValueError(f"--samples {samples} reads samples piped in, and none are (polydiff sample --output - | ...)")
+    shown = "stdin" if is_stdin(samples) else samples  # as the report names the samples
     molecules = kind == "molecule"
     paths = {
         "test": resolve(reference, "reference", "test", molecules),
@@ -220,7 +221,7 @@ def evaluate_samples(
         result = evaluate(lines, test, train_set, scaffolds, kind, DEFAULT_KS, n_jobs, device, progress)
         replacing = (Path(output) / "metrics.json").is_file()
         inputs = {
-            "samples": "stdin" if is_stdin(samples) else _described(Path(samples)),
+            "samples": shown if is_stdin(samples) else _described(Path(samples)),
             "kind": kind,
             "num_samples": len(lines),
             "num_valid": round(result.metrics["valid"] * len(lines)),
@@ -234,9 +235,8 @@ def evaluate_samples(
         files = write_report(result, test, output, inputs)
     console = Console()
     valid = "valid" if molecules else "polymer-valid"  # the molecules the metrics after validity are of
-    named = "stdin" if is_stdin(samples) else samples
     console.print(
-        metrics_table(result.metrics, f"{named}: {_count(len(lines), 'sample')}, {len(result.valid)} {valid}")
+        metrics_table(result.metrics, f"{shown}: {_count(len(lines), 'sample')}, {len(result.valid)} {valid}")
     )
     for note in [*result.notes, *_unread_hint(samples, column, lines, result.metrics["valid"])]:
         console.print(f"note: {note}", style="yellow")

@@ -117,7 +117,7 @@ def molecule_column(path: str | Path, columns: Sequence[str] = MOLECULE_COLUMNS)
     header = csv_columns(path)
     # Exactly as named, else in another case (``smiles``, as many tables write it).
     found = next((column for column in columns if column in header), None)
-    found = found or next((near for column in columns for near in header if near.lower() == column.lower()), None)
+    found = found or _in_another_case(columns, header)
     if found is None:
         raise ValueError(f"{path}: no column {' or '.join(map(repr, columns))} (columns: {header})")
     return found
@@ -207,11 +207,15 @@ def _check_columns(path: Path, header: Sequence[str], wanted: Sequence[str]) -> 
         raise ValueError(f"{path}: no column {missing[0]!r} (columns: {list(header)}){hint}")
 
 
+def _in_another_case(wanted: Sequence[str], header: Sequence[str]) -> str | None:
+    """The column of ``header`` that is the first of ``wanted`` written in another case, if any."""
+    return next((near for column in wanted for near in header if near.lower() == column.lower()), None)
+
+
 def _case_hint(wanted: Sequence[str], header: Sequence[str]) -> str:
     """``; 'smiles' differs only in case`` where a column of ``header`` is one of ``wanted`` but for
     its case: a column named by an option is matched exactly."""
-    lowered = {column.lower() for column in wanted}
-    near = next((column for column in header if column.lower() in lowered), None)
+    near = _in_another_case(wanted, header)
     return f"; {near!r} differs only in case" if near else ""
 
 
