@@ -548,6 +548,8 @@ def main(args: list[str] | None = None) -> None:
             MoleculeDataModule,
             args=args,
             save_config_kwargs={"overwrite": True},
+            # Lightning's default (True) seeds 0 with a warning; the recipes' seed, said once here.
+            seed_everything_default=0,
             auto_configure_optimizers=False,
             parser_class=PolydiffParser,
             parser_kwargs={"prog": "polydiff", "description": DESCRIPTION},

@@ -587,6 +587,20 @@ def test_a_training_file_changed_since_the_fit_is_said_to_be_when_validating_or_
         main(["fit", *run, "--ckpt_path", "last", "--trainer.max_steps", "14"])
 
 
+def test_a_changed_training_file_beside_a_validation_file_is_said_to_change_novelty_alone(tmp_path, smiles_files):
+    train = tmp_path / "train.smi"
+    lines = smiles_files["train"].read_text().splitlines()
+    train.write_text("\n".join(lines) + "\n")
+    run = ["-c", BASE, "-c", TINY, "--data.train_file", str(train), "--data.val_file", str(smiles_files["val"])]
+    run += ["--trainer.default_root_dir", str(tmp_path)]
+    main(["fit", *run])
+    train.write_text("\n".join(lines[:-5]) + "\n")
+    changed = rf"data.train_file {re.escape(str(train))} has changed since the checkpoint was saved: "
+    same = "validation scores data.val_file's lines as before; only its samples' novelty counts other lines"
+    with pytest.warns(UserWarning, match=changed + same):
+        main(["validate", *run, "--ckpt_path", str(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt")])
+
+
 @pytest.mark.skipif(not hasattr(LightningCLI, "_parse_ckpt_path"), reason="Lightning 2.5 takes no options from it")
 def test_a_test_takes_the_fits_data_options_but_not_those_of_its_validation(tmp_path, tiny_checkpoint, caplog):
     test_file = tmp_path / "test.smi"

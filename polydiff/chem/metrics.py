@@ -22,7 +22,8 @@ comparable with its published table; ``benchmarks/moses_agreement.py`` checks th
 Polymer mode adds ``polymer_valid`` (exactly two ``*`` atoms, each single-bonded once, joined
 through the unit) and computes the later metrics on the polymer-valid samples, written as canonical PSMILES
 (``canonical_polymer``: ``*CCO*`` and ``*OCC*`` are one polymer, so one unique and one
-novelty entry); ``Filters`` is left out (MOSES's atom filter rejects ``*``).
+novelty entry; a doubled unit, ``*CCCC*`` for ``*CC*``, is another); ``Filters`` is left out
+(MOSES's atom filter rejects ``*``).
 
 Duplicates are described once and weighted by their count, which gives the same numbers as
 MOSES's per-sample computation with less work.

@@ -37,6 +37,11 @@ MIN_SCAFFOLD_RINGS = 2  # MOSES's compute_scaffolds drops scaffolds with fewer r
 FILTER_ATOMS = frozenset({"C", "N", "S", "O", "F", "Cl", "Br", "H"})
 MAX_FILTER_RING = 8  # MOSES's filters reject rings of 8 atoms or more
 PROPERTIES = ("logP", "SA", "QED", "weight", "TPSA", "length")  # the first four are MOSES's
+# An atom property naming a unit's atom in its closed chain (``polymer_frames``).
+UNIT_INDEX = "polydiff_unit_index"
+# Bump when ``canonical_polymer`` writes some unit otherwise (2: units with stereo are reframed),
+# so that canonical PSMILES cached by an earlier release are computed again.
+CANONICAL_PSMILES_VERSION = 2
 
 
 @dataclass
@@ -129,35 +134,20 @@ def is_polymer(mol: Chem.Mol | None) -> bool:
     )
 
 
-def _reframed(mol: Chem.Mol, stars: tuple[int, int], ends: tuple[int, int], cut: tuple[int, int]) -> str:
-    # The same chain, one period read from another backbone bond: close the unit on itself
-    # (bond its two ends), open it at ``cut`` and move the stars there.
-    unit = Chem.RWMol(mol)
-    for star, end in zip(stars, ends, strict=True):
-        unit.RemoveBond(star, end)
-    unit.RemoveBond(*cut)
-    unit.AddBond(*ends, Chem.BondType.SINGLE)
-    for star, atom in zip(stars, cut, strict=True):
-        unit.AddBond(star, atom, Chem.BondType.SINGLE)
-    Chem.SanitizeMol(unit)
-    return Chem.MolToSmiles(unit)
-
-
-def canonical_polymer(mol: Chem.Mol) -> str:
-    """The canonical PSMILES of a polymer repeat unit, the same for every way of framing the chain.
+def polymer_frames(mol: Chem.Mol) -> list[str]:
+    """RDKit's canonical SMILES of a repeat unit read from each of its frames, the one written first.
 
     ``*CCO*``, ``*COC*`` and ``*OCC*`` are one polymer (poly(ethylene oxide)) read from different
     backbone bonds. The frames are the single, acyclic bonds on the backbone between the two
-    ``*`` atoms, plus the bond that closes the chain; the canonical PSMILES is the shortest,
-    then alphabetically first, of RDKit's canonical SMILES of the unit cut at each of them.
-    Units with stereo are only RDKit-canonicalized (moving a stereocentre's neighbours would
-    need its parity rewritten), and a doubled unit (``*CCCC*`` for ``*CC*``) is left as written.
+    ``*`` atoms, plus the bond that closes the chain. Stereocentres and E/Z bonds keep their
+    configuration in every frame: RDKit's ``molzip`` closes the chain, putting the new bond in
+    each star's place, and ``FragmentOnBonds`` opens it at the frame's bond.
 
     Args:
-        mol: a repeat unit (``is_polymer(mol)`` holds).
+        mol: a repeat unit (``is_polymer(mol)`` holds); labels on its stars are dropped.
 
     Returns:
-        Its canonical PSMILES.
+        One SMILES per frame.
     """
     mol = Chem.Mol(mol)
     stars = tuple(atom.GetIdx() for atom in mol.GetAtoms() if atom.GetAtomicNum() == 0)
@@ -166,16 +156,40 @@ def canonical_polymer(mol: Chem.Mol) -> str:
         mol.GetAtomWithIdx(star).SetIsotope(0)
     written = Chem.MolToSmiles(mol)
     ends = tuple(mol.GetAtomWithIdx(star).GetNeighbors()[0].GetIdx() for star in stars)
-    has_stereo = "@" in written or "/" in written or "\\" in written
-    if has_stereo or ends[0] == ends[1] or mol.GetBondBetweenAtoms(*ends) is not None:
-        return written
-    backbone = Chem.GetShortestPath(mol, *ends)
-    frames = [written]
-    for u, v in itertools.pairwise(backbone):
-        bond = mol.GetBondBetweenAtoms(u, v)
-        if bond.GetBondType() == Chem.BondType.SINGLE and not bond.IsInRing():
-            frames.append(_reframed(mol, stars, ends, (u, v)))
-    return min(frames, key=lambda smiles: (len(smiles), smiles))
+    if ends[0] == ends[1] or mol.GetBondBetweenAtoms(*ends) is not None:
+        return [written]  # the only frame is the one written
+    cuts = [
+        (u, v)
+        for u, v in itertools.pairwise(Chem.GetShortestPath(mol, *ends))
+        if (bond := mol.GetBondBetweenAtoms(u, v)).GetBondType() == Chem.BondType.SINGLE and not bond.IsInRing()
+    ]
+    if not cuts:
+        return [written]
+    for atom in mol.GetAtoms():
+        atom.SetIntProp(UNIT_INDEX, atom.GetIdx())
+    for star in stars:
+        mol.GetAtomWithIdx(star).SetAtomMapNum(1)
+    ring = Chem.molzip(mol)
+    index = {atom.GetIntProp(UNIT_INDEX): atom.GetIdx() for atom in ring.GetAtoms()}
+    opened = (
+        Chem.FragmentOnBonds(ring, [ring.GetBondBetweenAtoms(index[u], index[v]).GetIdx()], dummyLabels=[(0, 0)])
+        for u, v in cuts
+    )
+    return [written, *(Chem.MolToSmiles(unit) for unit in opened)]
+
+
+def canonical_polymer(mol: Chem.Mol) -> str:
+    """The canonical PSMILES of a polymer repeat unit, the same for every way of framing the chain:
+    the shortest, then alphabetically first, of its ``polymer_frames``. A doubled unit (``*CCCC*``
+    for ``*CC*``) is left as written: a polymer's unit is the one its monomers give.
+
+    Args:
+        mol: a repeat unit (``is_polymer(mol)`` holds).
+
+    Returns:
+        Its canonical PSMILES.
+    """
+    return min(polymer_frames(mol), key=lambda smiles: (len(smiles), smiles))
 
 
 def canonical_sample(line: str, polymer: bool = False) -> tuple[str | None, bool]:

@@ -34,7 +34,13 @@ from rdkit import rdBase
 from rich.progress import Progress
 
 from polydiff.chem.fcd import FCDStatistics, chemnet_activations, fcd_statistics
-from polydiff.chem.molecules import PROPERTIES, canonical, map_molecules, molecule_features
+from polydiff.chem.molecules import (
+    CANONICAL_PSMILES_VERSION,
+    PROPERTIES,
+    canonical,
+    map_molecules,
+    molecule_features,
+)
 from polydiff.utils.cache import cache_dir, file_digest, save_atomically
 from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import is_title, molecule_column, read_smiles
@@ -301,7 +307,8 @@ def training_set(
         The canonical SMILES of its valid lines: a set, or a ``DigestSet`` of the lines as written.
     """
     path = Path(path)
-    column, kind = _column_and_kind("train-polymer" if polymer else "train", path, column)
+    polymer_kind = f"train-polymer{CANONICAL_PSMILES_VERSION}"
+    column, kind = _column_and_kind(polymer_kind if polymer else "train", path, column)
     if as_stored:
         return DigestSet(read_smiles(path, column))
     cached = _cache_path(kind, path, ".txt.gz") if use_cache else None

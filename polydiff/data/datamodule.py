@@ -367,11 +367,13 @@ class MoleculeDataModule(LightningDataModule):
             now = self._files.get(split)
             if now is not None and now["path"] == fitted["path"] and now["sha256"] != fitted["sha256"]:
                 option = "data.train_file" if split == "train" else "data.val_file"
-                meaning = (
-                    "the resumed fit reads other lines than the run it continues"
-                    if stage == "fit"
-                    else "validation holds out and scores other lines than the fit's"
-                )
+                if stage == "fit":
+                    meaning = "the resumed fit reads other lines than the run it continues"
+                elif split == "train" and self.hparams.val_file:  # nothing is held out of it
+                    meaning = "validation scores data.val_file's lines as before; "
+                    meaning += "only its samples' novelty counts other lines"
+                else:
+                    meaning = "validation holds out and scores other lines than the fit's"
                 rank_zero_warn(f"{option} {fitted['path']} has changed since the checkpoint was saved: {meaning}")
         saved, now = state_dict.get("validation") or {}, self._validation
         # Lines and token ids of the same set digest apart: only a set read the same way compares.

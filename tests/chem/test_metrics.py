@@ -27,6 +27,7 @@ from polydiff.chem.molecules import (
     molecule_features,
     parse,
     passes_filters,
+    polymer_frames,
     properties,
 )
 from polydiff.chem.reference import (
@@ -156,8 +157,10 @@ def test_check_returns_canonical_smiles_and_polymer_flag():
         ["*NCCCCCC(*)=O", "*CCCCCNC(=O)*", "*C(=O)NCCCCC*", "*CCC(=O)NCCC*"],  # nylon-6
         ["*CC=CC*", "*C=CCC*"],  # 1,4-polybutadiene
         ["*Oc1ccc(C(C)(C)c2ccc(OC(*)=O)cc2)cc1", "*C(=O)Oc1ccc(C(C)(C)c2ccc(O*)cc2)cc1"],  # BPA polycarbonate
+        ["*OC[C@@H](C)*", "*C[C@@H](C)O*", "*CO[C@@H](*)C"],  # isotactic poly(propylene oxide)
+        ["*C/C=C/C*", "*/C=C/CC*", "*\\C=C\\CC*"],  # trans-1,4-polybutadiene
     ],
-    ids=["PEO", "nylon-6", "polybutadiene", "polycarbonate"],
+    ids=["PEO", "nylon-6", "polybutadiene", "polycarbonate", "isotactic PPO", "trans-polybutadiene"],
 )
 def test_every_frame_of_a_chain_has_one_canonical_psmiles(frames):
     canonicals = {canonical_polymer(parse(frame)) for frame in frames}
@@ -167,17 +170,59 @@ def test_every_frame_of_a_chain_has_one_canonical_psmiles(frames):
 
 
 def test_canonical_psmiles_keeps_distinct_polymers_apart():
-    # Ring bonds, double bonds and one-atom backbones are no frames; stereo units stay as written.
+    # Ring bonds, double bonds and one-atom backbones are no frames.
     assert canonical_polymer(parse("*c1ccc(*)cc1")) == "*c1ccc(*)cc1"
     assert canonical_polymer(parse("*C(F)(F)*")) == "*C(*)(F)F"
     assert canonical_polymer(parse("*C[C@H](*)C")) == "*C[C@H](*)C"
     assert len({canonical_polymer(parse(s)) for s in ("*CCO*", "*CCCO*", "*CC(C)O*", "*CCN*")}) == 4
+    # Enantiomeric units, cis against trans, and a doubled unit are other polymers (or, for the last, written so).
+    assert canonical_polymer(parse("*OC[C@@H](C)*")) != canonical_polymer(parse("*OC[C@H](C)*"))
+    assert canonical_polymer(parse("*C/C=C/C*")) != canonical_polymer(parse("*C/C=C\\C*"))
+    assert canonical_polymer(parse("*CCCC*")) == "*CCCC*"
+
+
+def _cyclic(unit: str, copies: int = 3) -> str:
+    # The ring of `copies` units, each one's second star bonded to the next one's first: two frames
+    # of one polymer close into the same ring, stereo included (a check apart from polymer_frames).
+    pieces = []
+    for copy in range(copies):
+        piece = Chem.MolFromSmiles(unit)
+        first, second = (atom for atom in piece.GetAtoms() if atom.GetAtomicNum() == 0)
+        first.SetAtomMapNum(copy + 1)
+        second.SetAtomMapNum((copy + 1) % copies + 1)
+        pieces.append(piece)
+    joined = pieces[0]
+    for piece in pieces[1:]:
+        joined = Chem.CombineMols(joined, piece)
+    return Chem.MolToSmiles(Chem.molzip(joined))
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "*OC[C@@H](C)*",
+        "*C[C@H](F)C[C@@H](Cl)*",  # two stereocentres on the backbone
+        "*C/C=C(/C)CO*",  # an E/Z bond beside a frame
+        "*/C=C/[C@H](C)C*",  # both at once, the E/Z bond at a star
+        "*C(=O)N[C@@H](C)C(=O)N[C@H](CO)C*",
+    ],
+)
+def test_every_frame_keeps_the_units_stereo(unit):
+    frames = polymer_frames(parse(unit))
+    assert len(set(frames)) > 1
+    assert {_cyclic(frame) for frame in frames} == {_cyclic(unit)}
+    assert {canonical_polymer(parse(frame)) for frame in frames} == {canonical_polymer(parse(unit))}
 
 
 def test_polymer_mode_counts_frames_of_one_chain_as_one_unit():
     metrics = evaluate(["*CCO*", "*OCC*", "*COC*", "*CC(*)Cl"], train={"*CCO*"}, kind="polymer").metrics
     assert metrics["unique@1000"] == pytest.approx(2 / 4)
     assert metrics["Novelty"] == pytest.approx(1 / 2)
+    # With stereo too: three polymers, each written from two backbone bonds.
+    stereo = ["*OC[C@@H](C)*", "*C[C@@H](C)O*", "*C/C=C/C*", "*/C=C/CC*", "*OCC(C)*", "*CC(C)O*"]
+    metrics = evaluate(stereo, train={canonical_polymer(parse("*C/C=C/C*"))}, kind="polymer").metrics
+    assert metrics["unique@1000"] == pytest.approx(3 / 6)
+    assert metrics["Novelty"] == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize(
