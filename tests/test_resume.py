@@ -35,13 +35,21 @@ def steps(path: Path) -> dict[int, dict]:
     return {record["step"]: record for record in map(json.loads, path.read_text().splitlines())}
 
 
-def test_sigkilled_fit_resumes_from_last_with_the_same_batches_and_losses(tmp_path, smiles_files):
-    whole = fit(tmp_path, smiles_files, "whole", "whole.jsonl")
+@pytest.mark.parametrize(
+    "epoch_batches", [None, 3, 4], ids=["in the first epoch", "in the third epoch", "at the second epoch's end"]
+)
+def test_sigkilled_fit_resumes_from_last_with_the_same_batches_and_losses(tmp_path, smiles_files, epoch_batches):
+    data = []
+    if epoch_batches:  # batches of 32: last.ckpt at step 8 is the third epoch's second batch, or the second's last
+        short = tmp_path / "short.smi"
+        short.write_text("".join(smiles_files["train"].read_text().splitlines(keepends=True)[: 32 * epoch_batches]))
+        data = ["--data.train_file", str(short)]
+    whole = fit(tmp_path, smiles_files, "whole", "whole.jsonl", *data)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
-    killed = fit(tmp_path, smiles_files, "killed", "first.jsonl", "--trainer.callbacks.kill_at_step", "10")
+    killed = fit(tmp_path, smiles_files, "killed", "first.jsonl", "--trainer.callbacks.kill_at_step", "10", *data)
     assert killed.returncode == -signal.SIGKILL
-    resumed = fit(tmp_path, smiles_files, "killed", "resumed.jsonl", "--ckpt_path", "last")
+    resumed = fit(tmp_path, smiles_files, "killed", "resumed.jsonl", "--ckpt_path", "last", *data)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr and "last.ckpt" in resumed.stderr
 

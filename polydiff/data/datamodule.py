@@ -582,11 +582,16 @@ class MoleculeDataModule(LightningDataModule):
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
         )
-        if trainer is not None:  # resuming mid-epoch: skip what the checkpointed run had trained on
+        if trainer is not None:  # resuming: the rest of the epoch it stopped in, in that epoch's order
             # "processed", not "completed": a checkpoint written in on_train_batch_end (every N steps
             # or minutes) has stepped on its last batch before Lightning counts it completed.
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            batches.skip_next(done if done < len(batches) else 0)
+            epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if done >= len(batches):  # stopped at an epoch's end: the next one, whole
+                epoch, done = epoch + 1, 0
+            # Set here as well as in DiffusionTask.on_train_epoch_start, which Lightning does not call
+            # for the epoch a run resumes in (it dealt that epoch from epoch 0's order).
+            batches.set_epoch(epoch)
+            batches.skip_next(done)
         return self._loader(self._with_values(train), batches, conditions=True)
 
     def val_dataloader(self) -> DataLoader:
