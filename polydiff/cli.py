@@ -43,6 +43,8 @@ SCORED_DATA = (
 )  # fmt: skip
 # Those that decide the validation lines alone.
 HELD_OUT = ("val_file", "val_size")
+# Files are named to be scored (and a changed file is said where it is read).
+FILES = ("train_file", "val_file", "test_file")
 DESCRIPTION = (
     "Masked diffusion models for molecules and polymers. Also: `polydiff sample` (generate from a checkpoint) "
     "and `polydiff evaluate` (MOSES metrics of a samples file)."
@@ -210,17 +212,23 @@ class PolydiffCLI(LightningCLI):
         subcommand = self.config.subcommand
         defaults = inspect.signature(MoleculeDataModule).parameters
         given = self.config[subcommand].data
-        taken = {}
+        taken, other = {}, {}
         for name in SCORED_DATA:
             if subcommand == "test" and name in HELD_OUT:  # a test reads its own file
                 continue
-            default = _plain(defaults[name].default)
-            if name in fitted and _plain(given.get(name)) == default and _plain(fitted[name]) != default:
+            default, value = _plain(defaults[name].default), _plain(given.get(name))
+            if name in fitted and value == default and _plain(fitted[name]) != default:
                 taken[name] = fitted[name]
+            elif name in fitted and value != default and value != _plain(fitted[name]) and name not in FILES:
+                other[name] = (value, fitted[name])  # given (a -c file, say): the user's, but said
         if taken:
             self.config = self.parser.parse_object({subcommand: {"data": taken}}, self.config)
             options = ", ".join(f"data.{name} {value}" for name, value in taken.items())
-            rank_zero_info(f"--ckpt_path: scoring what the fit scored, with its {options}")
+            said = "taking the fit's" if other else "scoring what the fit scored, with its"
+            rank_zero_info(f"--ckpt_path: {said} {options}")
+        if other:
+            options = ", ".join(f"data.{name} {value} (the fit's: {fits})" for name, (value, fits) in other.items())
+            rank_zero_warn(f"--ckpt_path: {subcommand} scores other sequences than the fit, with the given {options}")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         command_line = sys.argv[1:] if args is None else args

@@ -602,6 +602,22 @@ def test_a_changed_training_file_beside_a_validation_file_is_said_to_change_nove
 
 
 @pytest.mark.skipif(not hasattr(LightningCLI, "_parse_ckpt_path"), reason="Lightning 2.5 takes no options from it")
+def test_a_validation_given_other_batches_than_the_fits_says_so(tmp_path, tiny_checkpoint, caplog):
+    # The README's `validate -c recipes/base.yaml --ckpt_path ...` on a fit whose config set batches of 32.
+    run = ["validate", "-c", BASE, "--ckpt_path", str(tiny_checkpoint), "--trainer.default_root_dir", str(tmp_path)]
+    other = r"validate scores other sequences than the fit, with the given data\.batch_size 128 \(the fit's: 32\)"
+    replaced = "the checkpoint's model options replace"  # base's BERT: said as before
+    with (
+        caplog.at_level(logging.INFO),
+        pytest.warns(UserWarning, match=replaced),
+        pytest.warns(UserWarning, match=other),
+    ):
+        main([*run, "--trainer.limit_val_batches", "1"])
+    (taken,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("--ckpt_path: taking the fit's")]
+    assert "data.max_length 64" in taken and "batch_size" not in taken, taken
+
+
+@pytest.mark.skipif(not hasattr(LightningCLI, "_parse_ckpt_path"), reason="Lightning 2.5 takes no options from it")
 def test_a_test_takes_the_fits_data_options_but_not_those_of_its_validation(tmp_path, tiny_checkpoint, caplog):
     test_file = tmp_path / "test.smi"
     test_file.write_text("CCO\nc1ccccc1\nCC(=O)O\n")
