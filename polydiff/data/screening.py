@@ -109,6 +109,10 @@ def screen_lines(
     return [line for line, reason in zip(lines, reasons, strict=True) if reason is None], dropped, examples
 
 
+# The reasons that name a thing, counted in the plural (the others read as "3 (lines) too long").
+PLURALS = {"comment": "comments", "title line": "title lines", "non-numeric value": "non-numeric values"}
+
+
 def summary(counts: dict[str, int], examples: dict[str, list]) -> str:
     """``3 invalid SMILES (e.g. line 12: 'C1CC('), 1 empty`` for the skipped lines of a file."""
     parts = []
@@ -116,7 +120,8 @@ def summary(counts: dict[str, int], examples: dict[str, list]) -> str:
         if counts.get(reason):
             example = examples.get(reason)
             where = f" (e.g. line {example[0]}: {quoted(example[1])})" if example else ""
-            parts.append(f"{counts[reason]:,} {reason}{where}")
+            said = PLURALS.get(reason, reason) if counts[reason] > 1 else reason
+            parts.append(f"{counts[reason]:,} {said}{where}")
     return ", ".join(parts)
 
 

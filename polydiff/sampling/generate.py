@@ -268,7 +268,8 @@ def _check_steering(model: Denoiser, config: SamplingConfig, fragments: bool) ->
     if getattr(model, "steering_asked", False) and (config.strategy != "speculative" or fragments):
         raise ValueError(
             "steering: only speculative decoding of whole molecules steers its rows "
-            "(a draft-head model writing without a template, fixed length or fragments)"
+            "(a draft-head model writing without a template, fixed length or fragments): give no steering width, "
+            "0 included, here"
         )
 
 

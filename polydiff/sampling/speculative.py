@@ -238,6 +238,8 @@ class _SpeculativeDecoder:
         self.drafted = torch.zeros(len(x), dtype=torch.long, device=device)
         self.rewinds = torch.zeros(len(x), dtype=torch.long, device=device)  # backings-out of dead ends
         self.steered = torch.zeros(len(x), dtype=torch.long, device=device)  # ends steering took back
+        # Rows whose [SEP] came at a dead end with no rewind left: what they wrote is not a molecule.
+        self.forced = torch.zeros(len(x), dtype=torch.bool, device=device)
         # Spare room past the last position for the padded context queries of ragged drafts.
         self.cache = model.new_cache(len(x), self.width + model.block_size) if config.cache else None
         self.states: Tensor | None = None  # the causal state of every committed position (``_remember``)
@@ -248,7 +250,7 @@ class _SpeculativeDecoder:
         before any later call reads them)."""
         self.x[rows] = initial
         self.position[rows], self.ended[rows], self.drafted[rows] = 1, False, 0
-        self.rewinds[rows], self.steered[rows] = 0, 0
+        self.rewinds[rows], self.steered[rows], self.forced[rows] = 0, 0, False
         self.writer.restart(rows)
 
     def last_encoded(self, rows: Tensor) -> Tensor:
@@ -314,7 +316,7 @@ class _SpeculativeDecoder:
         again; no model call."""
         if len(rows) == 0:  # most calls: every row that ended was kept
             return
-        self.ended[rows] = False
+        self.ended[rows], self.forced[rows] = False, False
         context = self.states.new_zeros(len(rows), self.states.shape[-1])
         self._back_out_of(rows, torch.ones(len(rows), dtype=torch.bool, device=rows.device), context, self.steered)
         self._clear_stale(rows)
@@ -430,7 +432,9 @@ class _SpeculativeDecoder:
                     residual[fresh], self.writer, at[fresh], self.generator, self.sep, self.names, whole
                 )
                 dead |= blocked[fresh]
-                stuck[here[fresh[dead & (self.rewinds[at[fresh]] < MAX_REWINDS)]]] = True
+                backs_out = self.rewinds[at[fresh]] < MAX_REWINDS
+                stuck[here[fresh[dead & backs_out]]] = True
+                self.forced[at[fresh[dead & ~backs_out]]] = True
             commit = ~stuck[here]
             self.writer.commit(at[commit], start[here[commit]] + i, self.vocabulary[token[commit]])
             self.ended[at[commit]] |= token[commit] == self.sep
@@ -512,6 +516,9 @@ def decode_speculative(
     sequence = torch.arange(len(x), device=x.device)  # the sequence each row is writing
     written, written_calls = x.new_empty(samples, x.shape[1]), calls.new_zeros(samples)
     started = len(x)
+    # The last finished molecule of each row steering took back (``has_kept``): written in place of
+    # a rewrite that ends at a dead end, so steering never leaves a row worse than it found it.
+    kept, has_kept = torch.zeros_like(x), torch.zeros(len(x), dtype=torch.bool, device=x.device)
     while True:
         rows = (~decoder.ended & (decoder.position < decoder.width)).nonzero().squeeze(-1)
         if len(rows) == 0:
@@ -528,16 +535,19 @@ def decode_speculative(
                 calls[finished] += 1
             rejected = steering.rejected(states, last, generator)
             refused = finished[rejected & (decoder.steered[finished] < STEERING_REWINDS)]
+            molecules = refused[~decoder.forced[refused]]
+            kept[molecules], has_kept[molecules] = x[molecules], True
             decoder.reopen(refused)
             finished = refused[decoder.ended[refused]]
         done = rows[decoder.ended[rows] | (decoder.position[rows] >= decoder.width)]
-        written[sequence[done]], written_calls[sequence[done]] = x[done], calls[done]
+        worse = (has_kept[done] & (decoder.forced[done] | ~decoder.ended[done])).unsqueeze(-1)
+        written[sequence[done]], written_calls[sequence[done]] = torch.where(worse, kept[done], x[done]), calls[done]
         fresh = done[: samples - started]
         if len(fresh):
             sequence[fresh] = started + torch.arange(len(fresh), device=x.device)
             started += len(fresh)
             decoder.restart(fresh, initial[fresh])
-            calls[fresh] = 0
+            calls[fresh], has_kept[fresh] = 0, False
         if on_step is not None:
             on_step(len(done))
     return pad_after_end(written, model.tokenizer.sep_token_id, model.tokenizer.pad_token_id), written_calls

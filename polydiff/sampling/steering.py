@@ -15,7 +15,8 @@ deviations of each property over the training molecules) widened by the head's o
 Otherwise it backs out of its end as it backs out of a dead end (``speculative.REWIND`` tokens,
 twice as many each time, from the causal state it kept; from the fifth time, from its start) and
 writes on, at most ``speculative.STEERING_REWINDS`` times, counted apart from its dead ends'; then
-it is kept as it is. Whole-sequence rejection sampling would draw exactly from p_w(x) a(x);
+it is kept as it is. A rewrite that ends at a dead end with no rewind left (no molecule) gives way
+to the last finished molecule steering refused. Whole-sequence rejection sampling would draw exactly from p_w(x) a(x);
 redrawing the tail keeps the prefix and costs fewer calls, each of them counted.
 """
 

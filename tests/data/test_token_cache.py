@@ -10,7 +10,7 @@ from rdkit import Chem
 
 from polydiff.data.batching import MoleculeCollator
 from polydiff.data.datamodule import MoleculeDataModule
-from polydiff.data.screening import screen
+from polydiff.data.screening import screen, summary
 from polydiff.data.token_cache import token_cache
 from polydiff.utils.cache import cache_dir
 
@@ -178,3 +178,9 @@ def test_repeat_units_for_a_molecule_model_and_the_training_file_as_validation_a
     messages = [str(warning.message) for warning in caught]
     assert any("39 of its first 39 lines are polymer repeat units" in message for message in messages)
     assert any("data.val_file is data.train_file" in message for message in messages)
+
+
+def test_the_skipped_lines_are_counted_in_the_plural_where_there_are_several():
+    examples = {"non-numeric value": [5, "211.5 K"]}
+    said = summary({"non-numeric value": 250, "comment": 1, "too long": 2}, examples)
+    assert said == "1 comment, 2 too long, 250 non-numeric values (e.g. line 5: '211.5 K')"

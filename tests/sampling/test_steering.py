@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from rdkit import Chem
 from test_guidance import conditioned_task  # sibling modules: pytest puts this folder on the path
 from test_speculative import kept_decoders
 
@@ -181,7 +182,7 @@ def test_steering_needs_a_property_head():
 
 def test_steering_is_refused_where_the_decoder_cannot_steer(sharp_task):
     steered = sharp_task.guided({"logp": 4.0}, 1.0, steering=0.5)
-    with pytest.raises(ValueError, match="only speculative decoding"):
+    with pytest.raises(ValueError, match=r"only speculative decoding.*: give no steering width, 0 included"):
         generate(steered, 4, length=5, seed=0)
     # asked for nothing, a fixed length samples with guidance alone
     assert len(generate(sharp_task.guided({"logp": 4.0}, 1.0), 4, length=5, seed=0)) == 4
@@ -206,3 +207,18 @@ def test_a_head_from_before_the_sum_over_the_prefix_loads_and_steers_as_it_did()
     task.load_state_dict(checkpoint["state_dict"])
     assert not task.property_head.contribution[-1].weight.any()
     assert task.guided({"logp": 4.0}, 1.0).steering is not None
+
+
+def test_a_row_whose_rewrite_ends_at_a_dead_end_keeps_the_molecule_steering_took_back(sharp_task, monkeypatch):
+    """With no rewind for a dead end, a rewrite that meets one ends there, not a molecule: the row
+    writes the last finished molecule steering refused instead (it wrote the dead end's text)."""
+    monkeypatch.setattr(speculative, "MAX_REWINDS", 0)
+    decoders = kept_decoders(monkeypatch)
+    samples = generate(sharp_task.guided({"logp": 4.0}, 1.5, steering=0.1), 24, seed=3)
+    (decoder,) = decoders
+    rescued = (decoder.forced & (decoder.steered > 0)).nonzero().squeeze(-1).tolist()
+    assert rescued  # rows that would have ended as the dead end left them
+    ended_there = sharp_task.tokenizer.batch_decode(decoder.x[rescued], skip_special_tokens=True)
+    for row, text in zip(rescued, ended_there, strict=True):
+        assert Chem.MolFromSmiles(samples[row]) is not None, samples[row]
+        assert samples[row] != text.replace(" ", "")
