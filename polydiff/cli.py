@@ -25,7 +25,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 
 from polydiff import __version__
 from polydiff.commands import OneLineErrors, one_line_warnings, user_errors
-from polydiff.commands.plain import run_plain_command
+from polydiff.commands.plain import COMMAND_HELP, DESCRIPTION, run_plain_command
 from polydiff.data.datamodule import MoleculeDataModule
 from polydiff.sampling.config import SamplingConfig
 from polydiff.tasks.checkpoints import NeedsCodeError, check_checkpoint, migrate_hyperparameters
@@ -45,9 +45,10 @@ SCORED_DATA = (
 HELD_OUT = ("val_file", "val_size")
 # Files are named to be scored (and a changed file is said where it is read).
 FILES = ("train_file", "val_file", "test_file")
-DESCRIPTION = (
-    "Masked diffusion models for molecules and polymers. Also: `polydiff sample` (generate from a checkpoint) "
-    "and `polydiff evaluate` (MOSES metrics of a samples file)."
+# The top level's description where LightningCLI prints it (``polydiff --help`` prints ``overview``).
+CLI_DESCRIPTION = (
+    f"{DESCRIPTION} Also: `polydiff sample` (generate from a checkpoint) and `polydiff evaluate` (MOSES metrics of "
+    "a samples file)."
 )
 
 
@@ -73,14 +74,8 @@ UNUSED_OPTIONS = {
     "test": {TRAINING: "trains nothing", VALIDATION_SAMPLES: "scores the bound alone and samples nothing"},
     "predict": {TRAINING: "trains nothing", VALIDATION_SAMPLES: "runs no validation (it samples by model.sampling)"},
 }
-# Each subcommand in polydiff's words (Lightning's describe the Trainer's methods, and the
-# first line of its docstring is cut mid-sentence).
-SUBCOMMAND_HELP = {
-    "fit": "Train a model (-c recipes/base.yaml), or go on training one (--ckpt_path last).",
-    "validate": "Score a checkpoint (--ckpt_path) on the validation set: val/nll and the rest.",
-    "test": "Score a checkpoint (--ckpt_path) on the test set (data.test_file).",
-    "predict": "Sample from a checkpoint through Lightning's loop; `polydiff sample` is the usual way.",
-}
+# LightningCLI's subcommands in polydiff's words.
+SUBCOMMAND_HELP = {name: COMMAND_HELP[name] for name in ("fit", "validate", "test", "predict")}
 
 
 class PolydiffParser(OneLineErrors, LightningArgumentParser):
@@ -560,5 +555,5 @@ def main(args: list[str] | None = None) -> None:
             seed_everything_default=0,
             auto_configure_optimizers=False,
             parser_class=PolydiffParser,
-            parser_kwargs={"prog": "polydiff", "description": DESCRIPTION},
+            parser_kwargs={"prog": "polydiff", "description": CLI_DESCRIPTION},
         )
