@@ -86,8 +86,13 @@ class FragmentPlan:
             text[a:b] for (a, b), i in zip(encoding.offsets, encoding.ids, strict=True) if i == tokenizer.unk_token_id
         ]
         if unknown:
+            given = ".".join(self.template.fragments)
+            # A piece of RDKit's writing alone (``[CH2]`` in ``[CH2][Tc]`` for ``[*]C[Tc]``) is said apart.
+            named = [piece for piece in unknown if piece in given] or unknown
+            written = [piece for piece in unknown if piece not in named]
+            also = f"; and, as RDKit writes the fragments, {written}" if written else ""
             raise ValueError(
-                f"fragments {'.'.join(self.template.fragments)!r} hold pieces this model does not know: {unknown} "
+                f"fragments {given!r} hold pieces this model does not know: {named}{also} "
                 f"(in {text!r}, as RDKit writes them)"
             )
         return list(encoding.ids)
