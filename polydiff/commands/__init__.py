@@ -12,10 +12,11 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType, UnionType
-from typing import Literal, Union, get_args, get_origin
+from types import FrameType
 
 from jsonargparse import ArgumentParser
+
+from polydiff.utils.arguments import type_in_words
 
 DEBUG_ENV = "POLYDIFF_DEBUG"  # set to 1 to see the full traceback of a user error
 # A class_path given for a typed option (a callback) whose own arguments fail: jsonargparse words it
@@ -33,17 +34,6 @@ RESTRICTION_PROBLEM = re.compile(
     r'Parser key "([^"]+)": Not of type \w+: (?:(.*?) does not conform to restriction .*|invalid literal for '
     r"int\(\) with base 10: '(.*)'|could not convert string to float: '(.*)')$"
 )
-TYPE_NAMES = {
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "str": "text",
-    "NoneType": "null",
-    "PositiveInt": "an integer above 0",
-    "PositiveFloat": "a number above 0",
-    "NonNegativeInt": "an integer of 0 or more",
-    "NonNegativeFloat": "a number of 0 or more",
-}
 
 
 def debugging() -> bool:
@@ -187,18 +177,7 @@ class OneLineErrors:
         """The type of option ``key`` in words, from its declaration; None where it has none here."""
         action = next((action for action in self._actions if action.dest == key), None)
         typehint = getattr(action, "_typehint", None)
-        return None if typehint is None else _type_in_words(typehint)
-
-
-def _type_in_words(typehint: object) -> str:
-    """``Literal['a', 'b'] | None`` -> "one of a, b or null"; ``int`` -> "an integer"."""
-    if get_origin(typehint) is Literal:
-        return f"one of {', '.join(map(str, get_args(typehint)))}"
-    if get_origin(typehint) in (Union, UnionType):  # null last, however the declaration orders it
-        members = sorted(get_args(typehint), key=lambda member: member is type(None))
-        return " or ".join(map(_type_in_words, members))
-    name = getattr(typehint, "__name__", str(typehint))
-    return TYPE_NAMES.get(name, name)
+        return None if typehint is None else type_in_words(typehint)
 
 
 class CommandParser(OneLineErrors, ArgumentParser):

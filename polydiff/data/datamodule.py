@@ -25,6 +25,7 @@ from polydiff.data.screening import OnBadLine, refuse_bad_line, screen_lines, su
 from polydiff.data.token_cache import CachedSequences, TokenCache, WithValues, token_cache
 from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
 from polydiff.types import Kind, RepresentationName
+from polydiff.utils.arguments import refuse_mistyped
 from polydiff.utils.cache import file_digest
 from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import csv_columns, existing_file, is_csv, iter_smiles, read_smiles
@@ -139,6 +140,9 @@ class MoleculeDataModule(LightningDataModule):
         conditions: list[str] | None = None,
         condition_dropout: float | None = None,
     ) -> None:
+        # The command line checks these; in Python, a typo (on_bad_line="raise") would pass unseen.
+        arguments = {name: value for name, value in locals().items() if name not in ("self", "__class__")}
+        refuse_mistyped("data.", MoleculeDataModule.__init__, arguments)
         super().__init__()
         self.save_hyperparameters()
         # Built in Python, not by LightningCLI: the same plain config, so the checkpoint loads weights-only.

@@ -49,6 +49,7 @@ from rich.progress import Progress
 from polydiff.chem.molecules import canonical_polymer, is_polymer, map_molecules, parse
 from polydiff.data.files import bundled_moses_path
 from polydiff.types import POLYMER_CLASSES, PolymerClass
+from polydiff.utils.arguments import refuse_mistyped_fields
 from polydiff.utils.cache import cache_dir, file_digest
 from polydiff.utils.files import existing_file, read_smiles
 from polydiff.utils.parallel import default_jobs, progress_bars
@@ -98,6 +99,7 @@ class PolymerCorpus:
     n_jobs: int | None = None
 
     def __post_init__(self) -> None:
+        refuse_mistyped_fields(self, "polymers.")
         unknown = sorted(set(self.classes) - set(POLYMER_CLASSES))
         if unknown or not self.classes:
             raise ValueError(f"polymer classes {unknown or '[]'}: choose from {', '.join(POLYMER_CLASSES)}")

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from polydiff.diffusion.schedules import DiffusionSchedule
+from polydiff.utils.arguments import refuse_mistyped_fields
 
 
 @dataclass
@@ -60,6 +61,7 @@ class DiffusionConfig:
     drafter: Literal["windows", "head"] = "head"
 
     def __post_init__(self) -> None:
+        refuse_mistyped_fields(self, "diffusion_config.")
         if self.num_timesteps < 0:
             raise ValueError(f"num_timesteps must be >= 0, got {self.num_timesteps}")
         if not 0 < self.eps < 1:

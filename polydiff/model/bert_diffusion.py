@@ -12,6 +12,7 @@ from transformers import BertConfig, BertModel, BertPreTrainedModel
 
 from polydiff.model.draft_head import DraftHead
 from polydiff.model.kv_cache import KeyValueCache, attend_with_cache
+from polydiff.utils.arguments import refuse_mistyped_fields
 
 # transformers 5 takes a per-query mask as (batch, 1, query, key) bool; 4.x as (batch, query, key) 0/1.
 _FOUR_D_MASKS = int(transformers.__version__.split(".")[0]) >= 5
@@ -41,6 +42,7 @@ class ModelConfig:
     time_conditioning: bool = False
 
     def __post_init__(self) -> None:
+        refuse_mistyped_fields(self, "model_config.")
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model_config.{name} must be at least 1, got {getattr(self, name)}")

@@ -12,10 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Literal
 
+from polydiff.utils.arguments import refuse_mistyped_fields
+
 Strategy = Literal["speculative", "prefix", "confidence", "ancestral"]
-# The fields' declared types (as written, under postponed annotations): what each takes from Python.
-FIELD_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,)}
-TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "True or False"}
 
 
 @dataclass(kw_only=True)
@@ -73,14 +72,9 @@ class SamplingConfig:
     syntax: bool = True
 
     def __post_init__(self) -> None:
-        for field in fields(self):  # "false" for a bool would read as true; "0.8" would fail deep in a sampler
-            value, kinds = getattr(self, field.name), FIELD_TYPES.get(field.type, ())
-            if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
-                raise TypeError(f"{field.name} must be {TYPE_WORDS[field.type]}, got {value!r}")
+        refuse_mistyped_fields(self)  # "false" for a bool would read as true; "0.8" would fail deep in a sampler
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.strategy not in (None, *Strategy.__args__):
-            raise ValueError(f"strategy must be one of {Strategy.__args__}, got {self.strategy!r}")
         # Written so that NaN fails each test too (every comparison with NaN is false).
         if not 0 <= self.temperature < math.inf:
             raise ValueError(f"temperature must be >= 0 and finite, got {self.temperature}")

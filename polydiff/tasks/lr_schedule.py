@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from polydiff.utils.arguments import refuse_mistyped_fields
+
 # The options that shape only the cosine decay: with a constant rate they would change nothing.
 COSINE_ONLY_OPTIONS = ("min_lr_ratio", "decay_over")
 
@@ -31,6 +33,7 @@ class LRScheduleConfig:
     decay_over: Literal["steps", "steps_or_time"] = "steps"
 
     def __post_init__(self) -> None:
+        refuse_mistyped_fields(self, "lr_schedule.")
         if self.warmup_steps < 0:
             raise ValueError(f"lr_schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0 <= self.min_lr_ratio <= 1:

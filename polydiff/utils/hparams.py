@@ -18,6 +18,8 @@ from typing import Any
 
 # Lightning's function that builds a module from its saved config (what LightningCLI records).
 INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
+# Default values written out with a class's config (any other kind is left to the parser).
+PLAIN_DEFAULTS = (bool, int, float, str, tuple, list)
 
 
 class NotPlain(ValueError):
@@ -45,15 +47,26 @@ def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value) if field.init}
     if isinstance(value, type):  # an optimizer class: called later with the parameters
-        return {"class_path": _class_path(value)}
+        return _class_config(value, {})
     if isinstance(value, functools.partial) and isinstance(value.func, type) and not value.args:
-        return {"class_path": _class_path(value.func), "init_args": _plain(value.keywords)}
+        return _class_config(value.func, value.keywords)
     lazy_type = getattr(value, "_lazy_class_type", None)  # jsonargparse's lazy_instance, not built yet
     if lazy_type is not None:
-        return {"class_path": _class_path(lazy_type), "init_args": _plain(value._lazy_kwargs)}
+        return _class_config(lazy_type, value._lazy_kwargs)
     if inspect.isroutine(value):  # a function or a lambda: not a class to build again
         raise NotPlain(f"{value!r} is not a class")
     return {"class_path": _class_path(type(value)), "init_args": _plain(_init_arguments(value))}
+
+
+def _class_config(cls: type, given: Mapping[str, Any]) -> dict[str, Any]:
+    """A class and its arguments, the defaults it declares included: the parser that loads them
+    fills an argument left out from the default class's config (AdamW's weight decay into an SGD)."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if isinstance(parameter.default, PLAIN_DEFAULTS) or parameter.default is None
+    }
+    return {"class_path": _class_path(cls), "init_args": _plain(defaults | dict(given))}
 
 
 def _class_path(cls: type) -> str:

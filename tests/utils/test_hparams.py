@@ -4,6 +4,7 @@ checkpoints load weights-only (no code run), with the same schedule, optimizer a
 import functools
 
 import lightning as L
+import pytest
 import torch
 
 import polydiff
@@ -13,12 +14,17 @@ from polydiff.utils.hparams import INSTANTIATOR, as_cli_config
 TINY = polydiff.ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 
 
-def test_a_checkpoint_of_a_fit_run_from_python_loads_weights_only(tmp_path, smiles_files):
-    task = polydiff.DiffusionTask(
-        model_config=TINY,
-        schedule=PolynomialSchedule(2.0),
-        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, betas=(0.8, 0.9)),
-    )
+@pytest.mark.parametrize(
+    ("optimizer", "expected"),
+    [
+        (functools.partial(torch.optim.AdamW, lr=1e-3, betas=(0.8, 0.9)), {"betas": (0.8, 0.9), "weight_decay": 0.01}),
+        # SGD's own weight decay (0), not the one of the default AdamW, which the loader's parser filled in
+        (functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9), {"momentum": 0.9, "weight_decay": 0}),
+    ],
+    ids=["AdamW", "SGD"],
+)
+def test_a_checkpoint_of_a_fit_run_from_python_loads_weights_only(tmp_path, smiles_files, optimizer, expected):
+    task = polydiff.DiffusionTask(model_config=TINY, schedule=PolynomialSchedule(2.0), optimizer=optimizer)
     data = polydiff.MoleculeDataModule(
         train_file=str(smiles_files["train"]), val_file=str(smiles_files["val"]), batch_size=16, token_cache=False
     )
@@ -34,8 +40,8 @@ def test_a_checkpoint_of_a_fit_run_from_python_loads_weights_only(tmp_path, smil
     loaded = polydiff.load(path, "cpu")
     assert repr(loaded.schedule) == "PolynomialSchedule(power=2.0)"
     assert loaded.model.config.hidden_size == 32
-    optimizer = loaded.optimizer(loaded.parameters())
-    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.8, 0.9)
+    built = loaded.optimizer(loaded.parameters())
+    assert type(built) is optimizer.func and {name: built.defaults[name] for name in expected} == expected
     torch.testing.assert_close(loaded.state_dict()["model.output_projection.3.weight"],
                                task.state_dict()["model.output_projection.3.weight"])  # fmt: skip
 
@@ -46,8 +52,8 @@ def test_arguments_with_no_plain_form_stay_objects():
 
     assert as_cli_config({"schedule": Local(2.0)}) is None
     assert as_cli_config({"optimizer": lambda parameters: torch.optim.SGD(parameters, lr=0.1)}) is None
-    plain = as_cli_config({"optimizer": torch.optim.SGD})
-    assert plain == {"_instantiator": INSTANTIATOR, "optimizer": {"class_path": "torch.optim.sgd.SGD"}}
+    plain = as_cli_config({"optimizer": torch.optim.SGD})["optimizer"]
+    assert plain["class_path"] == "torch.optim.sgd.SGD" and plain["init_args"]["weight_decay"] == 0
 
 
 def test_the_default_schedule_shows_as_it_was_written():
