@@ -52,6 +52,7 @@ from polydiff.chem.molecules import (
 )
 from polydiff.chem.reference import ReferenceStats
 from polydiff.types import Kind
+from polydiff.utils.arguments import refuse_mistyped
 from polydiff.utils.parallel import advancer
 
 MOSES_PROPERTIES = ("logP", "SA", "QED", "weight")
@@ -233,8 +234,14 @@ def evaluate(
     Returns:
         The metrics and what the report draws.
     """
-    if not samples:
+    if isinstance(samples, str):  # its letters would be scored as samples
+        raise TypeError(f"samples must be a list of SMILES, not one string: evaluate([{samples[:40]!r}]) scores one")
+    refuse_mistyped("", evaluate, {"kind": kind, "ks": ks})
+    if len(samples) == 0:
         raise ValueError("no samples to evaluate")
+    not_text = [sample for sample in samples if not isinstance(sample, str)]
+    if not_text:
+        raise TypeError(f"samples must be strings (an invalid one as ''), got {not_text[0]!r}")
     polymer = kind == "polymer"
     checked = map_molecules(partial(canonical_sample, polymer=polymer), samples, n_jobs, progress, "validity")
     metrics = {"valid": sum(smiles is not None for smiles, _ in checked) / len(samples)}

@@ -13,14 +13,15 @@ import importlib.util
 import itertools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import TypeVar
 
 import numpy as np
-from rdkit import Chem, DataStructs, RDConfig, RDLogger
+from rdkit import Chem, DataStructs, RDConfig, RDLogger, rdBase
 from rdkit.Chem import QED, AllChem, Crippen, Descriptors, rdFingerprintGenerator, rdMolDescriptors
 from rdkit.Chem.Scaffolds import MurckoScaffold
 from rich.progress import Progress
@@ -67,8 +68,20 @@ class MoleculeFeatures:
 
 
 def quiet_rdkit() -> None:
-    """Silences RDKit's per-molecule parse errors (a sample file has many invalid lines)."""
+    """Silences RDKit's per-molecule parse errors for good, in a process of polydiff's own (a
+    command, a worker): a sample file has many invalid lines. Library code uses ``rdkit_silenced``."""
     RDLogger.DisableLog("rdApp.*")
+
+
+@contextmanager
+def rdkit_silenced() -> Iterator[None]:
+    """Silences RDKit's log while it lasts; the caller's is as it was afterwards (a script that
+    samples or scores molecules still sees its own RDKit errors)."""
+    blocked = rdBase.BlockLogs()  # restores the log's state when it goes
+    try:
+        yield
+    finally:
+        del blocked
 
 
 def map_molecules(
@@ -80,7 +93,8 @@ def map_molecules(
     **options,
 ) -> list[R]:
     """``parallel_map`` (same arguments) with RDKit's per-molecule log silenced in every process."""
-    return parallel_map(function, items, n_jobs, progress, description, initializer=quiet_rdkit, **options)
+    with rdkit_silenced():  # in this process: ``quiet_rdkit`` runs here too where n_jobs is 1
+        return parallel_map(function, items, n_jobs, progress, description, initializer=quiet_rdkit, **options)
 
 
 # Longer strings are not read: RDKit's SMILES writer recurses along a chain and ended the process

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from polydiff.chem.conditions import categorical_columns, check_condition_names, condition_columns, data_columns
-from polydiff.chem.molecules import canonical, map_molecules, quiet_rdkit
+from polydiff.chem.molecules import canonical, map_molecules, rdkit_silenced
 from polydiff.data.batching import ConditionCollator, LengthBucketBatchSampler, MoleculeCollator, PaddingCollator
 from polydiff.data.files import bundled_moses_path, is_bundled, is_repeat_unit_line
 from polydiff.data.packed_lines import PackedLines
@@ -281,10 +281,10 @@ class MoleculeDataModule(LightningDataModule):
         bundled = is_bundled(path)
         lines = read_smiles(path, column, keep_empty=True)
         encode = None if bundled and hp.representation != "smiles" else self.collate.encode
-        quiet_rdkit()  # one RDKit message per bad line would bury the summary
-        kept, dropped, examples = screen_lines(
-            lines, hp.kind, encode, parse=not bundled, longer_than=hp.max_length - 2 if bundled else 0
-        )
+        with rdkit_silenced():  # one RDKit message per bad line would bury the summary
+            kept, dropped, examples = screen_lines(
+                lines, hp.kind, encode, parse=not bundled, longer_than=hp.max_length - 2 if bundled else 0
+            )
         header = 1 if is_csv(path) else 0  # line numbers count a CSV's header
         examples = {reason: (index + 1 + header, text) for reason, (index, text) in examples.items()}
         if examples and hp.on_bad_line == "error":

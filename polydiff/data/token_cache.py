@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
-from polydiff.chem.molecules import quiet_rdkit
+from polydiff.chem.molecules import rdkit_silenced
 from polydiff.data.batching import MoleculeCollator
 from polydiff.data.screening import REASONS, OnBadLine, refuse_bad_line, screen, summary
 from polydiff.data.tokenizer import load_tokenizer
@@ -162,8 +162,8 @@ def encode_chunk(
     """
     start, rows, tokenizer_name, max_length, representation, kind = task
     lines = [line for line, _ in rows]
-    quiet_rdkit()  # one RDKit message per bad line would bury the summary
-    reasons = [screen(line, kind) for line in lines]
+    with rdkit_silenced():  # one RDKit message per bad line would bury the summary
+        reasons = [screen(line, kind) for line in lines]
     usable = [line for line, reason in zip(lines, reasons, strict=True) if reason is None]
     encoded = iter(_encoder(tokenizer_name, max_length, representation).encode(usable))
     kept, values, dropped, examples = [], [], Counter(), {}

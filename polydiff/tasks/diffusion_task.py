@@ -567,13 +567,13 @@ class DiffusionTask(Conditioning, DiffusionBounds, LightningModule):
         (``novelty_reference``). For polymers, unique and novelty count the repeat units."""
         # Imported here, not at the top: RDKit, SciPy and ChemNet's code would slow every CLI start.
         from polydiff.chem.metrics import fraction_unique, novelty
-        from polydiff.chem.molecules import canonical_sample, quiet_rdkit
+        from polydiff.chem.molecules import canonical_sample, rdkit_silenced
 
-        quiet_rdkit()
         samples = self.sample(
             self.val_num_samples, config=self.sampling, seed=0, batch_size=min(self.val_num_samples, 256)
         )
-        checked = [canonical_sample(s, polymer=self.kind == "polymer") for s in samples]
+        with rdkit_silenced():
+            checked = [canonical_sample(s, polymer=self.kind == "polymer") for s in samples]
         valid = [c for c, repeat_unit in checked if c is not None and (repeat_unit or self.kind == "molecule")]
         if self._training_set is None:
             reference = getattr(self.trainer.datamodule, "novelty_reference", None)

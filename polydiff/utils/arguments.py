@@ -44,7 +44,7 @@ def type_in_words(typehint: object, names: Mapping[str, str] = TYPE_NAMES) -> st
         members = sorted(get_args(typehint), key=lambda member: member is type(None))
         return " or ".join(type_in_words(member, names) for member in members)
     if get_origin(typehint) in (list, tuple, Sequence) and get_args(typehint):
-        return f"{names['list']} of {type_in_words(get_args(typehint)[0], names)}"
+        return f"{names['list']} (each item {type_in_words(get_args(typehint)[0], names)})"
     name = getattr(typehint, "__name__", str(typehint))
     return names.get(name, f"a {name}" if isinstance(typehint, type) else name)
 

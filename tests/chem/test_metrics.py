@@ -1,12 +1,13 @@
 """MOSES metrics and polymer validity on hand-checked molecules (real RDKit and ChemNet, tiny inputs)."""
 
 import math
+import re
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from rdkit import Chem, DataStructs
+from rdkit import Chem, DataStructs, RDLogger
 from rdkit.Chem import AllChem
 
 from polydiff.chem import fcd as chemnet
@@ -421,3 +422,25 @@ def test_bundled_reference_statistics_match_the_bundled_moses_files(tmp_path, sp
 def test_parallel_workers_give_the_same_metrics(moses_sample):
     samples = [*moses_sample[:250], "", "C1CC", *moses_sample[:10]]
     assert evaluate(samples, n_jobs=2).metrics == evaluate(samples, n_jobs=1).metrics
+
+
+def test_scoring_leaves_the_callers_rdkit_log_as_it_was(capfd):
+    RDLogger.EnableLog("rdApp.*")  # as a script's own is (a test before this one may have silenced it)
+    evaluate(["CCO", "C1CC"])  # RDKit's own complaint about C1CC is not shown
+    assert "unclosed ring" not in capfd.readouterr().err
+    Chem.MolFromSmiles("C1CC")
+    assert "unclosed ring" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "error", "message"),
+    [
+        ({"samples": "CCO"}, TypeError, "not one string: evaluate(['CCO']) scores one"),  # not three samples C, C, O
+        ({"samples": ["CCO", None]}, TypeError, "samples must be strings (an invalid one as ''), got None"),
+        ({"samples": ["CCO"], "kind": "polymers"}, ValueError, "kind must be one of molecule, polymer"),
+        ({"samples": ["CCO"], "ks": 1000}, TypeError, "ks must be a list (each item an integer), got 1000"),
+    ],
+)
+def test_samples_and_options_evaluate_cannot_read_are_refused(given, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        evaluate(**given)

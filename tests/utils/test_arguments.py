@@ -58,7 +58,7 @@ from polydiff.utils.arguments import fits, type_in_words
             polydiff.DiffusionTask,
             {"conditions": "logp"},
             TypeError,
-            "conditions must be a list of text or None, got 'logp'",
+            "conditions must be a list (each item text) or None, got 'logp'",
         ),
         (polydiff.DiffusionTask, {"compile": "yes"}, TypeError, "compile must be True or False, got 'yes'"),
         (
@@ -98,4 +98,4 @@ def test_numbers_of_numpy_and_integers_for_floats_are_taken():
 def test_what_the_declaration_cannot_tell_is_left_to_the_class():
     assert fits(object(), polydiff.DiffusionSchedule) is None  # an abstract class: its subclasses' business
     assert fits("CCO", list[str]) is False and fits(["CCO", 3], list[str]) is False and fits(["CCO"], list[str])
-    assert type_in_words(list[str] | None) == "a list of text or null"
+    assert type_in_words(list[str] | None) == "a list (each item text) or null"

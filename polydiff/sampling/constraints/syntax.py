@@ -37,7 +37,7 @@ from rdkit import Chem
 from torch import Tensor
 from transformers import PreTrainedTokenizerFast
 
-from polydiff.chem.molecules import quiet_rdkit
+from polydiff.chem.molecules import rdkit_silenced
 from polydiff.sampling.constraints.state_table import StateTable
 
 # Token kinds. START is the state before the first token; it allows what a dot allows.
@@ -102,8 +102,8 @@ def bracket_valence(token: str) -> int:
     if symbol in SALT_CATIONS and "+" in element:
         return 0
     atom = f"[{isotope}{symbol.capitalize()}{element[len(symbol) :]}]"  # c, n, se: aromatic
-    quiet_rdkit()
-    accepted = [bonds for bonds in range(UNLIMITED) if Chem.MolFromSmiles(atom + "(C)" * bonds) is not None]
+    with rdkit_silenced():
+        accepted = [bonds for bonds in range(UNLIMITED) if Chem.MolFromSmiles(atom + "(C)" * bonds) is not None]
     if not accepted or accepted[-1] == UNLIMITED - 1:
         return UNLIMITED
     return accepted[-1]
