@@ -371,9 +371,21 @@ def main() -> None:
         report["guidance"] = guidance(args, train)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "design.json").write_text(json.dumps(report, indent=2))
+    # A row with no valid sample has no rate: null, not NaN, which strict JSON parsers refuse.
+    written = json.dumps(_null_for_nan(report), indent=2, allow_nan=False)
+    (out / "design.json").write_text(written)
     (out / "design.md").write_text(markdown(report))
-    print(json.dumps(report, indent=2))
+    print(written)
+
+
+def _null_for_nan(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _null_for_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_null_for_nan(item) for item in value]
+    return value
 
 
 if __name__ == "__main__":

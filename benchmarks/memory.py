@@ -4,8 +4,9 @@
     python benchmarks/memory.py --max_steps 30 --val_check_interval 20 -- --data.num_workers 0
 
 Runs ``polydiff fit -c recipes/base.yaml`` (plus any arguments after ``--``) in a subprocess,
-as the recipe sets it or shortened (a run should pass a validation, which samples and scores
-molecules, and every 4th of which checks their novelty), and samples every
+as the recipe sets it or shortened. A shortened run (``--val_check_interval``) samples at every
+validation (``--model.sample_every_n_validations 1``): the recipe samples 200 molecules and
+scores their novelty at every 4th, which the whole fit reaches and a short run would not. It samples every
 ``--interval`` seconds the memory of the run's process tree (the main process and its data
 loader workers) from ``/proc``. Prints JSON: the peak of the sum over processes of the
 proportional set size (PSS: shared pages split between the processes that map them, so memory
@@ -33,6 +34,8 @@ from pathlib import Path
 import torch
 
 from polydiff.commands import positive, user_errors
+
+BASE = Path(__file__).parents[1] / "recipes" / "base.yaml"
 
 
 def children(pid: int) -> list[int]:
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         epilog="Arguments after -- go to polydiff fit as they are. POLYDIFF_ALLOCATOR=system measures the fit "
         "under glibc's malloc instead of jemalloc.",
     )
-    parser.add_argument("--config", default="recipes/base.yaml", help="the recipe to fit (from the working directory)")
+    parser.add_argument("--config", default=str(BASE), help="the recipe to fit (default: recipes/base.yaml)")
     parser.add_argument("--max_steps", type=positive(int), default=None, help="default: the recipe's")
     parser.add_argument("--val_check_interval", type=positive(int), default=None, help="default: the recipe's")
     parser.add_argument("--interval", type=positive(float), default=0.25, help="seconds between samples")
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         for option in ("max_steps", "val_check_interval"):
             if getattr(args, option) is not None:
                 command += [f"--trainer.{option}", str(getattr(args, option))]
+        if args.val_check_interval is not None:  # its validations sample, as the whole fit's every 4th does
+            command += ["--model.sample_every_n_validations", "1"]
         command += extra
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

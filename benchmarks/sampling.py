@@ -143,7 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument(
-        "--num_samples", type=int, default=None, help="sequences per run (default 1000 for block models, else 64)"
+        "--num_samples",
+        type=positive(int),
+        default=None,
+        help="sequences per run (default 1000 for block models, else 64)",
     )
     parser.add_argument("--steps", type=positive(int), nargs="+", default=[64, 256, 1000])
     parser.add_argument("--strategies", nargs="+", default=["ancestral", "confidence"])
@@ -158,12 +161,12 @@ def main(argv: list[str] | None = None) -> None:
 
     task = load(args.ckpt_path, args.device)
     if task.block_size:
-        args.num_samples = args.num_samples or 1000
+        args.num_samples = 1000 if args.num_samples is None else args.num_samples
         print(json.dumps(default_decoding(task, args), indent=2))
         return
     if args.precision != "32":
         parser.error("--precision: the step and cache runs of a whole-sequence model are measured in float32")
-    args.num_samples = args.num_samples or 64
+    args.num_samples = 64 if args.num_samples is None else args.num_samples
     generate(task, 8, SamplingConfig(steps=4), batch_size=8, seed=0)  # warm-up: first calls allocate
     runs, speedup, identical = [], {}, True
     for strategy in args.strategies:

@@ -2,8 +2,8 @@
 
     python benchmarks/train_throughput.py --config recipes/base.yaml
 
-Builds the recipe's model through the CLI's own parser, tokenizes ``--num_lines`` bundled MOSES
-training molecules (the MOSES length distribution) in the recipe's representation, and cuts
+Builds the recipe's model through the CLI's own parser, tokenizes three batches' worth of bundled
+MOSES training molecules for each batch timed (the MOSES length distribution) in the recipe's representation, and cuts
 them into the batches polydiff trains on (``LengthBucketBatchSampler``, padded to each batch's
 longest). Then, ``--repeats`` times in turn, from the same initial weights:
 

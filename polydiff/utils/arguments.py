@@ -82,9 +82,12 @@ def fits(value: Any, typehint: object) -> bool | None:
 
 
 def _has_choices(typehint: object) -> bool:
+    """Whether the type is, or holds, a ``Literal``: a value outside it is a wrong value, not a wrong type."""
     if get_origin(typehint) is Literal:
         return True
-    return get_origin(typehint) in (Union, UnionType) and any(map(_has_choices, get_args(typehint)))
+    return get_origin(typehint) in (Union, UnionType, list, tuple, Sequence) and any(
+        map(_has_choices, get_args(typehint))
+    )
 
 
 def refuse_mistyped(prefix: str, declared: Callable, values: Mapping[str, Any]) -> None:

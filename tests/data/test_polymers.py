@@ -99,7 +99,7 @@ def test_split_is_seeded_disjoint_and_complete():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"classes": ["polyketone"]}, "polymer classes"),
+        ({"classes": ["polyketone"]}, r"polymers.classes must be a list \(each item one of polyolefin, polyester"),
         ({"classes": []}, "polymer classes"),
         ({"val_fraction": 0.6, "test_fraction": 0.5}, "sum to less than 1"),
         ({"monomer_file": "missing.smi"}, "monomer file not found"),
