@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
 from collections.abc import Callable, Mapping, Sequence
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -74,7 +75,7 @@ def fits(value: Any, typehint: object) -> bool | None:
         bool: is_bool,
         int: isinstance(value, numbers.Integral) and not is_bool,
         float: isinstance(value, numbers.Real) and not is_bool,
-        str: isinstance(value, str),
+        str: isinstance(value, str | os.PathLike),  # a file may be named by a Path
     }
     if dataclasses.is_dataclass(typehint):  # a config: its own fields are checked as it is built
         return isinstance(value, typehint)

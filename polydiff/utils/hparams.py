@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +41,8 @@ def as_cli_config(hparams: Mapping[str, Any]) -> dict[str, Any] | None:
 def _plain(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, os.PathLike):  # a file named by a Path: its text, as the command line gives it
+        return os.fspath(value)
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     if isinstance(value, Mapping):

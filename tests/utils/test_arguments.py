@@ -89,7 +89,10 @@ def test_a_value_the_declaration_refuses_is_refused_at_construction(built, given
         built(**given)
 
 
-def test_numbers_of_numpy_and_integers_for_floats_are_taken():
+def test_numbers_of_numpy_integers_for_floats_and_paths_for_text_are_taken(tmp_path):
+    train = tmp_path / "train.smi"
+    train.write_text("CCO\n")
+    assert polydiff.MoleculeDataModule(train_file=train).hparams.train_file == str(train)  # saved as text
     assert polydiff.MoleculeDataModule(batch_size=np.int64(32), condition_dropout=None).hparams.batch_size == 32
     assert polydiff.LRScheduleConfig(min_lr_ratio=0).min_lr_ratio == 0
     assert fits(np.float32(0.5), float) and fits(np.True_, bool) and not fits(True, int) and not fits(1, bool)
