@@ -65,7 +65,7 @@ def fits(value: Any, typehint: object) -> bool | None:
         answers = [fits(value, member) for member in get_args(typehint)]
         return True if True in answers else None if None in answers else False
     if origin in (list, tuple, Sequence):
-        if not isinstance(value, list | tuple):  # a string is a sequence, but not of its own letters
+        if not isinstance(value, list | tuple | np.ndarray):  # a string is a sequence, but not of its letters
             return False
         item = (get_args(typehint) or (Any,))[0]
         return _all([fits(member, item) for member in value])

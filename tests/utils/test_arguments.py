@@ -100,5 +100,6 @@ def test_numbers_of_numpy_integers_for_floats_and_paths_for_text_are_taken(tmp_p
 
 def test_what_the_declaration_cannot_tell_is_left_to_the_class():
     assert fits(object(), polydiff.DiffusionSchedule) is None  # an abstract class: its subclasses' business
+    assert fits(np.array([1000, 10000]), list[int])
     assert fits("CCO", list[str]) is False and fits(["CCO", 3], list[str]) is False and fits(["CCO"], list[str])
     assert type_in_words(list[str] | None) == "a list (each item text) or null"
