@@ -223,7 +223,7 @@ class PolydiffCLI(LightningCLI):
             rank_zero_info(f"--ckpt_path: {said} {options}")
         if other:
             options = ", ".join(f"data.{name} {value} (the fit's: {fits})" for name, (value, fits) in other.items())
-            rank_zero_warn(f"--ckpt_path: {subcommand} scores other sequences than the fit, with the given {options}")
+            rank_zero_warn(f"--ckpt_path: {subcommand} scores otherwise than the fit did, with the given {options}")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         command_line = sys.argv[1:] if args is None else args

@@ -614,7 +614,7 @@ def test_a_changed_training_file_beside_a_validation_file_is_said_to_change_nove
 def test_a_validation_given_other_batches_than_the_fits_says_so(tmp_path, tiny_checkpoint, caplog):
     # The README's `validate -c recipes/base.yaml --ckpt_path ...` on a fit whose config set batches of 32.
     run = ["validate", "-c", BASE, "--ckpt_path", str(tiny_checkpoint), "--trainer.default_root_dir", str(tmp_path)]
-    other = r"validate scores other sequences than the fit, with the given data\.batch_size 128 \(the fit's: 32\)"
+    other = r"validate scores otherwise than the fit did, with the given data\.batch_size 128 \(the fit's: 32\)"
     replaced = "the checkpoint's model options replace"  # base's BERT: said as before
     with (
         caplog.at_level(logging.INFO),

@@ -36,11 +36,17 @@ def steps(path: Path) -> dict[int, dict]:
 
 
 @pytest.mark.parametrize(
-    "epoch_batches", [None, 3, 4], ids=["in the first epoch", "in the third epoch", "at the second epoch's end"]
+    ("epoch_batches", "limited"),
+    [(None, False), (3, False), (4, False), (4, True)],
+    ids=["in the first epoch", "in the third epoch", "at the second epoch's end", "at its end under a batch limit"],
 )
-def test_sigkilled_fit_resumes_from_last_with_the_same_batches_and_losses(tmp_path, smiles_files, epoch_batches):
+def test_sigkilled_fit_resumes_from_last_with_the_same_batches_and_losses(
+    tmp_path, smiles_files, epoch_batches, limited
+):
     data = []
-    if epoch_batches:  # batches of 32: last.ckpt at step 8 is the third epoch's second batch, or the second's last
+    if limited:  # the whole file, 4 batches an epoch by limit_train_batches
+        data = ["--trainer.limit_train_batches", str(epoch_batches)]
+    elif epoch_batches:  # batches of 32: last.ckpt at step 8 is the third epoch's second batch, or the second's last
         short = tmp_path / "short.smi"
         short.write_text("".join(smiles_files["train"].read_text().splitlines(keepends=True)[: 32 * epoch_batches]))
         data = ["--data.train_file", str(short)]

@@ -236,6 +236,8 @@ def evaluate(
     """
     if isinstance(samples, str):  # its letters would be scored as samples
         raise TypeError(f"samples must be a list of SMILES, not one string: evaluate([{samples[:40]!r}]) scores one")
+    if not hasattr(samples, "__len__"):  # an iterator: scored more than once below
+        raise TypeError(f"samples must be a list of SMILES (list(...) of an iterator), got {type(samples).__name__}")
     refuse_mistyped("", evaluate, {"kind": kind, "ks": ks})
     if len(samples) == 0:
         raise ValueError("no samples to evaluate")

@@ -165,9 +165,12 @@ def polymer_frames(mol: Chem.Mol) -> list[str]:
     """
     mol = Chem.Mol(mol)
     stars = tuple(atom.GetIdx() for atom in mol.GetAtoms() if atom.GetAtomicNum() == 0)
-    for star in stars:  # [*:1], [1*]: labels name an end, not another unit
-        mol.GetAtomWithIdx(star).SetAtomMapNum(0)
-        mol.GetAtomWithIdx(star).SetIsotope(0)
+    for star in stars:  # [*:1], [1*], [*-]: labels and charges name an end, not another unit
+        atom = mol.GetAtomWithIdx(star)
+        atom.SetAtomMapNum(0)
+        atom.SetIsotope(0)
+        atom.SetFormalCharge(0)
+        atom.SetNumExplicitHs(0)
     written = Chem.MolToSmiles(mol)
     ends = tuple(mol.GetAtomWithIdx(star).GetNeighbors()[0].GetIdx() for star in stars)
     if ends[0] == ends[1] or mol.GetBondBetweenAtoms(*ends) is not None:

@@ -25,7 +25,7 @@ from polydiff.data.screening import OnBadLine, refuse_bad_line, screen_lines, su
 from polydiff.data.token_cache import CachedSequences, TokenCache, WithValues, token_cache
 from polydiff.data.tokenizer import load_tokenizer, unknown_token_hint
 from polydiff.types import Kind, RepresentationName
-from polydiff.utils.arguments import refuse_mistyped
+from polydiff.utils.arguments import refuse_mistyped_arguments
 from polydiff.utils.cache import file_digest
 from polydiff.utils.digest_set import DigestSet
 from polydiff.utils.files import csv_columns, existing_file, is_csv, iter_smiles, read_smiles
@@ -52,6 +52,11 @@ def validation_digest(sequences: Sequence) -> dict[str, str]:
     first = sequences[0] if len(sequences) else ""
     lines = isinstance(first[0] if isinstance(first, tuple) else first, str)
     return {"form": "lines" if lines else "token ids", "sha256": digest.hexdigest()}
+
+
+def _epoch_length(batches: int, limit: int | float) -> int:
+    """The batches an epoch trains under ``trainer.limit_train_batches`` (as Lightning counts them)."""
+    return min(batches, limit) if isinstance(limit, int) else int(batches * limit)
 
 
 class MoleculeDataModule(LightningDataModule):
@@ -141,8 +146,7 @@ class MoleculeDataModule(LightningDataModule):
         condition_dropout: float | None = None,
     ) -> None:
         # The command line checks these; in Python, a typo (on_bad_line="raise") would pass unseen.
-        arguments = {name: value for name, value in locals().items() if name not in ("self", "__class__")}
-        refuse_mistyped("data.", MoleculeDataModule.__init__, arguments)
+        refuse_mistyped_arguments("data.", MoleculeDataModule.__init__, locals())
         super().__init__()
         self.save_hyperparameters()
         # Built in Python, not by LightningCLI: the same plain config, so the checkpoint loads weights-only.
@@ -588,9 +592,15 @@ class MoleculeDataModule(LightningDataModule):
         )
         if trainer is not None:  # resuming: the rest of the epoch it stopped in, in that epoch's order
             # "processed", not "completed": a checkpoint written in on_train_batch_end (every N steps
-            # or minutes) has stepped on its last batch before Lightning counts it completed.
-            epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if done >= len(batches):  # stopped at an epoch's end: the next one, whole
+            # or minutes) has stepped on its last batch before Lightning counts it completed. Only
+            # when resuming: a loader built again at an epoch's start (reload_dataloaders_every_n_epochs)
+            # sees the epoch before's count.
+            loop = trainer.fit_loop
+            epoch, done = (
+                trainer.current_epoch,
+                loop.epoch_loop.batch_progress.current.processed if loop.restarting else 0,
+            )
+            if done >= _epoch_length(len(batches), trainer.limit_train_batches):  # an epoch's end: the next, whole
                 epoch, done = epoch + 1, 0
             # Set here as well as in DiffusionTask.on_train_epoch_start, which Lightning does not call
             # for the epoch a run resumes in (it dealt that epoch from epoch 0's order).

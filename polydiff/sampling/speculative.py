@@ -238,7 +238,7 @@ class _SpeculativeDecoder:
         self.drafted = torch.zeros(len(x), dtype=torch.long, device=device)
         self.rewinds = torch.zeros(len(x), dtype=torch.long, device=device)  # backings-out of dead ends
         self.steered = torch.zeros(len(x), dtype=torch.long, device=device)  # ends steering took back
-        # Rows whose [SEP] came at a dead end with no rewind left: what they wrote is not a molecule.
+        # Rows that met a dead end with no rewind left, where [SEP] was written: what they wrote is no molecule.
         self.forced = torch.zeros(len(x), dtype=torch.bool, device=device)
         # Spare room past the last position for the padded context queries of ragged drafts.
         self.cache = model.new_cache(len(x), self.width + model.block_size) if config.cache else None

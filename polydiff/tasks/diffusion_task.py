@@ -46,7 +46,7 @@ from polydiff.tasks.conditioning import Conditioning
 from polydiff.tasks.ema import resume_without_average
 from polydiff.tasks.lr_schedule import LRScheduleConfig
 from polydiff.types import Kind, RepresentationName
-from polydiff.utils.arguments import refuse_mistyped
+from polydiff.utils.arguments import refuse_mistyped_arguments
 from polydiff.utils.hparams import as_cli_config
 
 VAL_NUM_SAMPLES = 200  # sequences sampled at a validation that samples
@@ -145,8 +145,7 @@ class DiffusionTask(Conditioning, DiffusionBounds, LightningModule):
         conditions: list[str] | None = None,
     ) -> None:
         # The command line checks these; in Python, a typo (kind="polymers") would pass unseen.
-        arguments = {name: value for name, value in locals().items() if name not in ("self", "__class__")}
-        refuse_mistyped("", DiffusionTask.__init__, arguments)
+        refuse_mistyped_arguments("", DiffusionTask.__init__, locals())
         super().__init__()
         # A run's settings stay out of the checkpoint: LightningCLI would let saved ones override the command line.
         self.save_hyperparameters(ignore=list(RUN_SETTINGS))

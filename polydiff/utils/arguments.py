@@ -60,7 +60,7 @@ def fits(value: Any, typehint: object) -> bool | None:
     as a float."""
     origin = get_origin(typehint)
     if origin is Literal:
-        return any(value == choice and isinstance(value, type(choice)) for choice in get_args(typehint))
+        return any(isinstance(value, type(choice)) and value == choice for choice in get_args(typehint))
     if origin in (Union, UnionType):
         answers = [fits(value, member) for member in get_args(typehint)]
         return True if True in answers else None if None in answers else False
@@ -108,6 +108,14 @@ def refuse_mistyped(prefix: str, declared: Callable, values: Mapping[str, Any]) 
         if typehint is not None and fits(value, typehint) is False:
             error = ValueError if _has_choices(typehint) else TypeError
             raise error(f"{prefix}{name} must be {type_in_words(typehint, PYTHON_NAMES)}, got {value!r}")
+
+
+def refuse_mistyped_arguments(prefix: str, function: Callable, given: Mapping[str, Any]) -> None:
+    """``refuse_mistyped`` for the arguments of a call of ``function``, from the ``locals()`` its
+    body starts with (``self`` and ``__class__`` left out)."""
+    refuse_mistyped(
+        prefix, function, {name: value for name, value in given.items() if name not in ("self", "__class__")}
+    )
 
 
 def refuse_mistyped_fields(config: object, prefix: str = "") -> None:

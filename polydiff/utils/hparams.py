@@ -64,9 +64,13 @@ def _plain(value: Any) -> Any:
 def _class_config(cls: type, given: Mapping[str, Any]) -> dict[str, Any]:
     """A class and its arguments, the defaults it declares included: the parser that loads them
     fills an argument left out from the default class's config (AdamW's weight decay into an SGD)."""
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # a builtin's constructor, which Python cannot describe
+        parameters = {}
     defaults = {
         name: parameter.default
-        for name, parameter in inspect.signature(cls).parameters.items()
+        for name, parameter in parameters.items()
         if isinstance(parameter.default, PLAIN_DEFAULTS) or parameter.default is None
     }
     return {"class_path": _class_path(cls), "init_args": _plain(defaults | dict(given))}

@@ -176,6 +176,8 @@ def test_canonical_psmiles_keeps_distinct_polymers_apart():
     assert canonical_polymer(parse("*C(F)(F)*")) == "*C(*)(F)F"
     assert canonical_polymer(parse("*C[C@H](*)C")) == "*C[C@H](*)C"
     assert len({canonical_polymer(parse(s)) for s in ("*CCO*", "*CCCO*", "*CC(C)O*", "*CCN*")}) == 4
+    # Labels and charges on a star name an end: every frame writes it plain.
+    assert set(polymer_frames(parse("[*-]CCO[*+]"))) == {"*CCO*", "*COC*"}
     # Enantiomeric units, cis against trans, and a doubled unit are other polymers (or, for the last, written so).
     assert canonical_polymer(parse("*OC[C@@H](C)*")) != canonical_polymer(parse("*OC[C@H](C)*"))
     assert canonical_polymer(parse("*C/C=C/C*")) != canonical_polymer(parse("*C/C=C\\C*"))
@@ -439,6 +441,7 @@ def test_scoring_leaves_the_callers_rdkit_log_as_it_was(capfd):
         ({"samples": ["CCO", None]}, TypeError, "samples must be strings (an invalid one as ''), got None"),
         ({"samples": ["CCO"], "kind": "polymers"}, ValueError, "kind must be one of molecule, polymer"),
         ({"samples": ["CCO"], "ks": 1000}, TypeError, "ks must be a list (each item an integer), got 1000"),
+        ({"samples": iter(["CCO"])}, TypeError, "samples must be a list of SMILES (list(...) of an iterator)"),
     ],
 )
 def test_samples_and_options_evaluate_cannot_read_are_refused(given, error, message):

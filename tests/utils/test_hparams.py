@@ -1,6 +1,7 @@
 """A task and data module built in Python save plain hyperparameters, as LightningCLI's do: their
 checkpoints load weights-only (no code run), with the same schedule, optimizer and sizes."""
 
+import collections
 import functools
 
 import lightning as L
@@ -52,6 +53,7 @@ def test_arguments_with_no_plain_form_stay_objects():
 
     assert as_cli_config({"schedule": Local(2.0)}) is None
     assert as_cli_config({"optimizer": lambda parameters: torch.optim.SGD(parameters, lr=0.1)}) is None
+    assert as_cli_config({"optimizer": collections.OrderedDict})["optimizer"]["init_args"] == {}  # no signature
     plain = as_cli_config({"optimizer": torch.optim.SGD})["optimizer"]
     assert plain["class_path"] == "torch.optim.sgd.SGD" and plain["init_args"]["weight_decay"] == 0
 
