@@ -158,7 +158,7 @@ def polymer_frames(mol: Chem.Mol) -> list[str]:
     each star's place, and ``FragmentOnBonds`` opens it at the frame's bond.
 
     Args:
-        mol: a repeat unit (``is_polymer(mol)`` holds); labels on its stars are dropped.
+        mol: a repeat unit (``is_polymer(mol)`` holds); labels and charges on its stars are dropped.
 
     Returns:
         One SMILES per frame.

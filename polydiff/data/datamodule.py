@@ -596,10 +596,8 @@ class MoleculeDataModule(LightningDataModule):
             # when resuming: a loader built again at an epoch's start (reload_dataloaders_every_n_epochs)
             # sees the epoch before's count.
             loop = trainer.fit_loop
-            epoch, done = (
-                trainer.current_epoch,
-                loop.epoch_loop.batch_progress.current.processed if loop.restarting else 0,
-            )
+            epoch = trainer.current_epoch
+            done = loop.epoch_loop.batch_progress.current.processed if loop.restarting else 0
             if done >= _epoch_length(len(batches), trainer.limit_train_batches):  # an epoch's end: the next, whole
                 epoch, done = epoch + 1, 0
             # Set here as well as in DiffusionTask.on_train_epoch_start, which Lightning does not call

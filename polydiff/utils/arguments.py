@@ -56,8 +56,8 @@ def _all(answers: list[bool | None]) -> bool | None:
 
 def fits(value: Any, typehint: object) -> bool | None:
     """Whether ``value`` is of the declared type; None where the declaration cannot tell (a class
-    other than a config dataclass, a callable). numpy's numbers count as numbers, and an integer
-    as a float."""
+    other than a config dataclass, a callable). numpy's numbers count as numbers, an integer as a
+    float, and a path as text."""
     origin = get_origin(typehint)
     if origin is Literal:
         return any(isinstance(value, type(choice)) and value == choice for choice in get_args(typehint))
@@ -69,6 +69,8 @@ def fits(value: Any, typehint: object) -> bool | None:
             return False
         item = (get_args(typehint) or (Any,))[0]
         return _all([fits(member, item) for member in value])
+    if dataclasses.is_dataclass(typehint):  # a config: its own fields are checked as it is built
+        return isinstance(value, typehint)
     is_bool = isinstance(value, bool | np.bool_)
     simple = {
         type(None): value is None,
@@ -77,8 +79,6 @@ def fits(value: Any, typehint: object) -> bool | None:
         float: isinstance(value, numbers.Real) and not is_bool,
         str: isinstance(value, str | os.PathLike),  # a file may be named by a Path
     }
-    if dataclasses.is_dataclass(typehint):  # a config: its own fields are checked as it is built
-        return isinstance(value, typehint)
     return simple.get(typehint)
 
 
