@@ -6,7 +6,7 @@
 Runs ``polydiff fit -c recipes/base.yaml`` (plus any arguments after ``--``) in a subprocess,
 as the recipe sets it or shortened. A shortened run (``--val_check_interval``) samples at every
 validation (``--model.sample_every_n_validations 1``): the recipe samples 200 molecules and
-scores their novelty at every 4th, which the whole fit reaches and a short run would not. It samples every
+scores their novelty at every 4th, which the whole fit reaches and a short run would not. It reads every
 ``--interval`` seconds the memory of the run's process tree (the main process and its data
 loader workers) from ``/proc``. Prints JSON: the peak of the sum over processes of the
 proportional set size (PSS: shared pages split between the processes that map them, so memory
